@@ -1,0 +1,153 @@
+//! Connection settings, and the three ways to get a connection: connect,
+//! accept (QEMU connects to us), or adopt a connected stream.
+
+use crate::address::Address;
+use crate::connection::FramedReader;
+use crate::error::{Error, Result};
+use crate::handshake;
+use crate::router::{self, Shared};
+use crate::transport::{self, Listener, Stream};
+use crate::{writer, Client};
+use qmp_proto::DEFAULT_MAX_MESSAGE_SIZE;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// What happens when a connection opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Handshake {
+    /// Read the greeting, then negotiate with `qmp_capabilities` (default).
+    #[default]
+    Negotiate,
+    /// Read the greeting but leave negotiation to the caller.
+    GreetingOnly,
+    /// Expect no greeting at all (the guest agent speaks without one).
+    None,
+}
+
+/// Builds a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    timeout: Option<Duration>,
+    connect_timeout: Duration,
+    oob: bool,
+    handshake: Handshake,
+    max_message_size: usize,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Default per-command timeout. Generous (QEMU answers in microseconds to
+/// milliseconds; long work runs as jobs), but it means no call can hang
+/// forever on a stopped or wedged QEMU.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default bound on connecting plus the handshake.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl ClientBuilder {
+    pub fn new() -> Self {
+        ClientBuilder {
+            timeout: Some(DEFAULT_TIMEOUT),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            oob: true,
+            handshake: Handshake::Negotiate,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+        }
+    }
+
+    /// Default timeout of every call (`None`: wait forever).
+    pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Bound on connecting, reading the greeting and negotiating.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Whether to enable oob when the server offers it (default true).
+    pub fn oob(mut self, oob: bool) -> Self {
+        self.oob = oob;
+        self
+    }
+
+    pub fn handshake(mut self, handshake: Handshake) -> Self {
+        self.handshake = handshake;
+        self
+    }
+
+    /// Largest message accepted from the server (default 256 MiB).
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Connects to an address in the common syntax (see [`Address`]).
+    pub async fn connect(self, address: &str) -> Result<Client> {
+        let address: Address = address.parse()?;
+        self.connect_to(&address).await
+    }
+
+    pub async fn connect_to(self, address: &Address) -> Result<Client> {
+        let limit = self.connect_timeout;
+        let what = address.to_string();
+        let opening = async {
+            let stream = transport::connect(address).await?;
+            self.open(stream).await
+        };
+        tokio::time::timeout(limit, opening)
+            .await
+            .unwrap_or_else(|_| Err(handshake_timeout(&what, limit)))
+    }
+
+    /// Waits for a peer (QEMU started with `server=off`) to connect to
+    /// `listener`, then runs the handshake. Only the handshake is bounded
+    /// by the connect timeout, not the wait for the peer.
+    pub async fn accept(self, listener: &Listener) -> Result<Client> {
+        let stream = listener.accept().await?;
+        self.from_stream(stream).await
+    }
+
+    /// Runs the handshake on an already-connected stream.
+    pub async fn from_stream(self, stream: impl Into<Stream>) -> Result<Client> {
+        let limit = self.connect_timeout;
+        tokio::time::timeout(limit, self.open(stream.into()))
+            .await
+            .unwrap_or_else(|_| Err(handshake_timeout("the stream", limit)))
+    }
+
+    async fn open(self, stream: Stream) -> Result<Client> {
+        let fd_passing = stream.can_pass_fds();
+        let (read, write) = stream.split();
+        let mut reader = FramedReader::new(read, self.max_message_size);
+        let greeting = match self.handshake {
+            Handshake::None => None,
+            _ => Some(handshake::read_greeting(&mut reader).await?),
+        };
+        let will_negotiate_oob = self.handshake == Handshake::Negotiate
+            && self.oob
+            && greeting.as_ref().is_some_and(|g| g.offers("oob"));
+        let shared = Arc::new(Shared::new(will_negotiate_oob));
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(writer::run(write, rx, shared.clone()));
+        let router = tokio::spawn(router::run(reader, shared.clone())).abort_handle();
+        let mut client = Client::start(shared, tx, router, greeting.clone(), fd_passing, self.timeout);
+        if let (Handshake::Negotiate, Some(g)) = (self.handshake, &greeting) {
+            let oob = handshake::negotiate(&client, g, self.oob).await?;
+            client.set_oob(oob);
+        }
+        Ok(client)
+    }
+}
+
+fn handshake_timeout(what: &str, limit: Duration) -> Error {
+    Error::Handshake(format!(
+        "no greeting from {what} within {limit:?} (a QEMU monitor serves one client at a time: is another connected?)"
+    ))
+}

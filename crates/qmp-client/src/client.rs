@@ -1,0 +1,435 @@
+//! The async client: one connection, any number of concurrent callers.
+//!
+//! A call encodes its request, registers a waiter under its id, queues the
+//! bytes for the writer task and waits; the router task completes the
+//! waiter when the reply with that id arrives. Nothing here blocks on
+//! another caller, and nothing a caller does (time out, be cancelled) can
+//! make a reply reach the wrong caller.
+
+use crate::error::{Disconnect, Error, Result};
+use crate::events::{EventFilter, EventStream, DEFAULT_EVENT_BUFFER};
+use crate::router::{IdKey, Pending, Shared};
+use crate::writer::Outgoing;
+use qmp_proto::{encode_request, Event, Greeting, Response};
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::Value;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit};
+use tokio::task::AbortHandle;
+
+/// A QMP connection. Cheap to clone; all clones share the connection,
+/// which closes when the last one is dropped (or on [`Client::close`]).
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    tx: mpsc::UnboundedSender<Outgoing>,
+    greeting: Option<Greeting>,
+    oob: bool,
+    fd_passing: bool,
+    default_timeout: Option<Duration>,
+    next_id: AtomicU64,
+    router: AbortHandle,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The writer ends by itself once `tx` is gone, after writing what
+        // is queued; the reader is stopped here.
+        self.router.abort();
+        self.shared.close(Disconnect::Closed);
+    }
+}
+
+/// One request with every option: caller-chosen id, `exec-oob`, its own
+/// timeout, file descriptors to pass.
+#[derive(Debug)]
+pub struct Call {
+    command: String,
+    arguments: Option<Value>,
+    id: Option<Value>,
+    oob: bool,
+    timeout: Option<Option<Duration>>,
+    fds: Vec<OwnedFd>,
+}
+
+impl Call {
+    pub fn new(command: impl Into<String>) -> Call {
+        Call {
+            command: command.into(),
+            arguments: None,
+            id: None,
+            oob: false,
+            timeout: None,
+            fds: Vec::new(),
+        }
+    }
+
+    /// Arguments as a JSON object (`null` or `{}` send none).
+    pub fn arguments(mut self, arguments: Value) -> Call {
+        self.arguments = Some(arguments);
+        self
+    }
+
+    /// Sets one argument.
+    pub fn arg(mut self, name: &str, value: impl Into<Value>) -> Call {
+        let args = self.arguments.get_or_insert_with(|| Value::Object(Default::default()));
+        if let Value::Object(map) = args {
+            map.insert(name.to_owned(), value.into());
+        }
+        self
+    }
+
+    /// An id of any JSON type instead of an automatic one. It must not
+    /// equal the id of a call still waiting for its reply.
+    pub fn id(mut self, id: impl Into<Value>) -> Call {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// Send as `exec-oob` (needs oob negotiated).
+    pub fn out_of_band(mut self) -> Call {
+        self.oob = true;
+        self
+    }
+
+    /// This call's timeout; `None` waits as long as it takes.
+    pub fn timeout(mut self, timeout: Option<Duration>) -> Call {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// A file descriptor to pass with the request (SCM_RIGHTS), as
+    /// `getfd` and `add-fd` expect. It is closed here once sent.
+    pub fn fd(mut self, fd: OwnedFd) -> Call {
+        self.fds.push(fd);
+        self
+    }
+}
+
+impl Client {
+    pub(crate) fn start(
+        shared: Arc<Shared>,
+        tx: mpsc::UnboundedSender<Outgoing>,
+        router: AbortHandle,
+        greeting: Option<Greeting>,
+        fd_passing: bool,
+        default_timeout: Option<Duration>,
+    ) -> Client {
+        Client {
+            inner: Arc::new(Inner {
+                shared,
+                tx,
+                greeting,
+                oob: false,
+                fd_passing,
+                default_timeout,
+                next_id: AtomicU64::new(1),
+                router,
+            }),
+        }
+    }
+
+    /// Records that oob was negotiated. Only called during the handshake,
+    /// while this is the only handle.
+    pub(crate) fn set_oob(&mut self, oob: bool) {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.oob = oob;
+        }
+    }
+
+    /// Connects with default settings; see [`ClientBuilder`](crate::ClientBuilder).
+    pub async fn connect(address: &str) -> Result<Client> {
+        crate::ClientBuilder::new().connect(address).await
+    }
+
+    /// The server's greeting (`None` for a server that sends none, such as
+    /// the guest agent).
+    pub fn greeting(&self) -> Option<&Greeting> {
+        self.inner.greeting.as_ref()
+    }
+
+    /// Whether oob was negotiated (`exec-oob` allowed).
+    pub fn oob_enabled(&self) -> bool {
+        self.inner.oob
+    }
+
+    /// Whether file descriptors can be passed on this connection.
+    pub fn can_pass_fds(&self) -> bool {
+        self.inner.fd_passing
+    }
+
+    /// Runs a command and returns its `return` value. `arguments` is a JSON
+    /// object, or `Value::Null` for none.
+    pub async fn execute(&self, command: &str, arguments: Value) -> Result<Value> {
+        self.roundtrip(command, Some(&arguments), None, false, None, Vec::new())
+            .await
+    }
+
+    /// Runs a command with typed arguments and a typed result. The
+    /// arguments are serialized straight to the wire.
+    pub async fn execute_typed<A, R>(&self, command: &str, arguments: &A) -> Result<R>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let v = self
+            .roundtrip(command, Some(arguments), None, false, None, Vec::new())
+            .await?;
+        Ok(serde_json::from_value(v)?)
+    }
+
+    /// Runs a fully specified [`Call`].
+    pub async fn call(&self, call: Call) -> Result<Value> {
+        let Call {
+            command,
+            arguments,
+            id,
+            oob,
+            timeout,
+            fds,
+        } = call;
+        self.roundtrip(&command, arguments.as_ref(), id, oob, timeout, fds)
+            .await
+    }
+
+    /// Subscribes to events that pass `filter`, with the default buffer.
+    pub fn events(&self, filter: EventFilter) -> EventStream {
+        self.events_with_capacity(filter, DEFAULT_EVENT_BUFFER)
+    }
+
+    /// Subscribes with a buffer of `capacity` events.
+    pub fn events_with_capacity(&self, filter: EventFilter, capacity: usize) -> EventStream {
+        self.inner.shared.subscribe(filter, capacity)
+    }
+
+    /// Runs a command and waits for the first event it causes that passes
+    /// `filter`. The subscription is made before the command is sent, so
+    /// an event that arrives before the reply (as QEMU sends them, rule P4)
+    /// is not missed. The wait is bounded by the default timeout.
+    pub async fn execute_and_wait(
+        &self,
+        command: &str,
+        arguments: Value,
+        filter: EventFilter,
+    ) -> Result<(Value, Arc<Event>)> {
+        let mut events = self.events(filter);
+        let ret = self.execute(command, arguments).await?;
+        let wait = async {
+            loop {
+                match events.next().await {
+                    Some(Ok(e)) => return Ok(e),
+                    // Only matching events are buffered, so the ones kept
+                    // after a lag still match.
+                    Some(Err(_lagged)) => continue,
+                    None => return Err(self.inner.shared.disconnected()),
+                }
+            }
+        };
+        let event = match self.inner.default_timeout {
+            Some(t) => tokio::time::timeout(t, wait)
+                .await
+                .map_err(|_| Error::Timeout {
+                    command: format!("{command} (waiting for its event)"),
+                    timeout: t,
+                })??,
+            None => wait.await?,
+        };
+        Ok((ret, event))
+    }
+
+    /// Replies that carry no id, such as QEMU's answer to a request it
+    /// could not parse. They cannot be matched to a caller, so they are
+    /// reported here (and logged) instead of tearing the session down.
+    pub fn unsolicited(&self) -> broadcast::Receiver<Response> {
+        self.inner.shared.unsolicited()
+    }
+
+    /// Whether the connection is gone.
+    pub fn is_closed(&self) -> bool {
+        self.inner.shared.closed_watch().borrow().is_some()
+    }
+
+    /// Waits until the connection is gone and tells why.
+    pub async fn disconnected(&self) -> Disconnect {
+        let mut w = self.inner.shared.closed_watch();
+        let reason = match w.wait_for(|c| c.is_some()).await {
+            Ok(c) => c.clone(),
+            Err(_) => None,
+        };
+        reason.unwrap_or(Disconnect::Closed)
+    }
+
+    /// Closes gracefully: no new calls are accepted, queued requests are
+    /// written, the socket is half-closed, and calls already sent get their
+    /// replies (QEMU answers what it has read, rule P6) before the server
+    /// closes its side. Bounded by `grace`; what is still pending then
+    /// fails with [`Disconnect::Closed`].
+    pub async fn close_with_grace(&self, grace: Duration) {
+        self.inner.shared.lock().closing = true;
+        let (done_tx, done_rx) = oneshot::channel();
+        if self.inner.tx.send(Outgoing::Shutdown(done_tx)).is_ok() {
+            let _ = done_rx.await;
+        }
+        let _ = tokio::time::timeout(grace, self.disconnected()).await;
+        self.inner.router.abort();
+        self.inner.shared.close(Disconnect::Closed);
+    }
+
+    /// [`close_with_grace`](Self::close_with_grace) with 5 seconds.
+    pub async fn close(&self) {
+        self.close_with_grace(Duration::from_secs(5)).await
+    }
+
+    async fn roundtrip<A: Serialize + ?Sized>(
+        &self,
+        command: &str,
+        arguments: Option<&A>,
+        id: Option<Value>,
+        oob: bool,
+        timeout: Option<Option<Duration>>,
+        fds: Vec<OwnedFd>,
+    ) -> Result<Value> {
+        if oob && !self.inner.oob {
+            return Err(Error::OobNotNegotiated);
+        }
+        if !fds.is_empty() && !self.inner.fd_passing {
+            return Err(Error::FdPassingUnsupported);
+        }
+        let timeout = timeout.unwrap_or(self.inner.default_timeout);
+        let work = async {
+            let permit = match (&self.inner.shared.window, oob) {
+                (Some(window), false) => Some(
+                    window
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .map_err(|_| self.inner.shared.disconnected())?,
+                ),
+                _ => None,
+            };
+            let (key, reply) = self.submit(command, arguments, id, oob, fds, permit)?;
+            let guard = GiveUpGuard {
+                shared: &self.inner.shared,
+                key: Some(key),
+            };
+            let result = match reply.await {
+                Ok(result) => result,
+                Err(_) => Err(self.inner.shared.disconnected()),
+            };
+            guard.disarm();
+            result
+        };
+        match timeout {
+            Some(t) => tokio::time::timeout(t, work).await.unwrap_or_else(|_| {
+                Err(Error::Timeout {
+                    command: command.to_owned(),
+                    timeout: t,
+                })
+            }),
+            None => work.await,
+        }
+    }
+
+    /// Encodes, registers and queues one request, all without awaiting, so
+    /// a cancelled caller can never leave a request half-registered.
+    fn submit<A: Serialize + ?Sized>(
+        &self,
+        command: &str,
+        arguments: Option<&A>,
+        id: Option<Value>,
+        oob: bool,
+        fds: Vec<OwnedFd>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<(IdKey, oneshot::Receiver<Result<Value>>)> {
+        let mut frame = Vec::with_capacity(64 + command.len());
+        let mut key = match &id {
+            Some(id) => {
+                encode_request(&mut frame, command, arguments, Some(id), oob)?;
+                IdKey::of(id)
+            }
+            None => self.encode_with_fresh_id(&mut frame, command, arguments, oob)?,
+        };
+        let (tx, rx) = oneshot::channel();
+        let mut st = self.inner.shared.lock();
+        if let Some(reason) = &st.closed {
+            return Err(Error::Disconnected(reason.clone()));
+        }
+        if st.closing {
+            return Err(Error::Disconnected(Disconnect::Closed));
+        }
+        while st.pending.contains_key(&key) {
+            if let Some(id) = &id {
+                return Err(Error::DuplicateId(id.to_string()));
+            }
+            // A caller chose a number equal to our next automatic id.
+            frame.clear();
+            key = self.encode_with_fresh_id(&mut frame, command, arguments, oob)?;
+        }
+        tracing::debug!(target: "qmp::wire", "-> {}", String::from_utf8_lossy(frame.trim_ascii_end()));
+        let out = if fds.is_empty() {
+            Outgoing::Frame(frame)
+        } else {
+            Outgoing::FrameWithFds(frame, fds)
+        };
+        if self.inner.tx.send(out).is_err() {
+            return Err(Error::Disconnected(
+                st.closed.clone().unwrap_or(Disconnect::Closed),
+            ));
+        }
+        st.pending.insert(
+            key.clone(),
+            Pending {
+                tx,
+                command: command.to_owned(),
+                permit,
+            },
+        );
+        Ok((key, rx))
+    }
+
+    fn encode_with_fresh_id<A: Serialize + ?Sized>(
+        &self,
+        frame: &mut Vec<u8>,
+        command: &str,
+        arguments: Option<&A>,
+        oob: bool,
+    ) -> Result<IdKey> {
+        let n = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        encode_request(frame, command, arguments, Some(&n), oob)?;
+        Ok(IdKey::Num(n))
+    }
+}
+
+/// Runs when a caller stops waiting before its reply came (timeout or
+/// cancellation). The request stays registered, so its late reply is
+/// recognised and dropped, but its place in the in-band window is freed:
+/// a reply that never comes (QEMU could not parse the request) must not
+/// shrink the window for good. Freeing it early is safe, since QEMU stops
+/// reading when its queue is full and drops nothing (rule O3).
+struct GiveUpGuard<'a> {
+    shared: &'a Shared,
+    key: Option<IdKey>,
+}
+
+impl GiveUpGuard<'_> {
+    fn disarm(mut self) {
+        self.key = None;
+    }
+}
+
+impl Drop for GiveUpGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = &self.key {
+            if let Some(p) = self.shared.lock().pending.get_mut(key) {
+                p.permit = None;
+            }
+        }
+    }
+}

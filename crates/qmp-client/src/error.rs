@@ -1,0 +1,92 @@
+//! Errors of the client, and why a connection ended.
+
+use qmp_proto::{DecodeError, QmpError};
+use std::{fmt, io, sync::Arc, time::Duration};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a connection is gone. Every call pending when it went away fails
+/// with this, so callers learn the real cause rather than "disconnected".
+#[derive(Debug, Clone)]
+pub enum Disconnect {
+    /// The server closed the connection between messages.
+    Eof,
+    /// Reading or writing the socket failed.
+    Io(Arc<io::Error>),
+    /// The server sent bytes that are not QMP, or a message cut short.
+    Protocol(DecodeError),
+    /// This client closed the connection (`close()`, or the last handle
+    /// was dropped).
+    Closed,
+}
+
+impl fmt::Display for Disconnect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Disconnect::Eof => f.write_str("the server closed the connection"),
+            Disconnect::Io(e) => write!(f, "connection I/O error: {e}"),
+            Disconnect::Protocol(e) => write!(f, "protocol error: {e}"),
+            Disconnect::Closed => f.write_str("the connection was closed by the client"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The server answered with `{"error": {"class", "desc"}}`.
+    #[error("{0}")]
+    Qmp(QmpError),
+    /// No reply within the timeout. The request may still run on the
+    /// server; its late reply is dropped.
+    #[error("no reply to '{command}' within {timeout:?}")]
+    Timeout { command: String, timeout: Duration },
+    /// The connection is gone (see [`Disconnect`] for why).
+    #[error("disconnected: {0}")]
+    Disconnected(Disconnect),
+    /// Could not connect, bind or accept.
+    #[error("cannot connect to {address}: {source}")]
+    Connect {
+        address: String,
+        #[source]
+        source: Arc<io::Error>,
+    },
+    /// The greeting or the capabilities negotiation failed.
+    #[error("handshake failed: {0}")]
+    Handshake(String),
+    /// File descriptors can only travel over unix sockets (rule F5).
+    #[error("file descriptors can only be passed over a unix socket")]
+    FdPassingUnsupported,
+    /// A caller-chosen id is already waiting for its reply.
+    #[error("id {0} is already in use by a pending command")]
+    DuplicateId(String),
+    /// `exec-oob` needs oob negotiated.
+    #[error("out-of-band execution needs the 'oob' capability, which was not negotiated")]
+    OobNotNegotiated,
+    /// Arguments could not be serialized, or a reply did not fit the
+    /// requested type.
+    #[error("JSON conversion failed: {0}")]
+    Json(Arc<serde_json::Error>),
+    /// An invalid address string.
+    #[error("invalid address '{0}': expected /path, unix:/path, host:port, tcp:host:port, [v6]:port or fd:N")]
+    Address(String),
+}
+
+impl Error {
+    /// The server's error class and text, when the server refused.
+    pub fn qmp(&self) -> Option<&QmpError> {
+        match self {
+            Error::Qmp(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    pub fn is_disconnect(&self) -> bool {
+        matches!(self, Error::Disconnected(_))
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Json(Arc::new(e))
+    }
+}

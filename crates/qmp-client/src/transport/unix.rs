@@ -1,0 +1,70 @@
+//! Unix-socket specifics: passing file descriptors (SCM_RIGHTS, rule F5)
+//! and adopting an inherited, already-connected socket.
+
+use super::Stream;
+use nix::sys::socket::{self, AddressFamily, ControlMessage, MsgFlags, SockaddrLike, SockaddrStorage, UnixAddr};
+use std::io::{self, IoSlice};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use tokio::io::{AsyncWriteExt, Interest};
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::UnixStream;
+
+/// Sends `bytes` with `fds` as ancillary data on the first chunk, then the
+/// rest of the bytes as a plain write.
+pub(super) async fn write_with_fds(w: &mut OwnedWriteHalf, bytes: &[u8], fds: &[OwnedFd]) -> io::Result<()> {
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let stream: &UnixStream = w.as_ref();
+    let sent = loop {
+        stream.writable().await?;
+        let r = stream.try_io(Interest::WRITABLE, || {
+            let cmsg = [ControlMessage::ScmRights(&raw)];
+            socket::sendmsg::<UnixAddr>(
+                stream.as_raw_fd(),
+                &[IoSlice::new(bytes)],
+                &cmsg,
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            )
+            .map_err(io::Error::from)
+        });
+        match r {
+            Ok(n) => break n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    w.write_all(&bytes[sent..]).await
+}
+
+/// Takes ownership of an inherited socket fd (`fd:N` addresses).
+pub(super) fn adopt_fd(fd: RawFd) -> io::Result<Stream> {
+    let family = socket::getsockname::<SockaddrStorage>(fd)
+        .map_err(io::Error::from)?
+        .family();
+    // SAFETY: the caller names an fd it owns and gives to us; getsockname
+    // above checked that it is an open socket.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    match family {
+        Some(AddressFamily::Unix) => {
+            let s = std::os::unix::net::UnixStream::from(owned);
+            s.set_nonblocking(true)?;
+            Ok(Stream::Unix(UnixStream::from_std(s)?))
+        }
+        Some(AddressFamily::Inet | AddressFamily::Inet6) => {
+            let s = std::net::TcpStream::from(owned);
+            s.set_nonblocking(true)?;
+            s.set_nodelay(true)?;
+            Ok(Stream::Tcp(tokio::net::TcpStream::from_std(s)?))
+        }
+        other => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("fd {fd} is not a unix or TCP socket ({other:?})"),
+        )),
+    }
+}
+
+/// A connected pair of unix sockets, for running a client and an
+/// in-process server (or a child QEMU given one end) over one socketpair.
+pub fn socketpair() -> io::Result<(UnixStream, UnixStream)> {
+    UnixStream::pair()
+}

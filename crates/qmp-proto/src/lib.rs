@@ -1,0 +1,23 @@
+//! The QEMU Monitor Protocol without I/O.
+//!
+//! This crate holds what every part of the project shares and nothing that
+//! touches a socket, so each piece can be tested (and fuzzed) byte by byte:
+//!
+//! * [`message`]: the message model (greeting, request, response, event);
+//! * [`decoder`]: bytes in any chunking to messages, with a size limit;
+//! * [`encoder`]: requests to compact JSON lines;
+//! * [`args`]: the `key=value` argument syntax of the command-line tools.
+//!
+//! The tokio client in `qmp-client` wraps these thinly.
+
+pub mod args;
+pub mod decoder;
+pub mod encoder;
+pub mod message;
+
+pub use decoder::{DecodeError, Decoder, DEFAULT_MAX_MESSAGE_SIZE};
+pub use encoder::encode_request;
+pub use message::{
+    Arguments, Event, Greeting, Message, QemuVersion, QmpError, Request, Response, Timestamp,
+    Version,
+};

@@ -1,0 +1,352 @@
+//! The QMP message model, shared by everything in this workspace.
+//!
+//! Four kinds of message cross a QMP connection:
+//!
+//! * the server's [`Greeting`], sent once when a client connects;
+//! * a client [`Request`] (`execute` or `exec-oob`, optional `arguments`,
+//!   optional `id` of any JSON type);
+//! * the server's [`Response`], `return` or `error {class, desc}`, echoing
+//!   the request's id;
+//! * the server's asynchronous [`Event`] with a timestamp and optional data.
+//!
+//! [`Message::from_slice`] classifies one complete JSON object by the members
+//! it carries, never by its position in the stream (rule P4): an event can
+//! arrive between any request and its reply.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// Command arguments: a JSON object.
+pub type Arguments = Map<String, Value>;
+
+/// `{"micro": .., "minor": .., "major": ..}` (QEMU writes them in this order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+pub struct QemuVersion {
+    #[serde(default)]
+    pub micro: u64,
+    #[serde(default)]
+    pub minor: u64,
+    #[serde(default)]
+    pub major: u64,
+}
+
+impl fmt::Display for QemuVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.micro)
+    }
+}
+
+/// The version object of the greeting and of `query-version`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Version {
+    pub qemu: QemuVersion,
+    /// Distribution suffix such as `Debian 1:10.0.2+ds-2`; may be empty.
+    #[serde(default)]
+    pub package: String,
+}
+
+/// The first message of every connection:
+/// `{"QMP": {"version": {...}, "capabilities": ["oob"]}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Greeting {
+    pub version: Version,
+    /// Capabilities the server offers. `oob` is the only one QEMU knows
+    /// today (rule G3), but unknown strings are kept, not rejected.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+}
+
+impl Greeting {
+    /// Whether the server offers the named capability (such as `oob`).
+    pub fn offers(&self, capability: &str) -> bool {
+        self.capabilities.iter().any(|c| c == capability)
+    }
+}
+
+/// A client request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub command: String,
+    /// `None` sends no `arguments` member, which QEMU reads as `{}` (R6).
+    pub arguments: Option<Arguments>,
+    /// Any JSON value, `null` included (R2). `None` sends no `id`.
+    pub id: Option<Value>,
+    /// `exec-oob` instead of `execute` (only with oob negotiated).
+    pub oob: bool,
+}
+
+impl Request {
+    pub fn new(command: impl Into<String>) -> Self {
+        Request {
+            command: command.into(),
+            arguments: None,
+            id: None,
+            oob: false,
+        }
+    }
+
+    pub fn with_arguments(mut self, arguments: Arguments) -> Self {
+        self.arguments = Some(arguments);
+        self
+    }
+
+    pub fn with_id(mut self, id: Value) -> Self {
+        self.id = Some(id);
+        self
+    }
+
+    pub fn out_of_band(mut self) -> Self {
+        self.oob = true;
+        self
+    }
+}
+
+/// The `error` member of a failed reply: a class and a human-readable text.
+///
+/// Clients must accept any class string (rule X1) and should not parse
+/// `desc`; both are kept exactly as the server sent them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QmpError {
+    #[serde(default)]
+    pub class: String,
+    #[serde(default)]
+    pub desc: String,
+}
+
+impl fmt::Display for QmpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.class, self.desc)
+    }
+}
+
+impl std::error::Error for QmpError {}
+
+/// A reply to a request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    /// The id echoed back; `None` when the request had none or the server
+    /// could not read it (a parse error is answered without an id).
+    pub id: Option<Value>,
+    pub result: Result<Value, QmpError>,
+}
+
+/// When the server raised an event (wall-clock time, rule E2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Timestamp {
+    pub seconds: i64,
+    pub microseconds: i64,
+}
+
+/// An asynchronous event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub name: String,
+    /// `None` when the server left `data` out (it does when it is empty).
+    pub data: Option<Value>,
+    pub timestamp: Timestamp,
+}
+
+impl Event {
+    /// The member of `data` at a JSON pointer such as `/id` or
+    /// `/info/status`, if present.
+    pub fn data_at(&self, pointer: &str) -> Option<&Value> {
+        self.data.as_ref()?.pointer(pointer)
+    }
+
+    /// The event as QEMU writes it: `{"timestamp", "event", "data"}`.
+    pub fn to_value(&self) -> Value {
+        let mut m = Map::new();
+        m.insert(
+            "timestamp".into(),
+            serde_json::json!({"seconds": self.timestamp.seconds, "microseconds": self.timestamp.microseconds}),
+        );
+        m.insert("event".into(), Value::String(self.name.clone()));
+        if let Some(data) = &self.data {
+            m.insert("data".into(), data.clone());
+        }
+        Value::Object(m)
+    }
+}
+
+/// Any message on a QMP connection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    Greeting(Greeting),
+    Request(Request),
+    Response(Response),
+    Event(Event),
+    /// A well-formed JSON object with none of the members that identify a
+    /// QMP message. Kept rather than rejected so that a newer or odder
+    /// server does not break the connection.
+    Other(Value),
+}
+
+/// Why a complete JSON object could not be read as a message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct MessageError(#[from] serde_json::Error);
+
+impl Message {
+    /// Classifies one complete JSON text.
+    pub fn from_slice(bytes: &[u8]) -> Result<Message, MessageError> {
+        let wire: Wire = serde_json::from_slice(bytes)?;
+        match wire.classify() {
+            Some(message) => Ok(message),
+            None => Ok(Message::Other(serde_json::from_slice(bytes)?)),
+        }
+    }
+
+    /// Classifies a JSON value already parsed.
+    pub fn from_value(value: Value) -> Result<Message, MessageError> {
+        let wire = Wire::deserialize(&value)?;
+        Ok(wire.classify().unwrap_or(Message::Other(value)))
+    }
+}
+
+/// Every member that identifies a message, all optional; which ones are
+/// present decides the kind. Unknown members are ignored.
+#[derive(Deserialize)]
+struct Wire {
+    #[serde(rename = "QMP", default)]
+    greeting: Option<Greeting>,
+    #[serde(default)]
+    event: Option<String>,
+    #[serde(default)]
+    timestamp: Option<Timestamp>,
+    #[serde(default, deserialize_with = "present")]
+    data: Option<Value>,
+    #[serde(rename = "return", default, deserialize_with = "present")]
+    ret: Option<Value>,
+    #[serde(default)]
+    error: Option<QmpError>,
+    #[serde(default, deserialize_with = "present")]
+    id: Option<Value>,
+    #[serde(default)]
+    execute: Option<String>,
+    #[serde(rename = "exec-oob", default)]
+    exec_oob: Option<String>,
+    #[serde(default)]
+    arguments: Option<Arguments>,
+}
+
+/// Maps a member that is present to `Some`, even when its value is `null`
+/// (`"id": null` is a valid id, distinct from no id).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+impl Wire {
+    fn classify(self) -> Option<Message> {
+        if let Some(greeting) = self.greeting {
+            return Some(Message::Greeting(greeting));
+        }
+        if let Some(name) = self.event {
+            return Some(Message::Event(Event {
+                name,
+                data: self.data,
+                timestamp: self.timestamp.unwrap_or_default(),
+            }));
+        }
+        if let Some(ret) = self.ret {
+            return Some(Message::Response(Response {
+                id: self.id,
+                result: Ok(ret),
+            }));
+        }
+        if let Some(error) = self.error {
+            return Some(Message::Response(Response {
+                id: self.id,
+                result: Err(error),
+            }));
+        }
+        let (command, oob) = match (self.execute, self.exec_oob) {
+            (Some(c), _) => (c, false),
+            (None, Some(c)) => (c, true),
+            (None, None) => return None,
+        };
+        Some(Message::Request(Request {
+            command,
+            arguments: self.arguments,
+            id: self.id,
+            oob,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn classifies_greeting_from_qemu_10() {
+        let m = Message::from_slice(br#"{"QMP": {"version": {"qemu": {"micro": 2, "minor": 0, "major": 10}, "package": "Debian 1:10.0.2+ds-2"}, "capabilities": ["oob"]}}"#).unwrap();
+        let Message::Greeting(g) = m else {
+            panic!("not a greeting: {m:?}")
+        };
+        assert_eq!(g.version.qemu.to_string(), "10.0.2");
+        assert_eq!(g.version.package, "Debian 1:10.0.2+ds-2");
+        assert!(g.offers("oob"));
+        assert!(!g.offers("other"));
+    }
+
+    #[test]
+    fn null_id_is_distinct_from_no_id() {
+        let with_null = Message::from_slice(br#"{"return": {}, "id": null}"#).unwrap();
+        let without = Message::from_slice(br#"{"return": {}}"#).unwrap();
+        assert_eq!(
+            with_null,
+            Message::Response(Response {
+                id: Some(Value::Null),
+                result: Ok(json!({}))
+            })
+        );
+        assert_eq!(
+            without,
+            Message::Response(Response {
+                id: None,
+                result: Ok(json!({}))
+            })
+        );
+    }
+
+    #[test]
+    fn error_keeps_class_and_desc() {
+        let m = Message::from_slice(br#"{"id": {"a": [1]}, "error": {"class": "SomeFutureClass", "desc": "it broke"}}"#).unwrap();
+        let Message::Response(r) = m else { panic!() };
+        assert_eq!(r.id, Some(json!({"a": [1]})));
+        let e = r.result.unwrap_err();
+        assert_eq!(e.class, "SomeFutureClass");
+        assert_eq!(e.to_string(), "SomeFutureClass: it broke");
+    }
+
+    #[test]
+    fn event_with_and_without_data() {
+        let m = Message::from_slice(br#"{"timestamp": {"seconds": 1700000000, "microseconds": 5}, "event": "STOP"}"#).unwrap();
+        let Message::Event(e) = m else { panic!() };
+        assert_eq!(e.name, "STOP");
+        assert_eq!(e.data, None);
+        assert_eq!(e.timestamp.microseconds, 5);
+        let m = Message::from_slice(br#"{"timestamp": {"seconds": 1, "microseconds": 2}, "event": "JOB_STATUS_CHANGE", "data": {"status": "concluded", "id": "j1"}}"#).unwrap();
+        let Message::Event(e) = m else { panic!() };
+        assert_eq!(e.data_at("/id"), Some(&json!("j1")));
+        assert_eq!(
+            serde_json::to_string(&e.to_value()).unwrap(),
+            r#"{"timestamp":{"seconds":1,"microseconds":2},"event":"JOB_STATUS_CHANGE","data":{"status":"concluded","id":"j1"}}"#
+        );
+    }
+
+    #[test]
+    fn requests_and_unknown_shapes() {
+        let m = Message::from_slice(br#"{"exec-oob": "query-yank", "id": "x"}"#).unwrap();
+        assert_eq!(
+            m,
+            Message::Request(Request::new("query-yank").with_id(json!("x")).out_of_band())
+        );
+        let m = Message::from_slice(br#"{"something": "new"}"#).unwrap();
+        assert_eq!(m, Message::Other(json!({"something": "new"})));
+        assert!(Message::from_slice(br#"{"event": 5}"#).is_err());
+        assert!(Message::from_slice(b"[1]").is_err());
+    }
+}

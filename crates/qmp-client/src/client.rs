@@ -266,20 +266,36 @@ impl Client {
         reason.unwrap_or(Disconnect::Closed)
     }
 
-    /// Closes gracefully: no new calls are accepted, queued requests are
-    /// written, the socket is half-closed, and calls already sent get their
-    /// replies (QEMU answers what it has read, rule P6) before the server
-    /// closes its side. Bounded by `grace`; what is still pending then
-    /// fails with [`Disconnect::Closed`].
+    /// Closes gracefully: no new calls are accepted, calls already made
+    /// get their replies, then the socket is half-closed and the server
+    /// given a moment to close its side. Bounded by `grace`; what is still
+    /// pending then fails with [`Disconnect::Closed`].
+    ///
+    /// It waits for the replies before half-closing because QEMU does not
+    /// reliably answer what it has read once it sees EOF: QEMU 7.2 was seen
+    /// to drop a request queued just before the half-close.
     pub async fn close_with_grace(&self, grace: Duration) {
-        self.inner.shared.lock().closing = true;
-        let (done_tx, done_rx) = oneshot::channel();
-        if self.inner.tx.send(Outgoing::Shutdown(done_tx)).is_ok() {
-            let _ = done_rx.await;
-        }
-        let _ = tokio::time::timeout(grace, self.disconnected()).await;
+        let shared = &self.inner.shared;
+        shared.lock().closing = true;
+        let drain = async {
+            loop {
+                let progress = shared.progress.notified();
+                tokio::pin!(progress);
+                progress.as_mut().enable();
+                if shared.idle() {
+                    break;
+                }
+                progress.await;
+            }
+            let (done_tx, done_rx) = oneshot::channel();
+            if self.inner.tx.send(Outgoing::Shutdown(done_tx)).is_ok() {
+                let _ = done_rx.await;
+            }
+            self.disconnected().await;
+        };
+        let _ = tokio::time::timeout(grace, drain).await;
         self.inner.router.abort();
-        self.inner.shared.close(Disconnect::Closed);
+        shared.close(Disconnect::Closed);
     }
 
     /// [`close_with_grace`](Self::close_with_grace) with 5 seconds.

@@ -19,7 +19,7 @@ use qmp_proto::{Event, Message, Response};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::{broadcast, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{broadcast, oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 /// Key of the pending table. Unsigned integers (our automatic ids, and
 /// caller ids that happen to be such) are compared as numbers; any other id
@@ -63,6 +63,9 @@ pub(crate) struct Shared {
     pub(crate) window: Option<Arc<Semaphore>>,
     unsolicited: broadcast::Sender<Response>,
     closed_tx: watch::Sender<Option<Disconnect>>,
+    /// Signalled when a reply is routed or the connection ends, for a
+    /// graceful close waiting for its callers.
+    pub(crate) progress: Notify,
 }
 
 /// How many in-band requests may be outstanding with oob on.
@@ -80,6 +83,7 @@ impl Shared {
             window: windowed.then(|| Arc::new(Semaphore::new(INBAND_WINDOW))),
             unsolicited: broadcast::channel(64).0,
             closed_tx: watch::channel(None).0,
+            progress: Notify::new(),
         }
     }
 
@@ -123,6 +127,9 @@ impl Shared {
             if st.closed.is_some() {
                 return;
             }
+            if st.closing {
+                tracing::debug!("connection ended while closing: {reason}");
+            }
             let reason = if st.closing { Disconnect::Closed } else { reason };
             st.closed = Some(reason.clone());
             (
@@ -143,6 +150,14 @@ impl Shared {
             let _ = p.tx.send(Err(Error::Disconnected(reason.clone())));
         }
         self.closed_tx.send_replace(Some(reason));
+        self.progress.notify_waiters();
+    }
+
+    /// Whether no caller is still waiting for a reply (entries of callers
+    /// that gave up do not count), or the connection is gone.
+    pub(crate) fn idle(&self) -> bool {
+        let st = self.lock();
+        st.closed.is_some() || st.pending.values().all(|p| p.tx.is_closed())
     }
 
     fn route_response(&self, response: Response) {
@@ -163,6 +178,7 @@ impl Shared {
             }
             None => tracing::warn!("dropped a reply with an id nobody is waiting for: {id}"),
         }
+        self.progress.notify_waiters();
     }
 
     fn dispatch_event(&self, event: Event) {

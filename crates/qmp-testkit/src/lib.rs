@@ -103,6 +103,8 @@ impl Qemu {
         Self::system_with(&[])
     }
 
+    /// With extra arguments; `{dir}` in them stands for the temp dir, so a
+    /// second monitor is `["-qmp", "unix:{dir}/second.sock,server=on,wait=off"]`.
     pub fn system_with(extra: &[&str]) -> Qemu {
         let dir = tempdir();
         let sock = dir.path().join("vm.sock");
@@ -119,6 +121,9 @@ impl Qemu {
     /// Starts `program` with `args` in `dir` and waits until `ready`.
     pub fn spawn_in(dir: tempfile::TempDir, program: &str, args: Vec<String>, ready: Ready) -> Qemu {
         let binary = require(program);
+        // `{dir}` in an argument stands for the private temp dir.
+        let dir_text = dir.path().display().to_string();
+        let args: Vec<String> = args.iter().map(|a| a.replace("{dir}", &dir_text)).collect();
         let stderr_path = dir.path().join("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).expect("create stderr log");
         let child = Command::new(&binary)

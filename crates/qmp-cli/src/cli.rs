@@ -1,0 +1,132 @@
+//! Command-line syntax of `qmp`.
+//!
+//! `qmp [-s ADDR] CMD [key=value ...]` is shorthand for
+//! `qmp [-s ADDR] exec CMD [key=value ...]`: when the first word that is
+//! not an option is no subcommand of ours, `exec` is put in front of it.
+//! Options may come before or after the command and its arguments.
+
+use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
+
+#[derive(Debug, Parser)]
+#[command(name = "qmp", version, about = "Talk to a QEMU monitor (QMP) from the shell")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Monitor address: /path, unix:/path, host:port, tcp:host:port, [v6]:port, fd:N
+    #[arg(short = 's', long = "socket", env = "QMP_SOCKET", global = true, value_name = "ADDR")]
+    pub socket: Option<String>,
+    /// Pretty-print JSON output (default when stdout is a terminal)
+    #[arg(long, global = true, conflicts_with = "compact")]
+    pub pretty: bool,
+    /// Print JSON output on one line (default when stdout is not a terminal)
+    #[arg(long, global = true)]
+    pub compact: bool,
+    /// Give up on connecting or on a reply after this many seconds
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 30.0)]
+    pub timeout: f64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one command and print its return value
+    Exec(ExecArgs),
+    /// Print events as JSON lines
+    Events(EventsArgs),
+    /// Print the server's query-qmp-schema reply
+    Schema,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The QMP command, such as query-status or qom-list
+    pub command: String,
+    /// Arguments as key=value; values that parse as JSON are JSON, dotted keys nest
+    #[arg(value_name = "KEY=VALUE")]
+    pub args: Vec<String>,
+    /// Arguments as one JSON object (key=value items are added to it)
+    #[arg(long = "args", value_name = "JSON")]
+    pub json_args: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only events with this name (repeatable)
+    #[arg(long = "name", value_name = "NAME")]
+    pub names: Vec<String>,
+    /// Stop after this many events
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+}
+
+const SUBCOMMANDS: &[&str] = &["exec", "events", "schema", "help"];
+/// Options that take a value, so that value is not mistaken for the command.
+const VALUE_OPTIONS: &[&str] = &["-s", "--socket", "--timeout", "--args", "--name", "--count"];
+
+/// Inserts `exec` before the first positional word when it is not one of
+/// our subcommands.
+pub fn rewrite_shortcut(args: Vec<OsString>) -> Vec<OsString> {
+    let mut i = 1;
+    while i < args.len() {
+        let word = args[i].to_string_lossy();
+        if word == "--" {
+            break;
+        }
+        if word.starts_with('-') {
+            if VALUE_OPTIONS.contains(&word.as_ref()) {
+                i += 1; // skip the option's value
+            }
+            i += 1;
+            continue;
+        }
+        if SUBCOMMANDS.contains(&word.as_ref()) {
+            return args;
+        }
+        let mut out = args;
+        out.insert(i, "exec".into());
+        return out;
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rw(args: &[&str]) -> Vec<String> {
+        rewrite_shortcut(args.iter().map(OsString::from).collect())
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn shortcut_inserts_exec() {
+        assert_eq!(rw(&["qmp", "query-status"]), ["qmp", "exec", "query-status"]);
+        assert_eq!(
+            rw(&["qmp", "-s", "/x", "--pretty", "qom-list", "path=/"]),
+            ["qmp", "-s", "/x", "--pretty", "exec", "qom-list", "path=/"]
+        );
+        assert_eq!(rw(&["qmp", "--socket=/x", "stop"]), ["qmp", "--socket=/x", "exec", "stop"]);
+        assert_eq!(rw(&["qmp", "events", "--count", "1"]), ["qmp", "events", "--count", "1"]);
+        assert_eq!(rw(&["qmp", "-s", "schema", "schema"]), ["qmp", "-s", "schema", "schema"]);
+        assert_eq!(rw(&["qmp", "--help"]), ["qmp", "--help"]);
+    }
+
+    #[test]
+    fn options_after_the_command() {
+        let cli = Cli::try_parse_from(rw(&["qmp", "qom-list", "path=/", "-s", "/x", "--compact", "--timeout", "2"])).unwrap();
+        assert_eq!(cli.global.socket.as_deref(), Some("/x"));
+        assert!(cli.global.compact);
+        assert_eq!(cli.global.timeout, 2.0);
+        let Command::Exec(e) = cli.command else { panic!() };
+        assert_eq!(e.command, "qom-list");
+        assert_eq!(e.args, ["path=/"]);
+    }
+}

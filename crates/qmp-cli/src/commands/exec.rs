@@ -1,0 +1,24 @@
+//! `qmp exec CMD [key=value ...]`: run one command, print its return value.
+
+use crate::cli::ExecArgs;
+use crate::{Failure, Session};
+use qmp_proto::args;
+use serde_json::{Map, Value};
+
+pub async fn run(session: &Session, a: &ExecArgs) -> Result<(), Failure> {
+    let mut arguments = match &a.json_args {
+        Some(text) => match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => return Err(Failure::Usage("--args must be a JSON object".into())),
+            Err(e) => return Err(Failure::Usage(format!("--args is not valid JSON: {e}"))),
+        },
+        None => Map::new(),
+    };
+    for item in &a.args {
+        args::insert_assignment(&mut arguments, item).map_err(|e| Failure::Usage(e.to_string()))?;
+    }
+    let client = session.connect().await?;
+    let ret = client.execute(&a.command, Value::Object(arguments)).await?;
+    session.style.print(&ret);
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! One file per subcommand.
+
+pub mod events;
+pub mod exec;
+pub mod schema;

@@ -1,0 +1,165 @@
+//! The `qmp` binary against real QEMU.
+
+use qmp_testkit::Qemu;
+use serde_json::{json, Value};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn qmp(address: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_qmp"))
+        .env("QMP_SOCKET", address)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run qmp")
+}
+
+fn stdout_json(out: &Output) -> Value {
+    assert!(out.status.success(), "qmp failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
+}
+
+#[test]
+fn shortcut_and_exec_print_the_return_value_compact_when_piped() {
+    let qsd = Qemu::storage_daemon();
+    let a = qmp(&qsd.address(), &["qom-list", "path=/"]);
+    let b = qmp(&qsd.address(), &["exec", "qom-list", "path=/"]);
+    assert_eq!(a.stdout, b.stdout);
+    let text = String::from_utf8(a.stdout.clone()).unwrap();
+    assert_eq!(text.lines().count(), 1, "compact: one line when not a terminal");
+    let v = stdout_json(&a);
+    assert!(v.as_array().unwrap().iter().any(|p| p["name"] == "type"));
+}
+
+#[test]
+fn options_before_or_after_and_forced_pretty() {
+    let qsd = Qemu::storage_daemon();
+    let out = Command::new(env!("CARGO_BIN_EXE_qmp"))
+        .args(["query-version", "--pretty", "-s", &qsd.address(), "--timeout", "5"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    assert!(text.lines().count() > 3, "pretty spans lines: {text}");
+    let v = stdout_json(&out);
+    assert!(v["qemu"]["major"].as_u64().unwrap() >= 7);
+    let out = qmp(&qsd.address(), &["--compact", "query-version"]);
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 1);
+}
+
+#[test]
+fn dotted_keys_and_json_values_reach_qemu_nested() {
+    let qsd = Qemu::storage_daemon();
+    // dotted and plain keys mixed in any order
+    let out = qmp(
+        &qsd.address(),
+        &["blockdev-add", "file.driver=null-co", "node-name=r0", "file.size=4096", "driver=raw", "read-only=true", "file.read-zeroes=true"],
+    );
+    assert_eq!(stdout_json(&out), json!({}));
+    let nodes = stdout_json(&qmp(&qsd.address(), &["query-named-block-nodes"]));
+    let r0 = nodes.as_array().unwrap().iter().find(|n| n["node-name"] == "r0").expect("r0 exists");
+    assert_eq!(r0["drv"], "raw");
+    assert_eq!(r0["ro"], true);
+    assert_eq!(r0["image"]["backing-image"], Value::Null);
+    assert_eq!(r0["image"]["virtual-size"], 4096);
+    // --args with key=value added
+    let out = qmp(&qsd.address(), &["blockdev-add", "--args", r#"{"driver": "null-co", "size": 512}"#, "node-name=n1"]);
+    assert_eq!(stdout_json(&out), json!({}));
+    let nodes = stdout_json(&qmp(&qsd.address(), &["query-named-block-nodes", "flat=true"]));
+    assert!(nodes.as_array().unwrap().iter().any(|n| n["node-name"] == "n1"));
+}
+
+#[test]
+fn qmp_error_exits_1_with_class_and_desc() {
+    let qsd = Qemu::storage_daemon();
+    let out = qmp(&qsd.address(), &["blockdev-del", "node-name=nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "error: GenericError: Failed to find node with node-name='nope'\n"
+    );
+    assert!(out.stdout.is_empty());
+    let out = qmp(&qsd.address(), &["no-such-command"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8(out.stderr).unwrap().starts_with("error: CommandNotFound: "));
+}
+
+#[test]
+fn connection_failures_exit_2_with_one_line() {
+    let dir = qmp_testkit::test_dir();
+    let missing = dir.path().join("absent.sock");
+    let out = qmp(&missing.display().to_string(), &["query-version"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("cannot connect") && err.contains("absent.sock"), "{err}");
+    // a monitor busy with another client: a timeout, not a hang
+    let qsd = Qemu::storage_daemon();
+    let _holder = std::os::unix::net::UnixStream::connect(&qsd.socket).unwrap();
+    let out = qmp(&qsd.address(), &["--timeout", "0.5", "query-version"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("one client at a time"));
+    // bad argument syntax
+    let out = qmp(&qsd.address(), &["query-version", "novalue"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn schema_prints_the_introspection_array() {
+    let qsd = Qemu::storage_daemon();
+    let schema = stdout_json(&qmp(&qsd.address(), &["schema"]));
+    let entries = schema.as_array().unwrap();
+    assert!(entries.len() > 300);
+    assert!(entries.iter().any(|e| e["name"] == "blockdev-add" && e["meta-type"] == "command"));
+}
+
+#[test]
+fn events_prints_json_lines_until_the_count() {
+    let vm = Qemu::system_with(&["-qmp", "unix:{dir}/events.sock,server=on,wait=off"]);
+    let events_sock = vm.dir().join("events.sock");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !events_sock.exists() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let listener = Command::new(env!("CARGO_BIN_EXE_qmp"))
+        .args(["-s", &events_sock.display().to_string(), "events", "--name", "STOP", "--name", "RESUME", "--count", "3"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // give the listener time to negotiate: events before that are not sent to it (N8)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = stdout_json(&qmp(&vm.address(), &["query-status"]));
+        assert_eq!(st["status"], "prelaunch");
+        // once the second monitor is taken, a probe connection would wait: check with a short timeout
+        let probe = qmp(&events_sock.display().to_string(), &["--timeout", "0.2", "query-version"]);
+        if probe.status.code() == Some(2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "events listener never connected");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    for cmd in ["cont", "stop", "query-status", "cont"] {
+        assert!(qmp(&vm.address(), &[cmd]).status.success());
+    }
+    let out = listener.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = lines.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(names, ["RESUME", "STOP", "RESUME"]);
+    assert!(lines[0]["timestamp"]["seconds"].as_i64().unwrap() > 1_600_000_000);
+}
+
+#[test]
+fn events_stops_at_the_timeout() {
+    let qsd = Qemu::storage_daemon();
+    let started = Instant::now();
+    let out = qmp(&qsd.address(), &["events", "--timeout", "0.3"]);
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}

@@ -1,1 +1,336 @@
-fn main(){}
+//! Benchmarks for BENCHMARKS.md. Every mode runs in the same process run,
+//! interleaved over several rounds, and medians are reported, so the
+//! figures compare like with like on a noisy machine.
+//!
+//! `cargo run --release -p qmp-bench -- [--rounds N] [--commands N]`
+
+use clap::Parser;
+use qmp_client::{Client, ClientBuilder};
+use qmp_testkit::Qemu;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+struct Opts {
+    /// Rounds of every measurement (medians are reported)
+    #[arg(long, default_value_t = 15)]
+    rounds: usize,
+    /// Commands per measurement against qemu-storage-daemon
+    #[arg(long, default_value_t = 1000)]
+    commands: usize,
+    /// Commands per measurement against the in-process server
+    #[arg(long, default_value_t = 100_000)]
+    instant_commands: usize,
+    /// Runs of the one-shot `qmp qom-list path=/`
+    #[arg(long, default_value_t = 30)]
+    oneshot_runs: usize,
+    /// The qmp binary for the one-shot figure
+    #[arg(long, default_value = "target/release/qmp")]
+    qmp_binary: String,
+}
+
+/// CPU time of the whole process (user + system).
+fn process_cpu() -> Duration {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage fills the struct we own.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: clock_gettime fills the struct we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn tv(t: libc::timeval) -> Duration {
+    Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000)
+}
+
+#[derive(Clone, Copy)]
+struct Sample {
+    per_sec: f64,
+    cpu_us: f64,
+}
+
+fn sample(n: usize, wall: Duration, cpu: Duration) -> Sample {
+    Sample {
+        per_sec: n as f64 / wall.as_secs_f64(),
+        cpu_us: cpu.as_secs_f64() * 1e6 / n as f64,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Raw socket, no library: write one request, read until its reply's
+/// line ends, repeat. The floor any client pays.
+fn raw_sequential(path: &std::path::Path, n: usize) -> Sample {
+    let mut s = UnixStream::connect(path).unwrap();
+    let mut buf = vec![0u8; 65536];
+    let mut have = 0;
+    let mut read_line = |s: &mut UnixStream, have: &mut usize| -> Vec<u8> {
+        loop {
+            if let Some(pos) = buf[..*have].windows(2).position(|w| w == b"\r\n") {
+                let line = buf[..pos].to_vec();
+                buf.copy_within(pos + 2..*have, 0);
+                *have -= pos + 2;
+                return line;
+            }
+            let k = s.read(&mut buf[*have..]).unwrap();
+            assert!(k > 0, "EOF");
+            *have += k;
+        }
+    };
+    read_line(&mut s, &mut have); // greeting
+    s.write_all(
+        b"{\"execute\":\"qmp_capabilities\",\"arguments\":{\"enable\":[\"oob\"]},\"id\":0}\n",
+    )
+    .unwrap();
+    read_line(&mut s, &mut have);
+    let cpu0 = process_cpu();
+    let t0 = Instant::now();
+    let mut req = Vec::with_capacity(64);
+    for i in 1..=n {
+        req.clear();
+        writeln!(req, "{{\"execute\":\"query-version\",\"id\":{i}}}").unwrap();
+        s.write_all(&req).unwrap();
+        let line = read_line(&mut s, &mut have);
+        debug_assert!(line.starts_with(b"{\"return\""));
+    }
+    sample(n, t0.elapsed(), process_cpu() - cpu0)
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn multi_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Our client with `in_flight` concurrent callers splitting `n` commands.
+fn client_run(rt: &tokio::runtime::Runtime, address: &str, n: usize, in_flight: usize) -> Sample {
+    rt.block_on(async {
+        let client = ClientBuilder::new().connect(address).await.unwrap();
+        assert!(client.oob_enabled());
+        let cpu0 = process_cpu();
+        let t0 = Instant::now();
+        run_callers(&client, n, in_flight).await;
+        let s = sample(n, t0.elapsed(), process_cpu() - cpu0);
+        client.close().await;
+        s
+    })
+}
+
+async fn run_callers(client: &Client, n: usize, in_flight: usize) {
+    let mut tasks = Vec::new();
+    for w in 0..in_flight {
+        let c = client.clone();
+        let count = n / in_flight + usize::from(w < n % in_flight);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..count {
+                c.execute("query-version", Value::Null).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// A server in this process that answers every request at once with
+/// `{"return": {}, "id": ID}`, on its own thread with blocking I/O, so its
+/// CPU can be measured apart from the client's.
+fn instant_server(stream: UnixStream, oob: bool) -> std::thread::JoinHandle<Duration> {
+    std::thread::spawn(move || {
+        let mut s = stream;
+        let caps = if oob { "[\"oob\"]" } else { "[]" };
+        let greeting = format!("{{\"QMP\": {{\"version\": {{\"qemu\": {{\"micro\": 0, \"minor\": 0, \"major\": 10}}, \"package\": \"\"}}, \"capabilities\": {caps}}}}}\r\n");
+        s.write_all(greeting.as_bytes()).unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut have = 0;
+        let mut out = Vec::with_capacity(1 << 20);
+        loop {
+            let k = match s.read(&mut buf[have..]) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => k,
+            };
+            have += k;
+            let mut start = 0;
+            while let Some(nl) = buf[start..have].iter().position(|&b| b == b'\n') {
+                let line = &buf[start..start + nl];
+                // our encoder puts the id last: ...,"id":N}
+                let id = line
+                    .windows(5)
+                    .rposition(|w| w == b"\"id\":")
+                    .map(|p| &line[p + 5..line.len() - 1])
+                    .unwrap_or(b"null");
+                out.extend_from_slice(b"{\"return\": {}, \"id\": ");
+                out.extend_from_slice(id);
+                out.extend_from_slice(b"}\r\n");
+                start += nl + 1;
+            }
+            buf.copy_within(start..have, 0);
+            have -= start;
+            if !out.is_empty() {
+                if s.write_all(&out).is_err() {
+                    break;
+                }
+                out.clear();
+            }
+        }
+        thread_cpu()
+    })
+}
+
+fn instant_run(rt: &tokio::runtime::Runtime, n: usize, in_flight: usize, oob: bool) -> Sample {
+    let (a, b) = UnixStream::pair().unwrap();
+    let server = instant_server(b, oob);
+    a.set_nonblocking(true).unwrap();
+    let s = rt.block_on(async {
+        let stream = tokio::net::UnixStream::from_std(a).unwrap();
+        let client = ClientBuilder::new().from_stream(stream).await.unwrap();
+        assert_eq!(client.oob_enabled(), oob);
+        let cpu0 = process_cpu();
+        let t0 = Instant::now();
+        run_callers(&client, n, in_flight).await;
+        let wall = t0.elapsed();
+        let cpu = process_cpu() - cpu0;
+        // Close inside the runtime: a client dropped outside it could not
+        // run its tasks, and the server would never see EOF.
+        client.close().await;
+        (wall, cpu)
+    });
+    let server_cpu = server.join().unwrap();
+    // the server thread's CPU over the run is all but its start-up
+    sample(n, s.0, s.1.saturating_sub(server_cpu))
+}
+
+/// Runs the one-shot command once; wall time and the child's peak RSS.
+/// The child is reaped with wait4 (for its rusage), not `Child::wait`.
+#[allow(clippy::zombie_processes)]
+fn oneshot(binary: &str, address: &str) -> (Duration, u64) {
+    let t0 = Instant::now();
+    let child = Command::new(binary)
+        .args(["-s", address, "qom-list", "path=/"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {binary}: {e} (build it with cargo build --release -p qmp-cli)")
+        });
+    let mut status = 0;
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child and fills the struct we own.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut ru) };
+    let wall = t0.elapsed();
+    assert_eq!(pid, child.id() as i32);
+    assert_eq!(status, 0, "qmp qom-list failed");
+    (wall, ru.ru_maxrss as u64)
+}
+
+fn main() {
+    let o = Opts::parse();
+    let qsd = Qemu::storage_daemon();
+    let version = {
+        let rt = current_thread();
+        let c = rt.block_on(Client::connect(&qsd.address())).unwrap();
+        c.greeting().unwrap().version.clone()
+    };
+    println!(
+        "qemu-storage-daemon {} ({}), {} rounds, medians",
+        version.qemu, version.package, o.rounds
+    );
+    let ct = current_thread();
+    let mt = multi_thread();
+    let names = [
+        "raw socket, one at a time",
+        "qmp-client, one at a time (current_thread)",
+        "qmp-client, one at a time (multi_thread, 2 workers)",
+        "qmp-client, 64 in flight (current_thread)",
+        "qmp-client, 64 in flight (multi_thread, 2 workers)",
+    ];
+    let mut qsd_samples: Vec<Vec<Sample>> = vec![Vec::new(); names.len()];
+    for _ in 0..o.rounds {
+        qsd_samples[0].push(raw_sequential(&qsd.socket, o.commands));
+        qsd_samples[1].push(client_run(&ct, &qsd.address(), o.commands, 1));
+        qsd_samples[2].push(client_run(&mt, &qsd.address(), o.commands, 1));
+        qsd_samples[3].push(client_run(&ct, &qsd.address(), o.commands, 64));
+        qsd_samples[4].push(client_run(&mt, &qsd.address(), o.commands, 64));
+    }
+    println!(
+        "\nAgainst qemu-storage-daemon, query-version, {} commands per round:",
+        o.commands
+    );
+    println!("| mode | commands/s | vs raw (median of per-round ratios) | client CPU µs/cmd |");
+    println!("|---|---:|---:|---:|");
+    for (name, s) in names.iter().zip(&qsd_samples) {
+        let rate = median(s.iter().map(|x| x.per_sec).collect());
+        let cpu = median(s.iter().map(|x| x.cpu_us).collect());
+        // each round's rate against the raw rate of the same round
+        let ratio = median(
+            s.iter()
+                .zip(&qsd_samples[0])
+                .map(|(x, raw)| x.per_sec / raw.per_sec)
+                .collect(),
+        );
+        println!("| {name} | {rate:.0} | {ratio:.2}× | {cpu:.1} |");
+    }
+
+    let inames = [
+        "1 at a time (current_thread)",
+        "64 in flight, oob on: 8 on the wire (current_thread)",
+        "64 in flight, oob on: 8 on the wire (multi_thread, 2 workers)",
+        "64 in flight, no oob: 64 on the wire (current_thread)",
+        "64 in flight, no oob: 64 on the wire (multi_thread, 2 workers)",
+    ];
+    let mut inst: Vec<Vec<Sample>> = vec![Vec::new(); inames.len()];
+    for _ in 0..o.rounds {
+        inst[0].push(instant_run(&ct, o.instant_commands / 4, 1, true));
+        inst[1].push(instant_run(&ct, o.instant_commands, 64, true));
+        inst[2].push(instant_run(&mt, o.instant_commands, 64, true));
+        inst[3].push(instant_run(&ct, o.instant_commands, 64, false));
+        inst[4].push(instant_run(&mt, o.instant_commands, 64, false));
+    }
+    println!("\nAgainst an in-process server that answers at once (own thread, CPU excluded):");
+    println!("| mode | commands/s | client CPU µs/cmd |");
+    println!("|---|---:|---:|");
+    for (name, s) in inames.iter().zip(&inst) {
+        let rate = median(s.iter().map(|x| x.per_sec).collect());
+        let cpu = median(s.iter().map(|x| x.cpu_us).collect());
+        println!("| {name} | {rate:.0} | {cpu:.2} |");
+    }
+
+    if std::path::Path::new(&o.qmp_binary).exists() {
+        let mut walls = Vec::new();
+        let mut rss = 0;
+        oneshot(&o.qmp_binary, &qsd.address()); // warm the page cache
+        for _ in 0..o.oneshot_runs {
+            let (w, r) = oneshot(&o.qmp_binary, &qsd.address());
+            walls.push(w.as_secs_f64() * 1e3);
+            rss = rss.max(r);
+        }
+        println!(
+            "\nOne-shot `qmp qom-list path=/` ({} runs): median wall {:.2} ms, max peak RSS {:.1} MiB",
+            o.oneshot_runs,
+            median(walls),
+            rss as f64 / 1024.0
+        );
+    } else {
+        println!("\n(one-shot figure skipped: {} not built)", o.qmp_binary);
+    }
+}

@@ -9,7 +9,11 @@ use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
 
 #[derive(Debug, Parser)]
-#[command(name = "qmp", version, about = "Talk to a QEMU monitor (QMP) from the shell")]
+#[command(
+    name = "qmp",
+    version,
+    about = "Talk to a QEMU monitor (QMP) from the shell"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -20,7 +24,13 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct Global {
     /// Monitor address: /path, unix:/path, host:port, tcp:host:port, [v6]:port, fd:N
-    #[arg(short = 's', long = "socket", env = "QMP_SOCKET", global = true, value_name = "ADDR")]
+    #[arg(
+        short = 's',
+        long = "socket",
+        env = "QMP_SOCKET",
+        global = true,
+        value_name = "ADDR"
+    )]
     pub socket: Option<String>,
     /// Pretty-print JSON output (default when stdout is a terminal)
     #[arg(long, global = true, conflicts_with = "compact")]
@@ -108,24 +118,48 @@ mod tests {
 
     #[test]
     fn shortcut_inserts_exec() {
-        assert_eq!(rw(&["qmp", "query-status"]), ["qmp", "exec", "query-status"]);
+        assert_eq!(
+            rw(&["qmp", "query-status"]),
+            ["qmp", "exec", "query-status"]
+        );
         assert_eq!(
             rw(&["qmp", "-s", "/x", "--pretty", "qom-list", "path=/"]),
             ["qmp", "-s", "/x", "--pretty", "exec", "qom-list", "path=/"]
         );
-        assert_eq!(rw(&["qmp", "--socket=/x", "stop"]), ["qmp", "--socket=/x", "exec", "stop"]);
-        assert_eq!(rw(&["qmp", "events", "--count", "1"]), ["qmp", "events", "--count", "1"]);
-        assert_eq!(rw(&["qmp", "-s", "schema", "schema"]), ["qmp", "-s", "schema", "schema"]);
+        assert_eq!(
+            rw(&["qmp", "--socket=/x", "stop"]),
+            ["qmp", "--socket=/x", "exec", "stop"]
+        );
+        assert_eq!(
+            rw(&["qmp", "events", "--count", "1"]),
+            ["qmp", "events", "--count", "1"]
+        );
+        assert_eq!(
+            rw(&["qmp", "-s", "schema", "schema"]),
+            ["qmp", "-s", "schema", "schema"]
+        );
         assert_eq!(rw(&["qmp", "--help"]), ["qmp", "--help"]);
     }
 
     #[test]
     fn options_after_the_command() {
-        let cli = Cli::try_parse_from(rw(&["qmp", "qom-list", "path=/", "-s", "/x", "--compact", "--timeout", "2"])).unwrap();
+        let cli = Cli::try_parse_from(rw(&[
+            "qmp",
+            "qom-list",
+            "path=/",
+            "-s",
+            "/x",
+            "--compact",
+            "--timeout",
+            "2",
+        ]))
+        .unwrap();
         assert_eq!(cli.global.socket.as_deref(), Some("/x"));
         assert!(cli.global.compact);
         assert_eq!(cli.global.timeout, 2.0);
-        let Command::Exec(e) = cli.command else { panic!() };
+        let Command::Exec(e) = cli.command else {
+            panic!()
+        };
         assert_eq!(e.command, "qom-list");
         assert_eq!(e.args, ["path=/"]);
     }

@@ -67,7 +67,8 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
-    let timeout_given = matches.value_source("timeout") == Some(clap::parser::ValueSource::CommandLine);
+    let timeout_given =
+        matches.value_source("timeout") == Some(clap::parser::ValueSource::CommandLine);
     if !(cli.global.timeout > 0.0 && cli.global.timeout.is_finite()) {
         eprintln!("qmp: --timeout must be a positive number of seconds");
         return ExitCode::from(2);
@@ -78,7 +79,10 @@ fn main() -> ExitCode {
         timeout: cli.global.timeout,
         timeout_given,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("qmp: cannot start: {e}");

@@ -28,6 +28,8 @@ impl Style {
     /// pipe), so the caller can stop quietly.
     pub fn print(&self, value: &Value) -> bool {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "{}", self.render(value)).and_then(|_| out.flush()).is_ok()
+        writeln!(out, "{}", self.render(value))
+            .and_then(|_| out.flush())
+            .is_ok()
     }
 }

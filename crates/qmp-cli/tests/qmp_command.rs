@@ -15,7 +15,11 @@ fn qmp(address: &str, args: &[&str]) -> Output {
 }
 
 fn stdout_json(out: &Output) -> Value {
-    assert!(out.status.success(), "qmp failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "qmp failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("stdout is JSON")
 }
 
@@ -26,7 +30,11 @@ fn shortcut_and_exec_print_the_return_value_compact_when_piped() {
     let b = qmp(&qsd.address(), &["exec", "qom-list", "path=/"]);
     assert_eq!(a.stdout, b.stdout);
     let text = String::from_utf8(a.stdout.clone()).unwrap();
-    assert_eq!(text.lines().count(), 1, "compact: one line when not a terminal");
+    assert_eq!(
+        text.lines().count(),
+        1,
+        "compact: one line when not a terminal"
+    );
     let v = stdout_json(&a);
     assert!(v.as_array().unwrap().iter().any(|p| p["name"] == "type"));
 }
@@ -35,7 +43,14 @@ fn shortcut_and_exec_print_the_return_value_compact_when_piped() {
 fn options_before_or_after_and_forced_pretty() {
     let qsd = Qemu::storage_daemon();
     let out = Command::new(env!("CARGO_BIN_EXE_qmp"))
-        .args(["query-version", "--pretty", "-s", &qsd.address(), "--timeout", "5"])
+        .args([
+            "query-version",
+            "--pretty",
+            "-s",
+            &qsd.address(),
+            "--timeout",
+            "5",
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8(out.stdout.clone()).unwrap();
@@ -52,20 +67,48 @@ fn dotted_keys_and_json_values_reach_qemu_nested() {
     // dotted and plain keys mixed in any order
     let out = qmp(
         &qsd.address(),
-        &["blockdev-add", "file.driver=null-co", "node-name=r0", "file.size=4096", "driver=raw", "read-only=true", "file.read-zeroes=true"],
+        &[
+            "blockdev-add",
+            "file.driver=null-co",
+            "node-name=r0",
+            "file.size=4096",
+            "driver=raw",
+            "read-only=true",
+            "file.read-zeroes=true",
+        ],
     );
     assert_eq!(stdout_json(&out), json!({}));
     let nodes = stdout_json(&qmp(&qsd.address(), &["query-named-block-nodes"]));
-    let r0 = nodes.as_array().unwrap().iter().find(|n| n["node-name"] == "r0").expect("r0 exists");
+    let r0 = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node-name"] == "r0")
+        .expect("r0 exists");
     assert_eq!(r0["drv"], "raw");
     assert_eq!(r0["ro"], true);
     assert_eq!(r0["image"]["backing-image"], Value::Null);
     assert_eq!(r0["image"]["virtual-size"], 4096);
     // --args with key=value added
-    let out = qmp(&qsd.address(), &["blockdev-add", "--args", r#"{"driver": "null-co", "size": 512}"#, "node-name=n1"]);
+    let out = qmp(
+        &qsd.address(),
+        &[
+            "blockdev-add",
+            "--args",
+            r#"{"driver": "null-co", "size": 512}"#,
+            "node-name=n1",
+        ],
+    );
     assert_eq!(stdout_json(&out), json!({}));
-    let nodes = stdout_json(&qmp(&qsd.address(), &["query-named-block-nodes", "flat=true"]));
-    assert!(nodes.as_array().unwrap().iter().any(|n| n["node-name"] == "n1"));
+    let nodes = stdout_json(&qmp(
+        &qsd.address(),
+        &["query-named-block-nodes", "flat=true"],
+    ));
+    assert!(nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n["node-name"] == "n1"));
 }
 
 #[test]
@@ -80,7 +123,9 @@ fn qmp_error_exits_1_with_class_and_desc() {
     assert!(out.stdout.is_empty());
     let out = qmp(&qsd.address(), &["no-such-command"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8(out.stderr).unwrap().starts_with("error: CommandNotFound: "));
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .starts_with("error: CommandNotFound: "));
 }
 
 #[test]
@@ -91,13 +136,18 @@ fn connection_failures_exit_2_with_one_line() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("cannot connect") && err.contains("absent.sock"), "{err}");
+    assert!(
+        err.contains("cannot connect") && err.contains("absent.sock"),
+        "{err}"
+    );
     // a monitor busy with another client: a timeout, not a hang
     let qsd = Qemu::storage_daemon();
     let _holder = std::os::unix::net::UnixStream::connect(&qsd.socket).unwrap();
     let out = qmp(&qsd.address(), &["--timeout", "0.5", "query-version"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8(out.stderr).unwrap().contains("one client at a time"));
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("one client at a time"));
     // bad argument syntax
     let out = qmp(&qsd.address(), &["query-version", "novalue"]);
     assert_eq!(out.status.code(), Some(2));
@@ -109,7 +159,9 @@ fn schema_prints_the_introspection_array() {
     let schema = stdout_json(&qmp(&qsd.address(), &["schema"]));
     let entries = schema.as_array().unwrap();
     assert!(entries.len() > 300);
-    assert!(entries.iter().any(|e| e["name"] == "blockdev-add" && e["meta-type"] == "command"));
+    assert!(entries
+        .iter()
+        .any(|e| e["name"] == "blockdev-add" && e["meta-type"] == "command"));
 }
 
 #[test]
@@ -122,7 +174,17 @@ fn events_prints_json_lines_until_the_count() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let listener = Command::new(env!("CARGO_BIN_EXE_qmp"))
-        .args(["-s", &events_sock.display().to_string(), "events", "--name", "STOP", "--name", "RESUME", "--count", "3"])
+        .args([
+            "-s",
+            &events_sock.display().to_string(),
+            "events",
+            "--name",
+            "STOP",
+            "--name",
+            "RESUME",
+            "--count",
+            "3",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -132,7 +194,10 @@ fn events_prints_json_lines_until_the_count() {
         let st = stdout_json(&qmp(&vm.address(), &["query-status"]));
         assert_eq!(st["status"], "prelaunch");
         // once the second monitor is taken, a probe connection would wait: check with a short timeout
-        let probe = qmp(&events_sock.display().to_string(), &["--timeout", "0.2", "query-version"]);
+        let probe = qmp(
+            &events_sock.display().to_string(),
+            &["--timeout", "0.2", "query-version"],
+        );
         if probe.status.code() == Some(2) {
             break;
         }

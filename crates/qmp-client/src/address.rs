@@ -103,7 +103,15 @@ mod tests {
 
     #[test]
     fn invalid_forms_are_errors() {
-        for bad in ["", "unix:", "tcp:host", "tcp:host:99999", "tcp:::1:4", "fd:x", "tcp::4"] {
+        for bad in [
+            "",
+            "unix:",
+            "tcp:host",
+            "tcp:host:99999",
+            "tcp:::1:4",
+            "fd:x",
+            "tcp::4",
+        ] {
             assert!(bad.parse::<Address>().is_err(), "{bad} should be rejected");
         }
     }

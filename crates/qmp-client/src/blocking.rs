@@ -45,7 +45,8 @@ impl Client {
     }
 
     pub fn execute(&self, command: &str, arguments: Value) -> Result<Value> {
-        self.runtime.block_on(self.inner.execute(command, arguments))
+        self.runtime
+            .block_on(self.inner.execute(command, arguments))
     }
 
     pub fn execute_typed<A: Serialize + ?Sized, R: DeserializeOwned>(
@@ -53,7 +54,8 @@ impl Client {
         command: &str,
         arguments: &A,
     ) -> Result<R> {
-        self.runtime.block_on(self.inner.execute_typed(command, arguments))
+        self.runtime
+            .block_on(self.inner.execute_typed(command, arguments))
     }
 
     pub fn call(&self, call: Call) -> Result<Value> {
@@ -83,15 +85,26 @@ pub struct EventStream {
     runtime: Arc<Runtime>,
 }
 
-impl EventStream {
-    /// Blocks for the next event; `None` once the connection is gone.
-    pub fn next(&mut self) -> Option<std::result::Result<Arc<Event>, Lagged>> {
+/// Blocks for each next event; ends once the connection is gone.
+impl Iterator for EventStream {
+    type Item = std::result::Result<Arc<Event>, Lagged>;
+
+    fn next(&mut self) -> Option<Self::Item> {
         self.runtime.block_on(self.inner.next())
     }
+}
 
+impl EventStream {
     /// Like [`next`](Self::next), giving up after `timeout` (`None` then).
-    pub fn next_timeout(&mut self, timeout: Duration) -> Option<std::result::Result<Arc<Event>, Lagged>> {
-        self.runtime
-            .block_on(async { tokio::time::timeout(timeout, self.inner.next()).await.ok().flatten() })
+    pub fn next_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Option<std::result::Result<Arc<Event>, Lagged>> {
+        self.runtime.block_on(async {
+            tokio::time::timeout(timeout, self.inner.next())
+                .await
+                .ok()
+                .flatten()
+        })
     }
 }

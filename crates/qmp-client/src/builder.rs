@@ -11,7 +11,6 @@ use crate::{writer, Client};
 use qmp_proto::DEFAULT_MAX_MESSAGE_SIZE;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// What happens when a connection opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -33,6 +32,7 @@ pub struct ClientBuilder {
     oob: bool,
     handshake: Handshake,
     max_message_size: usize,
+    inband_window: Option<usize>,
 }
 
 impl Default for ClientBuilder {
@@ -56,6 +56,7 @@ impl ClientBuilder {
             oob: true,
             handshake: Handshake::Negotiate,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            inband_window: Some(crate::INBAND_WINDOW),
         }
     }
 
@@ -85,6 +86,16 @@ impl ClientBuilder {
     /// Largest message accepted from the server (default 256 MiB).
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
+        self
+    }
+
+    /// How many in-band requests may be on the wire at once when oob is
+    /// negotiated (default 8, QEMU's queue, rule O3). Keeping to it is what
+    /// lets an `exec-oob` request overtake: past it QEMU stops reading, and
+    /// an oob request would wait behind the unread bytes. `None` lifts the
+    /// limit, for servers known to read everything at once.
+    pub fn inband_window(mut self, window: Option<usize>) -> Self {
+        self.inband_window = window.map(|n| n.max(1));
         self
     }
 
@@ -124,7 +135,10 @@ impl ClientBuilder {
 
     async fn open(self, stream: Stream) -> Result<Client> {
         let fd_passing = stream.can_pass_fds();
-        let (read, write) = stream.split();
+        let (read, write) = stream.split().map_err(|e| Error::Connect {
+            address: "(stream)".into(),
+            source: Arc::new(e),
+        })?;
         let mut reader = FramedReader::new(read, self.max_message_size);
         let greeting = match self.handshake {
             Handshake::None => None,
@@ -133,11 +147,23 @@ impl ClientBuilder {
         let will_negotiate_oob = self.handshake == Handshake::Negotiate
             && self.oob
             && greeting.as_ref().is_some_and(|g| g.offers("oob"));
-        let shared = Arc::new(Shared::new(will_negotiate_oob));
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer::run(write, rx, shared.clone()));
+        let window = if will_negotiate_oob {
+            self.inband_window
+        } else {
+            None
+        };
+        let shared = Arc::new(Shared::new(window));
+        let sink = writer::Sink::new(write);
+        tokio::spawn(writer::run(sink.clone(), shared.clone()));
         let router = tokio::spawn(router::run(reader, shared.clone())).abort_handle();
-        let mut client = Client::start(shared, tx, router, greeting.clone(), fd_passing, self.timeout);
+        let mut client = Client::start(
+            shared,
+            sink,
+            router,
+            greeting.clone(),
+            fd_passing,
+            self.timeout,
+        );
         if let (Handshake::Negotiate, Some(g)) = (self.handshake, &greeting) {
             let oob = handshake::negotiate(&client, g, self.oob).await?;
             client.set_oob(oob);

@@ -9,7 +9,7 @@
 use crate::error::{Disconnect, Error, Result};
 use crate::events::{EventFilter, EventStream, DEFAULT_EVENT_BUFFER};
 use crate::router::{IdKey, Pending, Shared};
-use crate::writer::Outgoing;
+use crate::writer::{Outgoing, Sink, SinkClosed};
 use qmp_proto::{encode_request, Event, Greeting, Response};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
@@ -17,7 +17,7 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit};
+use tokio::sync::{broadcast, oneshot, OwnedSemaphorePermit};
 use tokio::task::AbortHandle;
 
 /// A QMP connection. Cheap to clone; all clones share the connection,
@@ -29,7 +29,7 @@ pub struct Client {
 
 struct Inner {
     shared: Arc<Shared>,
-    tx: mpsc::UnboundedSender<Outgoing>,
+    sink: Arc<Sink>,
     greeting: Option<Greeting>,
     oob: bool,
     fd_passing: bool,
@@ -40,8 +40,9 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // The writer ends by itself once `tx` is gone, after writing what
-        // is queued; the reader is stopped here.
+        // The writer task finishes what is queued, half-closes and ends;
+        // the reader is stopped here.
+        self.sink.shutdown(None);
         self.router.abort();
         self.shared.close(Disconnect::Closed);
     }
@@ -79,7 +80,9 @@ impl Call {
 
     /// Sets one argument.
     pub fn arg(mut self, name: &str, value: impl Into<Value>) -> Call {
-        let args = self.arguments.get_or_insert_with(|| Value::Object(Default::default()));
+        let args = self
+            .arguments
+            .get_or_insert_with(|| Value::Object(Default::default()));
         if let Value::Object(map) = args {
             map.insert(name.to_owned(), value.into());
         }
@@ -116,7 +119,7 @@ impl Call {
 impl Client {
     pub(crate) fn start(
         shared: Arc<Shared>,
-        tx: mpsc::UnboundedSender<Outgoing>,
+        sink: Arc<Sink>,
         router: AbortHandle,
         greeting: Option<Greeting>,
         fd_passing: bool,
@@ -125,7 +128,7 @@ impl Client {
         Client {
             inner: Arc::new(Inner {
                 shared,
-                tx,
+                sink,
                 greeting,
                 oob: false,
                 fd_passing,
@@ -288,9 +291,8 @@ impl Client {
                 progress.await;
             }
             let (done_tx, done_rx) = oneshot::channel();
-            if self.inner.tx.send(Outgoing::Shutdown(done_tx)).is_ok() {
-                let _ = done_rx.await;
-            }
+            self.inner.sink.shutdown(Some(done_tx));
+            let _ = done_rx.await;
             self.disconnected().await;
         };
         let _ = tokio::time::timeout(grace, drain).await;
@@ -394,10 +396,15 @@ impl Client {
         } else {
             Outgoing::FrameWithFds(frame, fds)
         };
-        if self.inner.tx.send(out).is_err() {
-            return Err(Error::Disconnected(
-                st.closed.clone().unwrap_or(Disconnect::Closed),
-            ));
+        // Write directly only when no other call is in flight; otherwise
+        // let the writer task batch this with its neighbours.
+        let direct = st.pending.is_empty();
+        if let Err(SinkClosed(cause)) = self.inner.sink.send(out, direct) {
+            drop(st);
+            if let Some(e) = cause {
+                self.inner.shared.close(Disconnect::Io(Arc::new(e)));
+            }
+            return Err(self.inner.shared.disconnected());
         }
         st.pending.insert(
             key.clone(),

@@ -75,7 +75,7 @@ impl EventFilter {
     }
 
     pub fn matches(&self, event: &Event) -> bool {
-        (self.names.is_empty() || self.names.iter().any(|n| *n == event.name))
+        (self.names.is_empty() || self.names.contains(&event.name))
             && self.predicates.iter().all(|p| p(event))
     }
 }
@@ -164,8 +164,14 @@ mod tests {
         let f = EventFilter::name("JOB_STATUS_CHANGE")
             .data_eq("/id", "j1")
             .data_eq("/status", "concluded");
-        assert!(f.matches(&ev("JOB_STATUS_CHANGE", json!({"id": "j1", "status": "concluded"}))));
-        assert!(!f.matches(&ev("JOB_STATUS_CHANGE", json!({"id": "j2", "status": "concluded"}))));
+        assert!(f.matches(&ev(
+            "JOB_STATUS_CHANGE",
+            json!({"id": "j1", "status": "concluded"})
+        )));
+        assert!(!f.matches(&ev(
+            "JOB_STATUS_CHANGE",
+            json!({"id": "j2", "status": "concluded"})
+        )));
         assert!(!f.matches(&ev("STOP", json!({"id": "j1", "status": "concluded"}))));
         assert!(EventFilter::all().matches(&ev("ANY", json!(null))));
         assert!(EventFilter::names(["A", "B"]).matches(&ev("B", json!({}))));

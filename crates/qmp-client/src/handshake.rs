@@ -14,7 +14,9 @@ pub(crate) async fn read_greeting(reader: &mut FramedReader) -> Result<Greeting>
     loop {
         match reader.next().await {
             Ok(Message::Greeting(g)) => return Ok(g),
-            Ok(Message::Event(e)) => tracing::debug!("event before the greeting dropped: {}", e.name),
+            Ok(Message::Event(e)) => {
+                tracing::debug!("event before the greeting dropped: {}", e.name)
+            }
             Ok(other) => {
                 return Err(Error::Handshake(format!(
                     "expected the server's greeting, got {other:?}"
@@ -27,7 +29,11 @@ pub(crate) async fn read_greeting(reader: &mut FramedReader) -> Result<Greeting>
 
 /// Sends `qmp_capabilities`, asking for oob when wanted and offered.
 /// Returns whether oob is now on.
-pub(crate) async fn negotiate(client: &Client, greeting: &Greeting, want_oob: bool) -> Result<bool> {
+pub(crate) async fn negotiate(
+    client: &Client,
+    greeting: &Greeting,
+    want_oob: bool,
+) -> Result<bool> {
     let oob = want_oob && greeting.offers("oob");
     let arguments = if oob {
         json!({"enable": ["oob"]})

@@ -12,9 +12,9 @@
 //! When the connection ends, every pending call fails at once with the
 //! cause and every event stream ends.
 
+use crate::connection::FramedReader;
 use crate::error::{Disconnect, Error, Result};
 use crate::events::{EventStream, Subscriber};
-use crate::connection::FramedReader;
 use qmp_proto::{Event, Message, Response};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -68,11 +68,11 @@ pub(crate) struct Shared {
     pub(crate) progress: Notify,
 }
 
-/// How many in-band requests may be outstanding with oob on.
+/// How many in-band requests may be outstanding with oob on, by default.
 pub const INBAND_WINDOW: usize = 8;
 
 impl Shared {
-    pub(crate) fn new(windowed: bool) -> Shared {
+    pub(crate) fn new(window: Option<usize>) -> Shared {
         Shared {
             state: Mutex::new(State {
                 pending: HashMap::new(),
@@ -80,7 +80,7 @@ impl Shared {
                 closing: false,
                 closed: None,
             }),
-            window: windowed.then(|| Arc::new(Semaphore::new(INBAND_WINDOW))),
+            window: window.map(|n| Arc::new(Semaphore::new(n))),
             unsolicited: broadcast::channel(64).0,
             closed_tx: watch::channel(None).0,
             progress: Notify::new(),
@@ -130,7 +130,11 @@ impl Shared {
             if st.closing {
                 tracing::debug!("connection ended while closing: {reason}");
             }
-            let reason = if st.closing { Disconnect::Closed } else { reason };
+            let reason = if st.closing {
+                Disconnect::Closed
+            } else {
+                reason
+            };
             st.closed = Some(reason.clone());
             (
                 std::mem::take(&mut st.pending),
@@ -163,7 +167,9 @@ impl Shared {
     fn route_response(&self, response: Response) {
         let Some(id) = &response.id else {
             match &response.result {
-                Err(e) => tracing::warn!("server error without an id (a request it could not read?): {e}"),
+                Err(e) => {
+                    tracing::warn!("server error without an id (a request it could not read?): {e}")
+                }
                 Ok(v) => tracing::warn!("reply without an id: {v}"),
             }
             let _ = self.unsolicited.send(response);
@@ -173,7 +179,10 @@ impl Shared {
         match entry {
             Some(p) => {
                 if p.tx.send(response.result.map_err(Error::Qmp)).is_err() {
-                    tracing::debug!("dropped the late reply to '{}' (id {id}): its caller gave up", p.command);
+                    tracing::debug!(
+                        "dropped the late reply to '{}' (id {id}): its caller gave up",
+                        p.command
+                    );
                 }
             }
             None => tracing::warn!("dropped a reply with an id nobody is waiting for: {id}"),

@@ -54,7 +54,11 @@ impl Fake {
 /// A client connected to a fake that greets and accepts negotiation,
 /// sending `before_greeting` first and `before_reply` ahead of the
 /// negotiation reply.
-async fn connect_with(builder: ClientBuilder, before_greeting: &[u8], before_reply: &[u8]) -> (Client, Fake) {
+async fn connect_with(
+    builder: ClientBuilder,
+    before_greeting: &[u8],
+    before_reply: &[u8],
+) -> (Client, Fake) {
     let (a, b) = UnixStream::pair().unwrap();
     let client = tokio::spawn(builder.from_stream(a));
     let mut fake = Fake {
@@ -65,7 +69,10 @@ async fn connect_with(builder: ClientBuilder, before_greeting: &[u8], before_rep
     fake.send(GREETING).await;
     let caps = fake.recv().await.unwrap();
     assert_eq!(caps.command, "qmp_capabilities");
-    assert_eq!(caps.arguments, Some(json!({"enable": ["oob"]}).as_object().unwrap().clone()));
+    assert_eq!(
+        caps.arguments,
+        Some(json!({"enable": ["oob"]}).as_object().unwrap().clone())
+    );
     fake.send(before_reply).await;
     fake.reply(&caps.id, json!({})).await;
     (client.await.unwrap().unwrap(), fake)
@@ -111,7 +118,10 @@ async fn fake_garbage_bytes_fail_pending_calls_naming_the_bytes() {
     assert!(err.to_string().contains("Segmentation fault"));
     assert!(events.next().await.is_none());
     // later calls fail at once with the same cause
-    let err = client.execute("query-status", Value::Null).await.unwrap_err();
+    let err = client
+        .execute("query-status", Value::Null)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Disconnected(Disconnect::Protocol(_))));
 }
 
@@ -121,7 +131,8 @@ async fn fake_malformed_json_object_fails_pending_calls() {
     let c = client.clone();
     let call = tokio::spawn(async move { c.execute("query-status", Value::Null).await });
     fake.recv().await.unwrap();
-    fake.send(b"{\"return\": {\"status\": running}, \"id\": 2}\r\n").await;
+    fake.send(b"{\"return\": {\"status\": running}, \"id\": 2}\r\n")
+        .await;
     let err = call.await.unwrap().unwrap_err();
     assert!(
         matches!(&err, Error::Disconnected(Disconnect::Protocol(DecodeError::Malformed { preview, .. })) if preview.contains("running")),
@@ -133,7 +144,10 @@ async fn fake_malformed_json_object_fails_pending_calls() {
 async fn fake_reply_over_64_mib_arrives_intact() {
     let (client, mut fake) = connect().await;
     let c = client.clone();
-    let call = tokio::spawn(async move { c.execute("human-monitor-command", json!({"command-line": "info"})).await });
+    let call = tokio::spawn(async move {
+        c.execute("human-monitor-command", json!({"command-line": "info"}))
+            .await
+    });
     let req = fake.recv().await.unwrap();
     let size = (64 << 20) + 12345;
     let mut reply = b"{\"return\": \"".to_vec();
@@ -154,7 +168,8 @@ async fn fake_reply_over_64_mib_arrives_intact() {
 
 #[tokio::test]
 async fn fake_reply_over_the_configured_limit_is_a_clear_error() {
-    let (client, mut fake) = connect_with(ClientBuilder::new().max_message_size(1 << 20), b"", b"").await;
+    let (client, mut fake) =
+        connect_with(ClientBuilder::new().max_message_size(1 << 20), b"", b"").await;
     let c = client.clone();
     let call = tokio::spawn(async move { c.execute("x", Value::Null).await });
     fake.recv().await.unwrap();
@@ -166,10 +181,18 @@ async fn fake_reply_over_the_configured_limit_is_a_clear_error() {
     });
     let err = call.await.unwrap().unwrap_err();
     assert!(
-        matches!(err, Error::Disconnected(Disconnect::Protocol(DecodeError::TooLarge { limit: 1048576, .. }))),
+        matches!(
+            err,
+            Error::Disconnected(Disconnect::Protocol(DecodeError::TooLarge {
+                limit: 1048576,
+                ..
+            }))
+        ),
         "{err:?}"
     );
-    assert!(err.to_string().contains("exceeds the size limit of 1048576 bytes"));
+    assert!(err
+        .to_string()
+        .contains("exceeds the size limit of 1048576 bytes"));
     drop(writer);
 }
 
@@ -210,11 +233,15 @@ async fn fake_counts_at_most_8_inband_requests_on_the_wire_and_oob_bypasses() {
     let mut calls = Vec::new();
     for i in 0..20 {
         let c = client.clone();
-        calls.push(tokio::spawn(async move { c.execute("query-status", json!({"n": i})).await }));
+        calls.push(tokio::spawn(async move {
+            c.execute("query-status", json!({"n": i})).await
+        }));
     }
     for _ in 0..2 {
         let c = client.clone();
-        calls.push(tokio::spawn(async move { c.call(Call::new("query-yank").out_of_band()).await }));
+        calls.push(tokio::spawn(async move {
+            c.call(Call::new("query-yank").out_of_band()).await
+        }));
     }
     // Read everything the client sends until it goes quiet.
     let mut held = Vec::new();
@@ -223,13 +250,21 @@ async fn fake_counts_at_most_8_inband_requests_on_the_wire_and_oob_bypasses() {
     }
     let inband = held.iter().filter(|r| !r.oob).count();
     let oob = held.iter().filter(|r| r.oob).count();
-    assert_eq!((inband, oob), (8, 2), "the client must keep at most 8 in-band requests outstanding");
+    assert_eq!(
+        (inband, oob),
+        (8, 2),
+        "the client must keep at most 8 in-band requests outstanding"
+    );
     // Each reply lets exactly one more in-band request out.
     let mut total = held.len();
     while let Some(r) = held.pop() {
         fake.reply(&r.id, json!({})).await;
         if !r.oob && total < 22 {
-            let next = fake.recv_timeout(Duration::from_secs(5)).await.unwrap().unwrap();
+            let next = fake
+                .recv_timeout(Duration::from_secs(5))
+                .await
+                .unwrap()
+                .unwrap();
             assert!(!next.oob);
             held.insert(0, next);
             total += 1;
@@ -248,15 +283,22 @@ async fn fake_id_less_error_is_surfaced_without_tearing_down_the_session() {
     let mut unsolicited = client.unsolicited();
     let c = client.clone();
     let call = tokio::spawn(async move {
-        c.call(Call::new("query-status").timeout(Some(Duration::from_millis(300)))).await
+        c.call(Call::new("query-status").timeout(Some(Duration::from_millis(300))))
+            .await
     });
     fake.recv().await.unwrap();
     fake.send(b"{\"error\": {\"class\": \"GenericError\", \"desc\": \"JSON parse error, expecting value\"}}\r\n").await;
     let stray = unsolicited.recv().await.unwrap();
     assert_eq!(stray.id, None);
-    assert_eq!(stray.result.unwrap_err().desc, "JSON parse error, expecting value");
+    assert_eq!(
+        stray.result.unwrap_err().desc,
+        "JSON parse error, expecting value"
+    );
     // the caller whose request got lost times out; the session lives on
-    assert!(matches!(call.await.unwrap().unwrap_err(), Error::Timeout { .. }));
+    assert!(matches!(
+        call.await.unwrap().unwrap_err(),
+        Error::Timeout { .. }
+    ));
     let c = client.clone();
     let call = tokio::spawn(async move { c.execute("query-status", Value::Null).await });
     let req = fake.recv().await.unwrap();
@@ -271,14 +313,22 @@ async fn fake_calls_that_never_get_a_reply_do_not_shrink_the_window() {
     for _ in 0..8 {
         let c = client.clone();
         let call = tokio::spawn(async move {
-            c.call(Call::new("lost").timeout(Some(Duration::from_millis(50)))).await
+            c.call(Call::new("lost").timeout(Some(Duration::from_millis(50))))
+                .await
         });
         fake.recv().await.unwrap();
-        assert!(matches!(call.await.unwrap().unwrap_err(), Error::Timeout { .. }));
+        assert!(matches!(
+            call.await.unwrap().unwrap_err(),
+            Error::Timeout { .. }
+        ));
     }
     let c = client.clone();
     let call = tokio::spawn(async move { c.execute("query-status", Value::Null).await });
-    let req = fake.recv_timeout(Duration::from_secs(5)).await.expect("window still open").unwrap();
+    let req = fake
+        .recv_timeout(Duration::from_secs(5))
+        .await
+        .expect("window still open")
+        .unwrap();
     fake.reply(&req.id, json!({})).await;
     call.await.unwrap().unwrap();
 }
@@ -304,7 +354,10 @@ async fn fake_slow_subscriber_lags_but_never_blocks_replies_or_others() {
         got += 1;
     }
     assert_eq!(got, 10_000);
-    assert_eq!(stalled.try_next().unwrap().unwrap_err(), Lagged(10_000 - 16));
+    assert_eq!(
+        stalled.try_next().unwrap().unwrap_err(),
+        Lagged(10_000 - 16)
+    );
     let mut rest = 0;
     while let Some(Ok(_)) = stalled.try_next() {
         rest += 1;
@@ -318,10 +371,14 @@ async fn fake_late_reply_after_timeout_goes_to_nobody() {
     let (client, mut fake) = connect().await;
     let c = client.clone();
     let call = tokio::spawn(async move {
-        c.call(Call::new("slow").timeout(Some(Duration::from_millis(50)))).await
+        c.call(Call::new("slow").timeout(Some(Duration::from_millis(50))))
+            .await
     });
     let slow = fake.recv().await.unwrap();
-    assert!(matches!(call.await.unwrap().unwrap_err(), Error::Timeout { .. }));
+    assert!(matches!(
+        call.await.unwrap().unwrap_err(),
+        Error::Timeout { .. }
+    ));
     let c = client.clone();
     let call = tokio::spawn(async move { c.execute("fast", Value::Null).await });
     let fast = fake.recv().await.unwrap();
@@ -356,6 +413,12 @@ async fn fake_dropping_the_last_handle_closes_the_connection() {
     let (client, mut fake) = connect().await;
     let mut events = client.events(EventFilter::all());
     drop(client);
-    assert!(fake.recv_timeout(Duration::from_secs(5)).await.unwrap().is_none(), "server sees EOF");
+    assert!(
+        fake.recv_timeout(Duration::from_secs(5))
+            .await
+            .unwrap()
+            .is_none(),
+        "server sees EOF"
+    );
     assert!(events.next().await.is_none());
 }

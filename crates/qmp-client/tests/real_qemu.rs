@@ -3,7 +3,9 @@
 //! getfd). Rule ids refer to ../shared/qmp-rules.md.
 
 use nix::sys::signal::Signal;
-use qmp_client::{Call, Client, ClientBuilder, Disconnect, Error, EventFilter, Handshake, Listener};
+use qmp_client::{
+    Call, Client, ClientBuilder, Disconnect, Error, EventFilter, Handshake, Listener,
+};
 use qmp_testkit::{free_port, test_dir, Qemu};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -18,7 +20,10 @@ async fn handshake_negotiates_oob_and_greeting_matches_query_version() {
     assert!(greeting.offers("oob"));
     assert!(client.oob_enabled());
     // G2: the greeting's version is what query-version returns
-    let v: qmp_client::proto::Version = client.execute_typed("query-version", &json!({})).await.unwrap();
+    let v: qmp_client::proto::Version = client
+        .execute_typed("query-version", &json!({}))
+        .await
+        .unwrap();
     assert_eq!(v, greeting.version);
     assert!(v.qemu.major >= 7);
 }
@@ -26,9 +31,16 @@ async fn handshake_negotiates_oob_and_greeting_matches_query_version() {
 #[tokio::test]
 async fn handshake_without_oob_when_disabled() {
     let qsd = Qemu::storage_daemon();
-    let client = ClientBuilder::new().oob(false).connect(&qsd.address()).await.unwrap();
+    let client = ClientBuilder::new()
+        .oob(false)
+        .connect(&qsd.address())
+        .await
+        .unwrap();
     assert!(!client.oob_enabled());
-    let err = client.call(Call::new("query-version").out_of_band()).await.unwrap_err();
+    let err = client
+        .call(Call::new("query-version").out_of_band())
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::OobNotNegotiated), "{err}");
     client.execute("query-version", Value::Null).await.unwrap();
 }
@@ -42,11 +54,20 @@ async fn greeting_only_leaves_negotiation_to_the_caller() {
         .await
         .unwrap();
     // N2: anything but qmp_capabilities is refused until negotiation
-    let err = client.execute("query-version", Value::Null).await.unwrap_err();
+    let err = client
+        .execute("query-version", Value::Null)
+        .await
+        .unwrap_err();
     let e = err.qmp().unwrap();
     assert_eq!(e.class, "CommandNotFound");
-    assert_eq!(e.desc, "Expecting capabilities negotiation with 'qmp_capabilities'");
-    client.execute("qmp_capabilities", Value::Null).await.unwrap();
+    assert_eq!(
+        e.desc,
+        "Expecting capabilities negotiation with 'qmp_capabilities'"
+    );
+    client
+        .execute("qmp_capabilities", Value::Null)
+        .await
+        .unwrap();
     client.execute("query-version", Value::Null).await.unwrap();
 }
 
@@ -61,7 +82,10 @@ struct Property {
 async fn qom_list_of_the_root() {
     let qsd = Qemu::storage_daemon();
     let client = Client::connect(&qsd.address()).await.unwrap();
-    let props: Vec<Property> = client.execute_typed("qom-list", &json!({"path": "/"})).await.unwrap();
+    let props: Vec<Property> = client
+        .execute_typed("qom-list", &json!({"path": "/"}))
+        .await
+        .unwrap();
     assert!(props.iter().any(|p| p.name == "type" && p.kind == "string"));
     assert!(props.iter().any(|p| p.kind.starts_with("child<")));
 }
@@ -70,13 +94,28 @@ async fn qom_list_of_the_root() {
 async fn errors_keep_their_class_and_text() {
     let qsd = Qemu::storage_daemon();
     let client = Client::connect(&qsd.address()).await.unwrap();
-    let err = client.execute("no-such-cmd", Value::Null).await.unwrap_err();
+    let err = client
+        .execute("no-such-cmd", Value::Null)
+        .await
+        .unwrap_err();
     assert_eq!(err.qmp().unwrap().class, "CommandNotFound");
-    assert_eq!(err.qmp().unwrap().desc, "The command no-such-cmd has not been found");
-    let err = client.execute("blockdev-del", json!({"node-name": "nope"})).await.unwrap_err();
+    assert_eq!(
+        err.qmp().unwrap().desc,
+        "The command no-such-cmd has not been found"
+    );
+    let err = client
+        .execute("blockdev-del", json!({"node-name": "nope"}))
+        .await
+        .unwrap_err();
     assert_eq!(err.qmp().unwrap().class, "GenericError");
-    assert_eq!(err.qmp().unwrap().desc, "Failed to find node with node-name='nope'");
-    let err = client.execute("blockdev-del", Value::Null).await.unwrap_err();
+    assert_eq!(
+        err.qmp().unwrap().desc,
+        "Failed to find node with node-name='nope'"
+    );
+    let err = client
+        .execute("blockdev-del", Value::Null)
+        .await
+        .unwrap_err();
     assert_eq!(err.qmp().unwrap().desc, "Parameter 'node-name' is missing");
     // the session is still fine
     client.execute("query-version", Value::Null).await.unwrap();
@@ -88,7 +127,8 @@ async fn blockdev_create_job_streams_job_status_change_through_concluded() {
     let client = Client::connect(&qsd.address()).await.unwrap();
     let mut statuses = client.events(EventFilter::name("JOB_STATUS_CHANGE").data_eq("/id", "j1"));
     let image = qsd.dir().join("disk.img");
-    let create = json!({"job-id": "j1", "options": {"driver": "file", "filename": image, "size": 1048576}});
+    let create =
+        json!({"job-id": "j1", "options": {"driver": "file", "filename": image, "size": 1048576}});
     let (ret, concluded) = client
         .execute_and_wait(
             "blockdev-create",
@@ -106,9 +146,19 @@ async fn blockdev_create_job_streams_job_status_change_through_concluded() {
     while let Some(Ok(e)) = statuses.try_next() {
         seen.push(e.data_at("/status").unwrap().as_str().unwrap().to_owned());
     }
-    assert_eq!(seen, ["created", "running", "waiting", "pending", "concluded"]);
-    client.execute("job-dismiss", json!({"id": "j1"})).await.unwrap();
-    let e = tokio::time::timeout(Duration::from_secs(5), statuses.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(
+        seen,
+        ["created", "running", "waiting", "pending", "concluded"]
+    );
+    client
+        .execute("job-dismiss", json!({"id": "j1"}))
+        .await
+        .unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(5), statuses.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(e.data_at("/status"), Some(&json!("null")));
     assert_eq!(std::fs::metadata(&image).unwrap().len(), 1048576);
 }
@@ -123,7 +173,10 @@ async fn stop_and_resume_events_arrive_before_their_replies() {
         client.execute(command, Value::Null).await.unwrap();
         // P4: the event came first on the wire, so it is already buffered
         // when the reply is handed back.
-        let e = events.try_next().expect("event delivered before the reply").unwrap();
+        let e = events
+            .try_next()
+            .expect("event delivered before the reply")
+            .unwrap();
         assert_eq!(e.name, event);
     }
     let status = client.execute("query-status", Value::Null).await.unwrap();
@@ -157,7 +210,10 @@ async fn oob_command_overtakes_queued_inband_commands() {
     }
     let order = order.lock().unwrap();
     let oob_at = order.iter().position(|s| s == "oob").unwrap();
-    assert!(oob_at < 6, "oob reply should overtake the in-band ones: {order:?}");
+    assert!(
+        oob_at < 6,
+        "oob reply should overtake the in-band ones: {order:?}"
+    );
 }
 
 #[tokio::test]
@@ -170,12 +226,21 @@ async fn fd_passing_with_getfd_then_closefd() {
         .call(Call::new("getfd").arg("fdname", "myfd").fd(r))
         .await
         .unwrap();
-    client.execute("closefd", json!({"fdname": "myfd"})).await.unwrap();
+    client
+        .execute("closefd", json!({"fdname": "myfd"}))
+        .await
+        .unwrap();
     // closing it again fails: QEMU really had it, and now does not
-    let err = client.execute("closefd", json!({"fdname": "myfd"})).await.unwrap_err();
+    let err = client
+        .execute("closefd", json!({"fdname": "myfd"}))
+        .await
+        .unwrap_err();
     assert_eq!(err.qmp().unwrap().class, "GenericError");
     // getfd without an fd is refused by QEMU
-    let err = client.execute("getfd", json!({"fdname": "x"})).await.unwrap_err();
+    let err = client
+        .execute("getfd", json!({"fdname": "x"}))
+        .await
+        .unwrap_err();
     assert_eq!(err.qmp().unwrap().class, "GenericError");
 }
 
@@ -183,11 +248,16 @@ async fn fd_passing_with_getfd_then_closefd() {
 async fn tcp_transport_and_fd_passing_refused_over_tcp() {
     let port = free_port();
     let qsd = Qemu::storage_daemon_tcp("127.0.0.1", port);
-    let client = Client::connect(&format!("tcp:127.0.0.1:{port}")).await.unwrap();
+    let client = Client::connect(&format!("tcp:127.0.0.1:{port}"))
+        .await
+        .unwrap();
     assert!(!client.can_pass_fds());
     client.execute("query-version", Value::Null).await.unwrap();
     let (r, _w) = nix::unistd::pipe().unwrap();
-    let err = client.call(Call::new("getfd").arg("fdname", "x").fd(r)).await.unwrap_err();
+    let err = client
+        .call(Call::new("getfd").arg("fdname", "x").fd(r))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::FdPassingUnsupported), "{err}");
     drop(qsd);
 }
@@ -201,7 +271,12 @@ async fn tcp_over_ipv6_loopback() {
         "--monitor".into(),
         "chardev=m".into(),
     ];
-    let _qsd = Qemu::spawn_in(test_dir(), qmp_testkit::STORAGE_DAEMON, args, qmp_testkit::Ready::Started);
+    let _qsd = Qemu::spawn_in(
+        test_dir(),
+        qmp_testkit::STORAGE_DAEMON,
+        args,
+        qmp_testkit::Ready::Started,
+    );
     let address = format!("[::1]:{port}");
     let deadline = Instant::now() + Duration::from_secs(10);
     let client = loop {
@@ -234,12 +309,17 @@ async fn already_connected_stream_and_inherited_fd() {
 async fn accept_mode_with_qemu_connecting_in() {
     let dir = test_dir();
     let path = dir.path().join("listen.sock");
-    let listener = Listener::bind(&format!("unix:{}", path.display()).parse().unwrap()).await.unwrap();
-    let _qsd = Qemu::storage_daemon_connecting_to(&path);
-    let client = tokio::time::timeout(Duration::from_secs(20), ClientBuilder::new().accept(&listener))
+    let listener = Listener::bind(&format!("unix:{}", path.display()).parse().unwrap())
         .await
-        .expect("QEMU connected in")
         .unwrap();
+    let _qsd = Qemu::storage_daemon_connecting_to(&path);
+    let client = tokio::time::timeout(
+        Duration::from_secs(20),
+        ClientBuilder::new().accept(&listener),
+    )
+    .await
+    .expect("QEMU connected in")
+    .unwrap();
     assert!(client.greeting().is_some());
     client.execute("query-version", Value::Null).await.unwrap();
     drop(listener);
@@ -250,11 +330,17 @@ async fn accept_mode_with_qemu_connecting_in() {
 async fn monitor_with_pretty_output() {
     let qsd = Qemu::storage_daemon_with_monitor(",pretty=on");
     let client = Client::connect(&qsd.address()).await.unwrap();
-    let props = client.execute("qom-list", json!({"path": "/"})).await.unwrap();
+    let props = client
+        .execute("qom-list", json!({"path": "/"}))
+        .await
+        .unwrap();
     assert!(props.as_array().unwrap().len() >= 2);
     let err = client.execute("nope", Value::Null).await.unwrap_err();
     assert_eq!(err.qmp().unwrap().class, "CommandNotFound");
-    let schema = client.execute("query-qmp-schema", Value::Null).await.unwrap();
+    let schema = client
+        .execute("query-qmp-schema", Value::Null)
+        .await
+        .unwrap();
     assert!(schema.as_array().unwrap().len() > 100);
 }
 
@@ -262,7 +348,16 @@ async fn monitor_with_pretty_output() {
 async fn many_concurrent_callers_with_ids_of_every_json_type() {
     let qsd = Qemu::storage_daemon();
     let client = Client::connect(&qsd.address()).await.unwrap();
-    let ids = [json!("text"), json!(null), json!({"a": [1, 2]}), json!([3]), json!(true), json!(-5), json!(1.5), json!(7)];
+    let ids = [
+        json!("text"),
+        json!(null),
+        json!({"a": [1, 2]}),
+        json!([3]),
+        json!(true),
+        json!(-5),
+        json!(1.5),
+        json!(7),
+    ];
     let mut tasks = Vec::new();
     for (i, id) in ids.iter().enumerate() {
         let c = client.clone();
@@ -270,7 +365,10 @@ async fn many_concurrent_callers_with_ids_of_every_json_type() {
         tasks.push(tokio::spawn(async move {
             // qom-list of different paths, so a mixed-up reply would show
             let path = if i % 2 == 0 { "/" } else { "/chardevs" };
-            let r = c.call(Call::new("qom-list").arg("path", path).id(id)).await.unwrap();
+            let r = c
+                .call(Call::new("qom-list").arg("path", path).id(id))
+                .await
+                .unwrap();
             (path, r)
         }));
     }
@@ -278,13 +376,24 @@ async fn many_concurrent_callers_with_ids_of_every_json_type() {
         let c = client.clone();
         tasks.push(tokio::spawn(async move {
             let path = if i % 2 == 0 { "/" } else { "/chardevs" };
-            (path, c.execute("qom-list", json!({"path": path})).await.unwrap())
+            (
+                path,
+                c.execute("qom-list", json!({"path": path})).await.unwrap(),
+            )
         }));
     }
     for t in tasks {
         let (path, r) = t.await.unwrap();
-        let has_chardevs = r.as_array().unwrap().iter().any(|p| p["name"] == "chardevs");
-        assert_eq!(has_chardevs, path == "/", "reply routed to the wrong caller");
+        let has_chardevs = r
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "chardevs");
+        assert_eq!(
+            has_chardevs,
+            path == "/",
+            "reply routed to the wrong caller"
+        );
     }
 }
 
@@ -296,7 +405,10 @@ async fn duplicate_caller_id_is_refused_while_pending() {
     let c = client.clone();
     let first = tokio::spawn(async move { c.call(Call::new("query-version").id("same")).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let err = client.call(Call::new("query-version").id("same")).await.unwrap_err();
+    let err = client
+        .call(Call::new("query-version").id("same"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::DuplicateId(_)), "{err}");
     qsd.signal(Signal::SIGCONT);
     first.await.unwrap().unwrap();
@@ -308,18 +420,33 @@ async fn timed_out_call_does_not_desync_later_ones() {
     let client = Client::connect(&qsd.address()).await.unwrap();
     qsd.signal(Signal::SIGSTOP);
     let err = client
-        .call(Call::new("qom-list").arg("path", "/chardevs").timeout(Some(Duration::from_millis(200))))
+        .call(
+            Call::new("qom-list")
+                .arg("path", "/chardevs")
+                .timeout(Some(Duration::from_millis(200))),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
     // and a cancelled one (future dropped)
-    let cancelled = tokio::time::timeout(Duration::from_millis(100), client.execute("qom-list", json!({"path": "/chardevs"}))).await;
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(100),
+        client.execute("qom-list", json!({"path": "/chardevs"})),
+    )
+    .await;
     assert!(cancelled.is_err());
     qsd.signal(Signal::SIGCONT);
     // QEMU now answers the two abandoned calls first; those replies must
     // not reach this caller.
-    let r = client.execute("qom-list", json!({"path": "/"})).await.unwrap();
-    assert!(r.as_array().unwrap().iter().any(|p| p["name"] == "chardevs"));
+    let r = client
+        .execute("qom-list", json!({"path": "/"}))
+        .await
+        .unwrap();
+    assert!(r
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "chardevs"));
     let v = client.execute("query-version", Value::Null).await.unwrap();
     assert!(v["qemu"]["major"].is_u64());
 }
@@ -333,7 +460,9 @@ async fn sigkill_with_50_commands_in_flight_fails_them_all_promptly() {
     let mut tasks = Vec::new();
     for _ in 0..50 {
         let c = client.clone();
-        tasks.push(tokio::spawn(async move { c.execute("query-version", Value::Null).await }));
+        tasks.push(tokio::spawn(async move {
+            c.execute("query-version", Value::Null).await
+        }));
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     let killed = Instant::now();
@@ -341,7 +470,10 @@ async fn sigkill_with_50_commands_in_flight_fails_them_all_promptly() {
     for t in tasks {
         // well under the 60 s default timeout: they fail because of the
         // disconnect, not a timeout
-        let r = tokio::time::timeout(Duration::from_secs(5), t).await.expect("prompt failure").unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(5), t)
+            .await
+            .expect("prompt failure")
+            .unwrap();
         match r {
             Err(Error::Disconnected(Disconnect::Eof | Disconnect::Io(_))) => {}
             other => panic!("expected a disconnect error, got {other:?}"),
@@ -350,7 +482,10 @@ async fn sigkill_with_50_commands_in_flight_fails_them_all_promptly() {
     assert!(killed.elapsed() < Duration::from_secs(5));
     assert!(events.next().await.is_none(), "event streams end");
     assert!(client.is_closed());
-    let err = client.execute("query-version", Value::Null).await.unwrap_err();
+    let err = client
+        .execute("query-version", Value::Null)
+        .await
+        .unwrap_err();
     assert!(err.is_disconnect(), "{err}");
 }
 
@@ -363,8 +498,14 @@ async fn graceful_close_answers_what_was_sent() {
     tokio::task::yield_now().await;
     client.close().await;
     inflight.await.unwrap().unwrap();
-    let err = client.execute("query-version", Value::Null).await.unwrap_err();
-    assert!(matches!(err, Error::Disconnected(Disconnect::Closed)), "{err}");
+    let err = client
+        .execute("query-version", Value::Null)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Disconnected(Disconnect::Closed)),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -388,7 +529,10 @@ fn blocking_facade() {
     let status = client.execute("query-status", Value::Null).unwrap();
     assert_eq!(status["status"], "prelaunch");
     client.execute("cont", Value::Null).unwrap();
-    let e = events.next_timeout(Duration::from_secs(5)).unwrap().unwrap();
+    let e = events
+        .next_timeout(Duration::from_secs(5))
+        .unwrap()
+        .unwrap();
     assert_eq!(e.name, "RESUME");
     client.close();
 }

@@ -91,7 +91,20 @@ mod tests {
     #[test]
     fn json_values_and_plain_strings() {
         assert_eq!(
-            parse(&["a=1", "b=true", "c=null", "d=0.5", "e=\"x y\"", "f=disk0", "g=/machine", "h=", "i=[1,\"2\"]", "j={\"k\":1}", "k=-3", "l=1e3"]),
+            parse(&[
+                "a=1",
+                "b=true",
+                "c=null",
+                "d=0.5",
+                "e=\"x y\"",
+                "f=disk0",
+                "g=/machine",
+                "h=",
+                "i=[1,\"2\"]",
+                "j={\"k\":1}",
+                "k=-3",
+                "l=1e3"
+            ]),
             json!({"a": 1, "b": true, "c": null, "d": 0.5, "e": "x y", "f": "disk0", "g": "/machine", "h": "", "i": [1, "2"], "j": {"k": 1}, "k": -3, "l": 1000.0})
         );
         // a string with spaces, as a shell passes it after unquoting
@@ -141,6 +154,9 @@ mod tests {
             parse_assignments(["a..b=1"]),
             Err(ArgError::EmptyKey("a..b".into()))
         );
-        assert_eq!(parse_assignments(["=1"]), Err(ArgError::EmptyKey("".into())));
+        assert_eq!(
+            parse_assignments(["=1"]),
+            Err(ArgError::EmptyKey("".into()))
+        );
     }
 }

@@ -219,7 +219,8 @@ impl Decoder {
                             s.in_string = false;
                         } else {
                             // Skip ahead to the next byte that matters.
-                            if let Some(n) = buf[i..].iter().position(|&c| c == b'"' || c == b'\\') {
+                            if let Some(n) = buf[i..].iter().position(|&c| c == b'"' || c == b'\\')
+                            {
                                 i += n;
                                 continue;
                             }
@@ -284,7 +285,10 @@ fn is_space(b: u8) -> bool {
 }
 
 fn trim_space(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|b| !is_space(*b)).unwrap_or(bytes.len());
+    let start = bytes
+        .iter()
+        .position(|b| !is_space(*b))
+        .unwrap_or(bytes.len());
     &bytes[start..]
 }
 
@@ -347,7 +351,9 @@ mod tests {
         let msgs = whole(TRANSCRIPT);
         assert_eq!(msgs.len(), 6);
         assert!(matches!(&msgs[0], Message::Greeting(g) if g.offers("oob")));
-        let Message::Response(r) = &msgs[3] else { panic!() };
+        let Message::Response(r) = &msgs[3] else {
+            panic!()
+        };
         assert_eq!(r.result.as_ref().unwrap()[1]["name"], "a\"}b\\");
         assert!(matches!(&msgs[4], Message::Event(e) if e.name == "JOB_STATUS_CHANGE"));
     }
@@ -375,7 +381,10 @@ mod tests {
             }
         );
         assert!(err.to_string().contains("Hello"));
-        assert!(matches!(d.next_message().unwrap(), Some(Message::Response(_))));
+        assert!(matches!(
+            d.next_message().unwrap(),
+            Some(Message::Response(_))
+        ));
     }
 
     #[test]
@@ -383,7 +392,10 @@ mod tests {
         let mut d = Decoder::new();
         d.feed(b"{\"return\": nope}\r\n{\"return\": 1}");
         let err = d.next_message().unwrap_err();
-        assert!(matches!(err, DecodeError::Malformed { offset: 0, .. }), "{err}");
+        assert!(
+            matches!(err, DecodeError::Malformed { offset: 0, .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("nope"));
         assert!(d.next_message().unwrap().is_some());
     }
@@ -395,7 +407,13 @@ mod tests {
         assert_eq!(d.next_message().unwrap(), None);
         d.feed(&[b'a'; 200]);
         let err = d.next_message().unwrap_err();
-        assert_eq!(err, DecodeError::TooLarge { offset: 0, limit: 100 });
+        assert_eq!(
+            err,
+            DecodeError::TooLarge {
+                offset: 0,
+                limit: 100
+            }
+        );
         // poisoned: the boundary is lost
         d.feed(b"\"}");
         assert!(d.next_message().is_err());
@@ -413,7 +431,10 @@ mod tests {
         assert_eq!(d.next_message().unwrap(), None);
         assert_eq!(d.pending_bytes(), 15);
         let err = d.finish().unwrap_err();
-        assert!(matches!(err, DecodeError::Truncated { buffered: 15, .. }), "{err}");
+        assert!(
+            matches!(err, DecodeError::Truncated { buffered: 15, .. }),
+            "{err}"
+        );
         let mut d = Decoder::new();
         d.feed(b"{}\r\n  \r\n");
         d.next_message().unwrap();
@@ -436,7 +457,9 @@ mod tests {
                 got = Some(m);
             }
         }
-        let Some(Message::Response(r)) = got else { panic!() };
+        let Some(Message::Response(r)) = got else {
+            panic!()
+        };
         assert_eq!(r.result.unwrap().as_str().unwrap().len(), 8 << 20);
     }
 

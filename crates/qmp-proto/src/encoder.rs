@@ -87,13 +87,30 @@ mod tests {
     #[test]
     fn oob_no_args_and_any_id() {
         let mut out = Vec::new();
-        encode_request(&mut out, "query-yank", None::<&Value>, Some(&json!({"a": [null]})), true).unwrap();
-        assert_eq!(out, b"{\"exec-oob\":\"query-yank\",\"id\":{\"a\":[null]}}\n");
+        encode_request(
+            &mut out,
+            "query-yank",
+            None::<&Value>,
+            Some(&json!({"a": [null]})),
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            b"{\"exec-oob\":\"query-yank\",\"id\":{\"a\":[null]}}\n"
+        );
         out.clear();
         encode_request(&mut out, "stop", Some(&json!({})), None::<&Value>, false).unwrap();
         assert_eq!(out, b"{\"execute\":\"stop\"}\n");
         out.clear();
-        encode_request(&mut out, "stop", Some(&Value::Null), Some(&Value::Null), false).unwrap();
+        encode_request(
+            &mut out,
+            "stop",
+            Some(&Value::Null),
+            Some(&Value::Null),
+            false,
+        )
+        .unwrap();
         assert_eq!(out, b"{\"execute\":\"stop\",\"id\":null}\n");
     }
 
@@ -104,7 +121,17 @@ mod tests {
             path: &'a str,
         }
         let mut out = Vec::new();
-        encode_request(&mut out, "qom-list", Some(&Args { path: "/" }), Some(&1u64), false).unwrap();
-        assert_eq!(out, b"{\"execute\":\"qom-list\",\"arguments\":{\"path\":\"/\"},\"id\":1}\n");
+        encode_request(
+            &mut out,
+            "qom-list",
+            Some(&Args { path: "/" }),
+            Some(&1u64),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            b"{\"execute\":\"qom-list\",\"arguments\":{\"path\":\"/\"},\"id\":1}\n"
+        );
     }
 }

@@ -21,7 +21,9 @@ use std::fmt;
 pub type Arguments = Map<String, Value>;
 
 /// `{"micro": .., "minor": .., "major": ..}` (QEMU writes them in this order).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 pub struct QemuVersion {
     #[serde(default)]
     pub micro: u64,
@@ -313,7 +315,10 @@ mod tests {
 
     #[test]
     fn error_keeps_class_and_desc() {
-        let m = Message::from_slice(br#"{"id": {"a": [1]}, "error": {"class": "SomeFutureClass", "desc": "it broke"}}"#).unwrap();
+        let m = Message::from_slice(
+            br#"{"id": {"a": [1]}, "error": {"class": "SomeFutureClass", "desc": "it broke"}}"#,
+        )
+        .unwrap();
         let Message::Response(r) = m else { panic!() };
         assert_eq!(r.id, Some(json!({"a": [1]})));
         let e = r.result.unwrap_err();
@@ -323,7 +328,10 @@ mod tests {
 
     #[test]
     fn event_with_and_without_data() {
-        let m = Message::from_slice(br#"{"timestamp": {"seconds": 1700000000, "microseconds": 5}, "event": "STOP"}"#).unwrap();
+        let m = Message::from_slice(
+            br#"{"timestamp": {"seconds": 1700000000, "microseconds": 5}, "event": "STOP"}"#,
+        )
+        .unwrap();
         let Message::Event(e) = m else { panic!() };
         assert_eq!(e.name, "STOP");
         assert_eq!(e.data, None);

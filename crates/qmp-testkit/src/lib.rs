@@ -108,10 +108,19 @@ impl Qemu {
     pub fn system_with(extra: &[&str]) -> Qemu {
         let dir = tempdir();
         let sock = dir.path().join("vm.sock");
-        let mut args: Vec<String> = ["-M", "pc", "-S", "-nodefaults", "-display", "none", "-accel", "tcg"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut args: Vec<String> = [
+            "-M",
+            "pc",
+            "-S",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-accel",
+            "tcg",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         args.push("-qmp".into());
         args.push(format!("unix:{},server=on,wait=off", sock.display()));
         args.extend(extra.iter().map(|s| s.to_string()));
@@ -119,7 +128,12 @@ impl Qemu {
     }
 
     /// Starts `program` with `args` in `dir` and waits until `ready`.
-    pub fn spawn_in(dir: tempfile::TempDir, program: &str, args: Vec<String>, ready: Ready) -> Qemu {
+    pub fn spawn_in(
+        dir: tempfile::TempDir,
+        program: &str,
+        args: Vec<String>,
+        ready: Ready,
+    ) -> Qemu {
         let binary = require(program);
         // `{dir}` in an argument stands for the private temp dir.
         let dir_text = dir.path().display().to_string();
@@ -167,7 +181,11 @@ impl Qemu {
                 );
             }
             if Instant::now() > deadline {
-                panic!("{} did not open its monitor within 20 s: {}", self.program, self.stderr());
+                panic!(
+                    "{} did not open its monitor within 20 s: {}",
+                    self.program,
+                    self.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(5));
         }

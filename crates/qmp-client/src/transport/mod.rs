@@ -10,9 +10,12 @@ mod tcp;
 mod unix;
 
 use crate::{address::Address, error::Error};
-use std::{io, os::fd::OwnedFd, sync::Arc};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{tcp as tcp_half, unix as unix_half, TcpStream, UnixStream};
+use nix::sys::socket::{self, MsgFlags};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::{io, sync::Arc};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::net::{TcpStream, UnixStream};
 
 pub use unix::socketpair;
 
@@ -41,64 +44,125 @@ impl Stream {
         matches!(self, Stream::Unix(_))
     }
 
-    pub(crate) fn split(self) -> (ReadHalf, WriteHalf) {
-        match self {
-            Stream::Unix(s) => {
-                let (r, w) = s.into_split();
-                (ReadHalf::Unix(r), WriteHalf::Unix(w))
-            }
-            Stream::Tcp(s) => {
-                let (r, w) = s.into_split();
-                (ReadHalf::Tcp(r), WriteHalf::Tcp(w))
-            }
-        }
+    /// Splits into the reader's half and the writer's half.
+    ///
+    /// tokio would register the socket for reading and writing at once, so
+    /// every time the server read a request the kernel's "writable again"
+    /// edge would wake the reader's `epoll_wait` for nothing: one spurious
+    /// wake-up per command. Instead the read half is registered for
+    /// readability only, and the write half is a plain duplicate of the fd
+    /// written with non-blocking sends, registered (writability only) just
+    /// while a write waits for room.
+    pub(crate) fn split(self) -> io::Result<(ReadHalf, WriteHalf)> {
+        let (fd, unix): (OwnedFd, bool) = match self {
+            Stream::Unix(s) => (s.into_std()?.into(), true),
+            Stream::Tcp(s) => (s.into_std()?.into(), false),
+        };
+        let write = WriteHalf {
+            fd: fd.try_clone()?,
+            unix,
+        };
+        let read = ReadHalf {
+            fd: register(fd, Interest::READABLE)?,
+        };
+        Ok((read, write))
     }
 }
 
-pub(crate) enum ReadHalf {
-    Unix(unix_half::OwnedReadHalf),
-    Tcp(tcp_half::OwnedReadHalf),
+pub(crate) struct ReadHalf {
+    fd: AsyncFd<OwnedFd>,
 }
 
 impl ReadHalf {
     pub(crate) async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            ReadHalf::Unix(r) => r.read(buf).await,
-            ReadHalf::Tcp(r) => r.read(buf).await,
+        loop {
+            let mut guard = self.fd.readable().await?;
+            match guard.try_io(|fd| recv(fd.as_raw_fd(), buf)) {
+                Ok(Ok(n)) => {
+                    // A short read drained the socket: wait for the next
+                    // edge rather than spend a syscall learning EAGAIN.
+                    // (tokio keeps the readiness if an edge came since.)
+                    if n > 0 && n < buf.len() {
+                        guard.clear_ready();
+                    }
+                    return Ok(n);
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
         }
     }
 }
 
-pub(crate) enum WriteHalf {
-    Unix(unix_half::OwnedWriteHalf),
-    Tcp(tcp_half::OwnedWriteHalf),
+/// Registers an fd we own with the reactor for one kind of readiness.
+fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: an `OwnedFd` is open and keeps the same descriptor until it
+    // is dropped, which the `AsyncFd` that owns it does last.
+    Ok(unsafe { AsyncFd::register_with_interest(fd, interest) }?)
+}
+
+fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    socket::recv(fd, buf, MsgFlags::MSG_DONTWAIT).map_err(io::Error::from)
+}
+
+pub(crate) struct WriteHalf {
+    fd: OwnedFd,
+    unix: bool,
 }
 
 impl WriteHalf {
-    pub(crate) async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        match self {
-            WriteHalf::Unix(w) => w.write_all(bytes).await,
-            WriteHalf::Tcp(w) => w.write_all(bytes).await,
+    /// One non-blocking write; `WouldBlock` when the socket is full.
+    pub(crate) fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
+        socket::send(
+            self.fd.as_raw_fd(),
+            bytes,
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        )
+        .map_err(io::Error::from)
+    }
+
+    /// Waits until the socket has room, registering it just for this.
+    async fn writable(&self) -> io::Result<()> {
+        let fd = register(self.fd.try_clone()?, Interest::WRITABLE)?;
+        let mut guard = fd.writable().await?;
+        guard.retain_ready();
+        Ok(())
+    }
+
+    /// Writes all of `bytes`, waiting for room as needed.
+    pub(crate) async fn write_all(&self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            match self.try_write(bytes) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable().await?,
+                Err(e) => return Err(e),
+            }
         }
+        Ok(())
     }
 
     /// Writes `bytes` with `fds` attached to their first byte (SCM_RIGHTS).
-    pub(crate) async fn write_with_fds(&mut self, bytes: &[u8], fds: &[OwnedFd]) -> io::Result<()> {
-        match self {
-            WriteHalf::Unix(w) => unix::write_with_fds(w, bytes, fds).await,
-            WriteHalf::Tcp(_) => Err(io::Error::new(
+    pub(crate) async fn write_with_fds(&self, bytes: &[u8], fds: &[OwnedFd]) -> io::Result<()> {
+        if !self.unix {
+            return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "file descriptors can only be passed over a unix socket",
-            )),
+            ));
         }
+        let sent = loop {
+            match unix::send_with_fds(self.fd.as_raw_fd(), bytes, fds) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable().await?,
+                Err(e) => return Err(e),
+            }
+        };
+        self.write_all(&bytes[sent..]).await
     }
 
-    /// Half-closes: the server sees EOF after what was written (rule P6).
-    pub(crate) async fn shutdown(&mut self) -> io::Result<()> {
-        match self {
-            WriteHalf::Unix(w) => w.shutdown().await,
-            WriteHalf::Tcp(w) => w.shutdown().await,
-        }
+    /// Half-closes: the server sees EOF after what was written.
+    pub(crate) fn shutdown(&self) -> io::Result<()> {
+        socket::shutdown(self.fd.as_raw_fd(), socket::Shutdown::Write).map_err(io::Error::from)
     }
 }
 

@@ -2,38 +2,26 @@
 //! and adopting an inherited, already-connected socket.
 
 use super::Stream;
-use nix::sys::socket::{self, AddressFamily, ControlMessage, MsgFlags, SockaddrLike, SockaddrStorage, UnixAddr};
+use nix::sys::socket::{
+    self, AddressFamily, ControlMessage, MsgFlags, SockaddrLike, SockaddrStorage, UnixAddr,
+};
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use tokio::io::{AsyncWriteExt, Interest};
-use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
 
-/// Sends `bytes` with `fds` as ancillary data on the first chunk, then the
-/// rest of the bytes as a plain write.
-pub(super) async fn write_with_fds(w: &mut OwnedWriteHalf, bytes: &[u8], fds: &[OwnedFd]) -> io::Result<()> {
+/// Sends the start of `bytes` with `fds` as ancillary data on it, without
+/// blocking; returns how many bytes went (the caller writes the rest).
+pub(super) fn send_with_fds(fd: RawFd, bytes: &[u8], fds: &[OwnedFd]) -> io::Result<usize> {
     let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
-    let stream: &UnixStream = w.as_ref();
-    let sent = loop {
-        stream.writable().await?;
-        let r = stream.try_io(Interest::WRITABLE, || {
-            let cmsg = [ControlMessage::ScmRights(&raw)];
-            socket::sendmsg::<UnixAddr>(
-                stream.as_raw_fd(),
-                &[IoSlice::new(bytes)],
-                &cmsg,
-                MsgFlags::MSG_NOSIGNAL,
-                None,
-            )
-            .map_err(io::Error::from)
-        });
-        match r {
-            Ok(n) => break n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        }
-    };
-    w.write_all(&bytes[sent..]).await
+    let cmsg = [ControlMessage::ScmRights(&raw)];
+    socket::sendmsg::<UnixAddr>(
+        fd,
+        &[IoSlice::new(bytes)],
+        &cmsg,
+        MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+        None,
+    )
+    .map_err(io::Error::from)
 }
 
 /// Takes ownership of an inherited socket fd (`fd:N` addresses).

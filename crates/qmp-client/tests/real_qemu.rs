@@ -275,17 +275,9 @@ async fn tcp_over_ipv6_loopback() {
         test_dir(),
         qmp_testkit::STORAGE_DAEMON,
         args,
-        qmp_testkit::Ready::Started,
+        qmp_testkit::Ready::Tcp(port),
     );
-    let address = format!("[::1]:{port}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let client = loop {
-        match Client::connect(&address).await {
-            Ok(c) => break c,
-            Err(e) if Instant::now() > deadline => panic!("{e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    };
+    let client = Client::connect(&format!("[::1]:{port}")).await.unwrap();
     client.execute("query-version", Value::Null).await.unwrap();
 }
 

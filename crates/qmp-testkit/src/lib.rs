@@ -16,7 +16,7 @@ pub const SYSTEM_X86: &str = "qemu-system-x86_64";
 
 /// How to tell that the process is ready.
 pub enum Ready {
-    /// A unix socket file appears.
+    /// A unix socket accepts connections.
     Socket(PathBuf),
     /// A TCP port on 127.0.0.1 accepts connections.
     Tcp(u16),
@@ -166,8 +166,8 @@ impl Qemu {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let ok = match ready {
-                Ready::Socket(p) => p.exists(),
-                Ready::Tcp(port) => std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok(),
+                Ready::Socket(p) => unix_listening(p),
+                Ready::Tcp(port) => tcp_listening(*port),
                 Ready::Started => true,
             };
             if ok {
@@ -244,6 +244,54 @@ impl Drop for Qemu {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+// Readiness is read from /proc rather than probed by connecting: the socket
+// file appears at bind(), before QEMU listens, and a probe connection that
+// closes at once can make QEMU drop the client that connects right after it.
+
+/// Whether a unix socket is listening at `path` (/proc/net/unix: flags
+/// 00010000 mark a listening socket; the path is the last column).
+pub fn unix_listening(path: &Path) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return false;
+    };
+    let wanted = path.display().to_string();
+    table.lines().skip(1).any(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        cols.len() >= 8 && cols[3] == "00010000" && cols[7] == wanted
+    })
+}
+
+/// How many connections the server at `path` has accepted and holds
+/// (accepted sockets carry the listener's path, in state 03, connected).
+pub fn unix_connections(path: &Path) -> usize {
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return 0;
+    };
+    let wanted = path.display().to_string();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            cols.len() >= 8 && cols[5] == "03" && cols[7] == wanted
+        })
+        .count()
+}
+
+/// Whether a TCP socket is listening on `port` (/proc/net/tcp and tcp6:
+/// state 0A is LISTEN; the local address ends in `:PORT` in hex).
+pub fn tcp_listening(port: u16) -> bool {
+    let suffix = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|file| {
+        std::fs::read_to_string(file).is_ok_and(|table| {
+            table.lines().skip(1).any(|line| {
+                let cols: Vec<&str> = line.split_whitespace().collect();
+                cols.len() > 3 && cols[1].ends_with(&suffix) && cols[3] == "0A"
+            })
+        })
+    })
 }
 
 fn tempdir() -> tempfile::TempDir {

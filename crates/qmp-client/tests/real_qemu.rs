@@ -275,7 +275,7 @@ async fn tcp_over_ipv6_loopback() {
         test_dir(),
         qmp_testkit::STORAGE_DAEMON,
         args,
-        qmp_testkit::Ready::Tcp(port),
+        qmp_testkit::Ready::Tcp("::1".into(), port),
     );
     let client = Client::connect(&format!("[::1]:{port}")).await.unwrap();
     client.execute("query-version", Value::Null).await.unwrap();

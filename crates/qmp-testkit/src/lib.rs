@@ -18,10 +18,27 @@ pub const SYSTEM_X86: &str = "qemu-system-x86_64";
 pub enum Ready {
     /// A unix socket accepts connections.
     Socket(PathBuf),
-    /// A TCP port on 127.0.0.1 accepts connections.
-    Tcp(u16),
+    /// A TCP host and port accepts connections.
+    Tcp(String, u16),
     /// Nothing to wait for (QEMU will connect to us).
     Started,
+}
+
+/// A connected probe stream.
+trait ReadStream: Read {
+    fn set_timeout(&mut self, t: Option<Duration>);
+}
+
+impl ReadStream for std::os::unix::net::UnixStream {
+    fn set_timeout(&mut self, t: Option<Duration>) {
+        let _ = self.set_read_timeout(t);
+    }
+}
+
+impl ReadStream for std::net::TcpStream {
+    fn set_timeout(&mut self, t: Option<Duration>) {
+        let _ = self.set_read_timeout(t);
+    }
 }
 
 pub struct Qemu {
@@ -83,7 +100,12 @@ impl Qemu {
             "--monitor".into(),
             "chardev=m".into(),
         ];
-        Self::spawn_in(tempdir(), STORAGE_DAEMON, args, Ready::Tcp(port))
+        Self::spawn_in(
+            tempdir(),
+            STORAGE_DAEMON,
+            args,
+            Ready::Tcp(host.into(), port),
+        )
     }
 
     /// qemu-storage-daemon that connects to our socket at `path`
@@ -159,7 +181,84 @@ impl Qemu {
             program: program.into(),
         };
         q.wait_ready(&ready);
+        match &ready {
+            Ready::Socket(p) => q.wait_greeting(|| {
+                std::os::unix::net::UnixStream::connect(p)
+                    .map(|s| Box::new(s) as Box<dyn ReadStream>)
+            }),
+            Ready::Tcp(host, port) => {
+                let (host, port) = (host.clone(), *port);
+                q.wait_greeting(move || {
+                    std::net::TcpStream::connect((host.as_str(), port))
+                        .map(|s| Box::new(s) as Box<dyn ReadStream>)
+                })
+            }
+            Ready::Started => {}
+        }
+        match &ready {
+            Ready::Socket(p) => {
+                q.wait_until(|| unix_connections(p) == 0, "the probe connection to close")
+            }
+            Ready::Tcp(_, port) => q.wait_until(
+                || tcp_connections(*port) == 0,
+                "the probe connection to close",
+            ),
+            Ready::Started => {}
+        }
         q
+    }
+
+    /// Connects and reads until a greeting line arrives: QEMU listens
+    /// before its monitor is attached, and a client that connects in
+    /// between may never be greeted. Retries until greeted.
+    fn wait_greeting(&mut self, connect: impl Fn() -> std::io::Result<Box<dyn ReadStream>>) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut s) = connect() {
+                s.set_timeout(Some(Duration::from_millis(500)));
+                let mut got = Vec::new();
+                let mut buf = [0u8; 512];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    if got.windows(2).any(|w| w == b"\r\n") {
+                        return;
+                    }
+                }
+            }
+            self.check_alive(deadline, "greet");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_until(&mut self, mut cond: impl FnMut() -> bool, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cond() {
+            self.check_alive(deadline, what);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // QEMU closes the socket a moment before it is ready for the next
+        // client; give it that moment.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    fn check_alive(&mut self, deadline: Instant, what: &str) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!(
+                "{} exited ({status}) while waiting to {what}: {}",
+                self.program,
+                self.stderr()
+            );
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "{} did not {what} within 20 s: {}",
+                self.program,
+                self.stderr()
+            );
+        }
     }
 
     fn wait_ready(&mut self, ready: &Ready) {
@@ -167,7 +266,7 @@ impl Qemu {
         loop {
             let ok = match ready {
                 Ready::Socket(p) => unix_listening(p),
-                Ready::Tcp(port) => tcp_listening(*port),
+                Ready::Tcp(_, port) => tcp_listening(*port),
                 Ready::Started => true,
             };
             if ok {
@@ -278,6 +377,29 @@ pub fn unix_connections(path: &Path) -> usize {
             cols.len() >= 8 && cols[5] == "03" && cols[7] == wanted
         })
         .count()
+}
+
+/// How many TCP connections on local port `port` exist, LISTEN aside.
+pub fn tcp_connections(port: u16) -> usize {
+    let suffix = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .map(|file| {
+            std::fs::read_to_string(file).map_or(0, |table| {
+                table
+                    .lines()
+                    .skip(1)
+                    .filter(|line| {
+                        let cols: Vec<&str> = line.split_whitespace().collect();
+                        cols.len() > 3
+                            && cols[1].ends_with(&suffix)
+                            && cols[3] != "0A"
+                            && cols[3] != "06"
+                    })
+                    .count()
+            })
+        })
+        .sum()
 }
 
 /// Whether a TCP socket is listening on `port` (/proc/net/tcp and tcp6:

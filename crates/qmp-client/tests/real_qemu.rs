@@ -245,6 +245,37 @@ async fn fd_passing_with_getfd_then_closefd() {
 }
 
 #[tokio::test]
+async fn fd_passing_with_add_fd_into_an_fdset() {
+    let vm = Qemu::system();
+    let client = Client::connect(&vm.address()).await.unwrap();
+    let (r, _w) = nix::unistd::pipe().unwrap();
+    let added = client
+        .call(
+            Call::new("add-fd")
+                .arg("fdset-id", 7)
+                .arg("opaque", "from-test")
+                .fd(r),
+        )
+        .await
+        .unwrap();
+    assert_eq!(added["fdset-id"], 7);
+    let fd = added["fd"].as_i64().unwrap();
+    let sets = client.execute("query-fdsets", Value::Null).await.unwrap();
+    let set = sets
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["fdset-id"] == 7)
+        .expect("fdset 7 exists");
+    assert_eq!(set["fds"][0]["fd"], fd);
+    assert_eq!(set["fds"][0]["opaque"], "from-test");
+    client
+        .execute("remove-fd", json!({"fdset-id": 7}))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn tcp_transport_and_fd_passing_refused_over_tcp() {
     let port = free_port();
     let qsd = Qemu::storage_daemon_tcp("127.0.0.1", port);
@@ -316,6 +347,102 @@ async fn accept_mode_with_qemu_connecting_in() {
     client.execute("query-version", Value::Null).await.unwrap();
     drop(listener);
     assert!(!path.exists(), "the listener removes its socket file");
+}
+
+#[tokio::test]
+async fn accept_mode_over_tcp() {
+    let listener = Listener::bind(&"127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let qmp_client::Address::Tcp(_, port) = listener.address().clone() else {
+        panic!()
+    };
+    let args = vec![
+        "--chardev".into(),
+        format!("socket,host=127.0.0.1,port={port},server=off,id=m"),
+        "--monitor".into(),
+        "chardev=m".into(),
+    ];
+    let _qsd = Qemu::spawn_in(
+        test_dir(),
+        qmp_testkit::STORAGE_DAEMON,
+        args,
+        qmp_testkit::Ready::Started,
+    );
+    let client = tokio::time::timeout(
+        Duration::from_secs(20),
+        ClientBuilder::new().accept(&listener),
+    )
+    .await
+    .expect("QEMU connected in")
+    .unwrap();
+    assert!(!client.can_pass_fds());
+    client.execute("query-version", Value::Null).await.unwrap();
+}
+
+#[tokio::test]
+async fn dropped_clients_leave_no_tasks_behind() {
+    let qsd = Qemu::storage_daemon();
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let baseline = metrics.num_alive_tasks();
+    for _ in 0..20 {
+        let client = Client::connect(&qsd.address()).await.unwrap();
+        let _events = client.events(EventFilter::all());
+        client.execute("query-version", Value::Null).await.unwrap();
+        drop(client);
+        // QEMU serves the next client once it has seen this one go
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while qmp_testkit::unix_connections(&qsd.socket) > 0 {
+            assert!(Instant::now() < deadline, "connection not closed");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metrics.num_alive_tasks() > baseline {
+        assert!(
+            Instant::now() < deadline,
+            "{} tasks still alive",
+            metrics.num_alive_tasks() - baseline
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn traffic_is_logged_at_debug_level() {
+    use std::io::Write;
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("qmp::wire=debug")
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let qsd = Qemu::storage_daemon();
+    let client = Client::connect(&qsd.address()).await.unwrap();
+    client
+        .execute("qom-list", json!({"path": "/"}))
+        .await
+        .unwrap();
+    let log = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    assert!(log.contains("<- {\"QMP\""), "{log}");
+    assert!(
+        log.contains(r#"-> {"execute":"qom-list","arguments":{"path":"/"},"id":2}"#),
+        "{log}"
+    );
+    assert!(log.contains(r#"<- {"return": [{"name": "type""#), "{log}");
 }
 
 #[tokio::test]

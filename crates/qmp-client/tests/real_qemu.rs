@@ -409,43 +409,6 @@ async fn dropped_clients_leave_no_tasks_behind() {
 }
 
 #[tokio::test]
-async fn traffic_is_logged_at_debug_level() {
-    use std::io::Write;
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-    impl Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buf = Buf::default();
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter("qmp::wire=debug")
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let qsd = Qemu::storage_daemon();
-    let client = Client::connect(&qsd.address()).await.unwrap();
-    client
-        .execute("qom-list", json!({"path": "/"}))
-        .await
-        .unwrap();
-    let log = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-    assert!(log.contains("<- {\"QMP\""), "{log}");
-    assert!(
-        log.contains(r#"-> {"execute":"qom-list","arguments":{"path":"/"},"id":2}"#),
-        "{log}"
-    );
-    assert!(log.contains(r#"<- {"return": [{"name": "type""#), "{log}");
-}
-
-#[tokio::test]
 async fn monitor_with_pretty_output() {
     let qsd = Qemu::storage_daemon_with_monitor(",pretty=on");
     let client = Client::connect(&qsd.address()).await.unwrap();

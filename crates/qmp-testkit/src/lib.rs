@@ -25,7 +25,7 @@ pub enum Ready {
 }
 
 /// A connected probe stream.
-trait ReadStream: Read {
+trait ReadStream: Read + std::io::Write {
     fn set_timeout(&mut self, t: Option<Duration>);
 }
 
@@ -150,6 +150,14 @@ impl Qemu {
     }
 
     /// Starts `program` with `args` in `dir` and waits until `ready`.
+    ///
+    /// QEMU 7.2 has a start-up window in which a client that connects and
+    /// leaves can wedge the monitor for good (seen about once in a hundred
+    /// starts, more under load). So readiness is proven, not guessed: after
+    /// the socket listens (read from /proc, without connecting), a probe
+    /// runs a whole session (greeting, negotiation, one command), closes,
+    /// and QEMU must close its end too. If any step fails, that QEMU is
+    /// killed and a fresh one started, up to three times.
     pub fn spawn_in(
         dir: tempfile::TempDir,
         program: &str,
@@ -160,134 +168,88 @@ impl Qemu {
         // `{dir}` in an argument stands for the private temp dir.
         let dir_text = dir.path().display().to_string();
         let args: Vec<String> = args.iter().map(|a| a.replace("{dir}", &dir_text)).collect();
-        let stderr_path = dir.path().join("stderr.log");
-        let stderr = std::fs::File::create(&stderr_path).expect("create stderr log");
-        let child = Command::new(&binary)
-            .args(&args)
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
         let socket = match &ready {
             Ready::Socket(p) => p.clone(),
             _ => PathBuf::new(),
         };
         let mut q = Qemu {
-            child,
+            child: start(&binary, &args, dir.path()),
             dir,
             socket,
             program: program.into(),
         };
-        q.wait_ready(&ready);
-        match &ready {
-            Ready::Socket(p) => q.wait_greeting(|| {
-                std::os::unix::net::UnixStream::connect(p)
-                    .map(|s| Box::new(s) as Box<dyn ReadStream>)
-            }),
-            Ready::Tcp(host, port) => {
-                let (host, port) = (host.clone(), *port);
-                q.wait_greeting(move || {
-                    std::net::TcpStream::connect((host.as_str(), port))
-                        .map(|s| Box::new(s) as Box<dyn ReadStream>)
-                })
-            }
-            Ready::Started => {}
-        }
-        match &ready {
-            Ready::Socket(p) => {
-                q.wait_until(|| unix_connections(p) == 0, "the probe connection to close")
-            }
-            Ready::Tcp(_, port) => q.wait_until(
-                || tcp_connections(*port) == 0,
-                "the probe connection to close",
-            ),
-            Ready::Started => {}
-        }
-        q
-    }
-
-    /// Connects and reads until a greeting line arrives: QEMU listens
-    /// before its monitor is attached, and a client that connects in
-    /// between may never be greeted. Retries until greeted.
-    fn wait_greeting(&mut self, connect: impl Fn() -> std::io::Result<Box<dyn ReadStream>>) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(mut s) = connect() {
-                s.set_timeout(Some(Duration::from_millis(500)));
-                let mut got = Vec::new();
-                let mut buf = [0u8; 512];
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 {
-                        break;
+        for attempt in 1.. {
+            match q.prove_ready(&ready) {
+                Ok(()) => return q,
+                Err(why) if attempt < 3 => {
+                    eprintln!("{program} was not ready ({why}); starting it again");
+                    q.kill();
+                    if let Ready::Socket(p) = &ready {
+                        let _ = std::fs::remove_file(p);
                     }
-                    got.extend_from_slice(&buf[..n]);
-                    if got.windows(2).any(|w| w == b"\r\n") {
-                        return;
-                    }
+                    q.child = start(&binary, &args, q.dir.path());
                 }
+                Err(why) => panic!("{program} never became ready: {why}: {}", q.stderr()),
             }
-            self.check_alive(deadline, "greet");
-            std::thread::sleep(Duration::from_millis(20));
         }
+        unreachable!()
     }
 
-    fn wait_until(&mut self, mut cond: impl FnMut() -> bool, what: &str) {
+    fn prove_ready(&mut self, ready: &Ready) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !cond() {
-            self.check_alive(deadline, what);
+        let listening = || match ready {
+            Ready::Socket(p) => unix_listening(p),
+            Ready::Tcp(_, port) => tcp_listening(*port),
+            Ready::Started => true,
+        };
+        while !listening() {
+            self.check_alive(deadline)?;
             std::thread::sleep(Duration::from_millis(2));
         }
-        // QEMU closes the socket a moment before it is ready for the next
-        // client; give it that moment.
+        let connections = || match ready {
+            Ready::Socket(p) => unix_connections(p),
+            Ready::Tcp(_, port) => tcp_connections(*port),
+            Ready::Started => 0,
+        };
+        let probe: Box<dyn ReadStream> = match ready {
+            Ready::Started => return Ok(()),
+            Ready::Socket(p) => {
+                std::thread::sleep(Duration::from_millis(50));
+                Box::new(std::os::unix::net::UnixStream::connect(p).map_err(|e| e.to_string())?)
+            }
+            Ready::Tcp(host, port) => {
+                std::thread::sleep(Duration::from_millis(50));
+                Box::new(
+                    std::net::TcpStream::connect((host.as_str(), *port))
+                        .map_err(|e| e.to_string())?,
+                )
+            }
+        };
+        probe_session(probe)?;
+        let closed_by = Instant::now() + Duration::from_secs(3);
+        while connections() > 0 {
+            if Instant::now() > closed_by {
+                return Err("QEMU kept the probe connection open".into());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // QEMU closes the socket a moment before it serves the next client.
         std::thread::sleep(Duration::from_millis(20));
+        Ok(())
     }
 
-    fn check_alive(&mut self, deadline: Instant, what: &str) {
+    fn check_alive(&mut self, deadline: Instant) -> Result<(), String> {
         if let Ok(Some(status)) = self.child.try_wait() {
             panic!(
-                "{} exited ({status}) while waiting to {what}: {}",
+                "{} exited ({status}) before its monitor was ready: {}",
                 self.program,
                 self.stderr()
             );
         }
         if Instant::now() > deadline {
-            panic!(
-                "{} did not {what} within 20 s: {}",
-                self.program,
-                self.stderr()
-            );
+            return Err("its monitor did not listen within 20 s".into());
         }
-    }
-
-    fn wait_ready(&mut self, ready: &Ready) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let ok = match ready {
-                Ready::Socket(p) => unix_listening(p),
-                Ready::Tcp(_, port) => tcp_listening(*port),
-                Ready::Started => true,
-            };
-            if ok {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "{} exited before its monitor was ready ({status}): {}",
-                    self.program,
-                    self.stderr()
-                );
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "{} did not open its monitor within 20 s: {}",
-                    self.program,
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        Ok(())
     }
 
     /// What the process wrote to stderr so far.
@@ -426,4 +388,54 @@ fn tempdir() -> tempfile::TempDir {
 /// A temp dir for a test's own files.
 pub fn test_dir() -> tempfile::TempDir {
     tempdir()
+}
+
+/// Starts the process with stderr going to `stderr.log` in `dir`.
+fn start(binary: &Path, args: &[String], dir: &Path) -> Child {
+    let stderr = std::fs::File::create(dir.join("stderr.log")).expect("create stderr log");
+    Command::new(binary)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()))
+}
+
+/// A whole QMP session on a fresh connection: greeting, negotiation, one
+/// command. Proves the monitor works; the connection closes on return.
+fn probe_session(mut s: Box<dyn ReadStream>) -> Result<(), String> {
+    use qmp_proto::{Decoder, Message};
+    s.set_timeout(Some(Duration::from_secs(2)));
+    let mut decoder = Decoder::new();
+    let mut next = |s: &mut Box<dyn ReadStream>| -> Result<Message, String> {
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(m) = decoder.next_message().map_err(|e| e.to_string())? {
+                return Ok(m);
+            }
+            let n = s.read(&mut buf).map_err(|e| format!("probe read: {e}"))?;
+            if n == 0 {
+                return Err("QEMU closed the probe connection".into());
+            }
+            decoder.feed(&buf[..n]);
+        }
+    };
+    match next(&mut s)? {
+        Message::Greeting(_) => {}
+        other => return Err(format!("probe got {other:?} instead of a greeting")),
+    }
+    for request in [
+        &b"{\"execute\":\"qmp_capabilities\"}\n"[..],
+        b"{\"execute\":\"query-version\"}\n",
+    ] {
+        s.write_all(request)
+            .map_err(|e| format!("probe write: {e}"))?;
+        match next(&mut s)? {
+            Message::Response(r) if r.result.is_ok() => {}
+            other => return Err(format!("probe got {other:?}")),
+        }
+    }
+    Ok(())
 }

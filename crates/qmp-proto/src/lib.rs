@@ -14,6 +14,7 @@ pub mod args;
 pub mod decoder;
 pub mod encoder;
 pub mod message;
+pub mod qemu_json;
 
 pub use decoder::{DecodeError, Decoder, DEFAULT_MAX_MESSAGE_SIZE};
 pub use encoder::encode_request;

@@ -1,0 +1,227 @@
+//! QEMU's JSON lexer: a byte-at-a-time state machine.
+//!
+//! Its quirks are the point, so they are spelled out:
+//! * strings may be single-quoted; after a backslash any printable byte is
+//!   accepted here (the parser rejects bad escapes later);
+//! * control bytes, 0xFE and 0xFF are never part of a token;
+//! * a number or keyword ends only when the next byte arrives (lookahead),
+//!   which is why a lone `42` gets no answer until something follows it;
+//! * after an error the lexer skips to the next structural byte (`[]{}:,`),
+//!   a control byte other than tab, or 0xFE/0xFF, and starts over there;
+//! * a token longer than 64 MiB is cut off and reported.
+
+use super::streamer::MAX_TOKEN_SIZE;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenKind {
+    LCurly,
+    RCurly,
+    LSquare,
+    RSquare,
+    Colon,
+    Comma,
+    Integer,
+    Float,
+    Keyword,
+    String,
+}
+
+/// What the lexer reports to the streamer.
+pub(crate) enum LexEvent<'a> {
+    Token(TokenKind, &'a [u8]),
+    /// A byte that cannot continue the token; the text includes it.
+    Error(&'a [u8]),
+    /// A token that grew past [`MAX_TOKEN_SIZE`].
+    Oversize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Start,
+    Recovery,
+    DqString,
+    DqEscape,
+    SqString,
+    SqEscape,
+    Zero,
+    Sign,
+    Digits,
+    Mantissa,
+    MantissaDigits,
+    ExpE,
+    ExpSign,
+    ExpDigits,
+    Keyword,
+}
+
+/// One step of the machine for one byte.
+enum Step {
+    /// Consume the byte and move on.
+    Go(State),
+    /// Consume the byte, which completes a token.
+    Emit(TokenKind),
+    /// The token is complete without this byte; look at it again from Start.
+    EndBefore(TokenKind),
+    /// Consume the byte, which cannot continue the token: an error.
+    Error,
+    /// Leave recovery; look at this byte again from Start.
+    Resume,
+}
+
+fn step(state: State, b: u8) -> Step {
+    use State::*;
+    use Step::*;
+    let digit = b.is_ascii_digit();
+    match state {
+        Start => match b {
+            b'"' => Go(DqString),
+            b'\'' => Go(SqString),
+            b'0' => Go(Zero),
+            b'1'..=b'9' => Go(Digits),
+            b'-' => Go(Sign),
+            b'{' => Emit(TokenKind::LCurly),
+            b'}' => Emit(TokenKind::RCurly),
+            b'[' => Emit(TokenKind::LSquare),
+            b']' => Emit(TokenKind::RSquare),
+            b',' => Emit(TokenKind::Comma),
+            b':' => Emit(TokenKind::Colon),
+            b'a'..=b'z' => Go(Keyword),
+            b' ' | b'\t' | b'\r' | b'\n' => Go(Start),
+            _ => Error,
+        },
+        Recovery => match b {
+            b'\t' => Go(Recovery),
+            0x00..=0x1F | 0xFE | 0xFF | b'[' | b']' | b'{' | b'}' | b':' | b',' => Resume,
+            _ => Go(Recovery),
+        },
+        DqString => match b {
+            b'\\' => Go(DqEscape),
+            b'"' => Emit(TokenKind::String),
+            0x20..=0xFD => Go(DqString),
+            _ => Error,
+        },
+        SqString => match b {
+            b'\\' => Go(SqEscape),
+            b'\'' => Emit(TokenKind::String),
+            0x20..=0xFD => Go(SqString),
+            _ => Error,
+        },
+        DqEscape | SqEscape => match b {
+            0x20..=0xFD if state == DqEscape => Go(DqString),
+            0x20..=0xFD => Go(SqString),
+            _ => Error,
+        },
+        Zero => match b {
+            b'0'..=b'9' => Error,
+            b'.' => Go(Mantissa),
+            _ => EndBefore(TokenKind::Integer),
+        },
+        Sign => match b {
+            b'0' => Go(Zero),
+            b'1'..=b'9' => Go(Digits),
+            _ => Error,
+        },
+        Digits => match b {
+            _ if digit => Go(Digits),
+            b'e' | b'E' => Go(ExpE),
+            b'.' => Go(Mantissa),
+            _ => EndBefore(TokenKind::Integer),
+        },
+        Mantissa => {
+            if digit {
+                Go(MantissaDigits)
+            } else {
+                Error
+            }
+        }
+        MantissaDigits => match b {
+            _ if digit => Go(MantissaDigits),
+            b'e' | b'E' => Go(ExpE),
+            _ => EndBefore(TokenKind::Float),
+        },
+        ExpE => match b {
+            b'-' | b'+' => Go(ExpSign),
+            _ if digit => Go(ExpDigits),
+            _ => Error,
+        },
+        ExpSign => {
+            if digit {
+                Go(ExpDigits)
+            } else {
+                Error
+            }
+        }
+        ExpDigits => {
+            if digit {
+                Go(ExpDigits)
+            } else {
+                EndBefore(TokenKind::Float)
+            }
+        }
+        Keyword => match b {
+            b'a'..=b'z' => Go(Keyword),
+            _ => EndBefore(TokenKind::Keyword),
+        },
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Lexer {
+    state: State,
+    token: Vec<u8>,
+}
+
+impl Lexer {
+    pub(crate) fn new() -> Self {
+        Lexer {
+            state: State::Start,
+            token: Vec::new(),
+        }
+    }
+
+    /// Feeds one byte, reporting whatever it completes.
+    pub(crate) fn feed(&mut self, b: u8, sink: &mut impl FnMut(LexEvent<'_>)) {
+        loop {
+            match step(self.state, b) {
+                Step::Go(State::Start) | Step::Go(State::Recovery) => {
+                    // whitespace between tokens, or a byte skipped in recovery
+                    self.token.clear();
+                    break;
+                }
+                Step::Go(next) => {
+                    self.token.push(b);
+                    self.state = next;
+                    break;
+                }
+                Step::Emit(kind) => {
+                    self.token.push(b);
+                    sink(LexEvent::Token(kind, &self.token));
+                    self.token.clear();
+                    self.state = State::Start;
+                    break;
+                }
+                Step::EndBefore(kind) => {
+                    sink(LexEvent::Token(kind, &self.token));
+                    self.token.clear();
+                    self.state = State::Start;
+                }
+                Step::Error => {
+                    self.token.push(b);
+                    sink(LexEvent::Error(&self.token));
+                    self.token.clear();
+                    self.state = State::Recovery;
+                    break;
+                }
+                Step::Resume => {
+                    self.token.clear();
+                    self.state = State::Start;
+                }
+            }
+        }
+        if self.token.len() > MAX_TOKEN_SIZE {
+            sink(LexEvent::Oversize);
+            self.token = Vec::new();
+            self.state = State::Start;
+        }
+    }
+}

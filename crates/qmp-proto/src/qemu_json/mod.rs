@@ -1,0 +1,32 @@
+//! JSON exactly as QEMU reads and writes it, for the server side.
+//!
+//! A QMP server that wants to answer byte for byte like QEMU must read its
+//! input with QEMU's rules, not a standard JSON parser's: single-quoted
+//! strings, the same lexical and parse error texts, recovery after an
+//! error, the 0x01/0xFF reset bytes, top-level scalars seen only on the next
+//! byte, and three per-message limits (rules J1–J9 of qmp-rules.md). It must
+//! also write like QEMU (S1–S3): `", "` and `": "`, ASCII-only output with
+//! upper-case `\uXXXX`, floats as C's `%.17g`, and object members in the
+//! iteration order of QEMU's hash table, which is where the "fixed member
+//! order" of QEMU's replies comes from.
+//!
+//! * [`QObject`]: QEMU's value model (integers, unsigned integers and
+//!   doubles kept apart, since QEMU's argument checks tell them apart).
+//! * [`Streamer`]: bytes in, one [`Parsed`] per message or error out. It
+//!   chains the lexer (`lexer.rs`), the message splitter with its limits
+//!   (`streamer.rs`) and the parser (`parser.rs`).
+//! * [`to_json`]: QEMU's output, compact or pretty (`writer.rs`).
+//!
+//! Everything here was checked against qemu-storage-daemon; see the
+//! differential test in `tests/qemu_json_differential.rs`.
+
+mod lexer;
+mod parser;
+mod qobject;
+mod streamer;
+mod utf8;
+mod writer;
+
+pub use qobject::{QDict, QObject};
+pub use streamer::{Parsed, Streamer, MAX_NESTING, MAX_TOKEN_COUNT, MAX_TOKEN_SIZE};
+pub use writer::{format_double, to_json, to_line};

@@ -1,0 +1,152 @@
+//! QEMU's value model.
+
+use serde_json::{Map, Number, Value};
+
+/// A JSON value as QEMU holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QObject {
+    Null,
+    Bool(bool),
+    /// An integer that fits in int64.
+    Int(i64),
+    /// An integer above int64's range that fits in uint64.
+    UInt(u64),
+    /// A number written with a fraction or exponent, or an integer beyond
+    /// uint64. May be infinite (`1e400`).
+    Double(f64),
+    String(String),
+    List(Vec<QObject>),
+    Dict(QDict),
+}
+
+/// An object. Members keep their insertion order here; the writer puts
+/// them in QEMU's output order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct QDict {
+    entries: Vec<(String, QObject)>,
+}
+
+impl QDict {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn get(&self, key: &str) -> Option<&QObject> {
+        self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Sets a member; an existing one keeps its place (as in QEMU).
+    pub fn insert(&mut self, key: impl Into<String>, value: QObject) {
+        let key = key.into();
+        match self.entries.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => *v = value,
+            None => self.entries.push((key, value)),
+        }
+    }
+
+    pub fn remove(&mut self, key: &str) -> Option<QObject> {
+        let i = self.entries.iter().position(|(k, _)| k == key)?;
+        Some(self.entries.remove(i).1)
+    }
+
+    /// Members in insertion order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &QObject)> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+impl FromIterator<(String, QObject)> for QDict {
+    fn from_iter<I: IntoIterator<Item = (String, QObject)>>(iter: I) -> Self {
+        let mut d = QDict::new();
+        for (k, v) in iter {
+            d.insert(k, v);
+        }
+        d
+    }
+}
+
+impl QObject {
+    /// The JSON type name QEMU uses in "expected: ..." messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            QObject::Null => "null",
+            QObject::Bool(_) => "boolean",
+            QObject::Int(_) | QObject::UInt(_) | QObject::Double(_) => "number",
+            QObject::String(_) => "string",
+            QObject::List(_) => "array",
+            QObject::Dict(_) => "object",
+        }
+    }
+
+    pub fn as_dict(&self) -> Option<&QDict> {
+        match self {
+            QObject::Dict(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            QObject::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Converts to serde's model. Infinite doubles have no JSON form there
+    /// and become `null`.
+    pub fn to_value(&self) -> Value {
+        match self {
+            QObject::Null => Value::Null,
+            QObject::Bool(b) => Value::Bool(*b),
+            QObject::Int(i) => Value::Number((*i).into()),
+            QObject::UInt(u) => Value::Number((*u).into()),
+            QObject::Double(d) => Number::from_f64(*d).map_or(Value::Null, Value::Number),
+            QObject::String(s) => Value::String(s.clone()),
+            QObject::List(l) => Value::Array(l.iter().map(QObject::to_value).collect()),
+            QObject::Dict(d) => Value::Object(
+                d.iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_value()))
+                    .collect::<Map<_, _>>(),
+            ),
+        }
+    }
+}
+
+impl From<&Value> for QObject {
+    /// From serde's model: integers that fit int64 become `Int`, larger
+    /// unsigned ones `UInt`, all others `Double`, as QEMU's parser would.
+    fn from(v: &Value) -> Self {
+        match v {
+            Value::Null => QObject::Null,
+            Value::Bool(b) => QObject::Bool(*b),
+            Value::Number(n) => {
+                if let Some(i) = n.as_i64() {
+                    QObject::Int(i)
+                } else if let Some(u) = n.as_u64() {
+                    QObject::UInt(u)
+                } else {
+                    QObject::Double(n.as_f64().unwrap_or(f64::NAN))
+                }
+            }
+            Value::String(s) => QObject::String(s.clone()),
+            Value::Array(a) => QObject::List(a.iter().map(QObject::from).collect()),
+            Value::Object(m) => QObject::Dict(
+                m.iter()
+                    .map(|(k, v)| (k.clone(), QObject::from(v)))
+                    .collect(),
+            ),
+        }
+    }
+}

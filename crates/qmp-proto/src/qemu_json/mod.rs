@@ -20,6 +20,7 @@
 //! Everything here was checked against qemu-storage-daemon; see the
 //! differential test in `tests/qemu_json_differential.rs`.
 
+mod ghash;
 mod lexer;
 mod parser;
 mod qobject;
@@ -28,5 +29,21 @@ mod utf8;
 mod writer;
 
 pub use qobject::{QDict, QObject};
+
+/// The member QEMU reports as `Parameter '...' is unexpected` after a
+/// command's declared members (`visited`, in the order they were visited)
+/// have been taken out of `args`; `None` if nothing is left over.
+pub fn first_unexpected(args: &QDict, visited: &[&str]) -> Option<String> {
+    let mut left = ghash::GHashSet::new();
+    for (key, _) in args.qemu_order() {
+        left.insert(key);
+    }
+    for key in visited {
+        if args.contains_key(key) {
+            left.remove(key);
+        }
+    }
+    left.first().map(utf8::lossy)
+}
 pub use streamer::{Parsed, Streamer, MAX_NESTING, MAX_TOKEN_COUNT, MAX_TOKEN_SIZE};
 pub use writer::{format_double, to_json, to_line};

@@ -53,6 +53,12 @@ impl QDict {
         Some(self.entries.remove(i).1)
     }
 
+    /// Members in the order QEMU iterates them (its hash table's order):
+    /// the order it writes them in, and checks them in.
+    pub fn qemu_order(&self) -> Vec<(&str, &QObject)> {
+        super::writer::output_order(self)
+    }
+
     /// Members in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &QObject)> {
         self.entries.iter().map(|(k, v)| (k.as_str(), v))

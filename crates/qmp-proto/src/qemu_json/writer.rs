@@ -11,7 +11,11 @@
 //!   (a hash of the key modulo 512), the newest first within a bucket. That
 //!   order is what makes QEMU's replies read `{"return": .., "id": ..}` and
 //!   `{"micro", "minor", "major"}` (S3), and it reorders any object a client
-//!   sends that QEMU echoes back, such as an id.
+//!   sends that QEMU echoes back, such as an id. Members sharing a bucket
+//!   come out newest first, so the insertion order can show: build objects
+//!   in the order QEMU's code inserts their members (QAPI declaration
+//!   order, as `query-qmp-schema` lists them), as `major`, `minor`,
+//!   `micro` for a version.
 
 use super::{QDict, QObject};
 use std::fmt::Write;
@@ -38,8 +42,8 @@ fn key_hash(key: &str) -> u32 {
     1_103_515_243u32.wrapping_mul(value).wrapping_add(12345)
 }
 
-/// Member indices in QEMU's iteration order.
-fn output_order(dict: &QDict) -> Vec<(&str, &QObject)> {
+/// Members in QEMU's iteration order.
+pub(crate) fn output_order(dict: &QDict) -> Vec<(&str, &QObject)> {
     let mut members: Vec<(usize, &str, &QObject)> = dict
         .iter()
         .enumerate()

@@ -1,0 +1,249 @@
+//! The sans-IO session against qemu-storage-daemon: the same bytes to
+//! both, byte-identical answers, greeting included (rules G, N, R, P3).
+//!
+//! The session gets the daemon's own command set (from its schema, on a
+//! second monitor) and version (from its greeting). The corpus runs in
+//! phases, each waiting for its replies before the next is sent, because
+//! QEMU runs out-of-band requests on another thread and their order against
+//! in-band replies is a race there.
+
+use qmp_proto::qemu_json::{Parsed, QDict, QObject, Streamer};
+use qmp_proto::Decoder;
+use qmp_server::{Call, CommandSet, QmpFailure, Session, SessionConfig, Step};
+use qmp_testkit::{Qemu, Ready, STORAGE_DAEMON};
+use std::collections::{HashMap, VecDeque};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+struct Schema(HashMap<String, bool>);
+
+impl CommandSet for Schema {
+    fn allow_oob(&self, command: &str) -> Option<bool> {
+        self.0.get(command).copied()
+    }
+}
+
+fn start() -> (Qemu, Schema) {
+    let args = vec![
+        "--chardev".into(),
+        "socket,path={dir}/qsd.sock,server=on,wait=off,id=m".into(),
+        "--monitor".into(),
+        "chardev=m".into(),
+        "--chardev".into(),
+        "socket,path={dir}/schema.sock,server=on,wait=off,id=m2".into(),
+        "--monitor".into(),
+        "chardev=m2".into(),
+    ];
+    let dir = qmp_testkit::test_dir();
+    let sock = dir.path().join("qsd.sock");
+    let qsd = Qemu::spawn_in(dir, STORAGE_DAEMON, args, Ready::Socket(sock));
+    let schema_sock = qsd.dir().join("schema.sock");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !qmp_testkit::unix_listening(&schema_sock) {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let client = qmp_client::blocking::Client::connect(&schema_sock.display().to_string()).unwrap();
+    let schema = client
+        .execute("query-qmp-schema", serde_json::Value::Null)
+        .unwrap();
+    let commands = schema
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["meta-type"] == "command")
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_owned(),
+                e["allow-oob"] == true,
+            )
+        })
+        .collect();
+    (qsd, Schema(commands))
+}
+
+/// Reads QEMU's answers: `n` messages, as raw bytes.
+struct Peer {
+    stream: UnixStream,
+    decoder: Decoder,
+}
+
+impl Peer {
+    fn read_messages(&mut self, n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 65536];
+        let mut got = 0;
+        while got < n {
+            while let Some(frame) = self.decoder.next_frame().unwrap() {
+                out.extend_from_slice(frame);
+                out.extend_from_slice(b"\r\n");
+                got += 1;
+                if got == n {
+                    break;
+                }
+            }
+            if got == n {
+                break;
+            }
+            let k = self.stream.read(&mut buf).unwrap_or_else(|e| {
+                panic!(
+                    "QEMU sent {got} of {n} expected replies, then: {e}; so far: {}",
+                    String::from_utf8_lossy(&out)
+                )
+            });
+            assert!(k > 0, "QEMU closed the connection");
+            self.decoder.feed(&buf[..k]);
+        }
+        out
+    }
+}
+
+/// Runs `input` through the session, answering the calls this corpus
+/// makes; returns the output and how many messages it holds.
+fn model(s: &mut Session<Schema>, version: &QObject, input: &[u8]) -> (Vec<u8>, usize) {
+    let mut out = Vec::new();
+    let mut count = 0;
+    let mut rest = input;
+    loop {
+        let mut ready = Vec::new();
+        let n = s.feed(rest, &mut ready);
+        rest = &rest[n..];
+        let mut steps: VecDeque<Step> = ready.into();
+        let mut progressed = n > 0;
+        while let Some(step) = steps.pop_front().or_else(|| s.next_inband()) {
+            progressed = true;
+            count += 1;
+            match step {
+                Step::Reply(bytes) => out.extend(bytes),
+                Step::Call(call) => {
+                    let result = run(&call, version);
+                    out.extend(s.reply(&call, result));
+                }
+            }
+        }
+        if rest.is_empty() || !progressed {
+            break;
+        }
+    }
+    (out, count)
+}
+
+/// The only command the corpus runs: query-version, which takes no
+/// arguments (QEMU names the first extra one, in its member order).
+fn run(call: &Call, version: &QObject) -> Result<Option<QObject>, QmpFailure> {
+    assert_eq!(
+        call.command, "query-version",
+        "corpus runs a command this test does not model"
+    );
+    if let Some(extra) = qmp_proto::qemu_json::first_unexpected(&call.arguments, &[]) {
+        return Err(QmpFailure::generic(format!(
+            "Parameter '{extra}' is unexpected"
+        )));
+    }
+    Ok(Some(version.clone()))
+}
+
+/// The version object built as QEMU builds it: members inserted in QAPI
+/// declaration order (major, minor, micro; then package). Members sharing
+/// a hash bucket print newest first, so insertion order shows.
+fn qapi_order_version(seen: &QObject) -> QObject {
+    let d = seen.as_dict().unwrap();
+    let q = d.get("qemu").and_then(QObject::as_dict).unwrap();
+    let mut qemu = QDict::new();
+    for k in ["major", "minor", "micro"] {
+        qemu.insert(k, q.get(k).unwrap().clone());
+    }
+    let mut v = QDict::new();
+    v.insert("qemu", QObject::Dict(qemu));
+    v.insert("package", d.get("package").unwrap().clone());
+    QObject::Dict(v)
+}
+
+const PHASES: &[&[u8]] = &[
+    // negotiation phase: N1-N3, N5, and R checks that come first
+    b"{\"execute\": \"query-version\", \"id\": 1}\n{\"execute\": \"nope\", \"id\": 2}\n",
+    b"{\"exec-oob\": \"query-version\", \"id\": 3}\n",
+    b"{\"exec-oob\": \"nope\", \"id\": \"3b\"}\n",
+    b"{\"id\": 1,}\n[]\n{\"id\": 5}\n{\"execute\": 1}\n{\"execute\": \"query-version\", \"exec-oob\": \"x\", \"id\": 6}\n",
+    b"{\"execute\": \"qmp_capabilities\", \"arguments\": {\"foo\": 1}, \"id\": 7}\n{\"execute\": \"qmp_capabilities\", \"arguments\": {\"enable\": null}, \"id\": 8}\n",
+    b"{\"execute\": \"qmp_capabilities\", \"arguments\": {\"enable\": [\"foo\"]}, \"id\": 9}\n{\"execute\": \"qmp_capabilities\", \"arguments\": {\"enable\": [1]}, \"id\": 10}\n",
+    b"{\"execute\": \"qmp_capabilities\", \"arguments\": {\"foo\": 1, \"enable\": \"x\"}, \"id\": 11}\n{\"execute\": \"qmp_capabilities\", \"arguments\": {\"enable\": [], \"bar\": 2, \"foo\": 1}, \"id\": 12}\n",
+    b"{\"execute\": \"qmp_capabilities\", \"arguments\": null, \"id\": 13}\n{\"execute\": \"qmp_capabilities\", \"arguments\": {\"enable\": [\"oob\", \"foo\"]}, \"id\": 14}\n",
+    // N4: enable may repeat "oob"
+    b"{\"execute\": \"qmp_capabilities\", \"arguments\": {\"enable\": [\"oob\", \"oob\"]}, \"id\": \"negotiated\"}\n",
+    // N7 and the R rules, in band
+    b"{\"execute\": \"qmp_capabilities\", \"id\": 20}\n{\"execute\": \"qmp_capabilities\", \"arguments\": {\"x\": 1}, \"id\": 21}\n",
+    b"{\"execute\": \"query-version\", \"id\": \"s\"}\n{\"execute\": \"query-version\", \"id\": null}\n{\"execute\": \"query-version\", \"id\": {\"b\": [1, {}], \"a\": true}}\n{\"execute\": \"query-version\"}\n",
+    b"{\"execute\": \"query-version\", \"arguments\": {\"zz\": 1, \"b\": 2, \"a\": 3}, \"id\": 22}\n{\"execute\": \"query-version\", \"arguments\": [], \"id\": 23}\n",
+    b"{\"execute\": \"query-version\", \"exec-oob\": \"x\", \"id\": 24}\n{\"execute\": \"query-version\", \"foo\": 1, \"id\": 25}\n{\"arguments\": {}, \"id\": 26}\n",
+    b"{\"execute\": \"no-such-cmd\", \"id\": 27}\n{\"execute\": \"Query-Version\", \"id\": 28}\n{\"execute\": \"query-version\", \"exec-oob\": 5, \"id\": 29}\n",
+    b"{\"execute\": \"query-version\", \"arguments\": {}, \"id\": 30}\r\n  {'execute': 'query-version', 'id': 'single'}",
+    b"\n\"scalar\"\n{\"id\": 31,,}\n",
+    // out of band, one at a time (O1, R5)
+    b"{\"exec-oob\": \"query-version\", \"id\": \"o1\"}\n",
+    b"{\"exec-oob\": \"nope\", \"id\": \"o2\"}\n",
+    b"{\"exec-oob\": 7, \"id\": \"o3\"}\n",
+    b"{\"exec-oob\": \"query-version\", \"arguments\": 1, \"id\": \"o4\"}\n",
+];
+
+#[test]
+fn session_answers_byte_identically_to_qemu() {
+    let (qsd, schema) = start();
+    let stream = UnixStream::connect(&qsd.socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut peer = Peer {
+        stream,
+        decoder: Decoder::new(),
+    };
+    let greeting = peer.read_messages(1);
+    // the version object, as QEMU holds it
+    let parsed = Streamer::new().feed_collect(&greeting);
+    let Some(Parsed::Value(QObject::Dict(g))) = parsed.first() else {
+        panic!("{parsed:?}")
+    };
+    let seen = g
+        .get("QMP")
+        .and_then(QObject::as_dict)
+        .and_then(|q| q.get("version"))
+        .unwrap()
+        .clone();
+    let version = qapi_order_version(&seen);
+    let mut session = Session::new(
+        SessionConfig {
+            version: version.clone(),
+            offer_oob: true,
+            pretty: false,
+        },
+        schema,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&session.greeting()),
+        String::from_utf8_lossy(&greeting),
+        "greeting (G1)"
+    );
+    for (n, phase) in PHASES.iter().enumerate() {
+        let (expected, count) = model(&mut session, &version, phase);
+        peer.stream.write_all(phase).unwrap();
+        let got = peer.read_messages(count);
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&expected),
+            "phase {n}: {} (QEMU left, ours right)",
+            String::from_utf8_lossy(phase)
+        );
+    }
+    assert!(session.negotiated() && session.oob_enabled());
+    // nothing more from QEMU than the model said
+    peer.stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut extra = [0u8; 1024];
+    match peer.stream.read(&mut extra) {
+        Ok(0) | Err(_) => {}
+        Ok(n) => panic!("QEMU sent more: {}", String::from_utf8_lossy(&extra[..n])),
+    }
+}

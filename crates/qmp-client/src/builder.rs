@@ -1,13 +1,13 @@
 //! Connection settings, and the three ways to get a connection: connect,
 //! accept (QEMU connects to us), or adopt a connected stream.
 
-use crate::address::Address;
 use crate::connection::FramedReader;
 use crate::error::{Error, Result};
 use crate::handshake;
 use crate::router::{self, Shared};
 use crate::transport::{self, Listener, Stream};
 use crate::{writer, Client};
+use qmp_proto::Address;
 use qmp_proto::DEFAULT_MAX_MESSAGE_SIZE;
 use std::sync::Arc;
 use std::time::Duration;

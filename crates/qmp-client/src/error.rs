@@ -67,8 +67,8 @@ pub enum Error {
     #[error("JSON conversion failed: {0}")]
     Json(Arc<serde_json::Error>),
     /// An invalid address string.
-    #[error("invalid address '{0}': expected /path, unix:/path, host:port, tcp:host:port, [v6]:port or fd:N")]
-    Address(String),
+    #[error("{0}")]
+    Address(#[from] qmp_proto::AddressError),
 }
 
 impl Error {

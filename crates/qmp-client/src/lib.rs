@@ -15,7 +15,7 @@
 //! ```
 //!
 //! How it is built, module by module:
-//! * [`address`]: the one address syntax (`/path`, `host:port`, ...);
+//! * [`address`] (from `qmp-proto`): the one address syntax;
 //! * [`transport`]: unix and TCP streams, accept mode, fd passing;
 //! * `connection`: framed reads over the sans-IO decoder of `qmp-proto`;
 //! * `handshake`: greeting and capability negotiation;
@@ -28,7 +28,6 @@
 //! `qmp::wire` (`<-` received, `->` sent); when that level is off, no
 //! message is formatted.
 
-pub mod address;
 pub mod blocking;
 mod builder;
 mod client;
@@ -40,11 +39,11 @@ mod router;
 pub mod transport;
 mod writer;
 
-pub use address::Address;
 pub use builder::{ClientBuilder, Handshake, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
 pub use client::{Call, Client};
 pub use error::{Disconnect, Error, Result};
 pub use events::{EventFilter, EventStream, Lagged, DEFAULT_EVENT_BUFFER};
+pub use qmp_proto::address::{self, Address};
 pub use qmp_proto::{self as proto, Event, Greeting, QmpError, Response};
 pub use router::INBAND_WINDOW;
 pub use transport::{Listener, Stream};

@@ -6,16 +6,19 @@
 //! * [`message`]: the message model (greeting, request, response, event);
 //! * [`decoder`]: bytes in any chunking to messages, with a size limit;
 //! * [`encoder`]: requests to compact JSON lines;
-//! * [`args`]: the `key=value` argument syntax of the command-line tools.
+//! * [`args`]: the `key=value` argument syntax of the command-line tools;
+//! * [`address`]: the one address syntax (`/path`, `host:port`, ...).
 //!
 //! The tokio client in `qmp-client` wraps these thinly.
 
+pub mod address;
 pub mod args;
 pub mod decoder;
 pub mod encoder;
 pub mod message;
 pub mod qemu_json;
 
+pub use address::{Address, AddressError};
 pub use decoder::{DecodeError, Decoder, DEFAULT_MAX_MESSAGE_SIZE};
 pub use encoder::encode_request;
 pub use message::{

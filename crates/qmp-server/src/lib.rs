@@ -1,10 +1,16 @@
 //! A QMP server that answers like QEMU's own monitor.
 //!
-//! [`session`] is the protocol without I/O: greeting, capability
-//! negotiation, request checks, the in-band queue and out-of-band
-//! dispatch, with QEMU's texts and QEMU's order. A transport feeds it bytes
-//! and writes what it returns; it runs the commands the session hands out.
+//! * [`session`]: the protocol without I/O: greeting, capability
+//!   negotiation, request checks, the in-band queue and out-of-band
+//!   dispatch, with QEMU's texts and QEMU's order.
+//! * [`server`]: the tokio server around it: unix and TCP listeners,
+//!   sessions, command handlers, events, file descriptors, shutdown.
+//! * `connection`: one client connection, driving a session.
 
+mod connection;
+pub mod server;
 pub mod session;
 
+pub use qmp_proto::qemu_json::{QDict, QObject};
+pub use server::{Request, Server, ServerBuilder};
 pub use session::{Call, CommandSet, QmpFailure, Session, SessionConfig, Step};

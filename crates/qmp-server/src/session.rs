@@ -145,6 +145,11 @@ impl<C: CommandSet> Session<C> {
         self.line(QObject::Dict(greeting))
     }
 
+    /// Whether nothing is queued or running in band.
+    pub fn is_idle(&self) -> bool {
+        self.queue.is_empty() && !self.in_progress
+    }
+
     /// Whether QEMU would read more input now.
     pub fn wants_input(&self) -> bool {
         if self.oob {

@@ -9,8 +9,9 @@
 mod tcp;
 mod unix;
 
-use crate::{address::Address, error::Error};
+use crate::error::Error;
 use nix::sys::socket::{self, MsgFlags};
+use qmp_proto::Address;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::{io, sync::Arc};
 use tokio::io::unix::AsyncFd;

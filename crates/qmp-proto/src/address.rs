@@ -11,8 +11,12 @@
 //! A text without a `tcp:` prefix is TCP only when it ends in `:PORT` with a
 //! numeric port and has no `/`; everything else is a path.
 
-use crate::error::Error;
 use std::{fmt, path::PathBuf, str::FromStr};
+
+/// A text that is none of the address forms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid address '{0}': expected /path, unix:/path, host:port, tcp:host:port, [v6]:port or fd:N")]
+pub struct AddressError(pub String);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Address {
@@ -23,10 +27,10 @@ pub enum Address {
 }
 
 impl FromStr for Address {
-    type Err = Error;
+    type Err = AddressError;
 
-    fn from_str(s: &str) -> Result<Self, Error> {
-        let bad = || Error::Address(s.to_owned());
+    fn from_str(s: &str) -> Result<Self, AddressError> {
+        let bad = || AddressError(s.to_owned());
         if s.is_empty() {
             return Err(bad());
         }

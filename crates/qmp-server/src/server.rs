@@ -1,0 +1,419 @@
+//! The tokio server: a command registry, listeners and event broadcast.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use qmp_server::{QObject, Server};
+//! let server = Server::builder()
+//!     .version(10, 0, 2, "demo")
+//!     .command("query-name", |_req| async { Ok(Some(QObject::Dict(Default::default()))) })
+//!     .build();
+//! let listener = server.bind(&"/tmp/demo.sock".parse().unwrap()).await?;
+//! server.serve(listener).await;
+//! # Ok(()) }
+//! ```
+
+use crate::connection;
+use crate::session::{CommandSet, QmpFailure, SessionConfig};
+use qmp_proto::qemu_json::{QDict, QObject};
+use qmp_proto::Address;
+use serde::{de::DeserializeOwned, Serialize};
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::{broadcast, watch};
+
+/// What a handler returns: a result (`None` for commands without one,
+/// answered `{}`), or an error with its class and text.
+pub type HandlerResult = Result<Option<QObject>, QmpFailure>;
+type BoxFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send>>;
+type Handler = Arc<dyn Fn(Request) -> BoxFuture + Send + Sync>;
+
+/// What a handler gets.
+pub struct Request {
+    pub command: String,
+    /// `{}` when the client sent none.
+    pub arguments: QDict,
+    /// File descriptors the client passed (SCM_RIGHTS) since its last
+    /// command, oldest first, for `getfd`-like commands.
+    pub fds: Vec<OwnedFd>,
+    /// Close the connection once this command's reply is sent (`quit`).
+    pub close_after_reply: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Request {
+    /// Asks for the connection to close after the reply (rule P5).
+    pub fn close_after_reply(&self) {
+        self.close_after_reply
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+struct Command {
+    handler: Handler,
+    allow_oob: bool,
+}
+
+/// An event as broadcast to every session.
+#[derive(Clone, Debug)]
+pub(crate) struct EventMsg {
+    pub(crate) name: String,
+    pub(crate) data: Option<QObject>,
+    pub(crate) seconds: i64,
+    pub(crate) microseconds: i64,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: SessionConfig,
+    commands: HashMap<String, Command>,
+    /// Names in registration order, for `query-commands`.
+    order: Vec<String>,
+    pub(crate) events: broadcast::Sender<EventMsg>,
+    pub(crate) shutdown: watch::Sender<bool>,
+    one_at_a_time: bool,
+    socket_mode: u32,
+    sessions: Mutex<usize>,
+}
+
+/// The command table a session sees.
+pub(crate) struct Registry(pub(crate) Arc<Inner>);
+
+impl CommandSet for Registry {
+    fn allow_oob(&self, command: &str) -> Option<bool> {
+        self.0.commands.get(command).map(|c| c.allow_oob)
+    }
+}
+
+impl Inner {
+    pub(crate) fn handler(&self, command: &str) -> Option<Handler> {
+        self.commands.get(command).map(|c| c.handler.clone())
+    }
+}
+
+/// Builds a [`Server`].
+pub struct ServerBuilder {
+    version: QObject,
+    offer_oob: bool,
+    pretty: bool,
+    one_at_a_time: bool,
+    socket_mode: u32,
+    commands: HashMap<String, Command>,
+    order: Vec<String>,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// QEMU's version object, members inserted in QAPI order (which decides
+/// their output order where they share a hash bucket).
+fn version_object(major: u64, minor: u64, micro: u64, package: &str) -> QObject {
+    let mut qemu = QDict::new();
+    qemu.insert("major", QObject::Int(major as i64));
+    qemu.insert("minor", QObject::Int(minor as i64));
+    qemu.insert("micro", QObject::Int(micro as i64));
+    let mut v = QDict::new();
+    v.insert("qemu", QObject::Dict(qemu));
+    v.insert("package", QObject::String(package.into()));
+    QObject::Dict(v)
+}
+
+impl ServerBuilder {
+    pub fn new() -> Self {
+        ServerBuilder {
+            version: version_object(10, 0, 0, ""),
+            offer_oob: true,
+            pretty: false,
+            one_at_a_time: false,
+            socket_mode: 0o600,
+            commands: HashMap::new(),
+            order: Vec::new(),
+        }
+    }
+
+    /// The version in the greeting and `query-version`.
+    pub fn version(mut self, major: u64, minor: u64, micro: u64, package: &str) -> Self {
+        self.version = version_object(major, minor, micro, package);
+        self
+    }
+
+    /// Whether to offer `oob` (default true, as QEMU's socket monitors do).
+    pub fn offer_oob(mut self, offer: bool) -> Self {
+        self.offer_oob = offer;
+        self
+    }
+
+    /// Pretty output, as a monitor with `pretty=on`.
+    pub fn pretty(mut self, pretty: bool) -> Self {
+        self.pretty = pretty;
+        self
+    }
+
+    /// Serve one client at a time, as a QEMU monitor does (rule M1): a
+    /// second client waits, unanswered, until the first leaves.
+    pub fn one_client_at_a_time(mut self, yes: bool) -> Self {
+        self.one_at_a_time = yes;
+        self
+    }
+
+    /// Permissions of unix socket files (default 0600).
+    pub fn socket_mode(mut self, mode: u32) -> Self {
+        self.socket_mode = mode;
+        self
+    }
+
+    fn add(mut self, name: &str, allow_oob: bool, handler: Handler) -> Self {
+        if self
+            .commands
+            .insert(name.to_owned(), Command { handler, allow_oob })
+            .is_none()
+        {
+            self.order.push(name.to_owned());
+        }
+        self
+    }
+
+    /// Registers an in-band command.
+    pub fn command<F, Fut>(self, name: &str, f: F) -> Self
+    where
+        F: Fn(Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        self.add(name, false, Arc::new(move |r| Box::pin(f(r))))
+    }
+
+    /// Registers a command that may also run out of band (`exec-oob`).
+    pub fn oob_command<F, Fut>(self, name: &str, f: F) -> Self
+    where
+        F: Fn(Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        self.add(name, true, Arc::new(move |r| Box::pin(f(r))))
+    }
+
+    /// Registers a command with serde-typed arguments and result. Arguments
+    /// that do not fit `A` are refused with a GenericError naming serde's
+    /// complaint (checking them with QEMU's exact texts needs a schema).
+    pub fn typed<A, R, F, Fut>(self, name: &str, f: F) -> Self
+    where
+        A: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: Fn(A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, QmpFailure>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        self.command(name, move |req: Request| {
+            let f = f.clone();
+            async move {
+                let args = QObject::Dict(req.arguments).to_value();
+                let args: A =
+                    serde_json::from_value(args).map_err(|e| QmpFailure::generic(e.to_string()))?;
+                let ret = f(args).await?;
+                let ret =
+                    serde_json::to_value(ret).map_err(|e| QmpFailure::generic(e.to_string()))?;
+                Ok(Some(QObject::from(&ret)))
+            }
+        })
+    }
+
+    pub fn build(self) -> Server {
+        let version = self.version.clone();
+        let mut b = self;
+        // Built-ins, as QEMU has them. qmp_capabilities is the session's.
+        let v = version.clone();
+        b = b.command("query-version", move |_| {
+            let v = v.clone();
+            async move { Ok(Some(v)) }
+        });
+        let mut names = vec!["qmp_capabilities".to_owned()];
+        names.extend(b.order.iter().cloned());
+        names.push("query-commands".to_owned());
+        let list = QObject::List(
+            names
+                .iter()
+                .map(|n| {
+                    let mut d = QDict::new();
+                    d.insert("name", QObject::String(n.clone()));
+                    QObject::Dict(d)
+                })
+                .collect(),
+        );
+        b = b.command("query-commands", move |_| {
+            let list = list.clone();
+            async move { Ok(Some(list)) }
+        });
+        let (events, _) = broadcast::channel(1024);
+        Server {
+            inner: Arc::new(Inner {
+                config: SessionConfig {
+                    version,
+                    offer_oob: b.offer_oob,
+                    pretty: b.pretty,
+                },
+                commands: b.commands,
+                order: b.order,
+                events,
+                shutdown: watch::channel(false).0,
+                one_at_a_time: b.one_at_a_time,
+                socket_mode: b.socket_mode,
+                sessions: Mutex::new(0),
+            }),
+        }
+    }
+}
+
+/// A bound listener.
+pub enum Listener {
+    Unix(tokio::net::UnixListener, PathBuf),
+    Tcp(tokio::net::TcpListener),
+}
+
+impl Listener {
+    /// The TCP port actually bound (for `host:0`).
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().ok().map(|a| a.port()),
+            Listener::Unix(..) => None,
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// A QMP server. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Server {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Server {
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::new()
+    }
+
+    /// Registered command names, in registration order.
+    pub fn command_names(&self) -> &[String] {
+        &self.inner.order
+    }
+
+    /// Binds a unix socket (created with the configured mode, 0600 by
+    /// default) or a TCP address.
+    pub async fn bind(&self, address: &Address) -> io::Result<Listener> {
+        match address {
+            Address::Unix(path) => {
+                let l = tokio::net::UnixListener::bind(path)?;
+                std::fs::set_permissions(
+                    path,
+                    std::fs::Permissions::from_mode(self.inner.socket_mode),
+                )?;
+                Ok(Listener::Unix(l, path.clone()))
+            }
+            Address::Tcp(host, port) => Ok(Listener::Tcp(
+                tokio::net::TcpListener::bind((host.as_str(), *port)).await?,
+            )),
+            Address::Fd(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "cannot listen on an fd: address",
+            )),
+        }
+    }
+
+    /// Accepts clients until [`shutdown`](Self::shutdown), then waits for
+    /// the sessions to finish what they have read.
+    pub async fn serve(&self, listener: Listener) {
+        let mut stop = self.inner.shutdown.subscribe();
+        let mut sessions = tokio::task::JoinSet::new();
+        loop {
+            let accepted = tokio::select! {
+                _ = stop.wait_for(|s| *s) => break,
+                a = accept(&listener) => a,
+            };
+            let stream = match accepted {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    continue;
+                }
+            };
+            let server = self.clone();
+            let session = sessions.spawn(async move { server.serve_connection(stream).await });
+            if self.inner.one_at_a_time {
+                // The next client waits in the kernel's backlog, as with
+                // QEMU, until this one is gone.
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => break,
+                    _ = sessions.join_next() => {}
+                }
+                let _ = session;
+            }
+        }
+        drop(listener);
+        while sessions.join_next().await.is_some() {}
+    }
+
+    /// Serves one connected stream until it closes.
+    pub async fn serve_connection(&self, stream: connection::Stream) {
+        *self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) += 1;
+        connection::run(self.inner.clone(), stream).await;
+        *self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) -= 1;
+    }
+
+    /// Number of connected clients.
+    pub fn session_count(&self) -> usize {
+        *self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends an event to every negotiated session, stamped with the wall
+    /// clock now (rules E1–E3).
+    pub fn emit(&self, name: &str, data: Option<QObject>) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let _ = self.inner.events.send(EventMsg {
+            name: name.to_owned(),
+            data,
+            seconds: now.as_secs() as i64,
+            microseconds: now.subsec_micros() as i64,
+        });
+    }
+
+    /// Stops accepting; sessions answer what they have read, then close.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+}
+
+async fn accept(listener: &Listener) -> io::Result<connection::Stream> {
+    match listener {
+        Listener::Unix(l, _) => l.accept().await.map(|(s, _)| connection::Stream::Unix(s)),
+        Listener::Tcp(l) => l.accept().await.map(|(s, _)| {
+            let _ = s.set_nodelay(true);
+            connection::Stream::Tcp(s)
+        }),
+    }
+}

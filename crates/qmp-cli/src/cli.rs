@@ -51,6 +51,15 @@ pub enum Command {
     Events(EventsArgs),
     /// Print the server's query-qmp-schema reply
     Schema,
+    /// Serve a demo machine (run state, events, a small QOM tree)
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where to listen: /path, unix:/path or host:port
+    #[arg(long, value_name = "ADDR")]
+    pub listen: String,
 }
 
 #[derive(Debug, Args)]
@@ -75,9 +84,17 @@ pub struct EventsArgs {
     pub count: Option<u64>,
 }
 
-const SUBCOMMANDS: &[&str] = &["exec", "events", "schema", "help"];
+const SUBCOMMANDS: &[&str] = &["exec", "events", "schema", "demo", "help"];
 /// Options that take a value, so that value is not mistaken for the command.
-const VALUE_OPTIONS: &[&str] = &["-s", "--socket", "--timeout", "--args", "--name", "--count"];
+const VALUE_OPTIONS: &[&str] = &[
+    "-s",
+    "--socket",
+    "--timeout",
+    "--args",
+    "--name",
+    "--count",
+    "--listen",
+];
 
 /// Inserts `exec` before the first positional word when it is not one of
 /// our subcommands.

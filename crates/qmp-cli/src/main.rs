@@ -94,6 +94,7 @@ fn main() -> ExitCode {
             Command::Exec(a) => commands::exec::run(&session, a).await,
             Command::Events(a) => commands::events::run(&session, a).await,
             Command::Schema => commands::schema::run(&session).await,
+            Command::Demo(a) => commands::demo::run(a).await,
         }
     });
     match result {

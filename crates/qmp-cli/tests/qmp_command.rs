@@ -234,3 +234,40 @@ fn events_stops_at_the_timeout() {
     assert!(out.stdout.is_empty());
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
+
+#[test]
+fn demo_subcommand_serves_until_quit() {
+    let dir = qmp_testkit::test_dir();
+    let sock = dir.path().join("demo.sock");
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_qmp"))
+        .args(["demo", "--listen", &sock.display().to_string()])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !qmp_testkit::unix_listening(&sock) {
+        assert!(Instant::now() < deadline, "demo never listened");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let address = sock.display().to_string();
+    assert_eq!(
+        stdout_json(&qmp(&address, &["query-status"])),
+        json!({"running": false, "status": "prelaunch"})
+    );
+    assert!(qmp(&address, &["cont"]).status.success());
+    assert_eq!(
+        stdout_json(&qmp(&address, &["query-status"]))["status"],
+        "running"
+    );
+    assert!(qmp(&address, &["quit"]).status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = demo.try_wait().unwrap() {
+            assert!(status.success());
+            break;
+        }
+        assert!(Instant::now() < deadline, "demo did not exit after quit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!sock.exists(), "socket removed");
+}

@@ -130,6 +130,20 @@ fn outcome(r: Result<HandlerResult, tokio::task::JoinError>) -> HandlerResult {
     })
 }
 
+/// Sends the events already raised before a reply: an event a command
+/// causes must reach the client before the command's reply (rule P4).
+fn send_pending_events(
+    events: &mut broadcast::Receiver<crate::server::EventMsg>,
+    session: &Session<Registry>,
+    out: &mpsc::UnboundedSender<Vec<u8>>,
+) {
+    while let Ok(e) = events.try_recv() {
+        if let Some(bytes) = session.event(&e.name, e.data, e.seconds, e.microseconds) {
+            let _ = out.send(bytes);
+        }
+    }
+}
+
 pub(crate) async fn run(inner: Arc<Inner>, stream: Stream) {
     let mut session = Session::new(inner.config.clone(), Registry(inner.clone()));
     let (mut reader, mut writer) = split(stream);
@@ -206,6 +220,7 @@ pub(crate) async fn run(inner: Arc<Inner>, stream: Stream) {
             },
             r = async { (&mut inband.as_mut().expect("guarded").task).await }, if inband.is_some() => {
                 let running = inband.take().expect("guarded");
+                send_pending_events(&mut events, &session, &out);
                 let _ = out.send(session.reply(&running.call, outcome(r)));
                 if running.close.load(Ordering::SeqCst) {
                     break 'session;
@@ -213,6 +228,7 @@ pub(crate) async fn run(inner: Arc<Inner>, stream: Stream) {
             }
             Some(r) = oob.join_next(), if !oob.is_empty() => {
                 if let Ok((call, result, close)) = r {
+                    send_pending_events(&mut events, &session, &out);
                     let _ = out.send(session.reply(&call, result));
                     if close.load(Ordering::SeqCst) {
                         break 'session;

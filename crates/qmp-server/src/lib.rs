@@ -6,8 +6,10 @@
 //! * [`server`]: the tokio server around it: unix and TCP listeners,
 //!   sessions, command handlers, events, file descriptors, shutdown.
 //! * `connection`: one client connection, driving a session.
+//! * [`demo`]: a demo machine built on the server, the framework's showcase.
 
 mod connection;
+pub mod demo;
 pub mod server;
 pub mod session;
 

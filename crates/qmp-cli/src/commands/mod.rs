@@ -1,5 +1,6 @@
 //! One file per subcommand.
 
+pub mod demo;
 pub mod events;
 pub mod exec;
 pub mod schema;

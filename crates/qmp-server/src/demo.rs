@@ -1,0 +1,348 @@
+//! A demo machine: the framework's showcase, and something to point a
+//! client at when no QEMU is around (`qmp demo --listen ADDR`).
+//!
+//! It keeps a run state (prelaunch, running, paused, shutdown) changed by
+//! `stop`, `cont`, `system_reset`, `system_powerdown` and `quit`, with the
+//! events QEMU sends for them, and a small QOM tree for `qom-list`,
+//! `qom-get` and `qom-set`. Where QEMU has a quirk, the demo has it too:
+//! `cont` on a running machine sends STOP then RESUME; `stop` before the
+//! machine first ran sends no event.
+
+use crate::server::{Request, Server, ServerBuilder};
+use crate::session::QmpFailure;
+use qmp_proto::qemu_json::{QDict, QObject};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunState {
+    Prelaunch,
+    Running,
+    Paused,
+    Shutdown,
+}
+
+impl RunState {
+    fn name(self) -> &'static str {
+        match self {
+            RunState::Prelaunch => "prelaunch",
+            RunState::Running => "running",
+            RunState::Paused => "paused",
+            RunState::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// A QOM property: its type name and value; `writable` for `qom-set`.
+struct Property {
+    kind: &'static str,
+    value: QObject,
+    writable: bool,
+}
+
+/// The machine: run state and QOM objects by path.
+struct Machine {
+    state: RunState,
+    objects: BTreeMap<String, BTreeMap<String, Property>>,
+}
+
+pub const DEMO_UUID: &str = "4a3f5c0e-6d1b-4c2a-9e7f-0123456789ab";
+
+fn string(s: &str) -> QObject {
+    QObject::String(s.into())
+}
+
+fn dict(members: &[(&str, QObject)]) -> QObject {
+    let mut d = QDict::new();
+    for (k, v) in members {
+        d.insert(*k, v.clone());
+    }
+    QObject::Dict(d)
+}
+
+fn prop(kind: &'static str, value: QObject, writable: bool) -> Property {
+    Property {
+        kind,
+        value,
+        writable,
+    }
+}
+
+impl Machine {
+    fn new() -> Self {
+        let mut objects = BTreeMap::new();
+        let mut root = BTreeMap::new();
+        root.insert("type".into(), prop("string", string("container"), false));
+        root.insert(
+            "machine".into(),
+            prop("child<demo-machine>", QObject::Null, false),
+        );
+        root.insert(
+            "objects".into(),
+            prop("child<container>", QObject::Null, false),
+        );
+        objects.insert("/".to_string(), root);
+        let mut machine = BTreeMap::new();
+        machine.insert("type".into(), prop("string", string("demo-machine"), false));
+        machine.insert(
+            "memory-size".into(),
+            prop("size", QObject::Int(128 << 20), false),
+        );
+        machine.insert("name".into(), prop("string", string("demo"), true));
+        machine.insert(
+            "dump-guest-core".into(),
+            prop("bool", QObject::Bool(true), true),
+        );
+        machine.insert(
+            "peripheral".into(),
+            prop("child<container>", QObject::Null, false),
+        );
+        objects.insert("/machine".to_string(), machine);
+        objects.insert("/objects".to_string(), container());
+        objects.insert("/machine/peripheral".to_string(), container());
+        Machine {
+            state: RunState::Prelaunch,
+            objects,
+        }
+    }
+
+    fn object(&self, path: &str) -> Result<&BTreeMap<String, Property>, QmpFailure> {
+        let normalized = if path.len() > 1 {
+            path.trim_end_matches('/')
+        } else {
+            path
+        };
+        self.objects.get(normalized).ok_or_else(|| QmpFailure {
+            class: "DeviceNotFound".into(),
+            desc: format!("Device '{path}' not found"),
+        })
+    }
+}
+
+/// An empty QOM container's properties.
+fn container() -> BTreeMap<String, Property> {
+    let mut props = BTreeMap::new();
+    props.insert("type".into(), prop("string", string("container"), false));
+    props
+}
+
+fn arg<'a>(req: &'a Request, name: &str) -> Result<&'a QObject, QmpFailure> {
+    req.arguments
+        .get(name)
+        .ok_or_else(|| QmpFailure::generic(format!("Parameter '{name}' is missing")))
+}
+
+fn arg_str<'a>(req: &'a Request, name: &str) -> Result<&'a str, QmpFailure> {
+    arg(req, name)?.as_str().ok_or_else(|| {
+        QmpFailure::generic(format!(
+            "Invalid parameter type for '{name}', expected: string"
+        ))
+    })
+}
+
+/// Builds the demo server (version 10.0.0, package "qmp-rs demo").
+pub fn server() -> Server {
+    let machine = Arc::new(Mutex::new(Machine::new()));
+    // Handlers that raise events need the server, which exists only once
+    // built: they reach it through this slot.
+    let slot: Arc<OnceLock<Server>> = Arc::default();
+    let b = ServerBuilder::new().version(10, 0, 0, "qmp-rs demo");
+    let b = with_run_state(b, &machine, &slot);
+    let built = b
+        .command("query-name", |_| async {
+            Ok(Some(dict(&[("name", string("demo"))])))
+        })
+        .command("query-uuid", |_| async {
+            Ok(Some(dict(&[("UUID", string(DEMO_UUID))])))
+        })
+        .command("qom-list", {
+            let machine = machine.clone();
+            move |req| {
+                let result = (|| {
+                    let machine = machine.lock().unwrap_or_else(|e| e.into_inner());
+                    let props = machine.object(arg_str(&req, "path")?)?;
+                    Ok(Some(QObject::List(
+                        props
+                            .iter()
+                            .map(|(name, p)| {
+                                dict(&[("name", string(name)), ("type", string(p.kind))])
+                            })
+                            .collect(),
+                    )))
+                })();
+                async move { result }
+            }
+        })
+        .command("qom-get", {
+            let machine = machine.clone();
+            move |req| {
+                let result = (|| {
+                    let machine = machine.lock().unwrap_or_else(|e| e.into_inner());
+                    let props = machine.object(arg_str(&req, "path")?)?;
+                    let property = arg_str(&req, "property")?;
+                    match props.get(property) {
+                        Some(p) if p.kind.starts_with("child<") => {
+                            let path = arg_str(&req, "path")?.trim_end_matches('/');
+                            Ok(Some(string(&format!("{path}/{property}"))))
+                        }
+                        Some(p) => Ok(Some(p.value.clone())),
+                        None => Err(QmpFailure::generic(format!(
+                            "Property '{property}' not found"
+                        ))),
+                    }
+                })();
+                async move { result }
+            }
+        })
+        .command("qom-set", {
+            let machine = machine.clone();
+            move |req| {
+                let result = (|| {
+                    let mut machine = machine.lock().unwrap_or_else(|e| e.into_inner());
+                    let path = arg_str(&req, "path")?.to_owned();
+                    let property = arg_str(&req, "property")?.to_owned();
+                    let value = arg(&req, "value")?.clone();
+                    machine.object(&path)?;
+                    let normalized = if path.len() > 1 {
+                        path.trim_end_matches('/')
+                    } else {
+                        &path
+                    };
+                    let props = machine.objects.get_mut(normalized).expect("checked above");
+                    let p = props.get_mut(&property).ok_or_else(|| {
+                        QmpFailure::generic(format!("Property '{property}' not found"))
+                    })?;
+                    if !p.writable {
+                        return Err(QmpFailure::generic(format!(
+                            "Property '{property}' is not writable"
+                        )));
+                    }
+                    let fits = matches!(
+                        (p.kind, &value),
+                        ("string", QObject::String(_)) | ("bool", QObject::Bool(_))
+                    );
+                    if !fits {
+                        return Err(QmpFailure::generic(format!(
+                            "Invalid parameter type for '{property}', expected: {}",
+                            if p.kind == "bool" { "boolean" } else { p.kind }
+                        )));
+                    }
+                    p.value = value;
+                    Ok(None)
+                })();
+                async move { result }
+            }
+        })
+        .build();
+    let _ = slot.set(built.clone());
+    built
+}
+
+/// The run-state commands and their events.
+fn with_run_state(
+    b: ServerBuilder,
+    machine: &Arc<Mutex<Machine>>,
+    slot: &Arc<OnceLock<Server>>,
+) -> ServerBuilder {
+    // Each transition: the new state (or an error) and the events to send.
+    type Transition =
+        fn(RunState) -> Result<(RunState, Vec<(&'static str, Option<QObject>)>), QmpFailure>;
+    let transitions: [(&str, Transition); 4] = [
+        ("stop", |s| {
+            Ok(match s {
+                RunState::Running => (RunState::Paused, vec![("STOP", None)]),
+                RunState::Prelaunch => (RunState::Paused, vec![]),
+                other => (other, vec![]),
+            })
+        }),
+        ("cont", |s| match s {
+            RunState::Shutdown => Err(QmpFailure::generic(
+                "Resetting the Virtual Machine is required",
+            )),
+            // QEMU's quirk: cont on a running machine sends STOP and RESUME
+            RunState::Running => Ok((RunState::Running, vec![("STOP", None), ("RESUME", None)])),
+            _ => Ok((RunState::Running, vec![("RESUME", None)])),
+        }),
+        ("system_reset", |s| {
+            let next = if s == RunState::Shutdown {
+                RunState::Paused
+            } else {
+                s
+            };
+            Ok((
+                next,
+                vec![(
+                    "RESET",
+                    Some(dict(&[
+                        ("guest", QObject::Bool(false)),
+                        ("reason", string("host-qmp-system-reset")),
+                    ])),
+                )],
+            ))
+        }),
+        ("system_powerdown", |s| {
+            // The demo's guest obeys at once: it powers off.
+            let shutdown = Some(dict(&[
+                ("guest", QObject::Bool(true)),
+                ("reason", string("guest-shutdown")),
+            ]));
+            Ok(match s {
+                RunState::Running => (
+                    RunState::Shutdown,
+                    vec![("POWERDOWN", None), ("SHUTDOWN", shutdown)],
+                ),
+                other => (other, vec![("POWERDOWN", None)]),
+            })
+        }),
+    ];
+    let mut b = b;
+    for (name, transition) in transitions {
+        let (machine, slot) = (machine.clone(), slot.clone());
+        b = b.command(name, move |_req| {
+            let result = {
+                let mut m = machine.lock().unwrap_or_else(|e| e.into_inner());
+                transition(m.state).map(|(next, events)| {
+                    m.state = next;
+                    events
+                })
+            };
+            let server = slot.get().cloned();
+            async move {
+                for (event, data) in result? {
+                    if let Some(s) = &server {
+                        s.emit(event, data);
+                    }
+                }
+                Ok(None)
+            }
+        });
+    }
+    let status = machine.clone();
+    b = b.command("query-status", move |_| {
+        let state = status.lock().unwrap_or_else(|e| e.into_inner()).state;
+        async move {
+            Ok(Some(dict(&[
+                ("running", QObject::Bool(state == RunState::Running)),
+                ("status", string(state.name())),
+            ])))
+        }
+    });
+    let slot = slot.clone();
+    b.command("quit", move |req: Request| {
+        let server = slot.get().cloned();
+        async move {
+            req.close_after_reply();
+            if let Some(s) = server {
+                s.emit(
+                    "SHUTDOWN",
+                    Some(dict(&[
+                        ("guest", QObject::Bool(false)),
+                        ("reason", string("host-qmp-quit")),
+                    ])),
+                );
+                s.shutdown();
+            }
+            Ok(None)
+        }
+    })
+}

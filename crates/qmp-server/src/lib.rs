@@ -6,10 +6,12 @@
 //! * [`server`]: the tokio server around it: unix and TCP listeners,
 //!   sessions, command handlers, events, file descriptors, shutdown.
 //! * `connection`: one client connection, driving a session.
+//! * [`schema`]: arguments checked against a QEMU schema with QEMU's texts.
 //! * [`demo`]: a demo machine built on the server, the framework's showcase.
 
 mod connection;
 pub mod demo;
+pub mod schema;
 pub mod server;
 pub mod session;
 

@@ -29,21 +29,44 @@ mod utf8;
 mod writer;
 
 pub use qobject::{QDict, QObject};
+pub use streamer::{Parsed, Streamer, MAX_NESTING, MAX_TOKEN_COUNT, MAX_TOKEN_SIZE};
+pub use writer::{format_double, to_json, to_line};
+
+/// The keys of an object not yet visited, kept as QEMU's argument
+/// visitor keeps them (a GLib hash table), so that [`first`](Self::first)
+/// is the key QEMU reports as `Parameter '...' is unexpected`.
+pub struct LeftoverKeys(ghash::GHashSet);
+
+impl LeftoverKeys {
+    /// All of `dict`'s keys, inserted in QEMU's order.
+    pub fn new(dict: &QDict) -> Self {
+        let mut set = ghash::GHashSet::new();
+        for (key, _) in dict.qemu_order() {
+            set.insert(key);
+        }
+        LeftoverKeys(set)
+    }
+
+    /// Marks a key as visited.
+    pub fn take(&mut self, key: &str) {
+        self.0.remove(key);
+    }
+
+    /// The first key left, in the table's slot order.
+    pub fn first(&self) -> Option<String> {
+        self.0.first().map(utf8::lossy)
+    }
+}
 
 /// The member QEMU reports as `Parameter '...' is unexpected` after a
 /// command's declared members (`visited`, in the order they were visited)
 /// have been taken out of `args`; `None` if nothing is left over.
 pub fn first_unexpected(args: &QDict, visited: &[&str]) -> Option<String> {
-    let mut left = ghash::GHashSet::new();
-    for (key, _) in args.qemu_order() {
-        left.insert(key);
-    }
+    let mut left = LeftoverKeys::new(args);
     for key in visited {
         if args.contains_key(key) {
-            left.remove(key);
+            left.take(key);
         }
     }
-    left.first().map(utf8::lossy)
+    left.first()
 }
-pub use streamer::{Parsed, Streamer, MAX_NESTING, MAX_TOKEN_COUNT, MAX_TOKEN_SIZE};
-pub use writer::{format_double, to_json, to_line};

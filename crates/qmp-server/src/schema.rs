@@ -1,0 +1,440 @@
+//! Command arguments checked against a QEMU schema, as QEMU checks them.
+//!
+//! The schema is QEMU's own introspection data (`query-qmp-schema`, as
+//! `qmp schema` prints it): entries for commands, objects (with unions as
+//! `tag` plus `variants`), enums, arrays, alternates and builtins, type
+//! names masked as numbers. [`Schema::check_arguments`] walks a command's
+//! arguments the way QEMU's generated code walks them, and fails with the
+//! error QEMU would give first:
+//!
+//! * members in declaration order, then a union's variant members; a
+//!   missing member is reported before an unexpected one;
+//! * names as QEMU builds them: `file.bar`, `enable[0]`; some messages
+//!   use the bare member name (`Parameter 'driver' does not accept value
+//!   'nope'`), or `null` for a list element, as QEMU's do;
+//! * `Invalid parameter type for 'x', expected: integer` for int64,
+//!   `Parameter 'x' expects uint64` for uint64 and size (which also take
+//!   negative integers, as QEMU does), `Parameter 'x' expects int8` for a
+//!   narrower integer out of range; a float is never an integer (R8);
+//! * the leftover member QEMU calls unexpected, from its hash table order.
+//!
+//! One text cannot be reproduced: a value that fits no branch of an
+//! alternate gets QEMU's name for the alternate type (`expected:
+//! BlockdevRef`), which the masked schema does not carry; the masked
+//! name stands in.
+
+use crate::session::QmpFailure;
+use qmp_proto::qemu_json::{QDict, QObject};
+use std::collections::HashMap;
+
+#[derive(Debug, Clone)]
+struct Member {
+    name: String,
+    ty: String,
+    optional: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Entry {
+    Command {
+        arg_type: String,
+        allow_oob: bool,
+    },
+    Object {
+        members: Vec<Member>,
+        tag: Option<String>,
+        variants: Vec<(String, String)>,
+    },
+    Enum {
+        values: Vec<String>,
+    },
+    Array {
+        element: String,
+    },
+    Alternate {
+        members: Vec<String>,
+    },
+    Builtin,
+    Other,
+}
+
+/// A QEMU schema.
+#[derive(Debug, Clone, Default)]
+pub struct Schema {
+    entries: HashMap<String, Entry>,
+    /// Command names in schema order.
+    commands: Vec<String>,
+}
+
+fn text<'a>(v: &'a QObject, key: &str) -> Option<&'a str> {
+    v.as_dict()?.get(key)?.as_str()
+}
+
+fn list<'a>(v: &'a QObject, key: &str) -> &'a [QObject] {
+    match v.as_dict().and_then(|d| d.get(key)) {
+        Some(QObject::List(l)) => l,
+        _ => &[],
+    }
+}
+
+impl Schema {
+    /// Reads `query-qmp-schema` output.
+    pub fn from_qobject(schema: &QObject) -> Result<Schema, String> {
+        let QObject::List(items) = schema else {
+            return Err("a schema is a JSON array of entries".into());
+        };
+        let mut s = Schema::default();
+        for item in items {
+            let name = text(item, "name")
+                .ok_or("schema entry without a name")?
+                .to_owned();
+            let entry = match text(item, "meta-type")
+                .ok_or_else(|| format!("entry {name} has no meta-type"))?
+            {
+                "command" => {
+                    s.commands.push(name.clone());
+                    Entry::Command {
+                        arg_type: text(item, "arg-type").unwrap_or_default().to_owned(),
+                        allow_oob: matches!(
+                            item.as_dict().and_then(|d| d.get("allow-oob")),
+                            Some(QObject::Bool(true))
+                        ),
+                    }
+                }
+                "object" => Entry::Object {
+                    members: list(item, "members")
+                        .iter()
+                        .map(|m| Member {
+                            name: text(m, "name").unwrap_or_default().to_owned(),
+                            ty: text(m, "type").unwrap_or_default().to_owned(),
+                            optional: m.as_dict().is_some_and(|d| d.contains_key("default")),
+                        })
+                        .collect(),
+                    tag: text(item, "tag").map(str::to_owned),
+                    variants: list(item, "variants")
+                        .iter()
+                        .map(|v| {
+                            (
+                                text(v, "case").unwrap_or_default().to_owned(),
+                                text(v, "type").unwrap_or_default().to_owned(),
+                            )
+                        })
+                        .collect(),
+                },
+                "enum" => Entry::Enum {
+                    values: list(item, "values")
+                        .iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect(),
+                },
+                "array" => Entry::Array {
+                    element: text(item, "element-type").unwrap_or_default().to_owned(),
+                },
+                "alternate" => Entry::Alternate {
+                    members: list(item, "members")
+                        .iter()
+                        .filter_map(|m| text(m, "type").map(str::to_owned))
+                        .collect(),
+                },
+                "builtin" => Entry::Builtin,
+                _ => Entry::Other,
+            };
+            s.entries.insert(name, entry);
+        }
+        Ok(s)
+    }
+
+    /// Command names, in schema order.
+    pub fn commands(&self) -> &[String] {
+        &self.commands
+    }
+
+    /// `None` for an unknown command, else whether it allows oob.
+    pub fn allow_oob(&self, command: &str) -> Option<bool> {
+        match self.entries.get(command) {
+            Some(Entry::Command { allow_oob, .. }) => Some(*allow_oob),
+            _ => None,
+        }
+    }
+
+    /// Checks a command's arguments; the error is the one QEMU gives.
+    pub fn check_arguments(&self, command: &str, args: &QDict) -> Result<(), QmpFailure> {
+        let Some(Entry::Command { arg_type, .. }) = self.entries.get(command) else {
+            return Err(QmpFailure::not_found(format!(
+                "The command {command} has not been found"
+            )));
+        };
+        let mut walk = Walk {
+            schema: self,
+            stack: Vec::new(),
+        };
+        walk.struct_at(None, args, arg_type)
+            .map_err(QmpFailure::generic)
+    }
+}
+
+/// One level of QEMU's visitor stack: an object (with the keys not yet
+/// visited) or a list (with the index being visited).
+struct Frame {
+    name: Option<String>,
+    kind: FrameKind,
+}
+
+enum FrameKind {
+    Dict(qmp_proto::qemu_json::LeftoverKeys),
+    List(usize),
+}
+
+struct Walk<'a> {
+    schema: &'a Schema,
+    stack: Vec<Frame>,
+}
+
+type Check = Result<(), String>;
+
+impl Walk<'_> {
+    /// QEMU's `full_name`: the member's path from the arguments' root.
+    fn full_name(&self, name: Option<&str>) -> String {
+        let mut out = String::new();
+        let mut name = name.map(str::to_owned);
+        for frame in self.stack.iter().rev() {
+            match &frame.kind {
+                FrameKind::Dict(_) => {
+                    out.insert_str(0, name.as_deref().unwrap_or("<anonymous>"));
+                    out.insert(0, '.');
+                }
+                FrameKind::List(index) => out.insert_str(0, &format!("[{index}]")),
+            }
+            name = frame.name.clone();
+        }
+        match name {
+            Some(n) => out.insert_str(0, &n),
+            None if out.starts_with('.') => {
+                out.remove(0);
+            }
+            None if out.is_empty() => return "<anonymous>".into(),
+            None => {}
+        }
+        out
+    }
+
+    fn type_error(&self, name: Option<&str>, expected: &str) -> String {
+        format!(
+            "Invalid parameter type for '{}', expected: {expected}",
+            self.full_name(name)
+        )
+    }
+
+    /// A value of type `ty`, visited under `name` (`None` in a list).
+    fn value(&mut self, name: Option<&str>, value: &QObject, ty: &str) -> Check {
+        let entry = self.schema.entries.get(ty).cloned().unwrap_or(Entry::Other);
+        match entry {
+            Entry::Builtin => self.builtin(name, value, ty),
+            Entry::Enum { values } => {
+                let QObject::String(s) = value else {
+                    return Err(self.type_error(name, "string"));
+                };
+                if values.iter().any(|v| v == s) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "Parameter '{}' does not accept value '{s}'",
+                        name.unwrap_or("null")
+                    ))
+                }
+            }
+            Entry::Array { element } => {
+                let QObject::List(items) = value else {
+                    return Err(self.type_error(name, "array"));
+                };
+                self.stack.push(Frame {
+                    name: name.map(str::to_owned),
+                    kind: FrameKind::List(0),
+                });
+                for (i, item) in items.iter().enumerate() {
+                    if let Some(Frame {
+                        kind: FrameKind::List(index),
+                        ..
+                    }) = self.stack.last_mut()
+                    {
+                        *index = i;
+                    }
+                    self.value(None, item, &element)?;
+                }
+                self.stack.pop();
+                Ok(())
+            }
+            Entry::Object { .. } => {
+                let QObject::Dict(d) = value else {
+                    return Err(self.type_error(name, "object"));
+                };
+                self.struct_at(name, d, ty)
+            }
+            Entry::Alternate { members } => {
+                let branch = members
+                    .iter()
+                    .find(|m| self.json_kind(m).is_some_and(|k| k == kind_of(value)));
+                match branch {
+                    Some(m) => self.value(name, value, &m.clone()),
+                    None => Err(format!(
+                        "Invalid parameter type for '{}', expected: {ty}",
+                        name.unwrap_or("null")
+                    )),
+                }
+            }
+            Entry::Command { .. } | Entry::Other => Ok(()),
+        }
+    }
+
+    /// The JSON kind a type accepts, to pick an alternate's branch.
+    fn json_kind(&self, ty: &str) -> Option<&'static str> {
+        Some(match self.schema.entries.get(ty)? {
+            Entry::Builtin => match ty {
+                "str" => "string",
+                "bool" => "boolean",
+                "null" => "null",
+                "any" => return None,
+                _ => "number",
+            },
+            Entry::Enum { .. } => "string",
+            Entry::Object { .. } => "object",
+            Entry::Array { .. } => "array",
+            _ => return None,
+        })
+    }
+
+    fn builtin(&self, name: Option<&str>, value: &QObject, ty: &str) -> Check {
+        let bare = || name.unwrap_or("null").to_owned();
+        match ty {
+            "str" => matches!(value, QObject::String(_))
+                .then_some(())
+                .ok_or_else(|| self.type_error(name, "string")),
+            "bool" => matches!(value, QObject::Bool(_))
+                .then_some(())
+                .ok_or_else(|| self.type_error(name, "boolean")),
+            "null" => matches!(value, QObject::Null)
+                .then_some(())
+                .ok_or_else(|| self.type_error(name, "null")),
+            "number" => matches!(
+                value,
+                QObject::Int(_) | QObject::UInt(_) | QObject::Double(_)
+            )
+            .then_some(())
+            .ok_or_else(|| self.type_error(name, "number")),
+            "int" | "int64" | "int8" | "int16" | "int32" => {
+                let QObject::Int(i) = value else {
+                    return Err(self.type_error(name, "integer"));
+                };
+                let (lo, hi) = match ty {
+                    "int8" => (i8::MIN as i64, i8::MAX as i64),
+                    "int16" => (i16::MIN as i64, i16::MAX as i64),
+                    "int32" => (i32::MIN as i64, i32::MAX as i64),
+                    _ => (i64::MIN, i64::MAX),
+                };
+                if *i < lo || *i > hi {
+                    return Err(format!("Parameter '{}' expects {ty}", bare()));
+                }
+                Ok(())
+            }
+            "uint64" | "size" | "uint8" | "uint16" | "uint32" => {
+                // negative integers are taken, as QEMU takes them
+                let u = match value {
+                    QObject::Int(i) => *i as u64,
+                    QObject::UInt(u) => *u,
+                    _ => {
+                        return Err(format!(
+                            "Parameter '{}' expects uint64",
+                            self.full_name(name)
+                        ))
+                    }
+                };
+                let max = match ty {
+                    "uint8" => u8::MAX as u64,
+                    "uint16" => u16::MAX as u64,
+                    "uint32" => u32::MAX as u64,
+                    _ => u64::MAX,
+                };
+                if u > max {
+                    return Err(format!("Parameter '{}' expects {ty}", bare()));
+                }
+                Ok(())
+            }
+            _ => Ok(()), // any, QType and builtins not checked here
+        }
+    }
+
+    /// An object type's members (and variant members) in `dict`, then the
+    /// leftover check.
+    fn struct_at(&mut self, name: Option<&str>, dict: &QDict, ty: &str) -> Check {
+        self.stack.push(Frame {
+            name: name.map(str::to_owned),
+            kind: FrameKind::Dict(qmp_proto::qemu_json::LeftoverKeys::new(dict)),
+        });
+        self.members(dict, ty)?;
+        let Some(Frame {
+            kind: FrameKind::Dict(left),
+            ..
+        }) = self.stack.last()
+        else {
+            unreachable!("pushed above")
+        };
+        if let Some(extra) = left.first() {
+            return Err(format!(
+                "Parameter '{}' is unexpected",
+                self.full_name(Some(&extra))
+            ));
+        }
+        self.stack.pop();
+        Ok(())
+    }
+
+    fn members(&mut self, dict: &QDict, ty: &str) -> Check {
+        let Some(Entry::Object {
+            members,
+            tag,
+            variants,
+        }) = self.schema.entries.get(ty).cloned()
+        else {
+            return Ok(());
+        };
+        for m in &members {
+            match dict.get(&m.name) {
+                Some(v) => {
+                    if let Some(Frame {
+                        kind: FrameKind::Dict(left),
+                        ..
+                    }) = self.stack.last_mut()
+                    {
+                        left.take(&m.name);
+                    }
+                    self.value(Some(&m.name), v, &m.ty)?;
+                }
+                None if m.optional => {}
+                None => {
+                    return Err(format!(
+                        "Parameter '{}' is missing",
+                        self.full_name(Some(&m.name))
+                    ))
+                }
+            }
+        }
+        if let Some(tag) = tag {
+            let case = dict.get(&tag).and_then(QObject::as_str).unwrap_or_default();
+            if let Some((_, variant)) = variants.iter().find(|(c, _)| c == case) {
+                self.members(dict, variant)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn kind_of(v: &QObject) -> &'static str {
+    match v {
+        QObject::String(_) => "string",
+        QObject::Bool(_) => "boolean",
+        QObject::Null => "null",
+        QObject::Int(_) | QObject::UInt(_) | QObject::Double(_) => "number",
+        QObject::Dict(_) => "object",
+        QObject::List(_) => "array",
+    }
+}

@@ -53,6 +53,24 @@ pub enum Command {
     Schema,
     /// Serve a demo machine (run state, events, a small QOM tree)
     Demo(DemoArgs),
+    /// Serve a mock QEMU with the command set of a schema dump
+    Mock(MockArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MockArgs {
+    /// The schema, as `qmp schema` prints it from a real QEMU
+    #[arg(long, value_name = "FILE")]
+    pub schema: String,
+    /// Where to listen: /path, unix:/path or host:port
+    #[arg(long, value_name = "ADDR")]
+    pub listen: String,
+    /// The QEMU version to claim
+    #[arg(long = "qemu-version", value_name = "X.Y.Z", default_value = "10.0.0")]
+    pub qemu_version: String,
+    /// Rules for replies (see the README); default: `{}` for everything
+    #[arg(long, value_name = "FILE")]
+    pub replies: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -84,7 +102,7 @@ pub struct EventsArgs {
     pub count: Option<u64>,
 }
 
-const SUBCOMMANDS: &[&str] = &["exec", "events", "schema", "demo", "help"];
+const SUBCOMMANDS: &[&str] = &["exec", "events", "schema", "demo", "mock", "help"];
 /// Options that take a value, so that value is not mistaken for the command.
 const VALUE_OPTIONS: &[&str] = &[
     "-s",

@@ -95,6 +95,7 @@ fn main() -> ExitCode {
             Command::Events(a) => commands::events::run(&session, a).await,
             Command::Schema => commands::schema::run(&session).await,
             Command::Demo(a) => commands::demo::run(a).await,
+            Command::Mock(a) => commands::mock::run(a).await,
         }
     });
     match result {

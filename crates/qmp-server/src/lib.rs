@@ -7,10 +7,12 @@
 //!   sessions, command handlers, events, file descriptors, shutdown.
 //! * `connection`: one client connection, driving a session.
 //! * [`schema`]: arguments checked against a QEMU schema with QEMU's texts.
+//! * [`mock`]: a mock QEMU from a real QEMU's schema dump.
 //! * [`demo`]: a demo machine built on the server, the framework's showcase.
 
 mod connection;
 pub mod demo;
+pub mod mock;
 pub mod schema;
 pub mod server;
 pub mod session;

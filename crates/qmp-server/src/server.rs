@@ -228,9 +228,9 @@ impl ServerBuilder {
         let mut b = self;
         // Built-ins, as QEMU has them. qmp_capabilities is the session's.
         let v = version.clone();
-        b = b.command("query-version", move |_| {
-            let v = v.clone();
-            async move { Ok(Some(v)) }
+        b = b.command("query-version", move |req| {
+            let result = no_arguments(&req).map(|()| Some(v.clone()));
+            async move { result }
         });
         let mut names = vec!["qmp_capabilities".to_owned()];
         names.extend(b.order.iter().cloned());
@@ -245,9 +245,9 @@ impl ServerBuilder {
                 })
                 .collect(),
         );
-        b = b.command("query-commands", move |_| {
-            let list = list.clone();
-            async move { Ok(Some(list)) }
+        b = b.command("query-commands", move |req| {
+            let result = no_arguments(&req).map(|()| Some(list.clone()));
+            async move { result }
         });
         let (events, _) = broadcast::channel(1024);
         Server {
@@ -266,6 +266,17 @@ impl ServerBuilder {
                 sessions: Mutex::new(0),
             }),
         }
+    }
+}
+
+/// QEMU's check for a command without arguments: the first extra one is
+/// named unexpected.
+fn no_arguments(req: &Request) -> Result<(), QmpFailure> {
+    match qmp_proto::qemu_json::first_unexpected(&req.arguments, &[]) {
+        Some(extra) => Err(QmpFailure::generic(format!(
+            "Parameter '{extra}' is unexpected"
+        ))),
+        None => Ok(()),
     }
 }
 

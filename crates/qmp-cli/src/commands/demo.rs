@@ -7,16 +7,19 @@ use qmp_proto::Address;
 use tokio::signal::unix::{signal, SignalKind};
 
 pub async fn run(a: &DemoArgs) -> Result<(), Failure> {
-    let address: Address = a
-        .listen
+    serve(qmp_server::demo::server(), &a.listen, "demo machine").await
+}
+
+/// Serves `server` on `listen` until a client quits it, Ctrl-C or SIGTERM.
+pub async fn serve(server: qmp_server::Server, listen: &str, what: &str) -> Result<(), Failure> {
+    let address: Address = listen
         .parse()
         .map_err(|e: qmp_proto::AddressError| Failure::Usage(e.to_string()))?;
-    let server = qmp_server::demo::server();
     let listener = server
         .bind(&address)
         .await
         .map_err(|e| Failure::Connection(format!("cannot listen on {address}: {e}")))?;
-    eprintln!("qmp: demo machine listening on {address}");
+    eprintln!("qmp: {what} listening on {address}");
     let mut term =
         signal(SignalKind::terminate()).map_err(|e| Failure::Connection(e.to_string()))?;
     let stopper = server.clone();

@@ -3,4 +3,5 @@
 pub mod demo;
 pub mod events;
 pub mod exec;
+pub mod mock;
 pub mod schema;

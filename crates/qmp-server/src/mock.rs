@@ -1,0 +1,177 @@
+//! A mock QEMU: any real QEMU's command set, from that QEMU's schema dump.
+//!
+//! Every command of the schema exists; its arguments are checked as that
+//! QEMU would check them ([`Schema`]); `query-version`, `query-commands`
+//! and `query-qmp-schema` are answered from the configuration; everything
+//! else from a replies file, or with an empty success.
+//!
+//! The replies file is a JSON array of rules, the first match winning:
+//!
+//! ```json
+//! [
+//!   {"command": "query-status", "return": {"status": "running", "running": true}},
+//!   {"command": "blockdev-del", "arguments": {"node-name": "busy"},
+//!    "error": {"class": "GenericError", "desc": "Node busy is in use"}},
+//!   {"command": "stop", "events": [{"event": "STOP"}]}
+//! ]
+//! ```
+//!
+//! A rule matches the command by name and, when it has `arguments`, every
+//! member given there must equal the request's (other members may differ).
+//! It answers with `return` (default `{}`) or `error` (`class` defaults to
+//! GenericError), and first sends its `events` (`event`, optional `data`),
+//! as QEMU sends an event before the reply of the command that caused it.
+
+use crate::schema::Schema;
+use crate::server::{Server, ServerBuilder};
+use crate::session::QmpFailure;
+use qmp_proto::qemu_json::{QDict, QObject};
+use std::sync::{Arc, OnceLock};
+
+/// One rule of the replies file.
+#[derive(Debug, Clone)]
+struct Rule {
+    command: String,
+    arguments: Option<QDict>,
+    outcome: Result<QObject, QmpFailure>,
+    events: Vec<(String, Option<QObject>)>,
+}
+
+/// The replies file.
+#[derive(Debug, Clone, Default)]
+pub struct Replies {
+    rules: Vec<Rule>,
+}
+
+impl Replies {
+    pub fn from_qobject(v: &QObject) -> Result<Replies, String> {
+        let QObject::List(items) = v else {
+            return Err("a replies file is a JSON array of rules".into());
+        };
+        let mut rules = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let d = item
+                .as_dict()
+                .ok_or_else(|| format!("rule {i} is not an object"))?;
+            let command = d
+                .get("command")
+                .and_then(QObject::as_str)
+                .ok_or_else(|| format!("rule {i} has no \"command\""))?
+                .to_owned();
+            let arguments = match d.get("arguments") {
+                None => None,
+                Some(QObject::Dict(a)) => Some(a.clone()),
+                Some(_) => return Err(format!("rule {i}: \"arguments\" must be an object")),
+            };
+            let outcome = match (d.get("return"), d.get("error")) {
+                (Some(_), Some(_)) => {
+                    return Err(format!("rule {i} has both \"return\" and \"error\""))
+                }
+                (_, Some(e)) => {
+                    let e = e
+                        .as_dict()
+                        .ok_or_else(|| format!("rule {i}: \"error\" must be an object"))?;
+                    Err(QmpFailure {
+                        class: e
+                            .get("class")
+                            .and_then(QObject::as_str)
+                            .unwrap_or("GenericError")
+                            .to_owned(),
+                        desc: e
+                            .get("desc")
+                            .and_then(QObject::as_str)
+                            .unwrap_or_default()
+                            .to_owned(),
+                    })
+                }
+                (Some(r), None) => Ok(r.clone()),
+                (None, None) => Ok(QObject::Dict(QDict::new())),
+            };
+            let mut events = Vec::new();
+            if let Some(QObject::List(list)) = d.get("events") {
+                for e in list {
+                    let name = e
+                        .as_dict()
+                        .and_then(|e| e.get("event"))
+                        .and_then(QObject::as_str)
+                        .ok_or_else(|| format!("rule {i}: each event needs an \"event\" name"))?;
+                    events.push((
+                        name.to_owned(),
+                        e.as_dict().and_then(|e| e.get("data")).cloned(),
+                    ));
+                }
+            }
+            rules.push(Rule {
+                command,
+                arguments,
+                outcome,
+                events,
+            });
+        }
+        Ok(Replies { rules })
+    }
+
+    fn find(&self, command: &str, args: &QDict) -> Option<&Rule> {
+        self.rules.iter().find(|r| {
+            r.command == command
+                && r.arguments
+                    .as_ref()
+                    .is_none_or(|want| want.iter().all(|(k, v)| args.get(k) == Some(v)))
+        })
+    }
+}
+
+/// Builds a mock QEMU from a schema dump.
+pub fn server(
+    schema_dump: QObject,
+    version: (u64, u64, u64, &str),
+    replies: Replies,
+) -> Result<Server, String> {
+    let schema = Arc::new(Schema::from_qobject(&schema_dump)?);
+    let replies = Arc::new(replies);
+    let slot: Arc<OnceLock<Server>> = Arc::default();
+    let mut b = ServerBuilder::new().version(version.0, version.1, version.2, version.3);
+    for command in schema.commands() {
+        if command == "qmp_capabilities" {
+            continue; // the session's own
+        }
+        let allow_oob = schema.allow_oob(command) == Some(true);
+        let (name, checker, replies, slot) = (
+            command.clone(),
+            schema.clone(),
+            replies.clone(),
+            slot.clone(),
+        );
+        let dump = schema_dump.clone();
+        let handler = move |req: crate::server::Request| {
+            let checked = checker.check_arguments(&name, &req.arguments);
+            let rule = replies.find(&name, &req.arguments).cloned();
+            let is_schema = name == "query-qmp-schema";
+            let dump = is_schema.then(|| dump.clone());
+            let server = slot.get().cloned();
+            async move {
+                checked?;
+                if let Some(dump) = dump {
+                    return Ok(Some(dump));
+                }
+                let Some(rule) = rule else {
+                    return Ok(None);
+                };
+                if let Some(server) = server {
+                    for (event, data) in rule.events {
+                        server.emit(&event, data);
+                    }
+                }
+                rule.outcome.map(Some)
+            }
+        };
+        b = if allow_oob {
+            b.oob_command(command, handler)
+        } else {
+            b.command(command, handler)
+        };
+    }
+    let server = b.build();
+    let _ = slot.set(server.clone());
+    Ok(server)
+}

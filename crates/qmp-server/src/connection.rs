@@ -114,10 +114,16 @@ fn start(inner: &Inner, call: Call, fds: &mut Vec<OwnedFd>) -> Running {
         fds: std::mem::take(fds),
         close_after_reply: close.clone(),
     };
-    let task = match inner.handler(&call.command) {
-        Some(handler) => tokio::spawn(handler(request)),
+    let task = match (
+        inner.check(&call.command, &call.arguments),
+        inner.handler(&call.command),
+    ) {
+        (Err(e), _) => tokio::spawn(async move { Err(e) }),
+        (Ok(()), Some(handler)) => tokio::spawn(handler(request)),
         // The session only hands out registered commands.
-        None => tokio::spawn(async { Err(QmpFailure::generic("internal error: no handler")) }),
+        (Ok(()), None) => {
+            tokio::spawn(async { Err(QmpFailure::generic("internal error: no handler")) })
+        }
     };
     Running { call, task, close }
 }

@@ -6,11 +6,14 @@
 //! * [`server`]: the tokio server around it: unix and TCP listeners,
 //!   sessions, command handlers, events, file descriptors, shutdown.
 //! * `connection`: one client connection, driving a session.
+//! * [`declare`]: declared argument and return types, and the
+//!   `query-qmp-schema` generated from them.
 //! * [`schema`]: arguments checked against a QEMU schema with QEMU's texts.
 //! * [`mock`]: a mock QEMU from a real QEMU's schema dump.
 //! * [`demo`]: a demo machine built on the server, the framework's showcase.
 
 mod connection;
+pub mod declare;
 pub mod demo;
 pub mod mock;
 pub mod schema;

@@ -13,6 +13,8 @@
 //! ```
 
 use crate::connection;
+use crate::declare::{schema_info, CommandDecl, Field, Ty};
+use crate::schema::Schema;
 use crate::session::{CommandSet, QmpFailure, SessionConfig};
 use qmp_proto::qemu_json::{QDict, QObject};
 use qmp_proto::Address;
@@ -78,7 +80,27 @@ pub(crate) struct Inner {
     one_at_a_time: bool,
     socket_mode: u32,
     sessions: Mutex<usize>,
+    throttle_period: std::time::Duration,
+    /// Argument checker for the commands that declared their types.
+    checker: Schema,
+    declared: std::collections::HashSet<String>,
+    /// Open rate-limit windows, by event name and key, with the event
+    /// waiting for the window's end.
+    throttled: Mutex<HashMap<(String, String), Option<EventMsg>>>,
 }
+
+/// The events QEMU rate-limits (rule E4).
+pub const QEMU_THROTTLED_EVENTS: &[&str] = &[
+    "RTC_CHANGE",
+    "BLOCK_IO_ERROR",
+    "WATCHDOG",
+    "BALLOON_CHANGE",
+    "QUORUM_REPORT_BAD",
+    "QUORUM_FAILURE",
+    "VSERPORT_CHANGE",
+    "MEMORY_DEVICE_SIZE_CHANGE",
+    "HV_BALLOON_STATUS_REPORT",
+];
 
 /// The command table a session sees.
 pub(crate) struct Registry(pub(crate) Arc<Inner>);
@@ -93,6 +115,47 @@ impl Inner {
     pub(crate) fn handler(&self, command: &str) -> Option<Handler> {
         self.commands.get(command).map(|c| c.handler.clone())
     }
+
+    /// Checks a declared command's arguments.
+    pub(crate) fn check(&self, command: &str, args: &QDict) -> Result<(), QmpFailure> {
+        if self.declared.contains(command) {
+            self.checker.check_arguments(command, args)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The built-in commands' types, as QEMU declares them.
+fn builtin_declarations() -> Vec<(&'static str, Vec<Field>, Option<Ty>)> {
+    let version = Ty::Object(vec![
+        Field::required(
+            "qemu",
+            Ty::Object(vec![
+                Field::required("major", Ty::Int),
+                Field::required("minor", Ty::Int),
+                Field::required("micro", Ty::Int),
+            ]),
+        ),
+        Field::required("package", Ty::Str),
+    ]);
+    vec![
+        (
+            "qmp_capabilities",
+            vec![Field::optional(
+                "enable",
+                Ty::list(Ty::enumeration(&["oob"])),
+            )],
+            None,
+        ),
+        ("query-version", vec![], Some(version)),
+        (
+            "query-commands",
+            vec![],
+            Some(Ty::list(Ty::Object(vec![Field::required("name", Ty::Str)]))),
+        ),
+        ("query-qmp-schema", vec![], Some(Ty::list(Ty::Any))),
+    ]
 }
 
 /// Builds a [`Server`].
@@ -104,6 +167,8 @@ pub struct ServerBuilder {
     socket_mode: u32,
     commands: HashMap<String, Command>,
     order: Vec<String>,
+    throttle_period: std::time::Duration,
+    declarations: HashMap<String, (Vec<Field>, Option<Ty>)>,
 }
 
 impl Default for ServerBuilder {
@@ -135,6 +200,8 @@ impl ServerBuilder {
             socket_mode: 0o600,
             commands: HashMap::new(),
             order: Vec::new(),
+            throttle_period: std::time::Duration::from_secs(1),
+            declarations: HashMap::new(),
         }
     }
 
@@ -166,6 +233,21 @@ impl ServerBuilder {
     /// Permissions of unix socket files (default 0600).
     pub fn socket_mode(mut self, mode: u32) -> Self {
         self.socket_mode = mode;
+        self
+    }
+
+    /// Declares a command's argument members and return type. Its
+    /// arguments are then checked, with QEMU's texts, before its handler
+    /// runs, and `query-qmp-schema` describes it. Undeclared commands are
+    /// listed there without arguments and are not checked.
+    pub fn declare(mut self, name: &str, args: Vec<Field>, returns: Option<Ty>) -> Self {
+        self.declarations.insert(name.to_owned(), (args, returns));
+        self
+    }
+
+    /// The window of [`Server::emit_throttled`] (QEMU's is one second).
+    pub fn event_throttle_period(mut self, period: std::time::Duration) -> Self {
+        self.throttle_period = period;
         self
     }
 
@@ -232,9 +314,15 @@ impl ServerBuilder {
             let result = no_arguments(&req).map(|()| Some(v.clone()));
             async move { result }
         });
+        // The embedder's own query-qmp-schema (the mock's) wins.
+        let own_schema = b.commands.contains_key("query-qmp-schema");
         let mut names = vec!["qmp_capabilities".to_owned()];
-        names.extend(b.order.iter().cloned());
-        names.push("query-commands".to_owned());
+        names.extend(b.order.iter().filter(|n| *n != "qmp_capabilities").cloned());
+        for builtin in ["query-commands", "query-qmp-schema"] {
+            if !names.iter().any(|n| n == builtin) {
+                names.push(builtin.to_owned());
+            }
+        }
         let list = QObject::List(
             names
                 .iter()
@@ -249,6 +337,36 @@ impl ServerBuilder {
             let result = no_arguments(&req).map(|()| Some(list.clone()));
             async move { result }
         });
+        // Declarations: the built-ins', then the embedder's, in command order.
+        for (name, args, returns) in builtin_declarations() {
+            b.declarations
+                .entry(name.to_owned())
+                .or_insert((args, returns));
+        }
+        let decl = |name: &String| {
+            let (args, returns) = b.declarations.get(name).cloned().unwrap_or_default();
+            CommandDecl {
+                name: name.clone(),
+                args,
+                returns,
+                allow_oob: b.commands.get(name).is_some_and(|c| c.allow_oob),
+            }
+        };
+        let all: Vec<CommandDecl> = names.iter().map(decl).collect();
+        let declared: Vec<CommandDecl> = names
+            .iter()
+            .filter(|n| b.declarations.contains_key(*n))
+            .map(decl)
+            .collect();
+        let published = schema_info(&all, false);
+        let checker = Schema::from_qobject(&schema_info(&declared, true))
+            .expect("generated schemas are well-formed");
+        if !own_schema {
+            b = b.command("query-qmp-schema", move |req| {
+                let result = no_arguments(&req).map(|()| Some(published.clone()));
+                async move { result }
+            });
+        }
         let (events, _) = broadcast::channel(1024);
         Server {
             inner: Arc::new(Inner {
@@ -264,6 +382,10 @@ impl ServerBuilder {
                 one_at_a_time: b.one_at_a_time,
                 socket_mode: b.socket_mode,
                 sessions: Mutex::new(0),
+                throttle_period: b.throttle_period,
+                throttled: Mutex::new(HashMap::new()),
+                declared: b.declarations.keys().cloned().collect(),
+                checker,
             }),
         }
     }
@@ -402,20 +524,64 @@ impl Server {
     /// Sends an event to every negotiated session, stamped with the wall
     /// clock now (rules E1–E3).
     pub fn emit(&self, name: &str, data: Option<QObject>) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let _ = self.inner.events.send(EventMsg {
-            name: name.to_owned(),
-            data,
-            seconds: now.as_secs() as i64,
-            microseconds: now.subsec_micros() as i64,
+        let _ = self.inner.events.send(stamp(name, data));
+    }
+
+    /// Sends an event rate-limited as QEMU limits the events in
+    /// [`QEMU_THROTTLED_EVENTS`] (rule E4), per `name` and `key` (QEMU keys
+    /// some events by a data member, such as a device id): the first at
+    /// once; later ones within the window replace each other, and the last
+    /// is sent when the window ends, with its own timestamp, opening a new
+    /// window. Must be called within a tokio runtime.
+    pub fn emit_throttled(&self, name: &str, key: &str, data: Option<QObject>) {
+        let event = stamp(name, data);
+        let id = (name.to_owned(), key.to_owned());
+        {
+            let mut open = self
+                .inner
+                .throttled
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(waiting) = open.get_mut(&id) {
+                *waiting = Some(event);
+                return;
+            }
+            open.insert(id.clone(), None);
+        }
+        let _ = self.inner.events.send(event);
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(inner.throttle_period).await;
+                let mut open = inner.throttled.lock().unwrap_or_else(|e| e.into_inner());
+                match open.get_mut(&id).and_then(Option::take) {
+                    Some(last) => {
+                        let _ = inner.events.send(last);
+                    }
+                    None => {
+                        open.remove(&id);
+                        return;
+                    }
+                }
+            }
         });
     }
 
     /// Stops accepting; sessions answer what they have read, then close.
     pub fn shutdown(&self) {
         self.inner.shutdown.send_replace(true);
+    }
+}
+
+fn stamp(name: &str, data: Option<QObject>) -> EventMsg {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    EventMsg {
+        name: name.to_owned(),
+        data,
+        seconds: now.as_secs() as i64,
+        microseconds: now.subsec_micros() as i64,
     }
 }
 

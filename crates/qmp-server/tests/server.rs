@@ -293,3 +293,193 @@ async fn shutdown_answers_what_was_read_then_closes() {
         .unwrap();
     assert!(!r.path.exists(), "socket file removed");
 }
+
+#[tokio::test]
+async fn tcp_listener_and_typed_handlers() {
+    #[derive(serde::Deserialize)]
+    struct AddArgs {
+        a: i64,
+        b: i64,
+    }
+    #[derive(serde::Serialize)]
+    struct Sum {
+        sum: i64,
+    }
+    let server = Server::builder()
+        .typed("add", |args: AddArgs| async move {
+            Ok(Sum {
+                sum: args.a + args.b,
+            })
+        })
+        .build();
+    let listener = server.bind(&"127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let port = listener.port().unwrap();
+    let s = server.clone();
+    tokio::spawn(async move { s.serve(listener).await });
+    let client = Client::connect(&format!("127.0.0.1:{port}")).await.unwrap();
+    assert_eq!(
+        client
+            .execute("add", json!({"a": 2, "b": 40}))
+            .await
+            .unwrap(),
+        json!({"sum": 42})
+    );
+    let err = client.execute("add", json!({"a": 2})).await.unwrap_err();
+    assert_eq!(err.qmp().unwrap().class, "GenericError");
+    assert!(
+        err.qmp().unwrap().desc.contains("missing field `b`"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn throttled_events_first_at_once_then_the_last_per_window() {
+    let period = Duration::from_millis(300);
+    let r = start(Server::builder().event_throttle_period(period).build()).await;
+    let client = Client::connect(&r.address()).await.unwrap();
+    let mut events = client.events(EventFilter::name("RTC_CHANGE"));
+    let offset = |n: i64| {
+        let mut d = QDict::new();
+        d.insert("offset", QObject::Int(n));
+        Some(QObject::Dict(d))
+    };
+    for n in 1..=5 {
+        r.server.emit_throttled("RTC_CHANGE", "", offset(n));
+    }
+    // another key has its own window
+    r.server.emit_throttled("RTC_CHANGE", "other", offset(100));
+    let first = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.data, Some(json!({"offset": 1})));
+    let other = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(other.data, Some(json!({"offset": 100})));
+    assert!(events.try_next().is_none(), "2 to 4 are held back");
+    // at the window's end the last one comes, with its own (earlier) time
+    let last = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(last.data, Some(json!({"offset": 5})));
+    assert!(
+        last.timestamp.microseconds + last.timestamp.seconds * 1_000_000
+            - (first.timestamp.seconds * 1_000_000 + first.timestamp.microseconds)
+            < 250_000
+    );
+    // a quiet window closes; the next event goes out at once
+    tokio::time::sleep(period * 3).await;
+    assert!(events.try_next().is_none());
+    r.server.emit_throttled("RTC_CHANGE", "", offset(6));
+    let again = tokio::time::timeout(Duration::from_millis(200), events.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.data, Some(json!({"offset": 6})));
+}
+
+#[tokio::test]
+async fn declared_commands_are_checked_and_described_like_qemu() {
+    use qmp_server::declare::{Field, Ty};
+    let server = Server::builder()
+        .command("set-level", |_| async { Ok(None) })
+        .declare(
+            "set-level",
+            vec![
+                Field::required("level", Ty::Uint8),
+                Field::optional("mode", Ty::enumeration(&["fast", "slow"])),
+                Field::optional("tags", Ty::list(Ty::Str)),
+                Field::optional("limits", Ty::Object(vec![Field::required("max", Ty::Int)])),
+            ],
+            None,
+        )
+        .build();
+    let r = start(server).await;
+    let client = Client::connect(&r.address()).await.unwrap();
+    let run = |args: Value| {
+        let c = client.clone();
+        async move {
+            c.execute("set-level", args)
+                .await
+                .map_err(|e| e.qmp().unwrap().desc.clone())
+        }
+    };
+    assert_eq!(
+        run(json!({"level": 3, "mode": "fast", "tags": ["a"], "limits": {"max": 1}})).await,
+        Ok(json!({}))
+    );
+    assert_eq!(
+        run(json!({})).await,
+        Err("Parameter 'level' is missing".into())
+    );
+    assert_eq!(
+        run(json!({"level": 300})).await,
+        Err("Parameter 'level' expects uint8".into())
+    );
+    assert_eq!(
+        run(json!({"level": "x"})).await,
+        Err("Parameter 'level' expects uint64".into())
+    );
+    assert_eq!(
+        run(json!({"level": 1, "mode": "odd"})).await,
+        Err("Parameter 'mode' does not accept value 'odd'".into())
+    );
+    assert_eq!(
+        run(json!({"level": 1, "tags": [1]})).await,
+        Err("Invalid parameter type for 'tags[0]', expected: string".into())
+    );
+    assert_eq!(
+        run(json!({"level": 1, "limits": {"max": 1.5}})).await,
+        Err("Invalid parameter type for 'limits.max', expected: integer".into())
+    );
+    assert_eq!(
+        run(json!({"level": 1, "limits": {"max": 1, "x": 0}})).await,
+        Err("Parameter 'limits.x' is unexpected".into())
+    );
+    assert_eq!(
+        run(json!({"level": 1, "extra": 0})).await,
+        Err("Parameter 'extra' is unexpected".into())
+    );
+
+    // the generated schema, in QEMU's format, and usable as a mock's
+    let schema = client
+        .execute("query-qmp-schema", Value::Null)
+        .await
+        .unwrap();
+    let entries = schema.as_array().unwrap();
+    let find = |name: &str| entries.iter().find(|e| e["name"] == name).cloned().unwrap();
+    let cmd = find("set-level");
+    assert_eq!(cmd["meta-type"], "command");
+    let args = find(cmd["arg-type"].as_str().unwrap());
+    assert!(
+        args["name"].as_str().unwrap().parse::<u32>().is_ok(),
+        "masked name"
+    );
+    assert_eq!(
+        args["members"][0],
+        json!({"name": "level", "type": "int"}),
+        "integer types fold into int"
+    );
+    assert_eq!(args["members"][1]["default"], Value::Null);
+    let tags_type = args["members"][2]["type"].as_str().unwrap();
+    assert_eq!(tags_type, "[str]");
+    assert_eq!(find(tags_type)["element-type"], "str");
+    for builtin in [
+        "qmp_capabilities",
+        "query-version",
+        "query-commands",
+        "query-qmp-schema",
+    ] {
+        assert_eq!(find(builtin)["meta-type"], "command");
+    }
+    assert_eq!(find("int")["json-type"], "int");
+    let loaded = qmp_server::schema::Schema::from_qobject(&QObject::from(&schema)).unwrap();
+    assert!(loaded.commands().iter().any(|c| c == "set-level"));
+}

@@ -65,8 +65,13 @@ pub struct MockArgs {
     /// Where to listen: /path, unix:/path or host:port
     #[arg(long, value_name = "ADDR")]
     pub listen: String,
-    /// The QEMU version to claim
-    #[arg(long = "qemu-version", value_name = "X.Y.Z", default_value = "10.0.0")]
+    /// The QEMU version to claim (in the greeting and query-version)
+    #[arg(
+        long = "version",
+        alias = "qemu-version",
+        value_name = "X.Y.Z",
+        default_value = "10.0.0"
+    )]
     pub qemu_version: String,
     /// Rules for replies (see the README); default: `{}` for everything
     #[arg(long, value_name = "FILE")]

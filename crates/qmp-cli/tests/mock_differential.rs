@@ -22,11 +22,10 @@ struct Peer {
 }
 
 impl Peer {
-    fn connect(path: &std::path::Path) -> Peer {
+    /// `quiet`: the longest QEMU may take to say anything.
+    fn connect(path: &std::path::Path, quiet: Duration) -> Peer {
         let stream = UnixStream::connect(path).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
+        stream.set_read_timeout(Some(quiet)).unwrap();
         Peer {
             stream,
             decoder: Decoder::new(),
@@ -99,8 +98,17 @@ fn phases() -> Vec<Vec<u8>> {
     p
 }
 
-#[test]
-fn mock_answers_byte_identically_to_the_daemon_it_was_dumped_from() {
+/// A daemon, and `qmp mock` loaded with that daemon's own schema (dumped
+/// with `qmp schema`, as a user would) and version.
+struct Pair {
+    qsd: Qemu,
+    _mock: Mock,
+    mock_sock: std::path::PathBuf,
+    /// The daemon's version package, which the mock does not claim.
+    package: String,
+}
+
+fn start_pair() -> Pair {
     let args = vec![
         "--chardev".into(),
         "socket,path={dir}/qsd.sock,server=on,wait=off,id=m".into(),
@@ -120,7 +128,6 @@ fn mock_answers_byte_identically_to_the_daemon_it_was_dumped_from() {
     }
     std::thread::sleep(Duration::from_millis(50));
     let qmp = env!("CARGO_BIN_EXE_qmp");
-    // dump the schema with `qmp schema`, as a user would
     let schema_file = qsd.dir().join("schema.json");
     let out = Command::new(qmp)
         .args(["-s", &dump_sock.display().to_string(), "schema"])
@@ -135,7 +142,6 @@ fn mock_answers_byte_identically_to_the_daemon_it_was_dumped_from() {
     let version: serde_json::Value = serde_json::from_slice(&version.stdout).unwrap();
     let q = &version["qemu"];
     let version_arg = format!("{}.{}.{}", q["major"], q["minor"], q["micro"]);
-
     let mock_sock = qsd.dir().join("mock.sock");
     let mock = Mock(
         Command::new(qmp)
@@ -145,7 +151,7 @@ fn mock_answers_byte_identically_to_the_daemon_it_was_dumped_from() {
                 &schema_file.display().to_string(),
                 "--listen",
                 &mock_sock.display().to_string(),
-                "--qemu-version",
+                "--version",
                 &version_arg,
             ])
             .stderr(Stdio::null())
@@ -157,28 +163,52 @@ fn mock_answers_byte_identically_to_the_daemon_it_was_dumped_from() {
         assert!(Instant::now() < deadline, "mock never listened");
         std::thread::sleep(Duration::from_millis(5));
     }
+    Pair {
+        qsd,
+        _mock: mock,
+        mock_sock,
+        package: version["package"].as_str().unwrap().to_owned(),
+    }
+}
 
-    let mut real = Peer::connect(&qsd.socket);
-    let mut ours = Peer::connect(&mock_sock);
+/// Writes `input` (from another thread, so a peer that answers while
+/// reading never blocks us) and reads up to the `marker` reply.
+fn exchange(peer: &mut Peer, input: &[u8], marker: &str) -> Vec<String> {
+    let mut writer = peer.stream.try_clone().unwrap();
+    let input = input.to_vec();
+    let feeder = std::thread::spawn(move || writer.write_all(&input).unwrap());
+    let frames = peer.read_until(marker);
+    feeder.join().unwrap();
+    frames
+}
+
+/// Sends each phase to both, plus a marker request, and compares all
+/// frames up to the marker's reply. The two sides run at once.
+fn compare(pair: &Pair, phases: Vec<Vec<u8>>, quiet: Duration) {
+    let mut real = Peer::connect(&pair.qsd.socket, quiet);
+    let mut ours = Peer::connect(&pair.mock_sock, quiet);
     let greeting_real = real.read_until("\"QMP\"");
     let greeting_ours = ours.read_until("\"QMP\"");
-    let package = version["package"].as_str().unwrap();
     assert_eq!(
-        greeting_real[0].replace(package, ""),
+        greeting_real[0].replace(&pair.package, ""),
         greeting_ours[0],
         "greeting, package aside"
     );
-    for (n, phase) in phases().iter().enumerate() {
+    for (n, phase) in phases.iter().enumerate() {
         let marker = format!("phase-{n}-done");
         let mut bytes = phase.clone();
         bytes.extend_from_slice(
             format!("\n{{\"execute\": \"query-version\", \"id\": \"{marker}\"}}\n").as_bytes(),
         );
-        real.stream.write_all(&bytes).unwrap();
-        ours.stream.write_all(&bytes).unwrap();
-        let a = real.read_until(&marker);
-        let b = ours.read_until(&marker);
-        let a: Vec<String> = a.into_iter().map(|f| f.replace(package, "")).collect();
+        let (a, b) = std::thread::scope(|scope| {
+            let a = scope.spawn(|| exchange(&mut real, &bytes, &marker));
+            let b = exchange(&mut ours, &bytes, &marker);
+            (a.join().unwrap(), b)
+        });
+        let a: Vec<String> = a
+            .into_iter()
+            .map(|f| f.replace(&pair.package, ""))
+            .collect();
         assert_eq!(
             a,
             b,
@@ -186,5 +216,27 @@ fn mock_answers_byte_identically_to_the_daemon_it_was_dumped_from() {
             String::from_utf8_lossy(&phase[..phase.len().min(200)])
         );
     }
-    drop(mock);
+}
+
+#[test]
+fn mock_answers_byte_identically_to_the_daemon_it_was_dumped_from() {
+    let pair = start_pair();
+    compare(&pair, phases(), Duration::from_secs(30));
+}
+
+/// J7's other two limits. QEMU reads one byte per syscall (about 4 s per
+/// MiB here), so this takes about five minutes.
+#[test]
+fn token_count_and_token_size_limits_match_qemu() {
+    let pair = start_pair();
+    let mut count = b"{'execute': 'qmp_capabilities'}[".to_vec();
+    for _ in 0..(1 << 20) {
+        count.extend_from_slice(b"1,");
+    }
+    // one string token one byte over 64 MiB: cut off exactly at the limit,
+    // after which the input resumes cleanly at the next line
+    let mut size = b"\"".to_vec();
+    size.extend(std::iter::repeat_n(b'a', 64 << 20));
+    // QEMU answers only once it has read a whole phase
+    compare(&pair, vec![count, size], Duration::from_secs(1200));
 }

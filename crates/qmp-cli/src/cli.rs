@@ -55,6 +55,37 @@ pub enum Command {
     Demo(DemoArgs),
     /// Serve a mock QEMU with the command set of a schema dump
     Mock(MockArgs),
+    /// The QOM tools: list, get, set, tree
+    #[command(subcommand)]
+    Qom(QomCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QomCommand {
+    /// List an object's properties: `name/` for children, `@name/` for links
+    List {
+        /// The object's path
+        #[arg(default_value = "/")]
+        path: String,
+    },
+    /// Print a property's value (PATH.PROPERTY, split at the last dot)
+    Get {
+        #[arg(value_name = "PATH.PROPERTY")]
+        target: String,
+    },
+    /// Set a property (VALUE is JSON when it parses, else a string)
+    Set {
+        #[arg(value_name = "PATH.PROPERTY")]
+        target: String,
+        #[arg(allow_hyphen_values = true)]
+        value: String,
+    },
+    /// Print objects and their property values, recursively
+    Tree {
+        /// Where to start
+        #[arg(default_value = "/")]
+        path: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -107,7 +138,7 @@ pub struct EventsArgs {
     pub count: Option<u64>,
 }
 
-const SUBCOMMANDS: &[&str] = &["exec", "events", "schema", "demo", "mock", "help"];
+const SUBCOMMANDS: &[&str] = &["exec", "events", "schema", "demo", "mock", "qom", "help"];
 /// Options that take a value, so that value is not mistaken for the command.
 const VALUE_OPTIONS: &[&str] = &[
     "-s",

@@ -4,4 +4,5 @@ pub mod demo;
 pub mod events;
 pub mod exec;
 pub mod mock;
+pub mod qom;
 pub mod schema;

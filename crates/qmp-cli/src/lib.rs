@@ -1,10 +1,14 @@
-//! `qmp`: one-shot QMP from the shell.
+//! `qmp`: one-shot QMP from the shell, and the classic QOM tools.
+//!
+//! Everything runs through [`main_with`]; the binaries (`qmp`, `qom-list`,
+//! `qom-get`, `qom-set`, `qom-tree`) differ only in the words they put in
+//! front of the user's arguments.
 //!
 //! Exit status: 0 on success, 1 when QEMU answered with an error (printed
 //! as `error: <class>: <desc>`), 2 when the connection or the protocol
 //! failed or the command line was wrong (one line on stderr).
 
-mod cli;
+pub mod cli;
 mod commands;
 mod output;
 
@@ -54,14 +58,25 @@ impl From<qmp_client::Error> for Failure {
     }
 }
 
-fn main() -> ExitCode {
+/// Runs the command line `argv` (program name first).
+pub fn main_with(argv: Vec<std::ffi::OsString>) -> ExitCode {
+    // A closed pipe (`qom-tree | head`) ends the tool quietly, as with any
+    // Unix tool, instead of failing a write; Rust ignores SIGPIPE otherwise.
+    // SAFETY: setting a signal's disposition to its default, before any
+    // thread exists.
+    let _ = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        )
+    };
     if std::env::var_os("QMP_LOG").is_some() {
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_env("QMP_LOG"))
             .with_writer(std::io::stderr)
             .init();
     }
-    let argv = cli::rewrite_shortcut(std::env::args_os().collect());
+    let argv = cli::rewrite_shortcut(argv);
     let matches = Cli::command().get_matches_from(argv);
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
@@ -96,6 +111,7 @@ fn main() -> ExitCode {
             Command::Schema => commands::schema::run(&session).await,
             Command::Demo(a) => commands::demo::run(a).await,
             Command::Mock(a) => commands::mock::run(a).await,
+            Command::Qom(q) => commands::qom::run(&session, q).await,
         }
     });
     match result {
@@ -113,4 +129,13 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The arguments of a classic tool such as `qom-list`: `qmp qom list`
+/// followed by what the user typed.
+pub fn classic(words: &[&str]) -> Vec<std::ffi::OsString> {
+    let mut argv: Vec<std::ffi::OsString> = vec!["qmp".into()];
+    argv.extend(words.iter().map(Into::into));
+    argv.extend(std::env::args_os().skip(1));
+    argv
 }

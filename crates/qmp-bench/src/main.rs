@@ -30,6 +30,9 @@ struct Opts {
     /// The qmp binary for the one-shot figure
     #[arg(long, default_value = "target/release/qmp")]
     qmp_binary: String,
+    /// Only the QOM tools' figures
+    #[arg(long)]
+    qom_only: bool,
 }
 
 /// CPU time of the whole process (user + system).
@@ -222,12 +225,17 @@ fn instant_run(rt: &tokio::runtime::Runtime, n: usize, in_flight: usize, oob: bo
 }
 
 /// Runs the one-shot command once; wall time and the child's peak RSS.
-/// The child is reaped with wait4 (for its rusage), not `Child::wait`.
-#[allow(clippy::zombie_processes)]
 fn oneshot(binary: &str, address: &str) -> (Duration, u64) {
+    run_measured(binary, &["-s", address, "qom-list", "path=/"])
+}
+
+/// Runs a program once; wall time and the child's peak RSS. The child is
+/// reaped with wait4 (for its rusage), not `Child::wait`.
+#[allow(clippy::zombie_processes)]
+fn run_measured(binary: &str, args: &[&str]) -> (Duration, u64) {
     let t0 = Instant::now();
     let child = Command::new(binary)
-        .args(["-s", address, "qom-list", "path=/"])
+        .args(args)
         .stdout(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| {
@@ -239,12 +247,166 @@ fn oneshot(binary: &str, address: &str) -> (Duration, u64) {
     let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut ru) };
     let wall = t0.elapsed();
     assert_eq!(pid, child.id() as i32);
-    assert_eq!(status, 0, "qmp qom-list failed");
+    assert_eq!(status, 0, "{binary} {args:?} failed");
     (wall, ru.ru_maxrss as u64)
+}
+
+/// The whole QOM tree one call at a time, as QEMU's Python `qom tree`
+/// walks it; returns the number of properties read.
+async fn tree_one_at_a_time(client: &Client, path: &str) -> usize {
+    let list = client
+        .execute("qom-list", serde_json::json!({"path": path}))
+        .await
+        .unwrap();
+    let mut count = 0;
+    let mut children = Vec::new();
+    for p in list.as_array().unwrap() {
+        let (name, kind) = (p["name"].as_str().unwrap(), p["type"].as_str().unwrap());
+        if kind.starts_with("child<") {
+            children.push(format!("{}/{name}", path.trim_end_matches('/')));
+        } else {
+            let _ = client
+                .execute(
+                    "qom-get",
+                    serde_json::json!({"path": path, "property": name}),
+                )
+                .await;
+            count += 1;
+        }
+    }
+    for c in children {
+        count += Box::pin(tree_one_at_a_time(client, &c)).await;
+    }
+    count
+}
+
+const PYTHON_QOM_LIST: &str = "
+import asyncio, sys
+from qemu.qmp import QMPClient
+async def main():
+    q = QMPClient('bench')
+    await q.connect(sys.argv[1])
+    for p in await q.execute('qom-list', {'path': sys.argv[2]}):
+        print(p['name'])
+    await q.disconnect()
+asyncio.run(main())
+";
+
+const PYTHON_QOM_GET: &str = "
+import asyncio, sys
+from qemu.qmp import QMPClient
+async def main():
+    q = QMPClient('bench')
+    await q.connect(sys.argv[1])
+    path, prop = sys.argv[2].rsplit('.', 1)
+    print(await q.execute('qom-get', {'path': path, 'property': prop}))
+    await q.disconnect()
+asyncio.run(main())
+";
+
+fn qom_figures(o: &Opts) {
+    let dir = std::path::Path::new(&o.qmp_binary)
+        .parent()
+        .unwrap()
+        .to_owned();
+    let bin = |name: &str| dir.join(name).display().to_string();
+    let vm = Qemu::system();
+    let address = vm.address();
+    let rt = current_thread();
+    // the tree: our qom-tree (pipelined) beside one call at a time
+    let rounds = o.rounds.min(7);
+    let mut ours = Vec::new();
+    let mut sequential = Vec::new();
+    let mut props = 0;
+    for _ in 0..rounds {
+        let (w, _) = run_measured(&bin("qom-tree"), &["-s", &address, "/"]);
+        ours.push(w.as_secs_f64() * 1e3);
+        let t0 = Instant::now();
+        props = rt.block_on(async {
+            let c = Client::connect(&address).await.unwrap();
+            let n = tree_one_at_a_time(&c, "/").await;
+            c.close().await;
+            n
+        });
+        sequential.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    let (ours, sequential) = (median(ours), median(sequential));
+    println!("\nqom-tree of a qemu-system-x86_64 -M pc machine ({props} properties read), {rounds} rounds:");
+    println!("| mode | median wall ms | vs one at a time |");
+    println!("|---|---:|---:|");
+    println!(
+        "| qom-tree (values fetched concurrently, pipelined) | {ours:.1} | {:.1}× faster |",
+        sequential / ours
+    );
+    println!(
+        "| one qom-get at a time (how QEMU's Python qom tree works) | {sequential:.1} | 1.0× |"
+    );
+    // one-shot tools beside Python qemu.qmp, same daemon, same run
+    let qsd = Qemu::storage_daemon();
+    let qaddr = qsd.address();
+    let cases: [(&str, String, Vec<String>); 4] = [
+        (
+            "qom-list /",
+            bin("qom-list"),
+            vec!["-s".into(), qaddr.clone(), "/".into()],
+        ),
+        (
+            "Python qemu.qmp qom-list /",
+            "python3".into(),
+            vec![
+                "-c".into(),
+                PYTHON_QOM_LIST.into(),
+                qaddr.clone(),
+                "/".into(),
+            ],
+        ),
+        (
+            "qom-get /chardevs.type",
+            bin("qom-get"),
+            vec!["-s".into(), qaddr.clone(), "/chardevs.type".into()],
+        ),
+        (
+            "Python qemu.qmp qom-get /chardevs.type",
+            "python3".into(),
+            vec![
+                "-c".into(),
+                PYTHON_QOM_GET.into(),
+                qaddr.clone(),
+                "/chardevs.type".into(),
+            ],
+        ),
+    ];
+    println!(
+        "\nOne-shot tools against qemu-storage-daemon, {} runs each, interleaved:",
+        o.oneshot_runs
+    );
+    println!("| command | median wall ms | max peak RSS MiB |");
+    println!("|---|---:|---:|");
+    let mut walls: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    let mut rss = vec![0u64; cases.len()];
+    for _ in 0..o.oneshot_runs {
+        for (i, (_, program, args)) in cases.iter().enumerate() {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (w, r) = run_measured(program, &args);
+            walls[i].push(w.as_secs_f64() * 1e3);
+            rss[i] = rss[i].max(r);
+        }
+    }
+    for (i, (name, _, _)) in cases.iter().enumerate() {
+        println!(
+            "| {name} | {:.1} | {:.1} |",
+            median(walls[i].clone()),
+            rss[i] as f64 / 1024.0
+        );
+    }
 }
 
 fn main() {
     let o = Opts::parse();
+    if o.qom_only {
+        qom_figures(&o);
+        return;
+    }
     let qsd = Qemu::storage_daemon();
     let version = {
         let rt = current_thread();
@@ -333,4 +495,5 @@ fn main() {
     } else {
         println!("\n(one-shot figure skipped: {} not built)", o.qmp_binary);
     }
+    qom_figures(&o);
 }

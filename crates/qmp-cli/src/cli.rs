@@ -58,6 +58,15 @@ pub enum Command {
     /// The QOM tools: list, get, set, tree
     #[command(subcommand)]
     Qom(QomCommand),
+    /// A VM's name, uuid, version, status, KVM, CPUs, memory and block devices
+    Info(InfoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Print JSON instead of aligned text
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,7 +147,9 @@ pub struct EventsArgs {
     pub count: Option<u64>,
 }
 
-const SUBCOMMANDS: &[&str] = &["exec", "events", "schema", "demo", "mock", "qom", "help"];
+const SUBCOMMANDS: &[&str] = &[
+    "exec", "events", "schema", "demo", "mock", "qom", "info", "help",
+];
 /// Options that take a value, so that value is not mistaken for the command.
 const VALUE_OPTIONS: &[&str] = &[
     "-s",

@@ -112,6 +112,7 @@ pub fn main_with(argv: Vec<std::ffi::OsString>) -> ExitCode {
             Command::Demo(a) => commands::demo::run(a).await,
             Command::Mock(a) => commands::mock::run(a).await,
             Command::Qom(q) => commands::qom::run(&session, q).await,
+            Command::Info(a) => commands::info::run(&session, a).await,
         }
     });
     match result {

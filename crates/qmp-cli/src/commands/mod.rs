@@ -3,6 +3,7 @@
 pub mod demo;
 pub mod events;
 pub mod exec;
+pub mod info;
 pub mod mock;
 pub mod qom;
 pub mod schema;

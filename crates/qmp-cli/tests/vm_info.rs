@@ -1,0 +1,100 @@
+//! `vm-info` / `qmp info` against qemu-system-x86_64, qemu-storage-daemon
+//! and the demo machine: each line only when the server has its command.
+
+use qmp_testkit::Qemu;
+use serde_json::{json, Value};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn vm_info(address: &str, json_output: bool) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vm-info"));
+    cmd.args(["-s", address]);
+    if json_output {
+        cmd.args(["--json", "--compact"]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn a_full_vm() {
+    let vm = Qemu::system_with(&[
+        "-name",
+        "testvm",
+        "-uuid",
+        "12345678-1234-1234-1234-123456789abc",
+    ]);
+    let text = vm_info(&vm.address(), false);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "name     testvm");
+    assert_eq!(lines[1], "uuid     12345678-1234-1234-1234-123456789abc");
+    assert!(
+        lines[2].starts_with("version  7.") || lines[2].starts_with("version  1"),
+        "{}",
+        lines[2]
+    );
+    assert_eq!(lines[3], "status   prelaunch");
+    assert!(lines[4].starts_with("kvm      disabled") || lines[4] == "kvm      enabled");
+    assert_eq!(
+        &lines[5..],
+        ["cpus     1", "memory   128 MiB", "block    none"]
+    );
+    let j: Value = serde_json::from_str(&vm_info(&vm.address(), true)).unwrap();
+    assert_eq!(j["name"], "testvm");
+    assert_eq!(j["status"], "prelaunch");
+    assert_eq!(j["cpus"], 1);
+    assert_eq!(j["memory"], json!({"base-mib": 128}));
+}
+
+#[test]
+fn a_storage_daemon_shows_what_it_has() {
+    let qsd = Qemu::storage_daemon();
+    let client = qmp_client::blocking::Client::connect(&qsd.address()).unwrap();
+    client
+        .execute(
+            "blockdev-add",
+            json!({"driver": "null-co", "node-name": "n0"}),
+        )
+        .unwrap();
+    client.close();
+    let text = vm_info(&qsd.address(), false);
+    let keys: Vec<&str> = text
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(keys, ["version", "block"], "{text}");
+    assert!(text.contains("block    n0 (null-co)"), "{text}");
+}
+
+#[test]
+fn the_demo_machine() {
+    let dir = qmp_testkit::test_dir();
+    let sock = dir.path().join("demo.sock");
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_qmp"))
+        .args(["demo", "--listen", &sock.display().to_string()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !qmp_testkit::unix_listening(&sock) {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let text = vm_info(&sock.display().to_string(), false);
+    let _ = demo.kill();
+    let _ = demo.wait();
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        [
+            "name     demo",
+            &format!("uuid     {}", qmp_server::demo::DEMO_UUID),
+            "version  10.0.0 (qmp-rs demo)",
+            "status   prelaunch",
+        ]
+    );
+}

@@ -60,6 +60,36 @@ pub enum Command {
     Qom(QomCommand),
     /// A VM's name, uuid, version, status, KVM, CPUs, memory and block devices
     Info(InfoArgs),
+    /// An interactive QMP shell
+    Shell(ShellArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// Monitor address (or -s ADDR, or $QMP_SOCKET)
+    #[arg(value_name = "ADDR")]
+    pub address: Option<String>,
+    /// Pretty-print replies and events
+    #[arg(short = 'p')]
+    pub pretty: bool,
+    /// Show each request before it is sent
+    #[arg(short = 'v')]
+    pub verbose: bool,
+    /// HMP mode: lines go through human-monitor-command
+    #[arg(short = 'H')]
+    pub hmp: bool,
+    /// Do not negotiate capabilities (for the guest agent, or to try it by hand)
+    #[arg(short = 'N')]
+    pub no_negotiate: bool,
+    /// Append each request and its reply to LOGFILE as JSON lines
+    #[arg(short = 'l', value_name = "LOGFILE")]
+    pub log: Option<String>,
+    /// A shell on the built-in demo machine
+    #[arg(long, conflicts_with_all = ["address", "launch"])]
+    pub demo: bool,
+    /// Start QEMU with these arguments and a private QMP socket: --launch -- qemu-system-x86_64 ...
+    #[arg(long, num_args = 1.., allow_hyphen_values = true, value_name = "QEMU ARGS")]
+    pub launch: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -148,7 +178,7 @@ pub struct EventsArgs {
 }
 
 const SUBCOMMANDS: &[&str] = &[
-    "exec", "events", "schema", "demo", "mock", "qom", "info", "help",
+    "exec", "events", "schema", "demo", "mock", "qom", "info", "shell", "help",
 ];
 /// Options that take a value, so that value is not mistaken for the command.
 const VALUE_OPTIONS: &[&str] = &[
@@ -159,6 +189,11 @@ const VALUE_OPTIONS: &[&str] = &[
     "--name",
     "--count",
     "--listen",
+    "--schema",
+    "--version",
+    "--qemu-version",
+    "--replies",
+    "-l",
 ];
 
 /// Inserts `exec` before the first positional word when it is not one of

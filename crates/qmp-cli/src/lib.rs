@@ -29,6 +29,11 @@ pub struct Session {
 }
 
 impl Session {
+    /// The address from -s or $QMP_SOCKET, if any.
+    pub fn address(&self) -> Option<&str> {
+        self.address.as_deref()
+    }
+
     pub async fn connect(&self) -> Result<Client, Failure> {
         let address = self.address.as_deref().ok_or_else(|| {
             Failure::Usage("no QMP address: pass -s ADDR or set QMP_SOCKET".into())
@@ -44,6 +49,8 @@ impl Session {
 
 /// Why the command failed, which decides the exit status.
 pub enum Failure {
+    /// Already reported; exit with this status.
+    Quiet(u8),
     Qmp(qmp_client::QmpError),
     Connection(String),
     Usage(String),
@@ -113,6 +120,7 @@ pub fn main_with(argv: Vec<std::ffi::OsString>) -> ExitCode {
             Command::Mock(a) => commands::mock::run(a).await,
             Command::Qom(q) => commands::qom::run(&session, q).await,
             Command::Info(a) => commands::info::run(&session, a).await,
+            Command::Shell(a) => commands::shell::run(&session, a).await,
         }
     });
     match result {
@@ -125,6 +133,7 @@ pub fn main_with(argv: Vec<std::ffi::OsString>) -> ExitCode {
             eprintln!("qmp: {msg}");
             ExitCode::from(2)
         }
+        Err(Failure::Quiet(code)) => ExitCode::from(code),
         Err(Failure::Usage(msg)) => {
             eprintln!("qmp: {msg}");
             ExitCode::from(2)

@@ -7,3 +7,6 @@ pub mod info;
 pub mod mock;
 pub mod qom;
 pub mod schema;
+pub mod shell;
+mod shell_complete;
+mod shell_parse;

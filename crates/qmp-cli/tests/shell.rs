@@ -1,0 +1,190 @@
+//! `qmp-shell` in pipe mode (stdin not a terminal) against real QEMU.
+
+use qmp_testkit::Qemu;
+use serde_json::{json, Value};
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn shell(args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qmp-shell"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn json_lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn commands_quoting_raw_json_and_the_exit_status() {
+    let qsd = Qemu::storage_daemon();
+    let out = shell(
+        &[&qsd.address()],
+        "blockdev-add driver=null-co node-name=n0 size=4096 read-zeroes=true\n\
+         {\"execute\": \"query-named-block-nodes\", \"arguments\": {\"flat\": true}, \"id\": \"raw\"}\n\
+         qom-get path=/chardevs property=type\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replies = json_lines(&out);
+    assert_eq!(replies[0], json!({"return": {}}));
+    assert_eq!(replies[1]["return"][0]["node-name"], "n0");
+    assert_eq!(replies[2], json!({"return": "container"}));
+    // a failure makes the exit status non-zero, and the shell goes on
+    let out = shell(
+        &[&qsd.address()],
+        "blockdev-del node-name=nope\nquery-version\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let replies = json_lines(&out);
+    assert_eq!(replies[0]["error"]["class"], "GenericError");
+    assert!(replies[1]["return"]["qemu"].is_object());
+    // quoting: a string with spaces reaches QEMU whole
+    let out = shell(
+        &[&qsd.address()],
+        "blockdev-add driver=null-co node-name=\"two words\"\n",
+    );
+    assert_eq!(
+        json_lines(&out)[0]["error"]["desc"],
+        "Invalid node-name: 'two words'"
+    );
+}
+
+#[test]
+fn transactions_on_one_line_and_over_several() {
+    let qsd = Qemu::storage_daemon();
+    let out = shell(
+        &["-v", &qsd.address()],
+        "blockdev-add driver=null-co node-name=n0\n\
+         transaction( block-dirty-bitmap-add node=n0 name=b1 ; block-dirty-bitmap-add node=n0 name=b2 )\n\
+         transaction(\n\
+         block-dirty-bitmap-add node=n0 name=b3\n\
+         )\n\
+         query-named-block-nodes flat=true\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = json_lines(&out);
+    // with -v each request is shown before its reply
+    assert_eq!(
+        lines[2],
+        json!({"execute": "transaction", "arguments": {"actions": [
+            {"type": "block-dirty-bitmap-add", "data": {"node": "n0", "name": "b1"}},
+            {"type": "block-dirty-bitmap-add", "data": {"node": "n0", "name": "b2"}}]}})
+    );
+    assert_eq!(lines[3], json!({"return": {}}));
+    assert_eq!(lines[5], json!({"return": {}}));
+    let nodes = &lines[7]["return"];
+    let bitmaps: Vec<&str> = nodes[0]["dirty-bitmaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    for b in ["b1", "b2", "b3"] {
+        assert!(bitmaps.contains(&b), "{bitmaps:?}");
+    }
+}
+
+#[test]
+fn hmp_mode_with_cpu_switching() {
+    let vm = Qemu::system();
+    let out = shell(
+        &["-H", &vm.address()],
+        "info status\ncpu 0\ninfo registers\n\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("VM status: paused (prelaunch)"), "{text}");
+    assert!(text.contains("EAX="), "{text}");
+    // a server without HMP: one clear line
+    let qsd = Qemu::storage_daemon();
+    let out = shell(&["-H", &qsd.address()], "info status\n");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "qmp: this server has no HMP (human-monitor-command)\n"
+    );
+}
+
+#[test]
+fn no_negotiation_logfile_and_pretty() {
+    let qsd = Qemu::storage_daemon();
+    let dir = qmp_testkit::test_dir();
+    let log = dir.path().join("log.jsonl");
+    let out = shell(
+        &["-N", "-p", "-l", &log.display().to_string(), &qsd.address()],
+        "query-version\nqmp_capabilities\nquery-version\n",
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Expecting capabilities negotiation with 'qmp_capabilities'"),
+        "{text}"
+    );
+    assert!(text.contains("{\n  \"return\""), "pretty: {text}");
+    let logged: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(logged.len(), 3);
+    assert_eq!(
+        logged[1],
+        json!({"request": {"execute": "qmp_capabilities"}, "response": {"return": {}}})
+    );
+    assert!(qsd.socket.exists(), "the log never touches the socket");
+}
+
+#[test]
+fn launch_starts_and_stops_qemu() {
+    qmp_testkit::require(qmp_testkit::STORAGE_DAEMON);
+    let out = shell(&["--launch", "qemu-storage-daemon"], "query-version\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        json_lines(&out)[0]["return"]["qemu"]["major"]
+            .as_u64()
+            .unwrap()
+            >= 7
+    );
+}
+
+#[test]
+fn a_closed_connection_ends_the_shell_with_one_line() {
+    let out = shell(
+        &["--demo"],
+        "query-status\nquit\nquery-status\nquery-status\n",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("closed"), "{err}");
+}

@@ -339,7 +339,7 @@ impl Shell {
         if let (Some(h), Some(ed)) = (&history, editor.as_mut()) {
             let _ = ed.save_history(h);
         }
-        self.closed_check()
+        self.closed_check().await
     }
 
     async fn piped(&mut self) -> Result<(), Failure> {
@@ -372,15 +372,18 @@ impl Shell {
             eprintln!("qmp-shell: the input ended inside a transaction");
             self.failures += 1;
         }
-        self.closed_check()
+        self.closed_check().await
     }
 
     /// A closed connection ends the shell with one line.
-    fn closed_check(&self) -> Result<(), Failure> {
-        match self.client.is_closed() {
-            true => Err(Failure::Connection("the connection was closed".into())),
-            false => Ok(()),
+    async fn closed_check(&self) -> Result<(), Failure> {
+        if !self.client.is_closed() {
+            return Ok(());
         }
+        let why = self.client.disconnected().await;
+        Err(Failure::Connection(format!(
+            "the connection was closed ({why})"
+        )))
     }
 
     async fn line(
@@ -514,6 +517,8 @@ impl Shell {
                 self.failures += 1;
                 json!({"error": {"class": e.class, "desc": e.desc}})
             }
+            // said once, with its cause, as the shell ends
+            Err(e) if e.is_disconnect() => return,
             Err(e) => {
                 self.fail(&format!("qmp-shell: {e}"));
                 return;

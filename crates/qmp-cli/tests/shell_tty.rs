@@ -1,0 +1,156 @@
+//! `qmp-shell` on a terminal: driven in a tmux pane against
+//! qemu-system-x86_64, with a second monitor to cause events.
+
+use qmp_testkit::Qemu;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Tmux {
+    server: String,
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.server)
+            .args(args)
+            .output()
+            .expect("tmux (.ci/run installs it)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "shell"])
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "shell"];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+
+    fn wait_for(&self, what: &str, cond: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let s = self.screen();
+            if cond(&s) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "waited for {what}; screen:\n{s}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.run(&["kill-server"]);
+    }
+}
+
+#[test]
+fn completion_events_while_typing_ctrl_c_and_the_server_going_away() {
+    let mut vm = Qemu::system_with(&["-qmp", "unix:{dir}/events.sock,server=on,wait=off"]);
+    let second = vm.dir().join("events.sock").display().to_string();
+    let state = qmp_testkit::test_dir();
+    let tmux = Tmux {
+        server: format!("qmp-shell-test-{}", std::process::id()),
+    };
+    let command = format!(
+        "env XDG_STATE_HOME={} {} {}",
+        state.path().display(),
+        env!("CARGO_BIN_EXE_qmp-shell"),
+        vm.address()
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "shell",
+        "-x",
+        "160",
+        "-y",
+        "40",
+        &command,
+    ]);
+    // keep the pane (and its last words) after the shell exits
+    tmux.run(&["set-window-option", "-t", "shell", "remain-on-exit", "on"]);
+    // (tmux trims the prompt's trailing space)
+    let s = tmux.wait_for("the prompt", |s| s.contains("(QEMU)"));
+    assert!(
+        s.contains("Welcome to the QMP shell. Connected to QEMU"),
+        "{s}"
+    );
+
+    // completion of a command name from the live schema
+    tmux.keys(&["query-statu", "Tab"]);
+    tmux.wait_for("completion", |s| s.contains("(QEMU) query-status"));
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("the reply", |s| s.contains("\"status\":\"prelaunch\""));
+
+    // an event arrives while a line is half typed: printed at once, and
+    // the typed text is still there
+    tmux.keys(&["query-na"]);
+    tmux.wait_for("typed text", |s| {
+        s.lines().any(|l| l.ends_with("(QEMU) query-na"))
+    });
+    let cont = Command::new(env!("CARGO_BIN_EXE_qmp"))
+        .args(["-s", &second, "cont"])
+        .output()
+        .unwrap();
+    assert!(cont.status.success());
+    let s = tmux.wait_for("the event", |s| s.contains("\"event\":\"RESUME\""));
+    assert!(
+        last_line(&s).ends_with("(QEMU) query-na"),
+        "line kept:\n{s}"
+    );
+    tmux.keys(&["me", "Enter"]);
+    tmux.wait_for("query-name's reply", |s| s.contains("{\"return\":{}}"));
+
+    // Ctrl-C drops the line
+    tmux.keys(&["this is not sent", "C-c"]);
+    tmux.keys(&["query-status", "Enter"]);
+    let s = tmux.wait_for("running", |s| s.contains("\"status\":\"running\""));
+    assert!(
+        !s.contains("not sent\"") && !s.contains("CommandNotFound"),
+        "{s}"
+    );
+
+    // the server goes away: one line, and the shell ends
+    vm.kill();
+    tmux.keys(&["query-status", "Enter"]);
+    let s = tmux.wait_for("the shell to end", |s| s.contains("closed"));
+    assert!(!s.contains("panicked") && !s.contains("Traceback"), "{s}");
+    let dead = tmux.run(&["display-message", "-p", "-t", "shell", "#{pane_dead}"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut dead = dead;
+    while dead.trim() != "1" {
+        assert!(
+            Instant::now() < deadline,
+            "the shell did not exit:\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        dead = tmux.run(&["display-message", "-p", "-t", "shell", "#{pane_dead}"]);
+    }
+    // history was written under the state directory
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let history = state.path().join("qmp-shell/history");
+    while !history.exists() {
+        assert!(Instant::now() < deadline, "history file");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(std::fs::read_to_string(&history)
+        .unwrap()
+        .contains("query-status"));
+}
+
+/// The last non-blank line of a screen.
+fn last_line(screen: &str) -> &str {
+    screen
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .last()
+        .unwrap_or("")
+}

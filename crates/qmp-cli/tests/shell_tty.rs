@@ -148,9 +148,5 @@ fn completion_events_while_typing_ctrl_c_and_the_server_going_away() {
 
 /// The last non-blank line of a screen.
 fn last_line(screen: &str) -> &str {
-    screen
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .last()
-        .unwrap_or("")
+    screen.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("")
 }

@@ -8,6 +8,7 @@
 //! `cont` on a running machine sends STOP then RESUME; `stop` before the
 //! machine first ran sends no event.
 
+use crate::declare::{Field, Ty};
 use crate::server::{Request, Server, ServerBuilder};
 use crate::session::QmpFailure;
 use qmp_proto::qemu_json::{QDict, QObject};
@@ -148,6 +149,7 @@ pub fn server() -> Server {
     let slot: Arc<OnceLock<Server>> = Arc::default();
     let b = ServerBuilder::new().version(10, 0, 0, "qmp-rs demo");
     let b = with_run_state(b, &machine, &slot);
+    let b = declare_types(b);
     let built = b
         .command("query-name", |_| async {
             Ok(Some(dict(&[("name", string("demo"))])))
@@ -236,6 +238,52 @@ pub fn server() -> Server {
         .build();
     let _ = slot.set(built.clone());
     built
+}
+
+/// The commands' argument and return types, as QEMU declares them: their
+/// arguments are checked with QEMU's texts, and `query-qmp-schema` and the
+/// shell's completion and `help` describe them.
+fn declare_types(b: ServerBuilder) -> ServerBuilder {
+    let path = || Field::required("path", Ty::Str);
+    let property = || Field::required("property", Ty::Str);
+    let run_state = Ty::enumeration(&["prelaunch", "running", "paused", "shutdown"]);
+    let mut b = b
+        .declare(
+            "qom-list",
+            vec![path()],
+            Some(Ty::list(Ty::Object(vec![
+                Field::required("name", Ty::Str),
+                Field::required("type", Ty::Str),
+            ]))),
+        )
+        .declare("qom-get", vec![path(), property()], Some(Ty::Any))
+        .declare(
+            "qom-set",
+            vec![path(), property(), Field::required("value", Ty::Any)],
+            None,
+        )
+        .declare(
+            "query-status",
+            vec![],
+            Some(Ty::Object(vec![
+                Field::required("running", Ty::Bool),
+                Field::required("status", run_state),
+            ])),
+        )
+        .declare(
+            "query-name",
+            vec![],
+            Some(Ty::Object(vec![Field::optional("name", Ty::Str)])),
+        )
+        .declare(
+            "query-uuid",
+            vec![],
+            Some(Ty::Object(vec![Field::required("UUID", Ty::Str)])),
+        );
+    for command in ["stop", "cont", "system_reset", "system_powerdown", "quit"] {
+        b = b.declare(command, vec![], None);
+    }
+    b
 }
 
 /// The run-state commands and their events.

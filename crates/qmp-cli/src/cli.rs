@@ -125,6 +125,13 @@ pub enum QomCommand {
         #[arg(default_value = "/")]
         path: String,
     },
+    /// Mount the object tree as a filesystem (foreground; Ctrl-C unmounts)
+    Fuse {
+        /// Turn writes into qom-set (read-only otherwise)
+        #[arg(long)]
+        rw: bool,
+        mountpoint: String,
+    },
 }
 
 #[derive(Debug, Args)]

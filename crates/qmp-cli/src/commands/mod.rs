@@ -6,6 +6,7 @@ pub mod exec;
 pub mod info;
 pub mod mock;
 pub mod qom;
+mod qom_fuse;
 pub mod schema;
 pub mod shell;
 mod shell_complete;

@@ -6,6 +6,12 @@ use qmp_client::Client;
 use serde_json::{json, Value};
 
 pub async fn run(session: &Session, cmd: &QomCommand) -> Result<(), Failure> {
+    if let QomCommand::Fuse { rw, mountpoint } = cmd {
+        let address = session.address().ok_or_else(|| {
+            Failure::Usage("no QMP address: pass -s ADDR or set QMP_SOCKET".into())
+        })?;
+        return super::qom_fuse::run(address, *rw, mountpoint).await;
+    }
     let client = session.connect().await?;
     match cmd {
         QomCommand::List { path } => {
@@ -38,6 +44,7 @@ pub async fn run(session: &Session, cmd: &QomCommand) -> Result<(), Failure> {
                 .await?;
         }
         QomCommand::Tree { path } => tree(&client, path).await?,
+        QomCommand::Fuse { .. } => unreachable!("handled above"),
     }
     Ok(())
 }

@@ -1,0 +1,161 @@
+//! `qom-fuse` mounted over qemu-system-x86_64 and read with plain `ls`,
+//! `cat` and `readlink`.
+
+use qmp_testkit::Qemu;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running qom-fuse; unmounted and stopped on drop, whatever happened.
+struct Mount {
+    child: Child,
+    at: PathBuf,
+}
+
+impl Mount {
+    fn start(address: &str, at: &Path, rw: bool) -> Mount {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_qom-fuse"));
+        cmd.args(["-s", address]);
+        if rw {
+            cmd.arg("--rw");
+        }
+        let child = cmd.arg(at).stderr(Stdio::null()).spawn().unwrap();
+        let m = Mount {
+            child,
+            at: at.to_owned(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !at.join("machine").exists() {
+            assert!(
+                Instant::now() < deadline,
+                "qom-fuse never mounted (is /dev/fuse there? .ci/run installs fuse3)"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        m
+    }
+
+    /// SIGTERM, as a user's Ctrl-C or kill would; returns whether it
+    /// exited cleanly.
+    fn stop(&mut self) -> bool {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.at)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn run(program: &str, args: &[&Path]) -> (bool, String, String) {
+    let out = Command::new(program).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn mounted_tree_read_with_ls_cat_readlink_then_unmounted_by_sigterm() {
+    let vm = Qemu::system();
+    let dir = qmp_testkit::test_dir();
+    let at = dir.path().join("mnt");
+    std::fs::create_dir(&at).unwrap();
+    let mut m = Mount::start(&vm.address(), &at, false);
+    let machine = at.join("machine");
+
+    let (ok, listing, _) = run("ls", &[&machine]);
+    assert!(ok);
+    let names: Vec<&str> = listing.lines().collect();
+    assert!(
+        names.contains(&"peripheral")
+            && names.contains(&"type")
+            && names.contains(&"memory-backend"),
+        "{names:?}"
+    );
+    let (ok, ty, _) = run("cat", &[&machine.join("type")]);
+    assert!(ok);
+    assert!(ty.starts_with("pc-i440fx-") && ty.ends_with('\n'), "{ty:?}");
+    // a link is a symlink to its target, relative so it resolves in the mount
+    let (ok, target, _) = run("readlink", &[&machine.join("memory-backend")]);
+    assert!(ok);
+    assert_eq!(target, "../objects/pc.ram\n");
+    let (ok, ty, _) = run("cat", &[&machine.join("memory-backend/type")]);
+    assert!(ok);
+    assert_eq!(ty, "memory-backend-ram\n");
+    // errno: missing, not readable, read-only
+    let (ok, _, err) = run("cat", &[&machine.join("nope")]);
+    assert!(!ok && err.contains("No such file"), "{err}");
+    let (ok, _, err) = run(
+        "cat",
+        &[&machine.join("unattached/device[0]/legacy-memory")],
+    );
+    assert!(!ok && err.contains("Permission denied"), "{err}");
+    let write = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo false > '{}'",
+            machine.join("dump-guest-core").display()
+        ))
+        .output()
+        .unwrap();
+    assert!(!write.status.success(), "read-only by default");
+
+    assert!(m.stop(), "qom-fuse exits cleanly on SIGTERM");
+    assert!(
+        std::fs::read_dir(&at).unwrap().next().is_none(),
+        "unmounted"
+    );
+
+    // --rw turns writes into qom-set
+    let mut m = Mount::start(&vm.address(), &at, true);
+    let write = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo false > '{}'",
+            machine.join("dump-guest-core").display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        write.status.success(),
+        "{}",
+        String::from_utf8_lossy(&write.stderr)
+    );
+    let (_, value, _) = run("cat", &[&machine.join("dump-guest-core")]);
+    assert_eq!(value, "false\n");
+    // the monitor serves one client at a time: leave it before asking QEMU
+    assert!(m.stop());
+    let out = Command::new(env!("CARGO_BIN_EXE_qom-get"))
+        .args(["-s", &vm.address(), "/machine.dump-guest-core"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "false\n",
+        "QEMU really has it"
+    );
+}

@@ -146,6 +146,59 @@ fn completion_events_while_typing_ctrl_c_and_the_server_going_away() {
         .contains("query-status"));
 }
 
+#[test]
+fn argument_completion_and_a_typed_transaction_on_a_storage_daemon() {
+    let mut qsd = Qemu::storage_daemon();
+    let state = qmp_testkit::test_dir();
+    let tmux = Tmux {
+        server: format!("qmp-shell-test-qsd-{}", std::process::id()),
+    };
+    let command = format!(
+        "env XDG_STATE_HOME={} {} {}",
+        state.path().display(),
+        env!("CARGO_BIN_EXE_qmp-shell"),
+        qsd.address()
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "shell",
+        "-x",
+        "160",
+        "-y",
+        "40",
+        &command,
+    ]);
+    tmux.run(&["set-window-option", "-t", "shell", "remain-on-exit", "on"]);
+    tmux.wait_for("the prompt", |s| s.contains("(QEMU)"));
+    // an argument name, then an enum value, completed from the schema
+    tmux.keys(&["blockdev-add driv", "Tab"]);
+    tmux.wait_for("argument completion", |s| {
+        s.contains("(QEMU) blockdev-add driver=")
+    });
+    tmux.keys(&["null-c", "Tab"]);
+    tmux.wait_for("enum completion", |s| {
+        s.contains("blockdev-add driver=null-co")
+    });
+    tmux.keys(&[" node-name=n0", "Enter"]);
+    tmux.wait_for("blockdev-add's reply", |s| s.contains("{\"return\":{}}"));
+    // a transaction over several lines, at the TRANS> prompt
+    tmux.keys(&["transaction(", "Enter"]);
+    tmux.wait_for("TRANS>", |s| s.contains("TRANS>"));
+    tmux.keys(&["block-dirty-bitmap-add node=n0 name=b1", "Enter"]);
+    tmux.keys(&["block-dirty-bitmap-add node=n0 name=b2", "Enter"]);
+    tmux.keys(&[")", "Enter"]);
+    tmux.keys(&["query-named-block-nodes flat=true", "Enter"]);
+    let s = tmux.wait_for("the bitmaps", |s| s.contains("\"name\":\"b2\""));
+    assert!(s.contains("\"name\":\"b1\""), "{s}");
+    // the daemon goes away
+    qsd.kill();
+    tmux.keys(&["query-version", "Enter"]);
+    let s = tmux.wait_for("the shell to end", |s| s.contains("closed"));
+    assert!(!s.contains("panicked"), "{s}");
+}
+
 /// The last non-blank line of a screen.
 fn last_line(screen: &str) -> &str {
     screen.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("")

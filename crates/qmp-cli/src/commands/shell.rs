@@ -83,6 +83,11 @@ impl Drop for Launched {
 
 /// Starts QEMU with a QMP socket in a private temp dir.
 fn launch(command: &[String]) -> Result<(Launched, String), Failure> {
+    // `--launch -- qemu ...`: the separator may arrive as the first word
+    let command = match command.split_first() {
+        Some((first, rest)) if first == "--" => rest,
+        _ => command,
+    };
     let (program, args) = command
         .split_first()
         .ok_or_else(|| Failure::Usage("--launch needs a QEMU command".into()))?;

@@ -69,6 +69,15 @@ impl Drop for Mount {
     }
 }
 
+/// `echo VALUE > FILE` through a shell, as a user would write a property.
+fn echo_into(value: &str, file: &Path) -> std::process::Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo {value} > '{}'", file.display()))
+        .output()
+        .unwrap()
+}
+
 fn run(program: &str, args: &[&Path]) -> (bool, String, String) {
     let out = Command::new(program).args(args).output().unwrap();
     (
@@ -114,14 +123,7 @@ fn mounted_tree_read_with_ls_cat_readlink_then_unmounted_by_sigterm() {
         &[&machine.join("unattached/device[0]/legacy-memory")],
     );
     assert!(!ok && err.contains("Permission denied"), "{err}");
-    let write = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "echo false > '{}'",
-            machine.join("dump-guest-core").display()
-        ))
-        .output()
-        .unwrap();
+    let write = echo_into("false", &machine.join("dump-guest-core"));
     assert!(!write.status.success(), "read-only by default");
 
     assert!(m.stop(), "qom-fuse exits cleanly on SIGTERM");
@@ -132,14 +134,7 @@ fn mounted_tree_read_with_ls_cat_readlink_then_unmounted_by_sigterm() {
 
     // --rw turns writes into qom-set
     let mut m = Mount::start(&vm.address(), &at, true);
-    let write = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "echo false > '{}'",
-            machine.join("dump-guest-core").display()
-        ))
-        .output()
-        .unwrap();
+    let write = echo_into("false", &machine.join("dump-guest-core"));
     assert!(
         write.status.success(),
         "{}",

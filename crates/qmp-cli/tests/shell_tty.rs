@@ -43,25 +43,17 @@ impl Tmux {
     }
 }
 
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        self.run(&["kill-server"]);
-    }
-}
-
-#[test]
-fn completion_events_while_typing_ctrl_c_and_the_server_going_away() {
-    let mut vm = Qemu::system_with(&["-qmp", "unix:{dir}/events.sock,server=on,wait=off"]);
-    let second = vm.dir().join("events.sock").display().to_string();
-    let state = qmp_testkit::test_dir();
+/// `qmp-shell ADDRESS` in a fresh tmux server, its history in `state`,
+/// its pane kept after it exits; waits for the prompt and returns the
+/// screen then.
+fn open_shell(address: &str, tag: &str, state: &std::path::Path) -> (Tmux, String) {
     let tmux = Tmux {
-        server: format!("qmp-shell-test-{}", std::process::id()),
+        server: format!("qmp-shell-test-{tag}-{}", std::process::id()),
     };
     let command = format!(
-        "env XDG_STATE_HOME={} {} {}",
-        state.path().display(),
-        env!("CARGO_BIN_EXE_qmp-shell"),
-        vm.address()
+        "env XDG_STATE_HOME={} {} {address}",
+        state.display(),
+        env!("CARGO_BIN_EXE_qmp-shell")
     );
     tmux.run(&[
         "new-session",
@@ -77,7 +69,22 @@ fn completion_events_while_typing_ctrl_c_and_the_server_going_away() {
     // keep the pane (and its last words) after the shell exits
     tmux.run(&["set-window-option", "-t", "shell", "remain-on-exit", "on"]);
     // (tmux trims the prompt's trailing space)
-    let s = tmux.wait_for("the prompt", |s| s.contains("(QEMU)"));
+    let screen = tmux.wait_for("the prompt", |s| s.contains("(QEMU)"));
+    (tmux, screen)
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.run(&["kill-server"]);
+    }
+}
+
+#[test]
+fn completion_events_while_typing_ctrl_c_and_the_server_going_away() {
+    let mut vm = Qemu::system_with(&["-qmp", "unix:{dir}/events.sock,server=on,wait=off"]);
+    let second = vm.dir().join("events.sock").display().to_string();
+    let state = qmp_testkit::test_dir();
+    let (tmux, s) = open_shell(&vm.address(), "vm", state.path());
     assert!(
         s.contains("Welcome to the QMP shell. Connected to QEMU"),
         "{s}"
@@ -150,28 +157,7 @@ fn completion_events_while_typing_ctrl_c_and_the_server_going_away() {
 fn argument_completion_and_a_typed_transaction_on_a_storage_daemon() {
     let mut qsd = Qemu::storage_daemon();
     let state = qmp_testkit::test_dir();
-    let tmux = Tmux {
-        server: format!("qmp-shell-test-qsd-{}", std::process::id()),
-    };
-    let command = format!(
-        "env XDG_STATE_HOME={} {} {}",
-        state.path().display(),
-        env!("CARGO_BIN_EXE_qmp-shell"),
-        qsd.address()
-    );
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "shell",
-        "-x",
-        "160",
-        "-y",
-        "40",
-        &command,
-    ]);
-    tmux.run(&["set-window-option", "-t", "shell", "remain-on-exit", "on"]);
-    tmux.wait_for("the prompt", |s| s.contains("(QEMU)"));
+    let (tmux, _) = open_shell(&qsd.address(), "qsd", state.path());
     // an argument name, then an enum value, completed from the schema
     tmux.keys(&["blockdev-add driv", "Tab"]);
     tmux.wait_for("argument completion", |s| {

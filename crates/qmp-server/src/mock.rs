@@ -132,8 +132,9 @@ pub fn server(
     let slot: Arc<OnceLock<Server>> = Arc::default();
     let mut b = ServerBuilder::new().version(version.0, version.1, version.2, version.3);
     for command in schema.commands() {
-        if command == "qmp_capabilities" {
-            continue; // the session's own
+        // the session answers qmp_capabilities; query-qmp-schema is below
+        if command == "qmp_capabilities" || command == "query-qmp-schema" {
+            continue;
         }
         let allow_oob = schema.allow_oob(command) == Some(true);
         let (name, checker, replies, slot) = (
@@ -142,18 +143,12 @@ pub fn server(
             replies.clone(),
             slot.clone(),
         );
-        let dump = schema_dump.clone();
         let handler = move |req: crate::server::Request| {
             let checked = checker.check_arguments(&name, &req.arguments);
             let rule = replies.find(&name, &req.arguments).cloned();
-            let is_schema = name == "query-qmp-schema";
-            let dump = is_schema.then(|| dump.clone());
             let server = slot.get().cloned();
             async move {
                 checked?;
-                if let Some(dump) = dump {
-                    return Ok(Some(dump));
-                }
                 let Some(rule) = rule else {
                     return Ok(None);
                 };
@@ -170,6 +165,17 @@ pub fn server(
         } else {
             b.command(command, handler)
         };
+    }
+    // The dump itself, one copy shared by every call.
+    if schema.allow_oob("query-qmp-schema").is_some() {
+        let dump = Arc::new(schema_dump);
+        let checker = schema.clone();
+        b = b.command("query-qmp-schema", move |req| {
+            let result = checker
+                .check_arguments("query-qmp-schema", &req.arguments)
+                .map(|()| Some(QObject::clone(&dump)));
+            async move { result }
+        });
     }
     let server = b.build();
     let _ = slot.set(server.clone());

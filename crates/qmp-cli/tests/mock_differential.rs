@@ -9,51 +9,10 @@
 //! The 64 MiB token-size limit is left to unit tests: QEMU reads one byte
 //! per syscall, so feeding it 64 MiB takes minutes.
 
-use qmp_proto::Decoder;
-use qmp_testkit::{Qemu, Ready, STORAGE_DAEMON};
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
+use qmp_testkit::{Qemu, RawPeer, Ready, STORAGE_DAEMON};
+use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Peer {
-    stream: UnixStream,
-    decoder: Decoder,
-}
-
-impl Peer {
-    /// `quiet`: the longest QEMU may take to say anything.
-    fn connect(path: &std::path::Path, quiet: Duration) -> Peer {
-        let stream = UnixStream::connect(path).unwrap();
-        stream.set_read_timeout(Some(quiet)).unwrap();
-        Peer {
-            stream,
-            decoder: Decoder::new(),
-        }
-    }
-
-    /// Frames up to and including the one containing `marker`.
-    fn read_until(&mut self, marker: &str) -> Vec<String> {
-        let mut frames = Vec::new();
-        let mut buf = vec![0u8; 65536];
-        loop {
-            while let Some(f) = self.decoder.next_frame().unwrap() {
-                let text = String::from_utf8_lossy(f).into_owned();
-                let done = text.contains(marker);
-                frames.push(text);
-                if done {
-                    return frames;
-                }
-            }
-            let n = self.stream.read(&mut buf).expect("answered in time");
-            assert!(
-                n > 0,
-                "connection closed while waiting for {marker}; got {frames:?}"
-            );
-            self.decoder.feed(&buf[..n]);
-        }
-    }
-}
 
 struct Mock(Child);
 
@@ -173,7 +132,7 @@ fn start_pair() -> Pair {
 
 /// Writes `input` (from another thread, so a peer that answers while
 /// reading never blocks us) and reads up to the `marker` reply.
-fn exchange(peer: &mut Peer, input: &[u8], marker: &str) -> Vec<String> {
+fn exchange(peer: &mut RawPeer, input: &[u8], marker: &str) -> Vec<String> {
     let mut writer = peer.stream.try_clone().unwrap();
     let input = input.to_vec();
     let feeder = std::thread::spawn(move || writer.write_all(&input).unwrap());
@@ -185,8 +144,8 @@ fn exchange(peer: &mut Peer, input: &[u8], marker: &str) -> Vec<String> {
 /// Sends each phase to both, plus a marker request, and compares all
 /// frames up to the marker's reply. The two sides run at once.
 fn compare(pair: &Pair, phases: Vec<Vec<u8>>, quiet: Duration) {
-    let mut real = Peer::connect(&pair.qsd.socket, quiet);
-    let mut ours = Peer::connect(&pair.mock_sock, quiet);
+    let mut real = RawPeer::connect(&pair.qsd.socket, quiet);
+    let mut ours = RawPeer::connect(&pair.mock_sock, quiet);
     let greeting_real = real.read_until("\"QMP\"");
     let greeting_ours = ours.read_until("\"QMP\"");
     assert_eq!(

@@ -8,12 +8,10 @@
 //! in-band replies is a race there.
 
 use qmp_proto::qemu_json::{Parsed, QDict, QObject, Streamer};
-use qmp_proto::Decoder;
 use qmp_server::{Call, CommandSet, QmpFailure, Session, SessionConfig, Step};
-use qmp_testkit::{Qemu, Ready, STORAGE_DAEMON};
+use qmp_testkit::{Qemu, RawPeer, Ready, STORAGE_DAEMON};
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 struct Schema(HashMap<String, bool>);
@@ -64,40 +62,12 @@ fn start() -> (Qemu, Schema) {
     (qsd, Schema(commands))
 }
 
-/// Reads QEMU's answers: `n` messages, as raw bytes.
-struct Peer {
-    stream: UnixStream,
-    decoder: Decoder,
-}
-
-impl Peer {
-    fn read_messages(&mut self, n: usize) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut buf = [0u8; 65536];
-        let mut got = 0;
-        while got < n {
-            while let Some(frame) = self.decoder.next_frame().unwrap() {
-                out.extend_from_slice(frame);
-                out.extend_from_slice(b"\r\n");
-                got += 1;
-                if got == n {
-                    break;
-                }
-            }
-            if got == n {
-                break;
-            }
-            let k = self.stream.read(&mut buf).unwrap_or_else(|e| {
-                panic!(
-                    "QEMU sent {got} of {n} expected replies, then: {e}; so far: {}",
-                    String::from_utf8_lossy(&out)
-                )
-            });
-            assert!(k > 0, "QEMU closed the connection");
-            self.decoder.feed(&buf[..k]);
-        }
-        out
-    }
+/// The next `n` messages from QEMU, as the bytes it sent.
+fn read_messages(peer: &mut RawPeer, n: usize) -> Vec<u8> {
+    peer.read_n(n)
+        .into_iter()
+        .flat_map(|f| (f + "\r\n").into_bytes())
+        .collect()
 }
 
 /// Runs `input` through the session, answering the calls this corpus
@@ -191,15 +161,8 @@ const PHASES: &[&[u8]] = &[
 #[test]
 fn session_answers_byte_identically_to_qemu() {
     let (qsd, schema) = start();
-    let stream = UnixStream::connect(&qsd.socket).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut peer = Peer {
-        stream,
-        decoder: Decoder::new(),
-    };
-    let greeting = peer.read_messages(1);
+    let mut peer = RawPeer::connect(&qsd.socket, Duration::from_secs(10));
+    let greeting = read_messages(&mut peer, 1);
     // the version object, as QEMU holds it
     let parsed = Streamer::new().feed_collect(&greeting);
     let Some(Parsed::Value(QObject::Dict(g))) = parsed.first() else {
@@ -228,7 +191,7 @@ fn session_answers_byte_identically_to_qemu() {
     for (n, phase) in PHASES.iter().enumerate() {
         let (expected, count) = model(&mut session, &version, phase);
         peer.stream.write_all(phase).unwrap();
-        let got = peer.read_messages(count);
+        let got = read_messages(&mut peer, count);
         assert_eq!(
             String::from_utf8_lossy(&got),
             String::from_utf8_lossy(&expected),

@@ -439,3 +439,60 @@ fn probe_session(mut s: Box<dyn ReadStream>) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// A raw connection to a monitor, for tests that compare QEMU's bytes with
+/// ours: it frames what arrives (QEMU's output is not always JSON: it can
+/// write `inf`) without parsing it.
+pub struct RawPeer {
+    pub stream: std::os::unix::net::UnixStream,
+    decoder: qmp_proto::Decoder,
+}
+
+impl RawPeer {
+    /// `quiet`: the longest the server may take to say anything.
+    pub fn connect(path: &Path, quiet: Duration) -> RawPeer {
+        let stream = std::os::unix::net::UnixStream::connect(path).expect("connect to the monitor");
+        stream
+            .set_read_timeout(Some(quiet))
+            .expect("set a read timeout");
+        RawPeer {
+            stream,
+            decoder: qmp_proto::Decoder::new(),
+        }
+    }
+
+    /// Frames up to and including the one containing `marker`.
+    pub fn read_until(&mut self, marker: &str) -> Vec<String> {
+        self.read_frames(|frame, _| frame.contains(marker))
+    }
+
+    /// The next `n` frames.
+    pub fn read_n(&mut self, n: usize) -> Vec<String> {
+        if n == 0 {
+            return Vec::new();
+        }
+        self.read_frames(|_, count| count == n)
+    }
+
+    /// Frames until `done(last frame, frames so far)` holds.
+    fn read_frames(&mut self, mut done: impl FnMut(&str, usize) -> bool) -> Vec<String> {
+        let mut frames = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            while let Some(f) = self.decoder.next_frame().expect("frames") {
+                let text = String::from_utf8_lossy(f).into_owned();
+                let stop = done(&text, frames.len() + 1);
+                frames.push(text);
+                if stop {
+                    return frames;
+                }
+            }
+            let n = self
+                .stream
+                .read(&mut buf)
+                .unwrap_or_else(|e| panic!("no answer in time ({e}); got so far: {frames:?}"));
+            assert!(n > 0, "the connection closed; got so far: {frames:?}");
+            self.decoder.feed(&buf[..n]);
+        }
+    }
+}

@@ -67,14 +67,10 @@ impl GHashSet {
             nnodes: 0,
             noccupied: 0,
         };
-        t.set_shift(MIN_SHIFT);
+        t.shift = MIN_SHIFT;
         t.hashes = vec![UNUSED; t.size()];
         t.keys = vec![None; t.size()];
         t
-    }
-
-    fn set_shift(&mut self, shift: u32) {
-        self.shift = shift;
     }
 
     fn size(&self) -> usize {
@@ -159,7 +155,7 @@ impl GHashSet {
         let old_size = self.size();
         let wanted = (self.nnodes as f64 * 1.333) as u64;
         let bits = 64 - wanted.leading_zeros();
-        self.set_shift(bits.max(MIN_SHIFT));
+        self.shift = bits.max(MIN_SHIFT);
         let new_size = self.size();
         if new_size > old_size {
             self.hashes.resize(new_size, UNUSED);

@@ -55,6 +55,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Serve a mock QEMU with the command set of a schema dump
     Mock(MockArgs),
+    /// Share one QEMU monitor between many clients, with policy and audit
+    Proxy(ProxyArgs),
     /// The QOM tools: list, get, set, tree
     #[command(subcommand)]
     Qom(QomCommand),
@@ -156,6 +158,29 @@ pub struct MockArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// QEMU's monitor: /path, unix:/path, host:port, tcp:host:port, fd:N
+    #[arg(long, value_name = "ADDR")]
+    pub upstream: String,
+    /// Where clients connect, with an optional policy and socket mode
+    /// (repeatable): ADDR[,policy=NAME][,mode=0660]
+    #[arg(long = "listen", value_name = "ADDR[,policy=NAME]", required = true)]
+    pub listen: Vec<String>,
+    /// The policy file (TOML; see the README); `read-only` is built in
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<String>,
+    /// Append one JSON line per command to this file
+    #[arg(long, value_name = "FILE")]
+    pub audit: Option<String>,
+    /// When QEMU goes away, wait for it to come back instead of exiting
+    #[arg(long)]
+    pub reconnect: bool,
+    /// Messages a client may leave unread before it is disconnected
+    #[arg(long, value_name = "N", default_value_t = qmp_proxy::proxy::DEFAULT_CLIENT_BUFFER)]
+    pub client_buffer: usize,
+}
+
+#[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Where to listen: /path, unix:/path or host:port
     #[arg(long, value_name = "ADDR")]
@@ -185,7 +210,7 @@ pub struct EventsArgs {
 }
 
 const SUBCOMMANDS: &[&str] = &[
-    "exec", "events", "schema", "demo", "mock", "qom", "info", "shell", "help",
+    "exec", "events", "schema", "demo", "mock", "proxy", "qom", "info", "shell", "help",
 ];
 /// Options that take a value, so that value is not mistaken for the command.
 const VALUE_OPTIONS: &[&str] = &[
@@ -200,6 +225,10 @@ const VALUE_OPTIONS: &[&str] = &[
     "--version",
     "--qemu-version",
     "--replies",
+    "--upstream",
+    "--policy",
+    "--audit",
+    "--client-buffer",
     "-l",
 ];
 

@@ -77,18 +77,38 @@ pub fn main_with(argv: Vec<std::ffi::OsString>) -> ExitCode {
             nix::sys::signal::SigHandler::SigDfl,
         )
     };
-    if std::env::var_os("QMP_LOG").is_some() {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_env("QMP_LOG"))
-            .with_writer(std::io::stderr)
-            .init();
-    }
     let argv = cli::rewrite_shortcut(argv);
     let matches = Cli::command().get_matches_from(argv);
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
+    // Long-running servers must survive a client that hangs up while they
+    // write to it, and the proxy logs who comes and goes by default.
+    let serving = matches!(
+        cli.command,
+        Command::Demo(_) | Command::Mock(_) | Command::Proxy(_)
+    );
+    if serving {
+        // SAFETY: as above.
+        let _ = unsafe {
+            nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigIgn,
+            )
+        };
+    }
+    let log_filter = match std::env::var("QMP_LOG") {
+        Ok(filter) => Some(filter),
+        Err(_) if matches!(cli.command, Command::Proxy(_)) => Some("info".to_owned()),
+        Err(_) => None,
+    };
+    if let Some(filter) = log_filter {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let timeout_given =
         matches.value_source("timeout") == Some(clap::parser::ValueSource::CommandLine);
     if !(cli.global.timeout > 0.0 && cli.global.timeout.is_finite()) {
@@ -118,6 +138,7 @@ pub fn main_with(argv: Vec<std::ffi::OsString>) -> ExitCode {
             Command::Schema => commands::schema::run(&session).await,
             Command::Demo(a) => commands::demo::run(a).await,
             Command::Mock(a) => commands::mock::run(a).await,
+            Command::Proxy(a) => commands::proxy::run(a).await,
             Command::Qom(q) => commands::qom::run(&session, q).await,
             Command::Info(a) => commands::info::run(&session, a).await,
             Command::Shell(a) => commands::shell::run(&session, a).await,

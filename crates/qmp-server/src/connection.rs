@@ -1,6 +1,10 @@
 //! One client connection: reads bytes into a [`Session`], runs the calls it
 //! hands out, writes replies and events.
 //!
+//! The loop is the same whoever answers the calls: the [`Server`]'s own
+//! handlers, or a proxy forwarding them to a real QEMU. What differs is a
+//! [`Backend`], made once per connection.
+//!
 //! Input is read only while the session wants it (QEMU stops reading when
 //! its in-band queue is full), so a client that floods is held back by the
 //! socket, as with QEMU. In-band calls run one at a time, in order;
@@ -8,22 +12,47 @@
 //! everything already read is still answered (rule P6); a partial message
 //! is dropped (J9).
 
-use crate::server::{HandlerResult, Inner, Registry, Request};
-use crate::session::{Call, QmpFailure, Session, Step};
+use crate::server::{Event, HandlerResult};
+use crate::session::{Call, CommandSet, QmpFailure, Session, Step};
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+use std::future::Future;
 use std::io::{self, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::{TcpStream, UnixStream};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
 /// A connected client.
 pub enum Stream {
     Unix(UnixStream),
     Tcp(TcpStream),
+}
+
+/// Who is at the other end of a unix socket (SO_PEERCRED).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCred {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<i32>,
+}
+
+impl Stream {
+    /// The peer's credentials; `None` over TCP.
+    pub fn peer_cred(&self) -> Option<PeerCred> {
+        match self {
+            Stream::Unix(s) => s.peer_cred().ok().map(|c| PeerCred {
+                uid: c.uid(),
+                gid: c.gid(),
+                pid: c.pid(),
+            }),
+            Stream::Tcp(_) => None,
+        }
+    }
 }
 
 impl From<UnixStream> for Stream {
@@ -99,6 +128,63 @@ fn split(stream: Stream) -> (ReadSide, Writer) {
     }
 }
 
+/// A future a connection runs for one call.
+pub type CallFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send>>;
+
+/// What an event source yields: an event, or how many were lost.
+pub type EventItem = Result<Event, u64>;
+
+/// Where a connection's events come from.
+pub trait EventSource: Send + 'static {
+    /// The next event already waiting, if any, without blocking.
+    fn try_next(&mut self) -> Option<EventItem>;
+    /// The next event; `None` once there will be no more.
+    fn next(&mut self) -> impl Future<Output = Option<EventItem>> + Send;
+}
+
+/// What answers one connection's calls. Made once per connection, so it
+/// can carry who the peer is.
+pub trait Backend: Send + 'static {
+    type Commands: CommandSet + Send + 'static;
+    type Events: EventSource;
+
+    /// A fresh session: its configuration and command table.
+    fn session(&self) -> Session<Self::Commands>;
+    /// This connection's event subscription, taken before the greeting.
+    fn events(&self) -> Self::Events;
+    /// Starts a call; the future is spawned. `fds` are the descriptors the
+    /// client passed since its last command. Setting `close` ends the
+    /// connection once the reply is sent (`quit`).
+    fn start(&self, call: &Call, fds: Vec<OwnedFd>, close: Arc<AtomicBool>) -> CallFuture;
+    /// Resolves when the connection must end at once, unanswered: the
+    /// server shuts down gently (what was read is still answered), or the
+    /// proxy lost its QEMU (nothing more is answered).
+    fn ended(&self) -> impl Future<Output = Ending> + Send + 'static;
+    /// Outgoing messages a client may leave unread before it is cut off as
+    /// not reading.
+    fn max_unread(&self) -> usize {
+        DEFAULT_MAX_UNREAD
+    }
+    /// Whether calls still running when the client goes away are
+    /// cancelled (a server's handlers) or left to finish (a proxy's
+    /// commands, already in QEMU's hands).
+    fn cancel_on_disconnect(&self) -> bool {
+        true
+    }
+}
+
+/// How a connection is told to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Stop reading; answer what was read, then close.
+    Drain,
+    /// Close now, answering nothing more (QEMU went away).
+    Now,
+}
+
+/// Outgoing messages a client may leave unread by default.
+pub const DEFAULT_MAX_UNREAD: usize = 10_000;
+
 /// A running call: what it was, its task, whether to close after it.
 struct Running {
     call: Call,
@@ -106,25 +192,9 @@ struct Running {
     close: Arc<AtomicBool>,
 }
 
-fn start(inner: &Inner, call: Call, fds: &mut Vec<OwnedFd>) -> Running {
+fn start<B: Backend>(backend: &B, call: Call, fds: &mut Vec<OwnedFd>) -> Running {
     let close = Arc::new(AtomicBool::new(false));
-    let request = Request {
-        command: call.command.clone(),
-        arguments: call.arguments.clone(),
-        fds: std::mem::take(fds),
-        close_after_reply: close.clone(),
-    };
-    let task = match (
-        inner.check(&call.command, &call.arguments),
-        inner.handler(&call.command),
-    ) {
-        (Err(e), _) => tokio::spawn(async move { Err(e) }),
-        (Ok(()), Some(handler)) => tokio::spawn(handler(request)),
-        // The session only hands out registered commands.
-        (Ok(()), None) => {
-            tokio::spawn(async { Err(QmpFailure::generic("internal error: no handler")) })
-        }
-    };
+    let task = tokio::spawn(backend.start(&call, std::mem::take(fds), close.clone()));
     Running { call, task, close }
 }
 
@@ -136,35 +206,95 @@ fn outcome(r: Result<HandlerResult, tokio::task::JoinError>) -> HandlerResult {
     })
 }
 
-/// Sends the events already raised before a reply: an event a command
-/// causes must reach the client before the command's reply (rule P4).
-fn send_pending_events(
-    events: &mut broadcast::Receiver<crate::server::EventMsg>,
-    session: &Session<Registry>,
-    out: &mpsc::UnboundedSender<Vec<u8>>,
-) {
-    while let Ok(e) = events.try_recv() {
-        if let Some(bytes) = session.event(&e.name, e.data, e.seconds, e.microseconds) {
-            let _ = out.send(bytes);
+/// The write side: a task writing queued messages, and a count of those
+/// not yet written, to notice a client that does not read.
+struct Outbox {
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
+    max_unread: usize,
+}
+
+/// The client stopped reading: its unread messages reached the limit.
+struct NotReading;
+
+impl Outbox {
+    fn send(&self, bytes: Vec<u8>) {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        let _ = self.tx.send(bytes);
+    }
+
+    /// Queues an event unless the client has left too many unread.
+    fn send_event(&self, bytes: Vec<u8>) -> Result<(), NotReading> {
+        if self.queued.load(Ordering::Relaxed) >= self.max_unread {
+            return Err(NotReading);
+        }
+        self.send(bytes);
+        Ok(())
+    }
+}
+
+fn spawn_writer(mut writer: Writer, max_unread: usize) -> (Outbox, JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let count = queued.clone();
+    let task = tokio::spawn(async move {
+        while let Some(bytes) = rx.recv().await {
+            if writer.write_all(&bytes).await.is_err() {
+                break;
+            }
+            count.fetch_sub(1, Ordering::Relaxed);
+        }
+        let _ = writer.shutdown().await;
+    });
+    let outbox = Outbox {
+        tx,
+        queued,
+        max_unread,
+    };
+    (outbox, task)
+}
+
+/// Passes an event to the session (which drops it before negotiation).
+fn deliver<C: CommandSet>(
+    item: EventItem,
+    session: &Session<C>,
+    out: &Outbox,
+) -> Result<(), NotReading> {
+    match item {
+        Ok(e) => match session.event(&e.name, e.data, e.seconds, e.microseconds) {
+            Some(bytes) => out.send_event(bytes),
+            None => Ok(()),
+        },
+        Err(lost) => {
+            tracing::warn!("a QMP session fell behind and missed {lost} events");
+            Err(NotReading)
         }
     }
 }
 
-pub(crate) async fn run(inner: Arc<Inner>, stream: Stream) {
-    let mut session = Session::new(inner.config.clone(), Registry(inner.clone()));
-    let (mut reader, mut writer) = split(stream);
-    let (out, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    let write_task = tokio::spawn(async move {
-        while let Some(bytes) = out_rx.recv().await {
-            if writer.write_all(&bytes).await.is_err() {
-                break;
-            }
-        }
-        let _ = writer.shutdown().await;
-    });
-    let _ = out.send(session.greeting());
-    let mut events = inner.events.subscribe();
-    let mut stop = inner.shutdown.subscribe();
+/// Sends the events already raised before a reply: an event a command
+/// causes must reach the client before the command's reply (rule P4).
+fn send_pending_events<C: CommandSet>(
+    events: &mut impl EventSource,
+    session: &Session<C>,
+    out: &Outbox,
+) -> Result<(), NotReading> {
+    while let Some(item) = events.try_next() {
+        deliver(item, session, out)?;
+    }
+    Ok(())
+}
+
+/// Runs one connection to its end.
+pub async fn run<B: Backend>(backend: B, stream: Stream) {
+    let mut session = backend.session();
+    let mut events = backend.events();
+    let (mut reader, writer) = split(stream);
+    let (out, write_task) = spawn_writer(writer, backend.max_unread());
+    out.send(session.greeting());
+    let ended = backend.ended();
+    tokio::pin!(ended);
+    let mut ending = None;
     let mut input: Vec<u8> = Vec::new();
     let mut fds: Vec<OwnedFd> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -172,6 +302,7 @@ pub(crate) async fn run(inner: Arc<Inner>, stream: Stream) {
     let mut inband: Option<Running> = None;
     let mut oob: JoinSet<(Call, HandlerResult, Arc<AtomicBool>)> = JoinSet::new();
     let mut events_open = true;
+    let mut not_reading = false;
     'session: loop {
         // Settle: offer buffered input (dispatching oob requests as they
         // are read) and take in-band work, until neither moves; taking
@@ -183,11 +314,9 @@ pub(crate) async fn run(inner: Arc<Inner>, stream: Stream) {
             let mut progressed = used > 0 || !ready.is_empty();
             for step in ready {
                 match step {
-                    Step::Reply(bytes) => {
-                        let _ = out.send(bytes);
-                    }
+                    Step::Reply(bytes) => out.send(bytes),
                     Step::Call(call) => {
-                        let r = start(&inner, call, &mut fds);
+                        let r = start(&backend, call, &mut fds);
                         oob.spawn(async move {
                             let result = outcome(r.task.await);
                             (r.call, result, r.close)
@@ -198,10 +327,8 @@ pub(crate) async fn run(inner: Arc<Inner>, stream: Stream) {
             // In-band work strictly in order, one call at a time.
             while inband.is_none() {
                 match session.next_inband() {
-                    Some(Step::Reply(bytes)) => {
-                        let _ = out.send(bytes);
-                    }
-                    Some(Step::Call(call)) => inband = Some(start(&inner, call, &mut fds)),
+                    Some(Step::Reply(bytes)) => out.send(bytes),
+                    Some(Step::Call(call)) => inband = Some(start(&backend, call, &mut fds)),
                     None => break,
                 }
                 progressed = true;
@@ -219,44 +346,82 @@ pub(crate) async fn run(inner: Arc<Inner>, stream: Stream) {
             break;
         }
         let can_read = !input_ended && input.is_empty() && session.wants_input();
-        tokio::select! {
-            r = reader.read(&mut buf, &mut fds), if can_read => match r {
-                Ok(0) | Err(_) => input_ended = true,
-                Ok(n) => input.extend_from_slice(&buf[..n]),
-            },
+        let delivered = tokio::select! {
+            r = reader.read(&mut buf, &mut fds), if can_read => {
+                match r {
+                    Ok(0) | Err(_) => input_ended = true,
+                    Ok(n) => input.extend_from_slice(&buf[..n]),
+                }
+                Ok(())
+            }
             r = async { (&mut inband.as_mut().expect("guarded").task).await }, if inband.is_some() => {
                 let running = inband.take().expect("guarded");
-                send_pending_events(&mut events, &session, &out);
-                let _ = out.send(session.reply(&running.call, outcome(r)));
+                let sent = send_pending_events(&mut events, &session, &out);
+                out.send(session.reply(&running.call, outcome(r)));
                 if running.close.load(Ordering::SeqCst) {
                     break 'session;
                 }
+                sent
             }
             Some(r) = oob.join_next(), if !oob.is_empty() => {
+                let mut sent = Ok(());
                 if let Ok((call, result, close)) = r {
-                    send_pending_events(&mut events, &session, &out);
-                    let _ = out.send(session.reply(&call, result));
+                    sent = send_pending_events(&mut events, &session, &out);
+                    out.send(session.reply(&call, result));
                     if close.load(Ordering::SeqCst) {
                         break 'session;
                     }
                 }
+                sent
             }
-            e = events.recv(), if events_open => match e {
-                Ok(e) => {
-                    if let Some(bytes) = session.event(&e.name, e.data, e.seconds, e.microseconds) {
-                        let _ = out.send(bytes);
-                    }
+            e = events.next(), if events_open => match e {
+                Some(item) => deliver(item, &session, &out),
+                None => {
+                    events_open = false;
+                    Ok(())
                 }
-                Err(broadcast::error::RecvError::Lagged(n)) => tracing::warn!("a QMP session missed {n} events"),
-                Err(broadcast::error::RecvError::Closed) => events_open = false,
             },
-            _ = stop.wait_for(|s| *s), if !input_ended => input_ended = true,
+            e = &mut ended, if ending.is_none() => {
+                ending = Some(e);
+                match e {
+                    Ending::Drain => input_ended = true,
+                    Ending::Now => break 'session,
+                }
+                Ok(())
+            }
+        };
+        if delivered.is_err() {
+            tracing::warn!(
+                "disconnected a QMP client that stopped reading: {} messages unread",
+                out.queued.load(Ordering::Relaxed)
+            );
+            not_reading = true;
+            break;
         }
     }
+    let queued = out.queued.clone();
     drop(out);
-    let _ = write_task.await;
-    oob.abort_all();
-    if let Some(r) = inband {
-        r.task.abort();
+    if not_reading {
+        write_task.abort();
+    } else if ending == Some(Ending::Now) && queued.load(Ordering::Relaxed) > 0 {
+        // Flush what is queued, as QEMU would before exiting, but do not
+        // wait long on a slow reader.
+        let abort = write_task.abort_handle();
+        if tokio::time::timeout(Duration::from_millis(500), write_task)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    } else {
+        let _ = write_task.await;
+    }
+    if backend.cancel_on_disconnect() {
+        oob.abort_all();
+        if let Some(r) = inband {
+            r.task.abort();
+        }
+    } else {
+        oob.detach_all();
     }
 }

@@ -5,14 +5,15 @@
 //!   dispatch, with QEMU's texts and QEMU's order.
 //! * [`server`]: the tokio server around it: unix and TCP listeners,
 //!   sessions, command handlers, events, file descriptors, shutdown.
-//! * `connection`: one client connection, driving a session.
+//! * [`connection`]: one client connection driving a session, for any
+//!   [`Backend`] (the server's handlers, or a proxy's QEMU).
 //! * [`declare`]: declared argument and return types, and the
 //!   `query-qmp-schema` generated from them.
 //! * [`schema`]: arguments checked against a QEMU schema with QEMU's texts.
 //! * [`mock`]: a mock QEMU from a real QEMU's schema dump.
 //! * [`demo`]: a demo machine built on the server, the framework's showcase.
 
-mod connection;
+pub mod connection;
 pub mod declare;
 pub mod demo;
 pub mod mock;
@@ -20,6 +21,7 @@ pub mod schema;
 pub mod server;
 pub mod session;
 
+pub use connection::{Backend, Stream};
 pub use qmp_proto::qemu_json::{QDict, QObject};
-pub use server::{Request, Server, ServerBuilder};
+pub use server::{Event, Listener, Request, Server, ServerBuilder};
 pub use session::{Call, CommandSet, QmpFailure, Session, SessionConfig, Step};

@@ -12,10 +12,10 @@
 //! # Ok(()) }
 //! ```
 
-use crate::connection;
+use crate::connection::{self, Backend, CallFuture, Ending, EventItem, EventSource};
 use crate::declare::{schema_info, CommandDecl, Field, Ty};
 use crate::schema::Schema;
-use crate::session::{CommandSet, QmpFailure, SessionConfig};
+use crate::session::{Call, CommandSet, QmpFailure, Session, SessionConfig};
 use qmp_proto::qemu_json::{QDict, QObject};
 use qmp_proto::Address;
 use serde::{de::DeserializeOwned, Serialize};
@@ -26,6 +26,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, watch};
@@ -61,13 +62,13 @@ struct Command {
     allow_oob: bool,
 }
 
-/// An event as broadcast to every session.
-#[derive(Clone, Debug)]
-pub(crate) struct EventMsg {
-    pub(crate) name: String,
-    pub(crate) data: Option<QObject>,
-    pub(crate) seconds: i64,
-    pub(crate) microseconds: i64,
+/// An event, with the wall-clock time it was raised (rule E2).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub name: String,
+    pub data: Option<QObject>,
+    pub seconds: i64,
+    pub microseconds: i64,
 }
 
 pub(crate) struct Inner {
@@ -75,7 +76,7 @@ pub(crate) struct Inner {
     commands: HashMap<String, Command>,
     /// Names in registration order, for `query-commands`.
     order: Vec<String>,
-    pub(crate) events: broadcast::Sender<EventMsg>,
+    pub(crate) events: broadcast::Sender<Event>,
     pub(crate) shutdown: watch::Sender<bool>,
     one_at_a_time: bool,
     socket_mode: u32,
@@ -86,7 +87,7 @@ pub(crate) struct Inner {
     declared: std::collections::HashSet<String>,
     /// Open rate-limit windows, by event name and key, with the event
     /// waiting for the window's end.
-    throttled: Mutex<HashMap<(String, String), Option<EventMsg>>>,
+    throttled: Mutex<HashMap<(String, String), Option<Event>>>,
 }
 
 /// The events QEMU rate-limits (rule E4).
@@ -104,6 +105,71 @@ pub const QEMU_THROTTLED_EVENTS: &[&str] = &[
 
 /// The command table a session sees.
 pub(crate) struct Registry(pub(crate) Arc<Inner>);
+
+/// A connection served by the server's own handlers.
+struct Local(Arc<Inner>);
+
+/// The server's broadcast, as one session's event source.
+struct Broadcast(broadcast::Receiver<Event>);
+
+impl EventSource for Broadcast {
+    fn try_next(&mut self) -> Option<EventItem> {
+        match self.0.try_recv() {
+            Ok(e) => Some(Ok(e)),
+            Err(broadcast::error::TryRecvError::Lagged(n)) => Some(Err(n)),
+            Err(_) => None,
+        }
+    }
+
+    async fn next(&mut self) -> Option<EventItem> {
+        match self.0.recv().await {
+            Ok(e) => Some(Ok(e)),
+            Err(broadcast::error::RecvError::Lagged(n)) => Some(Err(n)),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+}
+
+impl Backend for Local {
+    type Commands = Registry;
+    type Events = Broadcast;
+
+    fn session(&self) -> Session<Registry> {
+        Session::new(self.0.config.clone(), Registry(self.0.clone()))
+    }
+
+    fn events(&self) -> Broadcast {
+        Broadcast(self.0.events.subscribe())
+    }
+
+    fn start(&self, call: &Call, fds: Vec<OwnedFd>, close: Arc<AtomicBool>) -> CallFuture {
+        let request = Request {
+            command: call.command.clone(),
+            arguments: call.arguments.clone(),
+            fds,
+            close_after_reply: close,
+        };
+        match (
+            self.0.check(&call.command, &call.arguments),
+            self.0.handler(&call.command),
+        ) {
+            (Err(e), _) => Box::pin(async move { Err(e) }),
+            (Ok(()), Some(handler)) => handler(request),
+            // The session only hands out registered commands.
+            (Ok(()), None) => {
+                Box::pin(async { Err(QmpFailure::generic("internal error: no handler")) })
+            }
+        }
+    }
+
+    fn ended(&self) -> impl Future<Output = Ending> + Send + 'static {
+        let mut stop = self.0.shutdown.subscribe();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+            Ending::Drain
+        }
+    }
+}
 
 impl CommandSet for Registry {
     fn allow_oob(&self, command: &str) -> Option<bool> {
@@ -179,7 +245,7 @@ impl Default for ServerBuilder {
 
 /// QEMU's version object, members inserted in QAPI order (which decides
 /// their output order where they share a hash bucket).
-fn version_object(major: u64, minor: u64, micro: u64, package: &str) -> QObject {
+pub fn version_object(major: u64, minor: u64, micro: u64, package: &str) -> QObject {
     let mut qemu = QDict::new();
     qemu.insert("major", QObject::Int(major as i64));
     qemu.insert("minor", QObject::Int(minor as i64));
@@ -409,6 +475,36 @@ pub enum Listener {
 }
 
 impl Listener {
+    /// Binds a unix socket, created with permissions `mode`, or a TCP
+    /// address.
+    pub async fn bind(address: &Address, mode: u32) -> io::Result<Listener> {
+        match address {
+            Address::Unix(path) => {
+                let l = tokio::net::UnixListener::bind(path)?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+                Ok(Listener::Unix(l, path.clone()))
+            }
+            Address::Tcp(host, port) => Ok(Listener::Tcp(
+                tokio::net::TcpListener::bind((host.as_str(), *port)).await?,
+            )),
+            Address::Fd(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "cannot listen on an fd: address",
+            )),
+        }
+    }
+
+    /// The next client.
+    pub async fn accept(&self) -> io::Result<connection::Stream> {
+        match self {
+            Listener::Unix(l, _) => l.accept().await.map(|(s, _)| connection::Stream::Unix(s)),
+            Listener::Tcp(l) => l.accept().await.map(|(s, _)| {
+                let _ = s.set_nodelay(true);
+                connection::Stream::Tcp(s)
+            }),
+        }
+    }
+
     /// The TCP port actually bound (for `host:0`).
     pub fn port(&self) -> Option<u16> {
         match self {
@@ -445,23 +541,7 @@ impl Server {
     /// Binds a unix socket (created with the configured mode, 0600 by
     /// default) or a TCP address.
     pub async fn bind(&self, address: &Address) -> io::Result<Listener> {
-        match address {
-            Address::Unix(path) => {
-                let l = tokio::net::UnixListener::bind(path)?;
-                std::fs::set_permissions(
-                    path,
-                    std::fs::Permissions::from_mode(self.inner.socket_mode),
-                )?;
-                Ok(Listener::Unix(l, path.clone()))
-            }
-            Address::Tcp(host, port) => Ok(Listener::Tcp(
-                tokio::net::TcpListener::bind((host.as_str(), *port)).await?,
-            )),
-            Address::Fd(_) => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "cannot listen on an fd: address",
-            )),
-        }
+        Listener::bind(address, self.inner.socket_mode).await
     }
 
     /// Accepts clients until [`shutdown`](Self::shutdown), then waits for
@@ -472,7 +552,7 @@ impl Server {
         loop {
             let accepted = tokio::select! {
                 _ = stop.wait_for(|s| *s) => break,
-                a = accept(&listener) => a,
+                a = listener.accept() => a,
             };
             let stream = match accepted {
                 Ok(s) => s,
@@ -504,7 +584,7 @@ impl Server {
             .sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner()) += 1;
-        connection::run(self.inner.clone(), stream).await;
+        connection::run(Local(self.inner.clone()), stream).await;
         *self
             .inner
             .sessions
@@ -573,24 +653,14 @@ impl Server {
     }
 }
 
-fn stamp(name: &str, data: Option<QObject>) -> EventMsg {
+fn stamp(name: &str, data: Option<QObject>) -> Event {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    EventMsg {
+    Event {
         name: name.to_owned(),
         data,
         seconds: now.as_secs() as i64,
         microseconds: now.subsec_micros() as i64,
-    }
-}
-
-async fn accept(listener: &Listener) -> io::Result<connection::Stream> {
-    match listener {
-        Listener::Unix(l, _) => l.accept().await.map(|(s, _)| connection::Stream::Unix(s)),
-        Listener::Tcp(l) => l.accept().await.map(|(s, _)| {
-            let _ = s.set_nodelay(true);
-            connection::Stream::Tcp(s)
-        }),
     }
 }

@@ -496,3 +496,33 @@ impl RawPeer {
         }
     }
 }
+
+/// Raw client input that exercises a QEMU session from negotiation to
+/// out-of-band requests: every rule of N, R and O that a request can
+/// trigger. Differential tests send it to QEMU and to ours and compare.
+pub const SESSION_PHASES: &[&[u8]] = &[
+    // negotiation phase: N1-N3, N5, and R checks that come first
+    b"{\"execute\": \"query-version\", \"id\": 1}\n{\"execute\": \"nope\", \"id\": 2}\n",
+    b"{\"exec-oob\": \"query-version\", \"id\": 3}\n",
+    b"{\"exec-oob\": \"nope\", \"id\": \"3b\"}\n",
+    b"{\"id\": 1,}\n[]\n{\"id\": 5}\n{\"execute\": 1}\n{\"execute\": \"query-version\", \"exec-oob\": \"x\", \"id\": 6}\n",
+    b"{\"execute\": \"qmp_capabilities\", \"arguments\": {\"foo\": 1}, \"id\": 7}\n{\"execute\": \"qmp_capabilities\", \"arguments\": {\"enable\": null}, \"id\": 8}\n",
+    b"{\"execute\": \"qmp_capabilities\", \"arguments\": {\"enable\": [\"foo\"]}, \"id\": 9}\n{\"execute\": \"qmp_capabilities\", \"arguments\": {\"enable\": [1]}, \"id\": 10}\n",
+    b"{\"execute\": \"qmp_capabilities\", \"arguments\": {\"foo\": 1, \"enable\": \"x\"}, \"id\": 11}\n{\"execute\": \"qmp_capabilities\", \"arguments\": {\"enable\": [], \"bar\": 2, \"foo\": 1}, \"id\": 12}\n",
+    b"{\"execute\": \"qmp_capabilities\", \"arguments\": null, \"id\": 13}\n{\"execute\": \"qmp_capabilities\", \"arguments\": {\"enable\": [\"oob\", \"foo\"]}, \"id\": 14}\n",
+    // N4: enable may repeat "oob"
+    b"{\"execute\": \"qmp_capabilities\", \"arguments\": {\"enable\": [\"oob\", \"oob\"]}, \"id\": \"negotiated\"}\n",
+    // N7 and the R rules, in band
+    b"{\"execute\": \"qmp_capabilities\", \"id\": 20}\n{\"execute\": \"qmp_capabilities\", \"arguments\": {\"x\": 1}, \"id\": 21}\n",
+    b"{\"execute\": \"query-version\", \"id\": \"s\"}\n{\"execute\": \"query-version\", \"id\": null}\n{\"execute\": \"query-version\", \"id\": {\"b\": [1, {}], \"a\": true}}\n{\"execute\": \"query-version\"}\n",
+    b"{\"execute\": \"query-version\", \"arguments\": {\"zz\": 1, \"b\": 2, \"a\": 3}, \"id\": 22}\n{\"execute\": \"query-version\", \"arguments\": [], \"id\": 23}\n",
+    b"{\"execute\": \"query-version\", \"exec-oob\": \"x\", \"id\": 24}\n{\"execute\": \"query-version\", \"foo\": 1, \"id\": 25}\n{\"arguments\": {}, \"id\": 26}\n",
+    b"{\"execute\": \"no-such-cmd\", \"id\": 27}\n{\"execute\": \"Query-Version\", \"id\": 28}\n{\"execute\": \"query-version\", \"exec-oob\": 5, \"id\": 29}\n",
+    b"{\"execute\": \"query-version\", \"arguments\": {}, \"id\": 30}\r\n  {'execute': 'query-version', 'id': 'single'}",
+    b"\n\"scalar\"\n{\"id\": 31,,}\n",
+    // out of band, one at a time (O1, R5)
+    b"{\"exec-oob\": \"query-version\", \"id\": \"o1\"}\n",
+    b"{\"exec-oob\": \"nope\", \"id\": \"o2\"}\n",
+    b"{\"exec-oob\": 7, \"id\": \"o3\"}\n",
+    b"{\"exec-oob\": \"query-version\", \"arguments\": 1, \"id\": \"o4\"}\n",
+];

@@ -5,6 +5,7 @@ pub mod events;
 pub mod exec;
 pub mod info;
 pub mod mock;
+pub mod proxy;
 pub mod qom;
 mod qom_fuse;
 pub mod schema;

@@ -133,26 +133,74 @@ impl QObject {
 impl From<&Value> for QObject {
     /// From serde's model: integers that fit int64 become `Int`, larger
     /// unsigned ones `UInt`, all others `Double`, as QEMU's parser would.
+    /// Members are inserted in the order given.
     fn from(v: &Value) -> Self {
-        match v {
-            Value::Null => QObject::Null,
-            Value::Bool(b) => QObject::Bool(*b),
-            Value::Number(n) => {
-                if let Some(i) = n.as_i64() {
-                    QObject::Int(i)
-                } else if let Some(u) = n.as_u64() {
-                    QObject::UInt(u)
-                } else {
-                    QObject::Double(n.as_f64().unwrap_or(f64::NAN))
-                }
+        convert(v, false)
+    }
+}
+
+impl QObject {
+    /// From a value QEMU wrote (parsed with its members in the order they
+    /// came), such that writing it again gives QEMU's bytes exactly.
+    ///
+    /// QEMU writes a dict's members in its hash table's order, where
+    /// members sharing a bucket come newest first. Inserting them here in
+    /// reverse of the order they were written puts every bucket back in
+    /// the order QEMU had it, whatever order QEMU inserted them in.
+    pub fn from_qemu_output(v: &Value) -> QObject {
+        convert(v, true)
+    }
+}
+
+fn convert(v: &Value, reverse: bool) -> QObject {
+    match v {
+        Value::Null => QObject::Null,
+        Value::Bool(b) => QObject::Bool(*b),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                QObject::Int(i)
+            } else if let Some(u) = n.as_u64() {
+                QObject::UInt(u)
+            } else {
+                QObject::Double(n.as_f64().unwrap_or(f64::NAN))
             }
-            Value::String(s) => QObject::String(s.clone()),
-            Value::Array(a) => QObject::List(a.iter().map(QObject::from).collect()),
-            Value::Object(m) => QObject::Dict(
-                m.iter()
-                    .map(|(k, v)| (k.clone(), QObject::from(v)))
-                    .collect(),
-            ),
         }
+        Value::String(s) => QObject::String(s.clone()),
+        Value::Array(a) => QObject::List(a.iter().map(|e| convert(e, reverse)).collect()),
+        Value::Object(m) => {
+            let members = m.iter().map(|(k, v)| (k.clone(), convert(v, reverse)));
+            QObject::Dict(if reverse {
+                members.rev().collect()
+            } else {
+                members.collect()
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::qemu_json::to_json;
+
+    #[test]
+    fn qemu_output_is_written_again_byte_for_byte() {
+        // As QEMU 7.2 wrote them: `micro` and `major` share a bucket, so
+        // the order depends on which QEMU inserted first.
+        for text in [
+            r#"{"qemu": {"micro": 22, "minor": 2, "major": 7}, "package": "Debian 1:7.2"}"#,
+            r#"[{"type": "chardev", "id": "compat_monitor0"}, {"name": "x", "value": 0.10000000000000001}]"#,
+            r#"{"return": {}, "id": 18446744073709551615}"#,
+        ] {
+            let v: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(to_json(&QObject::from_qemu_output(&v), false), text);
+        }
+        let text = r#"{"micro": 22, "minor": 2, "major": 7}"#;
+        let v: Value = serde_json::from_str(text).unwrap();
+        assert_ne!(
+            to_json(&QObject::from(&v), false),
+            text,
+            "inserted in written order, a shared bucket comes out reversed"
+        );
     }
 }

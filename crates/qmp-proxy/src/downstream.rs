@@ -1,0 +1,186 @@
+//! One client of the proxy, as a [`Backend`] of the server framework's
+//! connection loop.
+//!
+//! The loop gives the client a session of its own, exactly as QEMU would:
+//! the upstream's greeting, negotiation, request checks, its own in-band
+//! queue, `exec-oob` at once. Only the calls that pass all of that come
+//! here, and go to QEMU under the proxy's own ids; the loop answers them
+//! with the client's id as it was sent. So ids never clash between clients,
+//! and a request without an id still gets its reply.
+//!
+//! Events come from a subscription on the upstream client, filled by its
+//! reader task in the order QEMU sent them, before the reply that follows
+//! them is routed. The loop drains it before writing each reply, so an
+//! event QEMU sent before a reply reaches the client before it (rule P4).
+
+use crate::audit::{AuditLog, ClientInfo, Outcome};
+use crate::policy::{Access, Policy};
+use crate::upstream::{Commands, Upstream};
+use qmp_client::{EventFilter, EventStream};
+use qmp_server::connection::{Backend, CallFuture, Ending, EventItem, EventSource};
+use qmp_server::session::{Call, QmpFailure, Session};
+use qmp_server::{Event, QObject};
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::watch;
+
+/// Everything one client's connection needs.
+pub(crate) struct Downstream {
+    pub(crate) upstream: Arc<Upstream>,
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) access: Access,
+    pub(crate) audit: Option<Arc<AuditLog>>,
+    pub(crate) who: ClientInfo,
+    /// Events a client may leave unread before it is disconnected.
+    pub(crate) buffer: usize,
+    pub(crate) stop: watch::Receiver<bool>,
+}
+
+/// The upstream's events for one client.
+pub(crate) struct Events(EventStream);
+
+fn convert(item: Result<Arc<qmp_proto::Event>, qmp_client::Lagged>) -> EventItem {
+    match item {
+        Ok(e) => Ok(Event {
+            name: e.name.clone(),
+            data: e.data.as_ref().map(QObject::from_qemu_output),
+            seconds: e.timestamp.seconds,
+            microseconds: e.timestamp.microseconds,
+        }),
+        Err(lagged) => Err(lagged.0),
+    }
+}
+
+impl EventSource for Events {
+    fn try_next(&mut self) -> Option<EventItem> {
+        self.0.try_next().map(convert)
+    }
+
+    async fn next(&mut self) -> Option<EventItem> {
+        self.0.next().await.map(convert)
+    }
+}
+
+impl Backend for Downstream {
+    type Commands = Commands;
+    type Events = Events;
+
+    fn session(&self) -> Session<Commands> {
+        Session::new(self.upstream.config.clone(), self.upstream.commands.clone())
+    }
+
+    fn events(&self) -> Events {
+        let policy = self.policy.clone();
+        let filter = if policy.events().is_everything() {
+            EventFilter::all()
+        } else {
+            EventFilter::all().matching(move |e| policy.events().permits(&e.name))
+        };
+        Events(
+            self.upstream
+                .client
+                .events_with_capacity(filter, self.buffer),
+        )
+    }
+
+    fn start(&self, call: &Call, fds: Vec<OwnedFd>, _close: Arc<AtomicBool>) -> CallFuture {
+        let started = Instant::now();
+        let arguments = QObject::Dict(call.arguments.clone()).to_value();
+        let audit = self.audit.clone().map(|log| {
+            let mut shown = arguments.clone();
+            self.policy.redact(&call.command, &mut shown);
+            (log, self.who.clone(), call.command.clone(), shown, call.oob)
+        });
+        let record = move |outcome: &Outcome| {
+            if let Some((log, who, command, shown, oob)) = &audit {
+                log.record(
+                    who,
+                    command,
+                    shown.clone(),
+                    *oob,
+                    outcome,
+                    started.elapsed(),
+                );
+            }
+        };
+        if !self.access.permits(&call.command) {
+            record(&Outcome::Denied);
+            let desc = format!(
+                "The command {} is not permitted by the proxy's policy '{}'",
+                call.command,
+                self.policy.name.as_deref().unwrap_or_default()
+            );
+            return Box::pin(async move { Err(QmpFailure::not_found(desc)) });
+        }
+        let mut forward = qmp_client::Call::new(call.command.clone())
+            .arguments(arguments)
+            .timeout(None);
+        if call.oob {
+            forward = forward.out_of_band();
+        }
+        for fd in fds {
+            forward = forward.fd(fd);
+        }
+        // query-commands lists only what this client may run.
+        let listing = (call.command == "query-commands" && !self.access.is_everything())
+            .then(|| self.access.clone());
+        let client = self.upstream.client.clone();
+        Box::pin(async move {
+            match client.call(forward).await {
+                Ok(value) => {
+                    record(&Outcome::Return);
+                    let mut value = QObject::from_qemu_output(&value);
+                    if let (Some(access), QObject::List(entries)) = (&listing, &mut value) {
+                        entries.retain(|e| match e {
+                            QObject::Dict(d) => match d.get("name") {
+                                Some(QObject::String(name)) => access.permits(name),
+                                _ => true,
+                            },
+                            _ => true,
+                        });
+                    }
+                    Ok(Some(value))
+                }
+                Err(qmp_client::Error::Qmp(e)) => {
+                    record(&Outcome::Error(e.class.clone()));
+                    Err(QmpFailure {
+                        class: e.class,
+                        desc: e.desc,
+                    })
+                }
+                Err(e) if e.is_disconnect() => {
+                    // QEMU is gone: the connection ends unanswered, as a
+                    // direct client would have seen it.
+                    record(&Outcome::Lost);
+                    std::future::pending().await
+                }
+                Err(e) => {
+                    record(&Outcome::Error("GenericError".into()));
+                    Err(QmpFailure::generic(format!("proxy: {e}")))
+                }
+            }
+        })
+    }
+
+    fn ended(&self) -> impl Future<Output = Ending> + Send + 'static {
+        let client = self.upstream.client.clone();
+        let mut stop = self.stop.clone();
+        async move {
+            tokio::select! {
+                _ = client.disconnected() => Ending::Now,
+                _ = stop.wait_for(|s| *s) => Ending::Drain,
+            }
+        }
+    }
+
+    fn max_unread(&self) -> usize {
+        self.buffer
+    }
+
+    fn cancel_on_disconnect(&self) -> bool {
+        false
+    }
+}

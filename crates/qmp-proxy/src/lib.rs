@@ -1,0 +1,19 @@
+//! A QMP proxy: many clients share one QEMU monitor, each as if it had
+//! QEMU to itself, under an access policy and with an audit log.
+//!
+//! * [`proxy`]: listeners, the upstream connection, reconnecting.
+//! * [`upstream`]: the connection to QEMU and what it tells the proxy
+//!   (greeting, command table).
+//! * `downstream`: one client, served by the server framework's connection
+//!   loop with QEMU answering its calls.
+//! * [`policy`]: the policy file and the built-in `read-only` policy.
+//! * [`audit`]: the audit log.
+
+pub mod audit;
+mod downstream;
+pub mod policy;
+pub mod proxy;
+pub mod upstream;
+
+pub use policy::PolicyFile;
+pub use proxy::{ListenSpec, Proxy, ProxyBuilder, ProxyError, ProxyHandle};

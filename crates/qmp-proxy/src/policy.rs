@@ -1,0 +1,373 @@
+//! Who may run what through the proxy: the policy file, the built-in
+//! `read-only` policy, and the checks made for each client.
+//!
+//! The file is TOML; every section under `policy` is a policy a listener
+//! can name (`--listen ADDR,policy=NAME`):
+//!
+//! ```toml
+//! # Redacted in the audit log on every listener: command glob -> argument
+//! # paths (dotted for nested members; "*" for all the arguments).
+//! [redact]
+//! "object-add" = ["data", "secret"]
+//!
+//! [policy.monitoring]
+//! preset = "read-only"           # start from the built-in read-only lists
+//! allow = ["query-*", "qom-get"] # command-name globs (default: all, or the preset's)
+//! deny = ["query-qmp-schema"]    # wins over allow
+//! events = ["JOB_*", "STOP"]     # event-name globs delivered (default: all)
+//! deny-events = ["RTC_CHANGE"]
+//!
+//! [policy.monitoring.redact]     # more redaction, for this policy only
+//! "blockdev-add" = ["file.password"]
+//!
+//! # A rule replaces the command lists for peers with these uids (unix
+//! # listeners only; the first matching rule wins).
+//! [[policy.monitoring.rule]]
+//! uid = [0, 107]
+//! allow = ["*"]
+//! ```
+//!
+//! Globs know `*` (any run of characters) and `?` (one character).
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Name of the built-in policy for queries and QOM reads.
+pub const READ_ONLY: &str = "read-only";
+
+/// What the built-in `read-only` policy allows: queries and QOM reads.
+/// (`human-monitor-command` is not among them: HMP can do anything.)
+pub const READ_ONLY_COMMANDS: &[&str] = &[
+    "query-*",
+    "x-query-*",
+    "qom-list",
+    "qom-get",
+    "qom-list-get",
+    "qom-list-types",
+    "qom-list-properties",
+    "device-list-properties",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("cannot read the policy file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("policy file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error(
+        "no policy named '{0}' (the file defines none such, and the built-in one is 'read-only')"
+    )]
+    Unknown(String),
+    #[error("policy '{0}' is built in; give yours another name")]
+    Reserved(String),
+}
+
+/// The policy file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    #[serde(default)]
+    redact: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    policy: BTreeMap<String, PolicySpec>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct PolicySpec {
+    preset: Option<Preset>,
+    allow: Option<Vec<String>>,
+    #[serde(default)]
+    deny: Vec<String>,
+    events: Option<Vec<String>>,
+    #[serde(default)]
+    deny_events: Vec<String>,
+    #[serde(default)]
+    redact: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    rule: Vec<RuleSpec>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Preset {
+    ReadOnly,
+    All,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSpec {
+    uid: Uids,
+    allow: Option<Vec<String>>,
+    #[serde(default)]
+    deny: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Uids {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+impl Uids {
+    fn contains(&self, uid: u32) -> bool {
+        match self {
+            Uids::One(u) => *u == uid,
+            Uids::Many(us) => us.contains(&uid),
+        }
+    }
+}
+
+impl PolicyFile {
+    pub fn load(path: &Path) -> Result<PolicyFile, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        PolicyFile::parse(&text).map_err(|message| PolicyError::Parse {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<PolicyFile, String> {
+        let file: PolicyFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        if file.policy.contains_key(READ_ONLY) {
+            return Err(PolicyError::Reserved(READ_ONLY.into()).to_string());
+        }
+        Ok(file)
+    }
+
+    /// The policy a listener names, or the one that permits everything.
+    pub fn policy(&self, name: Option<&str>) -> Result<Arc<Policy>, PolicyError> {
+        let spec = match name {
+            None => PolicySpec::default(),
+            Some(READ_ONLY) => PolicySpec {
+                preset: Some(Preset::ReadOnly),
+                ..Default::default()
+            },
+            Some(other) => self
+                .policy
+                .get(other)
+                .cloned()
+                .ok_or_else(|| PolicyError::Unknown(other.into()))?,
+        };
+        let base_allow = match spec.preset {
+            Some(Preset::ReadOnly) => READ_ONLY_COMMANDS.iter().map(|s| s.to_string()).collect(),
+            Some(Preset::All) | None => vec!["*".to_owned()],
+        };
+        let mut redact = self.redact.clone();
+        for (command, paths) in spec.redact {
+            redact.entry(command).or_default().extend(paths);
+        }
+        Ok(Arc::new(Policy {
+            name: name.map(str::to_owned),
+            commands: Access::new(spec.allow.unwrap_or(base_allow), spec.deny),
+            events: Access::new(
+                spec.events.unwrap_or_else(|| vec!["*".into()]),
+                spec.deny_events,
+            ),
+            rules: spec
+                .rule
+                .into_iter()
+                .map(|r| {
+                    let allow = r.allow.unwrap_or_else(|| vec!["*".into()]);
+                    (r.uid, Access::new(allow, r.deny))
+                })
+                .collect(),
+            redact,
+        }))
+    }
+}
+
+/// Allow and deny globs; deny wins.
+#[derive(Debug, Clone)]
+pub struct Access {
+    allow: Vec<String>,
+    deny: Vec<String>,
+}
+
+impl Access {
+    fn new(allow: Vec<String>, deny: Vec<String>) -> Access {
+        Access { allow, deny }
+    }
+
+    pub fn permits(&self, name: &str) -> bool {
+        self.allow.iter().any(|g| glob(g, name)) && !self.deny.iter().any(|g| glob(g, name))
+    }
+
+    /// Whether this permits every name.
+    pub fn is_everything(&self) -> bool {
+        self.deny.is_empty() && self.allow.iter().any(|g| g == "*")
+    }
+}
+
+/// One listener's policy.
+#[derive(Debug)]
+pub struct Policy {
+    /// `None` for a listener without a policy.
+    pub name: Option<String>,
+    commands: Access,
+    events: Access,
+    rules: Vec<(Uids, Access)>,
+    redact: BTreeMap<String, Vec<String>>,
+}
+
+impl Policy {
+    /// The command lists for a peer: those of the first rule that matches
+    /// its uid, else the policy's own.
+    pub fn commands_for(&self, uid: Option<u32>) -> &Access {
+        uid.and_then(|uid| {
+            self.rules
+                .iter()
+                .find(|(uids, _)| uids.contains(uid))
+                .map(|(_, a)| a)
+        })
+        .unwrap_or(&self.commands)
+    }
+
+    pub fn events(&self) -> &Access {
+        &self.events
+    }
+
+    /// `arguments` with the values the policy redacts for `command`
+    /// replaced by `"<redacted>"`.
+    pub fn redact(&self, command: &str, arguments: &mut serde_json::Value) {
+        for (pattern, paths) in &self.redact {
+            if !glob(pattern, command) {
+                continue;
+            }
+            for path in paths {
+                if path == "*" {
+                    *arguments = serde_json::Value::String("<redacted>".into());
+                    return;
+                }
+                let pointer = format!("/{}", path.replace('.', "/"));
+                if let Some(v) = arguments.pointer_mut(&pointer) {
+                    *v = serde_json::Value::String("<redacted>".into());
+                }
+            }
+        }
+    }
+}
+
+/// Matches `text` against a glob of `*` and `?`.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    // Classic backtracking over the last `*`: linear in practice.
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn globs() {
+        assert!(glob("query-*", "query-status"));
+        assert!(glob("*", ""));
+        assert!(glob("q?m-get", "qom-get"));
+        assert!(glob("*-get", "qom-get"));
+        assert!(glob("a*b*c", "axxbyyc"));
+        assert!(!glob("a*b*c", "axxbyy"));
+        assert!(!glob("query-*", "x-query-foo"));
+        assert!(!glob("quit", "quit2"));
+    }
+
+    #[test]
+    fn read_only_allows_queries_and_qom_reads_only() {
+        let ro = PolicyFile::default().policy(Some(READ_ONLY)).unwrap();
+        let c = ro.commands_for(None);
+        for ok in ["query-status", "qom-get", "qom-list", "x-query-roms"] {
+            assert!(c.permits(ok), "{ok}");
+        }
+        for no in [
+            "quit",
+            "blockdev-add",
+            "qom-set",
+            "human-monitor-command",
+            "stop",
+        ] {
+            assert!(!c.permits(no), "{no}");
+        }
+        let all = PolicyFile::default().policy(None).unwrap();
+        assert!(all.commands_for(Some(0)).permits("quit"));
+    }
+
+    #[test]
+    fn file_sections_rules_and_redaction() {
+        let file = PolicyFile::parse(
+            r#"
+            [redact]
+            "object-add" = ["data"]
+            [policy.ops]
+            preset = "read-only"
+            allow = ["query-*", "stop", "cont"]
+            deny = ["query-qmp-schema"]
+            events = ["STOP", "RESUME"]
+            [policy.ops.redact]
+            "blockdev-*" = ["file.password"]
+            [[policy.ops.rule]]
+            uid = [0, 107]
+            allow = ["*"]
+            deny = ["quit"]
+            "#,
+        )
+        .unwrap();
+        let ops = file.policy(Some("ops")).unwrap();
+        let c = ops.commands_for(Some(1000));
+        assert!(c.permits("stop") && c.permits("query-status"));
+        assert!(!c.permits("query-qmp-schema") && !c.permits("qom-get"));
+        let root = ops.commands_for(Some(107));
+        assert!(root.permits("blockdev-add") && !root.permits("quit"));
+        assert!(ops.events().permits("STOP") && !ops.events().permits("JOB_STATUS_CHANGE"));
+        let mut args = json!({"driver": "file", "file": {"password": "x", "filename": "f"}});
+        ops.redact("blockdev-add", &mut args);
+        assert_eq!(
+            args,
+            json!({"driver": "file", "file": {"password": "<redacted>", "filename": "f"}})
+        );
+        let mut args = json!({"qom-type": "secret", "id": "s", "data": "hunter2"});
+        ops.redact("object-add", &mut args);
+        assert_eq!(args["data"], "<redacted>");
+        assert!(matches!(
+            file.policy(Some("nope")),
+            Err(PolicyError::Unknown(_))
+        ));
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_the_reason() {
+        let e = PolicyFile::parse("[policy.x]\nalow = []\n").unwrap_err();
+        assert!(e.contains("alow"), "{e}");
+        let e = PolicyFile::parse("[policy.read-only]\n").unwrap_err();
+        assert!(e.contains("built in"), "{e}");
+        let e = PolicyFile::parse("[policy.x]\npreset = \"rw\"\n").unwrap_err();
+        assert!(e.contains("rw"), "{e}");
+    }
+}

@@ -1,0 +1,358 @@
+//! The proxy: its listeners, its one upstream connection, and the life of
+//! both.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), qmp_proxy::ProxyError> {
+//! use qmp_proxy::{ListenSpec, Proxy};
+//! let proxy = Proxy::builder("/run/vm/qmp.sock".parse().unwrap())
+//!     .listen("/run/vm/shared.sock".parse::<ListenSpec>().unwrap())
+//!     .listen("/run/vm/ro.sock,policy=read-only".parse().unwrap())
+//!     .bind()
+//!     .await?;
+//! proxy.run().await
+//! # }
+//! ```
+//!
+//! The listeners are bound once. Clients are accepted only while QEMU is
+//! connected: when it goes away every client's connection ends at once (as
+//! if QEMU had exited), and then either the proxy stops or, with
+//! `reconnect`, waits for QEMU to come back while new clients wait in the
+//! listen backlog, as they would for a busy QEMU monitor.
+
+use crate::audit::{AuditLog, ClientInfo};
+use crate::downstream::Downstream;
+use crate::policy::{Policy, PolicyError, PolicyFile};
+use crate::upstream::Upstream;
+use qmp_proto::Address;
+use qmp_server::Listener;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+/// Events (and other messages) a client may leave unread before it is
+/// disconnected, by default.
+pub const DEFAULT_CLIENT_BUFFER: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("cannot open the audit log {path}: {source}")]
+    Audit {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot reach QEMU at {address}: {source}")]
+    Upstream {
+        address: String,
+        source: qmp_client::Error,
+    },
+    #[error("QEMU went away: {0} (with --reconnect the proxy would wait for it)")]
+    UpstreamLost(String),
+}
+
+/// One `--listen ADDR[,policy=NAME][,mode=OCTAL]`.
+#[derive(Debug, Clone)]
+pub struct ListenSpec {
+    pub address: Address,
+    /// As written, for logs and the audit log.
+    pub label: String,
+    pub policy: Option<String>,
+    /// Permissions of a unix socket file.
+    pub mode: u32,
+}
+
+impl FromStr for ListenSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut parts = s.split(',');
+        let label = parts.next().unwrap_or_default().to_owned();
+        let address = label.parse::<Address>().map_err(|e| e.to_string())?;
+        let mut spec = ListenSpec {
+            address,
+            label,
+            policy: None,
+            mode: 0o600,
+        };
+        for option in parts {
+            match option.split_once('=') {
+                Some(("policy", name)) if !name.is_empty() => spec.policy = Some(name.into()),
+                Some(("mode", m)) => {
+                    spec.mode = u32::from_str_radix(m, 8)
+                        .ok()
+                        .filter(|m| *m <= 0o777)
+                        .ok_or_else(|| format!("mode must be octal, such as 0660, not '{m}'"))?
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown listener option '{option}' (known: policy=NAME, mode=OCTAL)"
+                    ))
+                }
+            }
+        }
+        Ok(spec)
+    }
+}
+
+/// Builds a [`Proxy`].
+pub struct ProxyBuilder {
+    upstream: Address,
+    listeners: Vec<ListenSpec>,
+    policies: PolicyFile,
+    audit: Option<PathBuf>,
+    reconnect: bool,
+    client_buffer: usize,
+}
+
+impl ProxyBuilder {
+    pub fn listen(mut self, spec: ListenSpec) -> Self {
+        self.listeners.push(spec);
+        self
+    }
+
+    /// The policies listeners may name (besides the built-in `read-only`).
+    pub fn policies(mut self, policies: PolicyFile) -> Self {
+        self.policies = policies;
+        self
+    }
+
+    /// Appends an audit line per command to this file.
+    pub fn audit(mut self, path: impl Into<PathBuf>) -> Self {
+        self.audit = Some(path.into());
+        self
+    }
+
+    /// When QEMU goes away, wait for it to come back instead of stopping.
+    pub fn reconnect(mut self, yes: bool) -> Self {
+        self.reconnect = yes;
+        self
+    }
+
+    /// Messages a client may leave unread before it is disconnected.
+    pub fn client_buffer(mut self, messages: usize) -> Self {
+        self.client_buffer = messages.max(1);
+        self
+    }
+
+    /// Checks the policies, opens the audit log and binds every listener.
+    pub async fn bind(self) -> Result<Proxy, ProxyError> {
+        let audit = match &self.audit {
+            Some(path) => Some(Arc::new(AuditLog::open(path).map_err(|source| {
+                ProxyError::Audit {
+                    path: path.display().to_string(),
+                    source,
+                }
+            })?)),
+            None => None,
+        };
+        let mut listeners = Vec::new();
+        for spec in &self.listeners {
+            let policy = self.policies.policy(spec.policy.as_deref())?;
+            let listener = Listener::bind(&spec.address, spec.mode)
+                .await
+                .map_err(|source| ProxyError::Bind {
+                    address: spec.label.clone(),
+                    source,
+                })?;
+            listeners.push(Arc::new(Bound {
+                listener,
+                label: spec.label.clone(),
+                policy,
+            }));
+        }
+        Ok(Proxy {
+            upstream: self.upstream,
+            listeners,
+            audit,
+            reconnect: self.reconnect,
+            client_buffer: self.client_buffer,
+            clients: Arc::new(AtomicU64::new(0)),
+            stop: watch::channel(false).0,
+        })
+    }
+}
+
+/// A bound listener and its policy.
+struct Bound {
+    listener: Listener,
+    label: String,
+    policy: Arc<Policy>,
+}
+
+/// A proxy with its listeners bound; [`run`](Proxy::run) serves.
+pub struct Proxy {
+    upstream: Address,
+    listeners: Vec<Arc<Bound>>,
+    audit: Option<Arc<AuditLog>>,
+    reconnect: bool,
+    client_buffer: usize,
+    clients: Arc<AtomicU64>,
+    stop: watch::Sender<bool>,
+}
+
+/// Stops a running proxy from elsewhere.
+#[derive(Clone)]
+pub struct ProxyHandle(watch::Sender<bool>);
+
+impl ProxyHandle {
+    /// Stops accepting; clients get answers to what they sent, then the
+    /// proxy closes their connections and its own and `run` returns.
+    pub fn shutdown(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+impl Proxy {
+    pub fn builder(upstream: Address) -> ProxyBuilder {
+        ProxyBuilder {
+            upstream,
+            listeners: Vec::new(),
+            policies: PolicyFile::default(),
+            audit: None,
+            reconnect: false,
+            client_buffer: DEFAULT_CLIENT_BUFFER,
+        }
+    }
+
+    pub fn handle(&self) -> ProxyHandle {
+        ProxyHandle(self.stop.clone())
+    }
+
+    /// The TCP ports bound, in listener order (`None` for unix listeners),
+    /// for listeners given port 0.
+    pub fn ports(&self) -> Vec<Option<u16>> {
+        self.listeners.iter().map(|b| b.listener.port()).collect()
+    }
+
+    /// Serves until shut down, or until QEMU goes away (unless
+    /// reconnecting). Fails at once if QEMU cannot be reached at the start
+    /// and the proxy is not reconnecting.
+    pub async fn run(self) -> Result<(), ProxyError> {
+        let mut stop = self.stop.subscribe();
+        loop {
+            let Some(upstream) = self.connect(&mut stop).await? else {
+                return Ok(());
+            };
+            let upstream = Arc::new(upstream);
+            let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+            let mut accepting = JoinSet::new();
+            for bound in &self.listeners {
+                accepting.spawn(self.accept_loop(bound.clone(), upstream.clone(), done_tx.clone()));
+            }
+            drop(done_tx);
+            let lost = tokio::select! {
+                reason = upstream.client.disconnected() => Some(reason.to_string()),
+                _ = stop.wait_for(|s| *s) => None,
+            };
+            accepting.abort_all();
+            while accepting.join_next().await.is_some() {}
+            // Every client's connection holds a sender; all gone = all ended.
+            let _ = done_rx.recv().await;
+            match lost {
+                None => {
+                    upstream.client.close().await;
+                    return Ok(());
+                }
+                Some(reason) if self.reconnect => {
+                    tracing::warn!("QEMU went away ({reason}); waiting for it to come back")
+                }
+                Some(reason) => return Err(ProxyError::UpstreamLost(reason)),
+            }
+        }
+    }
+
+    /// Connects to QEMU, retrying while reconnecting. `None` if stopped
+    /// meanwhile.
+    async fn connect(
+        &self,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Option<Upstream>, ProxyError> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let attempt = tokio::select! {
+                a = Upstream::connect(&self.upstream) => a,
+                _ = stop.wait_for(|s| *s) => return Ok(None),
+            };
+            match attempt {
+                Ok(upstream) => return Ok(Some(upstream)),
+                Err(source) if !self.reconnect => {
+                    return Err(ProxyError::Upstream {
+                        address: self.upstream.to_string(),
+                        source,
+                    })
+                }
+                Err(e) => tracing::debug!("QEMU not back yet: {e}"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stop.wait_for(|s| *s) => return Ok(None),
+            }
+            delay = (delay * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    fn accept_loop(
+        &self,
+        bound: Arc<Bound>,
+        upstream: Arc<Upstream>,
+        done: mpsc::Sender<()>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let clients = self.clients.clone();
+        let audit = self.audit.clone();
+        let buffer = self.client_buffer;
+        let stop = self.stop.subscribe();
+        async move {
+            loop {
+                let stream = match bound.listener.accept().await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // Out of descriptors, say: do not spin.
+                        tracing::warn!("accept on {} failed: {e}", bound.label);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let cred = stream.peer_cred();
+                let who = ClientInfo {
+                    listener: bound.label.clone(),
+                    client: clients.fetch_add(1, Ordering::Relaxed) + 1,
+                    uid: cred.map(|c| c.uid),
+                    pid: cred.and_then(|c| c.pid),
+                };
+                tracing::info!(
+                    "client {} connected on {} (uid {:?}, pid {:?})",
+                    who.client,
+                    who.listener,
+                    who.uid,
+                    who.pid
+                );
+                let downstream = Downstream {
+                    upstream: upstream.clone(),
+                    access: bound.policy.commands_for(who.uid).clone(),
+                    policy: bound.policy.clone(),
+                    audit: audit.clone(),
+                    who,
+                    buffer,
+                    stop: stop.clone(),
+                };
+                let done = done.clone();
+                tokio::spawn(async move {
+                    let n = downstream.who.client;
+                    qmp_server::connection::run(downstream, stream).await;
+                    tracing::info!("client {n} left");
+                    drop(done);
+                });
+            }
+        }
+    }
+}

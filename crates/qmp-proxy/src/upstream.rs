@@ -1,0 +1,113 @@
+//! The proxy's one connection to QEMU, and what it learns there: the
+//! greeting every client will get, and the command table its sessions
+//! check requests against.
+
+use qmp_client::{Client, ClientBuilder};
+use qmp_proto::Address;
+use qmp_server::session::{CommandSet, SessionConfig};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// QEMU's commands, and whether each may run out of band.
+#[derive(Clone, Debug, Default)]
+pub struct Commands(Arc<HashMap<String, bool>>);
+
+impl CommandSet for Commands {
+    fn allow_oob(&self, command: &str) -> Option<bool> {
+        self.0.get(command).copied()
+    }
+}
+
+impl Commands {
+    /// From a `query-qmp-schema` reply: its `command` entries.
+    pub fn from_schema(schema: &Value) -> Commands {
+        let table = schema
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["meta-type"] == "command")
+            .filter_map(|e| {
+                let name = e["name"].as_str()?;
+                Some((name.to_owned(), e["allow-oob"] == true))
+            })
+            .collect();
+        Commands(Arc::new(table))
+    }
+
+    /// From a `query-commands` reply (no oob information there).
+    pub fn from_list(list: &Value) -> Commands {
+        let table = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| Some((e["name"].as_str()?.to_owned(), false)))
+            .collect();
+        Commands(Arc::new(table))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A negotiated connection to QEMU.
+pub struct Upstream {
+    pub client: Client,
+    pub commands: Commands,
+    /// The greeting's contents, for every client session.
+    pub config: SessionConfig,
+}
+
+impl Upstream {
+    /// Connects, negotiates (oob when offered) and reads the command table.
+    /// No timeout applies to the commands forwarded later: QEMU decides
+    /// how long they take, as it would for a direct client.
+    pub async fn connect(address: &Address) -> Result<Upstream, qmp_client::Error> {
+        let client = ClientBuilder::new()
+            .timeout(None)
+            .oob(true)
+            .connect_to(address)
+            .await?;
+        let commands = match client.execute("query-qmp-schema", json!({})).await {
+            Ok(schema) => Commands::from_schema(&schema),
+            Err(e) if e.qmp().is_some() => {
+                Commands::from_list(&client.execute("query-commands", json!({})).await?)
+            }
+            Err(e) => return Err(e),
+        };
+        let greeting = client
+            .greeting()
+            .cloned()
+            .unwrap_or_else(|| qmp_proto::Greeting {
+                version: Default::default(),
+                capabilities: Vec::new(),
+            });
+        let v = &greeting.version;
+        let config = SessionConfig {
+            version: qmp_server::server::version_object(
+                v.qemu.major,
+                v.qemu.minor,
+                v.qemu.micro,
+                &v.package,
+            ),
+            offer_oob: client.oob_enabled(),
+            pretty: false,
+        };
+        tracing::info!(
+            "upstream QEMU {} ({} commands, oob {})",
+            v.qemu,
+            commands.len(),
+            if client.oob_enabled() { "on" } else { "off" }
+        );
+        Ok(Upstream {
+            client,
+            commands,
+            config,
+        })
+    }
+}

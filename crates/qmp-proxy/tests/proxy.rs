@@ -1,0 +1,690 @@
+//! The proxy between real QEMU processes and several clients at once: our
+//! client, raw sockets, and QEMU's own Python library `qemu.qmp`.
+//!
+//! Each test starts its own QEMU and its own proxy (in-process, on a
+//! runtime of its own), and uses only blocking client code, as a tool
+//! would.
+
+use nix::sys::signal::Signal;
+use qmp_client::blocking::Client;
+use qmp_client::{Call, EventFilter};
+use qmp_proxy::{ListenSpec, PolicyFile, Proxy, ProxyBuilder, ProxyError, ProxyHandle};
+use qmp_testkit::{Qemu, RawPeer, Ready};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const QUIET: Duration = Duration::from_secs(10);
+
+/// A proxy running on a thread of its own.
+struct TestProxy {
+    handle: ProxyHandle,
+    thread: Option<std::thread::JoinHandle<Result<(), ProxyError>>>,
+    dir: tempfile::TempDir,
+}
+
+impl TestProxy {
+    /// A proxy for the QEMU monitor at `upstream`, listening on
+    /// `listeners` (`{dir}` stands for its temp dir), configured further by
+    /// `configure`.
+    fn start(
+        upstream: &Path,
+        listeners: &[&str],
+        configure: impl FnOnce(ProxyBuilder, &Path) -> ProxyBuilder + Send + 'static,
+    ) -> TestProxy {
+        let dir = qmp_testkit::test_dir();
+        let at = dir.path().to_owned();
+        let mut builder = Proxy::builder(upstream.display().to_string().parse().unwrap());
+        for l in listeners {
+            let spec: ListenSpec = l
+                .replace("{dir}", &at.display().to_string())
+                .parse()
+                .unwrap();
+            builder = builder.listen(spec);
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let proxy = configure(builder, &at).bind().await?;
+                tx.send(proxy.handle()).unwrap();
+                proxy.run().await
+            })
+        });
+        let handle = rx.recv().expect("the proxy binds its listeners");
+        TestProxy {
+            handle,
+            thread: Some(thread),
+            dir,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn addr(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+
+    /// Waits for `run` to return on its own.
+    fn outcome(mut self, within: Duration) -> Result<(), ProxyError> {
+        let thread = self.thread.take().unwrap();
+        let deadline = Instant::now() + within;
+        while !thread.is_finished() {
+            assert!(Instant::now() < deadline, "the proxy did not stop");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        thread.join().unwrap()
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A raw client that has read the greeting and negotiated (with oob when
+/// `oob`).
+fn raw_negotiated(path: &Path, oob: bool) -> RawPeer {
+    let mut peer = RawPeer::connect(path, QUIET);
+    peer.read_n(1);
+    let enable = if oob {
+        r#", "arguments": {"enable": ["oob"]}"#
+    } else {
+        ""
+    };
+    write!(
+        peer.stream,
+        r#"{{"execute": "qmp_capabilities"{enable}, "id": "neg"}}"#
+    )
+    .unwrap();
+    assert_eq!(
+        peer.read_until("\"neg\""),
+        [r#"{"return": {}, "id": "neg"}"#]
+    );
+    peer
+}
+
+/// qemu-storage-daemon with two monitors: `qsd.sock` for the proxy and
+/// `direct.sock` for comparison.
+fn storage_daemon_with_two_monitors() -> Qemu {
+    let args = [
+        "--chardev",
+        "socket,path={dir}/qsd.sock,server=on,wait=off,id=m",
+        "--monitor",
+        "chardev=m",
+        "--chardev",
+        "socket,path={dir}/direct.sock,server=on,wait=off,id=m2",
+        "--monitor",
+        "chardev=m2",
+    ];
+    let dir = qmp_testkit::test_dir();
+    let args = args
+        .iter()
+        .map(|a| a.replace("{dir}", &dir.path().display().to_string()))
+        .collect();
+    let sock = dir.path().join("qsd.sock");
+    let qsd = Qemu::spawn_in(dir, "qemu-storage-daemon", args, Ready::Socket(sock));
+    let direct = qsd.dir().join("direct.sock");
+    let deadline = Instant::now() + QUIET;
+    while !qmp_testkit::unix_listening(&direct) {
+        assert!(
+            Instant::now() < deadline,
+            "the second monitor never listened"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    qsd
+}
+
+#[test]
+fn every_client_gets_what_a_direct_qemu_session_would_byte_for_byte() {
+    let qsd = storage_daemon_with_two_monitors();
+    let proxy = TestProxy::start(&qsd.socket, &["{dir}/p.sock"], |b, _| b);
+    let mut direct = RawPeer::connect(&qsd.dir().join("direct.sock"), QUIET);
+    let mut proxied = RawPeer::connect(&proxy.path("p.sock"), QUIET);
+    assert_eq!(proxied.read_n(1), direct.read_n(1), "the greeting");
+    for (n, phase) in qmp_testkit::SESSION_PHASES.iter().enumerate() {
+        let marker = format!("{{\"execute\": \"query-version\", \"id\": \"marker-{n}\"}}\n");
+        let mut input = phase.to_vec();
+        input.extend_from_slice(marker.as_bytes());
+        direct.stream.write_all(&input).unwrap();
+        proxied.stream.write_all(&input).unwrap();
+        let expected = direct.read_until(&format!("\"marker-{n}\""));
+        let got = proxied.read_until(&format!("\"marker-{n}\""));
+        assert_eq!(
+            got,
+            expected,
+            "phase {n}: {}",
+            String::from_utf8_lossy(phase)
+        );
+    }
+    // Events too: a job run from the direct session, seen by both.
+    let image = qsd.dir().join("disk.img");
+    write!(
+        direct.stream,
+        r#"{{"execute": "blockdev-create", "arguments": {{"job-id": "j1", "options": {{"driver": "file", "filename": "{}", "size": 1048576}}}}}}"#,
+        image.display()
+    )
+    .unwrap();
+    let events = |frames: Vec<String>| -> Vec<String> {
+        frames
+            .into_iter()
+            .filter(|f| f.contains("\"event\""))
+            .collect()
+    };
+    let expected = events(direct.read_until("concluded"));
+    assert_eq!(expected.len(), 5, "{expected:?}");
+    assert_eq!(events(proxied.read_until("concluded")), expected);
+}
+
+/// Python's qemu.qmp as a third client: reads with the id `same` too,
+/// says `ready`, then prints the events it gets until `until` (an event
+/// name, or `JOB_STATUS_CHANGE:status`), then runs one more command.
+const PYTHON_CLIENT: &str = r#"
+import asyncio, sys
+from qemu.qmp import QMPClient
+
+async def main(path, until):
+    qmp = QMPClient('proxy-test')
+    await qmp.connect(path)
+    print('greeting', qmp.greeting.QMP.version['qemu']['major'], flush=True)
+    reply = await qmp._raw({'execute': 'query-version', 'id': 'same'}, assign_id=False)
+    print('reply', reply['id'], 'qemu' in reply['return'], flush=True)
+    with qmp.listener() as listener:
+        print('ready', flush=True)
+        async def watch():
+            async for event in listener:
+                name = event['event']
+                if name == 'JOB_STATUS_CHANGE':
+                    name += ':' + event['data']['status']
+                print('event', name, flush=True)
+                if name == until:
+                    return
+        await asyncio.wait_for(watch(), 30)
+    reply = await qmp._raw({'execute': 'query-jobs', 'id': 'same'}, assign_id=False)
+    print('reply', reply['id'], type(reply['return']).__name__, flush=True)
+    await qmp.disconnect()
+    print('done', flush=True)
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"#;
+
+struct Python {
+    child: Child,
+    out: BufReader<std::process::ChildStdout>,
+    lines: Vec<String>,
+}
+
+impl Python {
+    fn start(path: &Path, until: &str) -> Python {
+        let mut child = Command::new("python3")
+            .args(["-c", PYTHON_CLIENT, &path.display().to_string(), until])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let mut python = Python {
+            child,
+            out,
+            lines: Vec::new(),
+        };
+        python.read_through("ready");
+        python
+    }
+
+    fn read_through(&mut self, last: &str) {
+        loop {
+            let mut line = String::new();
+            if self.out.read_line(&mut line).unwrap() == 0 {
+                let mut err = String::new();
+                self.child
+                    .stderr
+                    .as_mut()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                assert!(
+                    !err.contains("No module named 'qemu'"),
+                    "this test needs Python's qemu.qmp: pip install qemu.qmp (.ci/run does)"
+                );
+                panic!("qemu.qmp ended early: {:?}\n{err}", self.lines);
+            }
+            let line = line.trim_end().to_owned();
+            self.lines.push(line.clone());
+            if line == last {
+                return;
+            }
+        }
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        self.read_through("done");
+        assert!(self.child.wait().unwrap().success());
+        self.lines
+    }
+}
+
+#[test]
+fn three_clients_with_the_same_ids_each_get_their_replies_and_every_job_event() {
+    let qsd = Qemu::storage_daemon();
+    let proxy = TestProxy::start(&qsd.socket, &["{dir}/p.sock"], |b, _| b);
+    let path = proxy.path("p.sock");
+    let python = Python::start(&path, "JOB_STATUS_CHANGE:concluded");
+    let mut raw = raw_negotiated(&path, true);
+    let ours = Client::connect(&proxy.addr("p.sock")).unwrap();
+    let mut statuses = ours.events(EventFilter::name("JOB_STATUS_CHANGE"));
+
+    // The raw client's request waits unread while ours runs one with the
+    // same id; each gets its own reply.
+    raw.stream
+        .write_all(br#"{"execute": "query-jobs", "id": "same"}"#)
+        .unwrap();
+    let version = ours.call(Call::new("query-version").id("same")).unwrap();
+    assert!(version["qemu"]["major"].is_u64(), "{version}");
+    assert_eq!(raw.read_n(1), [r#"{"return": [], "id": "same"}"#]);
+    // and a request without an id gets its reply, without one
+    raw.stream
+        .write_all(br#"{"execute": "query-jobs"}"#)
+        .unwrap();
+    assert_eq!(raw.read_n(1), [r#"{"return": []}"#]);
+
+    let image = proxy.path("disk.img");
+    let create =
+        json!({"job-id": "j1", "options": {"driver": "file", "filename": image, "size": 1048576}});
+    ours.execute("blockdev-create", create).unwrap();
+    let expected = ["created", "running", "waiting", "pending", "concluded"];
+    let mut seen = Vec::new();
+    while seen.len() < expected.len() {
+        let e = statuses
+            .next_timeout(QUIET)
+            .expect("an event in time")
+            .unwrap();
+        seen.push(e.data_at("/status").unwrap().as_str().unwrap().to_owned());
+    }
+    assert_eq!(seen, expected);
+    let raw_seen: Vec<String> = raw
+        .read_until("concluded")
+        .iter()
+        .map(|f| serde_json::from_str::<Value>(f).unwrap()["data"]["status"].to_string())
+        .collect();
+    assert_eq!(raw_seen, expected.map(|s| format!("\"{s}\"")));
+    let lines = python.finish();
+    assert!(lines[0].starts_with("greeting "), "{lines:?}");
+    assert_eq!(
+        lines[1..],
+        [
+            "reply same True",
+            "ready",
+            "event JOB_STATUS_CHANGE:created",
+            "event JOB_STATUS_CHANGE:running",
+            "event JOB_STATUS_CHANGE:waiting",
+            "event JOB_STATUS_CHANGE:pending",
+            "event JOB_STATUS_CHANGE:concluded",
+            "reply same list",
+            "done",
+        ]
+    );
+    ours.execute("job-dismiss", json!({"id": "j1"})).unwrap();
+}
+
+#[test]
+fn stop_and_resume_reach_every_client_and_precede_the_reply() {
+    let vm = Qemu::system();
+    let proxy = TestProxy::start(&vm.socket, &["{dir}/p.sock"], |b, _| b);
+    let path = proxy.path("p.sock");
+    let python = Python::start(&path, "STOP");
+    let ours = Client::connect(&proxy.addr("p.sock")).unwrap();
+    let mut events = ours.events(EventFilter::names(["STOP", "RESUME"]));
+    let mut raw = raw_negotiated(&path, false);
+    raw.stream
+        .write_all(br#"{"execute": "cont", "id": 1}"#)
+        .unwrap();
+    let frames = raw.read_until("\"id\": 1");
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    assert!(frames[0].contains(r#""event": "RESUME""#), "{frames:?}");
+    assert_eq!(frames[1], r#"{"return": {}, "id": 1}"#);
+    // Our client stops the VM; the raw client sees it too.
+    ours.execute("stop", json!({})).unwrap();
+    assert!(raw.read_n(1)[0].contains(r#""event": "STOP""#));
+    let names: Vec<String> = (0..2)
+        .map(|_| events.next_timeout(QUIET).unwrap().unwrap().name.clone())
+        .collect();
+    assert_eq!(names, ["RESUME", "STOP"]);
+    let lines = python.finish();
+    assert_eq!(lines[3..5], ["event RESUME", "event STOP"]);
+}
+
+#[test]
+fn a_read_only_listener_refuses_what_it_must_and_the_audit_log_tells_who_did_what() {
+    let qsd = Qemu::storage_daemon();
+    let proxy = TestProxy::start(
+        &qsd.socket,
+        &["{dir}/rw.sock", "{dir}/ro.sock,policy=read-only"],
+        |b, dir| {
+            let policy =
+                PolicyFile::parse("[redact]\n\"blockdev-add\" = [\"filename\"]\n").unwrap();
+            b.policies(policy).audit(dir.join("audit.log"))
+        },
+    );
+    let ro = Client::connect(&proxy.addr("ro.sock")).unwrap();
+    for (command, args) in [
+        ("quit", json!({})),
+        (
+            "blockdev-add",
+            json!({"driver": "file", "node-name": "n1", "filename": "/etc/hostname"}),
+        ),
+    ] {
+        let e = ro.execute(command, args).unwrap_err();
+        let e = e.qmp().expect("a QMP error");
+        assert_eq!(e.class, "CommandNotFound");
+        assert_eq!(
+            e.desc,
+            format!("The command {command} is not permitted by the proxy's policy 'read-only'")
+        );
+    }
+    let listed: Vec<String> = ro
+        .execute("query-commands", json!({}))
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(listed.contains(&"query-version".to_owned()) && listed.contains(&"qom-get".to_owned()));
+    assert!(!listed.iter().any(|c| c == "quit" || c == "blockdev-add"));
+    // QEMU is up, and nothing was added to it.
+    let rw = Client::connect(&proxy.addr("rw.sock")).unwrap();
+    let nodes = rw.execute("query-named-block-nodes", json!({})).unwrap();
+    assert_eq!(nodes, json!([]));
+    let all = rw.execute("query-commands", json!({})).unwrap();
+    assert!(all.as_array().unwrap().len() > listed.len());
+    let e = rw
+        .execute("blockdev-add", json!({"driver": "file", "node-name": "n1"}))
+        .unwrap_err();
+    assert_eq!(e.qmp().unwrap().desc, "Parameter 'filename' is missing");
+    drop((ro, rw));
+
+    let log = std::fs::read_to_string(proxy.path("audit.log")).unwrap();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let uid = nix::unistd::getuid().as_raw();
+    let pid = std::process::id();
+    let summary: Vec<(String, String, String, Value)> = lines
+        .iter()
+        .map(|l| {
+            assert_eq!(l["uid"], uid, "{l}");
+            assert_eq!(l["pid"], pid, "{l}");
+            assert!(l["latency-us"].is_u64(), "{l}");
+            assert!(l["time"].as_str().unwrap().ends_with('Z'), "{l}");
+            assert!(l["client"].is_u64(), "{l}");
+            let listener = l["listener"].as_str().unwrap().rsplit('/').next().unwrap();
+            (
+                listener.to_owned(),
+                l["command"].as_str().unwrap().to_owned(),
+                format!(
+                    "{}{}",
+                    l["outcome"].as_str().unwrap(),
+                    l.get("class").map(|c| format!(" {c}")).unwrap_or_default()
+                ),
+                l["arguments"].clone(),
+            )
+        })
+        .collect();
+    let row = |l: &str, c: &str, o: &str, a: Value| (l.to_owned(), c.to_owned(), o.to_owned(), a);
+    assert_eq!(
+        summary,
+        [
+            row("ro.sock", "quit", "denied \"CommandNotFound\"", json!({})),
+            row(
+                "ro.sock",
+                "blockdev-add",
+                "denied \"CommandNotFound\"",
+                json!({"driver": "file", "node-name": "n1", "filename": "<redacted>"})
+            ),
+            row("ro.sock", "query-commands", "return", json!({})),
+            row("rw.sock", "query-named-block-nodes", "return", json!({})),
+            row("rw.sock", "query-commands", "return", json!({})),
+            row(
+                "rw.sock",
+                "blockdev-add",
+                "error \"GenericError\"",
+                json!({"driver": "file", "node-name": "n1"})
+            ),
+        ]
+    );
+    assert_ne!(lines[0]["client"], lines[3]["client"]);
+}
+
+#[test]
+fn a_client_that_never_reads_is_cut_off_while_the_others_keep_working() {
+    let vm = Qemu::system();
+    let proxy = TestProxy::start(&vm.socket, &["{dir}/p.sock"], |b, _| b.client_buffer(50));
+    let path = proxy.path("p.sock");
+    let mut sleeper = raw_negotiated(&path, false);
+    let watcher_path = path.clone();
+    const PAIRS: usize = 600;
+    let watcher = std::thread::spawn(move || {
+        let mut w = raw_negotiated(&watcher_path, false);
+        let mut count = 0;
+        while count < 2 * PAIRS {
+            count += w
+                .read_n(1)
+                .iter()
+                .filter(|f| f.contains("\"STOP\"") || f.contains("\"RESUME\""))
+                .count();
+        }
+        count
+    });
+    let worker = Client::connect(&proxy.addr("p.sock")).unwrap();
+    for _ in 0..PAIRS {
+        worker.execute("cont", json!({})).unwrap();
+        worker.execute("stop", json!({})).unwrap();
+    }
+    assert_eq!(
+        watcher.join().unwrap(),
+        2 * PAIRS,
+        "every event reached the reader"
+    );
+    // The sleeper got what fit in its socket and its buffer, then EOF.
+    sleeper
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut unread = Vec::new();
+    sleeper
+        .stream
+        .read_to_end(&mut unread)
+        .expect("EOF, not a timeout: the proxy cut it off");
+    let received = String::from_utf8_lossy(&unread)
+        .matches("\"event\"")
+        .count();
+    assert!(received < 2 * PAIRS, "received {received}");
+    assert_eq!(
+        worker.execute("query-status", json!({})).unwrap()["status"],
+        "paused"
+    );
+}
+
+#[test]
+fn when_qemu_dies_every_client_sees_eof_within_a_second() {
+    let mut qsd = Qemu::storage_daemon();
+    let proxy = TestProxy::start(&qsd.socket, &["{dir}/p.sock"], |b, _| b);
+    let path = proxy.path("p.sock");
+    let mut negotiated = raw_negotiated(&path, true);
+    let mut greeted = RawPeer::connect(&path, QUIET);
+    greeted.read_n(1);
+    let ours = Client::connect(&proxy.addr("p.sock")).unwrap();
+    ours.execute("query-version", json!({})).unwrap();
+    qsd.kill();
+    let killed = Instant::now();
+    for peer in [&mut negotiated, &mut greeted] {
+        let mut rest = Vec::new();
+        peer.stream.read_to_end(&mut rest).expect("EOF");
+        assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    }
+    let e = ours.execute("query-version", json!({})).unwrap_err();
+    assert!(e.is_disconnect(), "{e}");
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(1), "EOF took {took:?}");
+    match proxy.outcome(QUIET) {
+        Err(ProxyError::UpstreamLost(_)) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn with_reconnect_clients_are_served_again_once_qemu_is_back() {
+    let dir = qmp_testkit::test_dir();
+    let upstream = dir.path().join("vm.sock");
+    // Each QEMU starts on a socket of its own, proven ready there, then
+    // moves to where the proxy looks.
+    let start_qemu = || {
+        let qsd = Qemu::storage_daemon();
+        std::fs::rename(&qsd.socket, &upstream).unwrap();
+        qsd
+    };
+    let mut first = start_qemu();
+    let proxy = TestProxy::start(&upstream, &["{dir}/p.sock"], |b, _| b.reconnect(true));
+    let client = Client::connect(&proxy.addr("p.sock")).unwrap();
+    let works = |c: &Client| c.execute("query-version", json!({})).unwrap();
+    works(&client);
+    first.kill();
+    let e = client.execute("query-version", json!({})).unwrap_err();
+    assert!(e.is_disconnect(), "{e}");
+    // A client that comes while QEMU is away waits, then is served.
+    let path = proxy.path("p.sock");
+    let waiting = std::thread::spawn(move || {
+        let mut peer = RawPeer::connect(&path, Duration::from_secs(20));
+        peer.read_n(1)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!waiting.is_finished(), "greeted while QEMU was away");
+    let _second = start_qemu();
+    let greeting = waiting.join().unwrap();
+    assert!(greeting[0].starts_with(r#"{"QMP": "#), "{greeting:?}");
+    let again = Client::connect(&proxy.addr("p.sock")).unwrap();
+    works(&again);
+}
+
+#[test]
+fn file_descriptors_pass_through_the_proxy_to_getfd() {
+    let vm = Qemu::system();
+    let proxy = TestProxy::start(&vm.socket, &["{dir}/p.sock"], |b, _| b);
+    let client = Client::connect(&proxy.addr("p.sock")).unwrap();
+    let file = std::fs::File::open("/dev/null").unwrap();
+    let ret = client
+        .call(
+            Call::new("getfd")
+                .arg("fdname", "passed")
+                .fd(std::os::fd::OwnedFd::from(file)),
+        )
+        .unwrap();
+    assert_eq!(ret, json!({}));
+    // QEMU holds it now: it can close it once, by name.
+    client
+        .execute("closefd", json!({"fdname": "passed"}))
+        .unwrap();
+    let e = client
+        .execute("closefd", json!({"fdname": "passed"}))
+        .unwrap_err();
+    assert_eq!(e.qmp().unwrap().class, "GenericError");
+    // Without a descriptor, QEMU says so: the fd above really travelled.
+    let e = client
+        .execute("getfd", json!({"fdname": "none"}))
+        .unwrap_err();
+    assert!(e.qmp().unwrap().desc.contains("SCM_RIGHTS"), "{e}");
+}
+
+#[test]
+fn oob_goes_through_and_one_clients_garbage_never_reaches_qemu() {
+    let vm = Qemu::system();
+    let proxy = TestProxy::start(&vm.socket, &["{dir}/p.sock"], |b, _| b);
+    let path = proxy.path("p.sock");
+    let mut oob = raw_negotiated(&path, true);
+    oob.stream
+        .write_all(br#"{"exec-oob": "query-yank", "id": "y"}"#)
+        .unwrap();
+    let reply = oob.read_n(1);
+    assert!(
+        reply[0].starts_with(r#"{"return": ["#) && reply[0].ends_with(r#""id": "y"}"#),
+        "{reply:?}"
+    );
+    // Sent straight to QEMU 7.2 with oob on, a flood of parse errors makes
+    // it abort; through the proxy, the sender's own session answers them.
+    let mut garbage = raw_negotiated(&path, true);
+    let deep = "[".repeat(2000);
+    for _ in 0..20 {
+        garbage.stream.write_all(deep.as_bytes()).unwrap();
+        garbage.stream.write_all(b"\x01").unwrap();
+    }
+    garbage
+        .stream
+        .write_all(b"}}}\xff{\"execute\": \"query-status\", \"id\": \"after\"}")
+        .unwrap();
+    let answers = garbage.read_until("\"after\"");
+    assert!(answers.len() > 20, "{}", answers.len());
+    assert!(
+        answers[0].contains("JSON nesting depth limit exceeded"),
+        "{answers:?}"
+    );
+    let ours = Client::connect(&proxy.addr("p.sock")).unwrap();
+    assert_eq!(
+        ours.execute("query-status", json!({})).unwrap()["status"],
+        "prelaunch"
+    );
+}
+
+#[test]
+fn a_client_that_leaves_mid_command_costs_the_others_nothing() {
+    let qsd = Qemu::storage_daemon();
+    let proxy = TestProxy::start(&qsd.socket, &["{dir}/p.sock"], |b, dir| {
+        b.audit(dir.join("audit.log"))
+    });
+    let path = proxy.path("p.sock");
+    let mut leaver = raw_negotiated(&path, true);
+    let mut stayer = raw_negotiated(&path, true);
+    qsd.signal(Signal::SIGSTOP);
+    leaver
+        .stream
+        .write_all(br#"{"execute": "query-jobs", "id": 1}"#)
+        .unwrap();
+    stayer
+        .stream
+        .write_all(br#"{"execute": "query-version", "id": 1}"#)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    drop(leaver);
+    std::thread::sleep(Duration::from_millis(100));
+    qsd.signal(Signal::SIGCONT);
+    let reply = stayer.read_n(1);
+    assert!(reply[0].starts_with(r#"{"return": {"qemu": "#), "{reply:?}");
+    assert!(reply[0].ends_with(r#""id": 1}"#), "{reply:?}");
+    // The command of the client that left still ran, and was logged.
+    let deadline = Instant::now() + QUIET;
+    loop {
+        let log = std::fs::read_to_string(proxy.path("audit.log")).unwrap_or_default();
+        if log.contains("\"query-jobs\"") {
+            assert!(log
+                .lines()
+                .any(|l| l.contains("\"query-jobs\"") && l.contains("\"return\"")));
+            break;
+        }
+        assert!(Instant::now() < deadline, "{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

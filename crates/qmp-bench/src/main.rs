@@ -4,6 +4,8 @@
 //!
 //! `cargo run --release -p qmp-bench -- [--rounds N] [--commands N]`
 
+mod proxy;
+
 use clap::Parser;
 use qmp_client::{Client, ClientBuilder};
 use qmp_testkit::Qemu;
@@ -14,13 +16,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-struct Opts {
+pub(crate) struct Opts {
     /// Rounds of every measurement (medians are reported)
     #[arg(long, default_value_t = 15)]
-    rounds: usize,
+    pub(crate) rounds: usize,
     /// Commands per measurement against qemu-storage-daemon
     #[arg(long, default_value_t = 1000)]
-    commands: usize,
+    pub(crate) commands: usize,
     /// Commands per measurement against the in-process server
     #[arg(long, default_value_t = 100_000)]
     instant_commands: usize,
@@ -29,10 +31,13 @@ struct Opts {
     oneshot_runs: usize,
     /// The qmp binary for the one-shot figure
     #[arg(long, default_value = "target/release/qmp")]
-    qmp_binary: String,
+    pub(crate) qmp_binary: String,
     /// Only the QOM tools' figures
     #[arg(long)]
     qom_only: bool,
+    /// Only the proxy's figures
+    #[arg(long)]
+    proxy_only: bool,
 }
 
 /// CPU time of the whole process (user + system).
@@ -68,7 +73,7 @@ fn sample(n: usize, wall: Duration, cpu: Duration) -> Sample {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
@@ -407,6 +412,10 @@ fn main() {
         qom_figures(&o);
         return;
     }
+    if o.proxy_only {
+        proxy::proxy_figures(&o);
+        return;
+    }
     let qsd = Qemu::storage_daemon();
     let version = {
         let rt = current_thread();
@@ -496,4 +505,5 @@ fn main() {
         println!("\n(one-shot figure skipped: {} not built)", o.qmp_binary);
     }
     qom_figures(&o);
+    proxy::proxy_figures(&o);
 }

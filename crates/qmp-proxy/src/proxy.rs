@@ -329,12 +329,15 @@ impl Proxy {
                     uid: cred.map(|c| c.uid),
                     pid: cred.and_then(|c| c.pid),
                 };
+                let peer = match (who.uid, who.pid) {
+                    (Some(uid), Some(pid)) => format!("uid {uid}, pid {pid}"),
+                    (Some(uid), None) => format!("uid {uid}"),
+                    _ => "tcp".to_owned(),
+                };
                 tracing::info!(
-                    "client {} connected on {} (uid {:?}, pid {:?})",
+                    "client {} connected on {} ({peer})",
                     who.client,
-                    who.listener,
-                    who.uid,
-                    who.pid
+                    who.listener
                 );
                 let downstream = Downstream {
                     upstream: upstream.clone(),

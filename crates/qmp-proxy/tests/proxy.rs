@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 use qmp_client::blocking::Client;
 use qmp_client::{Call, EventFilter};
 use qmp_proxy::{ListenSpec, PolicyFile, Proxy, ProxyBuilder, ProxyError, ProxyHandle};
-use qmp_testkit::{Qemu, RawPeer, Ready};
+use qmp_testkit::{Qemu, RawPeer};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -116,41 +116,9 @@ fn raw_negotiated(path: &Path, oob: bool) -> RawPeer {
     peer
 }
 
-/// qemu-storage-daemon with two monitors: `qsd.sock` for the proxy and
-/// `direct.sock` for comparison.
-fn storage_daemon_with_two_monitors() -> Qemu {
-    let args = [
-        "--chardev",
-        "socket,path={dir}/qsd.sock,server=on,wait=off,id=m",
-        "--monitor",
-        "chardev=m",
-        "--chardev",
-        "socket,path={dir}/direct.sock,server=on,wait=off,id=m2",
-        "--monitor",
-        "chardev=m2",
-    ];
-    let dir = qmp_testkit::test_dir();
-    let args = args
-        .iter()
-        .map(|a| a.replace("{dir}", &dir.path().display().to_string()))
-        .collect();
-    let sock = dir.path().join("qsd.sock");
-    let qsd = Qemu::spawn_in(dir, "qemu-storage-daemon", args, Ready::Socket(sock));
-    let direct = qsd.dir().join("direct.sock");
-    let deadline = Instant::now() + QUIET;
-    while !qmp_testkit::unix_listening(&direct) {
-        assert!(
-            Instant::now() < deadline,
-            "the second monitor never listened"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    qsd
-}
-
 #[test]
 fn every_client_gets_what_a_direct_qemu_session_would_byte_for_byte() {
-    let qsd = storage_daemon_with_two_monitors();
+    let qsd = Qemu::storage_daemon_with_second_monitor("direct.sock");
     let proxy = TestProxy::start(&qsd.socket, &["{dir}/p.sock"], |b, _| b);
     let mut direct = RawPeer::connect(&qsd.dir().join("direct.sock"), QUIET);
     let mut proxied = RawPeer::connect(&proxy.path("p.sock"), QUIET);

@@ -92,6 +92,35 @@ impl Qemu {
         Self::spawn_in(dir, STORAGE_DAEMON, args, Ready::Socket(sock))
     }
 
+    /// qemu-storage-daemon with a second monitor at `{dir}/second`, for
+    /// comparing what another client sees or gets directly. The second
+    /// socket listens by the time this returns.
+    pub fn storage_daemon_with_second_monitor(second: &str) -> Qemu {
+        let dir = tempdir();
+        let sock = dir.path().join("qsd.sock");
+        let other = dir.path().join(second);
+        let args = vec![
+            "--chardev".into(),
+            format!("socket,path={},server=on,wait=off,id=m", sock.display()),
+            "--monitor".into(),
+            "chardev=m".into(),
+            "--chardev".into(),
+            format!("socket,path={},server=on,wait=off,id=m2", other.display()),
+            "--monitor".into(),
+            "chardev=m2".into(),
+        ];
+        let qsd = Self::spawn_in(dir, STORAGE_DAEMON, args, Ready::Socket(sock));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !unix_listening(&other) {
+            assert!(
+                Instant::now() < deadline,
+                "the second monitor never listened"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        qsd
+    }
+
     /// qemu-storage-daemon with its monitor on TCP `host:port`.
     pub fn storage_daemon_tcp(host: &str, port: u16) -> Qemu {
         let args = vec![

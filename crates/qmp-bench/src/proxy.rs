@@ -1,0 +1,163 @@
+//! The proxy's figures: latency it adds per command, and throughput with
+//! ten clients through it, each beside a direct connection to the same
+//! qemu-storage-daemon in the same run.
+//!
+//! The proxy is the `qmp proxy` binary in its own process, as users run
+//! it; it holds the daemon's first monitor, and the direct figures use a
+//! second monitor of the same daemon. Clients are raw sockets, so the
+//! figures are the proxy's and QEMU's, not a client library's.
+
+use crate::{median, Opts};
+use qmp_testkit::Qemu;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A negotiated raw connection doing one command at a time.
+struct Raw {
+    s: UnixStream,
+    buf: Vec<u8>,
+    have: usize,
+    next_id: u64,
+}
+
+impl Raw {
+    fn connect(path: &Path) -> Raw {
+        let s = UnixStream::connect(path).unwrap();
+        let mut raw = Raw {
+            s,
+            buf: vec![0u8; 65536],
+            have: 0,
+            next_id: 1,
+        };
+        raw.line(); // greeting
+        raw.s
+            .write_all(b"{\"execute\":\"qmp_capabilities\",\"arguments\":{\"enable\":[\"oob\"]}}")
+            .unwrap();
+        raw.line();
+        raw
+    }
+
+    fn line(&mut self) {
+        loop {
+            if let Some(pos) = self.buf[..self.have].windows(2).position(|w| w == b"\r\n") {
+                self.buf.copy_within(pos + 2..self.have, 0);
+                self.have -= pos + 2;
+                return;
+            }
+            let k = self.s.read(&mut self.buf[self.have..]).unwrap();
+            assert!(k > 0, "EOF");
+            self.have += k;
+        }
+    }
+
+    /// One `query-version`; how long it took.
+    fn roundtrip(&mut self) -> Duration {
+        let req = format!("{{\"execute\":\"query-version\",\"id\":{}}}", self.next_id);
+        self.next_id += 1;
+        let t0 = Instant::now();
+        self.s.write_all(req.as_bytes()).unwrap();
+        self.line();
+        t0.elapsed()
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Commands per second of `clients` connections, each one at a time,
+/// for `n` commands each.
+fn throughput(path: &Path, clients: usize, n: usize) -> f64 {
+    let mut conns: Vec<Raw> = (0..clients).map(|_| Raw::connect(path)).collect();
+    let t0 = Instant::now();
+    std::thread::scope(|scope| {
+        for c in conns.iter_mut() {
+            scope.spawn(move || {
+                for _ in 0..n {
+                    c.roundtrip();
+                }
+            });
+        }
+    });
+    (clients * n) as f64 / t0.elapsed().as_secs_f64()
+}
+
+pub fn proxy_figures(o: &Opts) {
+    if !Path::new(&o.qmp_binary).exists() {
+        println!("\n(proxy figures skipped: {} not built)", o.qmp_binary);
+        return;
+    }
+    let qsd = Qemu::storage_daemon_with_second_monitor("direct.sock");
+    let direct = qsd.dir().join("direct.sock");
+    let via = qsd.dir().join("proxy.sock");
+    let mut proxy = Command::new(&o.qmp_binary)
+        .args(["proxy", "--upstream", &qsd.address()])
+        .args(["--listen", &via.display().to_string()])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !qmp_testkit::unix_listening(&via) {
+        assert!(Instant::now() < deadline, "the proxy never listened");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let n = o.commands;
+    let (mut lat_direct, mut lat_proxy) = (Vec::new(), Vec::new());
+    let mut added_p50 = Vec::new();
+    let mut ratios = Vec::new();
+    let mut rates = (Vec::new(), Vec::new());
+    for _ in 0..o.rounds {
+        let mut d = Raw::connect(&direct);
+        let mut p = Raw::connect(&via);
+        let (mut rd, mut rp) = (Vec::new(), Vec::new());
+        // alternate, so both see the same moment of the machine
+        for _ in 0..n {
+            rd.push(d.roundtrip().as_secs_f64() * 1e6);
+            rp.push(p.roundtrip().as_secs_f64() * 1e6);
+        }
+        rd.sort_by(f64::total_cmp);
+        rp.sort_by(f64::total_cmp);
+        added_p50.push(percentile(&rp, 0.5) - percentile(&rd, 0.5));
+        lat_direct.extend(rd);
+        lat_proxy.extend(rp);
+        drop((d, p));
+        let one = throughput(&direct, 1, n);
+        let ten = throughput(&via, 10, n / 10);
+        ratios.push(ten / one);
+        rates.0.push(one);
+        rates.1.push(ten);
+    }
+    lat_direct.sort_by(f64::total_cmp);
+    lat_proxy.sort_by(f64::total_cmp);
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    println!(
+        "\nThe proxy (`qmp proxy`, its own process) against a direct monitor of the same qemu-storage-daemon, query-version, {} rounds:",
+        o.rounds
+    );
+    println!("| latency per command | p50 µs | p99 µs |");
+    println!("|---|---:|---:|");
+    for (name, l) in [("direct", &lat_direct), ("through the proxy", &lat_proxy)] {
+        println!(
+            "| {name} | {:.1} | {:.1} |",
+            percentile(l, 0.5),
+            percentile(l, 0.99)
+        );
+    }
+    println!(
+        "| added by the proxy | {:.1} (median of per-round p50 differences) | {:.1} |",
+        median(added_p50),
+        percentile(&lat_proxy, 0.99) - percentile(&lat_direct, 0.99)
+    );
+    println!("\n| throughput, one command at a time per client | commands/s |");
+    println!("|---|---:|");
+    println!("| 1 client, direct | {:.0} |", median(rates.0));
+    println!("| 10 clients through the proxy | {:.0} |", median(rates.1));
+    println!(
+        "| ratio (median of per-round ratios) | {:.2}× |",
+        median(ratios)
+    );
+}

@@ -57,6 +57,10 @@ pub enum Command {
     Mock(MockArgs),
     /// Share one QEMU monitor between many clients, with policy and audit
     Proxy(ProxyArgs),
+    /// A transparent tap: a proxy that writes a transcript of the traffic
+    Record(RecordArgs),
+    /// Play a transcript back as the QEMU that was recorded
+    Replay(ReplayArgs),
     /// The QOM tools: list, get, set, tree
     #[command(subcommand)]
     Qom(QomCommand),
@@ -178,6 +182,43 @@ pub struct ProxyArgs {
     /// Messages a client may leave unread before it is disconnected
     #[arg(long, value_name = "N", default_value_t = qmp_proxy::proxy::DEFAULT_CLIENT_BUFFER)]
     pub client_buffer: usize,
+    /// Also write a transcript of the traffic to this file
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// QEMU's monitor
+    #[arg(long, value_name = "ADDR")]
+    pub upstream: String,
+    /// Where clients connect
+    #[arg(long, value_name = "ADDR")]
+    pub listen: String,
+    /// The transcript to write
+    #[arg(long, value_name = "FILE")]
+    pub out: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The transcript (from `qmp record` or `qmp proxy --record`)
+    pub file: String,
+    /// Where clients connect
+    #[arg(long, value_name = "ADDR")]
+    pub listen: String,
+    /// strict: requests in recorded order; by-command: any order
+    #[arg(long = "match", value_name = "MODE", default_value = "strict")]
+    pub match_mode: String,
+    /// Keep the recorded gaps before events and replies
+    #[arg(long)]
+    pub realtime: bool,
+    /// Check arguments against this schema (`qmp schema` of a real QEMU)
+    #[arg(long, value_name = "FILE")]
+    pub schema: Option<String>,
+    /// Exchanges left unused do not make the exit status non-zero
+    #[arg(long)]
+    pub allow_unused: bool,
 }
 
 #[derive(Debug, Args)]
@@ -210,7 +251,8 @@ pub struct EventsArgs {
 }
 
 const SUBCOMMANDS: &[&str] = &[
-    "exec", "events", "schema", "demo", "mock", "proxy", "qom", "info", "shell", "help",
+    "exec", "events", "schema", "demo", "mock", "proxy", "record", "replay", "qom", "info",
+    "shell", "help",
 ];
 /// Options that take a value, so that value is not mistaken for the command.
 const VALUE_OPTIONS: &[&str] = &[
@@ -229,6 +271,9 @@ const VALUE_OPTIONS: &[&str] = &[
     "--policy",
     "--audit",
     "--client-buffer",
+    "--record",
+    "--out",
+    "--match",
     "-l",
 ];
 

@@ -87,7 +87,11 @@ pub fn main_with(argv: Vec<std::ffi::OsString>) -> ExitCode {
     // write to it, and the proxy logs who comes and goes by default.
     let serving = matches!(
         cli.command,
-        Command::Demo(_) | Command::Mock(_) | Command::Proxy(_)
+        Command::Demo(_)
+            | Command::Mock(_)
+            | Command::Proxy(_)
+            | Command::Record(_)
+            | Command::Replay(_)
     );
     if serving {
         // SAFETY: as above.
@@ -100,7 +104,9 @@ pub fn main_with(argv: Vec<std::ffi::OsString>) -> ExitCode {
     }
     let log_filter = match std::env::var("QMP_LOG") {
         Ok(filter) => Some(filter),
-        Err(_) if matches!(cli.command, Command::Proxy(_)) => Some("info".to_owned()),
+        Err(_) if matches!(cli.command, Command::Proxy(_) | Command::Record(_)) => {
+            Some("info".to_owned())
+        }
         Err(_) => None,
     };
     if let Some(filter) = log_filter {
@@ -140,6 +146,8 @@ pub fn main_with(argv: Vec<std::ffi::OsString>) -> ExitCode {
             Command::Demo(a) => commands::demo::run(a).await,
             Command::Mock(a) => commands::mock::run(a).await,
             Command::Proxy(a) => commands::proxy::run(a).await,
+            Command::Record(a) => commands::proxy::record(a).await,
+            Command::Replay(a) => commands::replay::run(a).await,
             Command::Qom(q) => commands::qom::run(&session, q).await,
             Command::Info(a) => commands::info::run(&session, a).await,
             Command::Shell(a) => commands::shell::run(&session, a).await,

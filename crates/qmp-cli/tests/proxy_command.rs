@@ -159,3 +159,69 @@ fn bad_configuration_is_one_clear_line_and_exit_2() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("cannot reach QEMU at"), "{err}");
 }
+
+#[test]
+fn record_then_replay_from_the_command_line() {
+    let qsd = Qemu::storage_daemon();
+    let dir = qmp_testkit::test_dir();
+    let at = |name: &str| dir.path().join(name).display().to_string();
+    let mut recorder = Proxy(
+        Command::new(env!("CARGO_BIN_EXE_qmp"))
+            .args(["record", "--upstream", &qsd.address()])
+            .args(["--listen", &at("rec.sock"), "--out", &at("t.qmp")])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(&dir.path().join("rec.sock"));
+    let script = |sock: &str| -> Vec<String> {
+        [
+            &["query-jobs"][..],
+            &["blockdev-del", "node-name=nope"],
+            &["query-version"],
+        ]
+        .iter()
+        .map(|args| {
+            let mut all = vec!["-s", sock];
+            all.extend_from_slice(args);
+            let out = qmp(&all);
+            format!(
+                "{:?} {} {}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )
+        })
+        .collect()
+    };
+    let real = script(&at("rec.sock"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(recorder.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(recorder.0.wait().unwrap().success());
+    assert_eq!(
+        real[1],
+        "Some(1)  error: GenericError: Failed to find node with node-name='nope'"
+    );
+
+    // Each `qmp` run is a client of its own, and the replay ends when the
+    // last client leaves: one idle connection keeps it up meanwhile.
+    let replay = Command::new(env!("CARGO_BIN_EXE_qmp"))
+        .args(["replay", &at("t.qmp"), "--listen", &at("rp.sock")])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&dir.path().join("rp.sock"));
+    let keeper = std::os::unix::net::UnixStream::connect(dir.path().join("rp.sock")).unwrap();
+    assert_eq!(script(&at("rp.sock")), real);
+    drop(keeper);
+    let out = replay.wait_with_output().unwrap();
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{summary}");
+    assert!(
+        summary.contains("replay: 3 matched, 0 mismatched, 0 unused"),
+        "{summary}"
+    );
+}

@@ -15,6 +15,7 @@
 
 use crate::audit::{AuditLog, ClientInfo, Outcome};
 use crate::policy::{Access, Policy};
+use crate::transcript::Recorder;
 use crate::upstream::{Commands, Upstream};
 use qmp_client::{EventFilter, EventStream};
 use qmp_server::connection::{Backend, CallFuture, Ending, EventItem, EventSource};
@@ -37,6 +38,7 @@ pub(crate) struct Downstream {
     /// Events a client may leave unread before it is disconnected.
     pub(crate) buffer: usize,
     pub(crate) stop: watch::Receiver<bool>,
+    pub(crate) recorder: Option<Arc<Recorder>>,
 }
 
 /// The upstream's events for one client.
@@ -115,6 +117,27 @@ impl Backend for Downstream {
             );
             return Box::pin(async move { Err(QmpFailure::not_found(desc)) });
         }
+        let id = call.id.as_ref().map(QObject::to_value);
+        let recorder = self.recorder.clone().map(|r| {
+            let verb = if call.oob { "exec-oob" } else { "execute" };
+            let mut msg = serde_json::json!({ verb: call.command });
+            if !call.arguments.is_empty() {
+                msg["arguments"] = arguments.clone();
+            }
+            if let Some(id) = &id {
+                msg["id"] = id.clone();
+            }
+            r.request(self.who.client, msg, fds.len());
+            (r, self.who.client)
+        });
+        let record_reply = move |mut msg: serde_json::Value| {
+            if let Some((r, client)) = &recorder {
+                if let Some(id) = id {
+                    msg["id"] = id;
+                }
+                r.reply(*client, msg);
+            }
+        };
         let mut forward = qmp_client::Call::new(call.command.clone())
             .arguments(arguments)
             .timeout(None);
@@ -132,6 +155,7 @@ impl Backend for Downstream {
             match client.call(forward).await {
                 Ok(value) => {
                     record(&Outcome::Return);
+                    record_reply(serde_json::json!({ "return": value.clone() }));
                     let mut value = QObject::from_qemu_output(&value);
                     if let (Some(access), QObject::List(entries)) = (&listing, &mut value) {
                         entries.retain(|e| match e {
@@ -146,6 +170,9 @@ impl Backend for Downstream {
                 }
                 Err(qmp_client::Error::Qmp(e)) => {
                     record(&Outcome::Error(e.class.clone()));
+                    record_reply(serde_json::json!({
+                        "error": {"class": e.class.clone(), "desc": e.desc.clone()}
+                    }));
                     Err(QmpFailure {
                         class: e.class,
                         desc: e.desc,

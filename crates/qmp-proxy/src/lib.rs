@@ -8,11 +8,15 @@
 //!   loop with QEMU answering its calls.
 //! * [`policy`]: the policy file and the built-in `read-only` policy.
 //! * [`audit`]: the audit log.
+//! * [`transcript`]: recorded traffic, and the recorder.
+//! * [`replay`]: a server that plays a transcript back.
 
 pub mod audit;
 mod downstream;
 pub mod policy;
 pub mod proxy;
+pub mod replay;
+pub mod transcript;
 pub mod upstream;
 
 pub use policy::PolicyFile;

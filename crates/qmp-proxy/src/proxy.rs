@@ -22,6 +22,7 @@
 use crate::audit::{AuditLog, ClientInfo};
 use crate::downstream::Downstream;
 use crate::policy::{Policy, PolicyError, PolicyFile};
+use crate::transcript::Recorder;
 use crate::upstream::Upstream;
 use qmp_proto::Address;
 use qmp_server::Listener;
@@ -44,6 +45,11 @@ pub enum ProxyError {
     #[error("cannot listen on {address}: {source}")]
     Bind {
         address: String,
+        source: std::io::Error,
+    },
+    #[error("cannot create the transcript {path}: {source}")]
+    Record {
+        path: String,
         source: std::io::Error,
     },
     #[error("cannot open the audit log {path}: {source}")]
@@ -112,9 +118,17 @@ pub struct ProxyBuilder {
     audit: Option<PathBuf>,
     reconnect: bool,
     client_buffer: usize,
+    record: Option<PathBuf>,
 }
 
 impl ProxyBuilder {
+    /// Writes a transcript of the traffic to this file (see
+    /// [`transcript`](crate::transcript)).
+    pub fn record(mut self, path: impl Into<PathBuf>) -> Self {
+        self.record = Some(path.into());
+        self
+    }
+
     pub fn listen(mut self, spec: ListenSpec) -> Self {
         self.listeners.push(spec);
         self
@@ -155,6 +169,13 @@ impl ProxyBuilder {
             })?)),
             None => None,
         };
+        let recorder = match &self.record {
+            Some(path) => Some(Recorder::create(path).map_err(|source| ProxyError::Record {
+                path: path.display().to_string(),
+                source,
+            })?),
+            None => None,
+        };
         let mut listeners = Vec::new();
         for spec in &self.listeners {
             let policy = self.policies.policy(spec.policy.as_deref())?;
@@ -178,6 +199,7 @@ impl ProxyBuilder {
             client_buffer: self.client_buffer,
             clients: Arc::new(AtomicU64::new(0)),
             stop: watch::channel(false).0,
+            recorder,
         })
     }
 }
@@ -198,6 +220,7 @@ pub struct Proxy {
     client_buffer: usize,
     clients: Arc<AtomicU64>,
     stop: watch::Sender<bool>,
+    recorder: Option<Arc<Recorder>>,
 }
 
 /// Stops a running proxy from elsewhere.
@@ -221,6 +244,7 @@ impl Proxy {
             audit: None,
             reconnect: false,
             client_buffer: DEFAULT_CLIENT_BUFFER,
+            record: None,
         }
     }
 
@@ -238,11 +262,23 @@ impl Proxy {
     /// reconnecting). Fails at once if QEMU cannot be reached at the start
     /// and the proxy is not reconnecting.
     pub async fn run(self) -> Result<(), ProxyError> {
+        let pump = self.recorder.clone().map(|r| tokio::spawn(r.pump()));
+        let result = self.serve().await;
+        if let Some(pump) = pump {
+            pump.abort();
+        }
+        result
+    }
+
+    async fn serve(&self) -> Result<(), ProxyError> {
         let mut stop = self.stop.subscribe();
         loop {
             let Some(upstream) = self.connect(&mut stop).await? else {
                 return Ok(());
             };
+            if let Some(r) = &self.recorder {
+                r.attach(&upstream.client);
+            }
             let upstream = Arc::new(upstream);
             let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
             let mut accepting = JoinSet::new();
@@ -311,6 +347,7 @@ impl Proxy {
         let audit = self.audit.clone();
         let buffer = self.client_buffer;
         let stop = self.stop.subscribe();
+        let recorder = self.recorder.clone();
         async move {
             loop {
                 let stream = match bound.listener.accept().await {
@@ -347,6 +384,7 @@ impl Proxy {
                     who,
                     buffer,
                     stop: stop.clone(),
+                    recorder: recorder.clone(),
                 };
                 let done = done.clone();
                 tokio::spawn(async move {

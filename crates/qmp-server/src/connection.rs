@@ -142,6 +142,30 @@ pub trait EventSource: Send + 'static {
     fn next(&mut self) -> impl Future<Output = Option<EventItem>> + Send;
 }
 
+/// One session's share of a broadcast of events (the server's, a
+/// replay's).
+pub struct BroadcastEvents(pub tokio::sync::broadcast::Receiver<Event>);
+
+impl EventSource for BroadcastEvents {
+    fn try_next(&mut self) -> Option<EventItem> {
+        use tokio::sync::broadcast::error::TryRecvError;
+        match self.0.try_recv() {
+            Ok(e) => Some(Ok(e)),
+            Err(TryRecvError::Lagged(n)) => Some(Err(n)),
+            Err(_) => None,
+        }
+    }
+
+    async fn next(&mut self) -> Option<EventItem> {
+        use tokio::sync::broadcast::error::RecvError;
+        match self.0.recv().await {
+            Ok(e) => Some(Ok(e)),
+            Err(RecvError::Lagged(n)) => Some(Err(n)),
+            Err(RecvError::Closed) => None,
+        }
+    }
+}
+
 /// What answers one connection's calls. Made once per connection, so it
 /// can carry who the peer is.
 pub trait Backend: Send + 'static {

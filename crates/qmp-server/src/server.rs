@@ -12,7 +12,7 @@
 //! # Ok(()) }
 //! ```
 
-use crate::connection::{self, Backend, CallFuture, Ending, EventItem, EventSource};
+use crate::connection::{self, Backend, BroadcastEvents, CallFuture, Ending};
 use crate::declare::{schema_info, CommandDecl, Field, Ty};
 use crate::schema::Schema;
 use crate::session::{Call, CommandSet, QmpFailure, Session, SessionConfig};
@@ -109,37 +109,16 @@ pub(crate) struct Registry(pub(crate) Arc<Inner>);
 /// A connection served by the server's own handlers.
 struct Local(Arc<Inner>);
 
-/// The server's broadcast, as one session's event source.
-struct Broadcast(broadcast::Receiver<Event>);
-
-impl EventSource for Broadcast {
-    fn try_next(&mut self) -> Option<EventItem> {
-        match self.0.try_recv() {
-            Ok(e) => Some(Ok(e)),
-            Err(broadcast::error::TryRecvError::Lagged(n)) => Some(Err(n)),
-            Err(_) => None,
-        }
-    }
-
-    async fn next(&mut self) -> Option<EventItem> {
-        match self.0.recv().await {
-            Ok(e) => Some(Ok(e)),
-            Err(broadcast::error::RecvError::Lagged(n)) => Some(Err(n)),
-            Err(broadcast::error::RecvError::Closed) => None,
-        }
-    }
-}
-
 impl Backend for Local {
     type Commands = Registry;
-    type Events = Broadcast;
+    type Events = BroadcastEvents;
 
     fn session(&self) -> Session<Registry> {
         Session::new(self.0.config.clone(), Registry(self.0.clone()))
     }
 
-    fn events(&self) -> Broadcast {
-        Broadcast(self.0.events.subscribe())
+    fn events(&self) -> BroadcastEvents {
+        BroadcastEvents(self.0.events.subscribe())
     }
 
     fn start(&self, call: &Call, fds: Vec<OwnedFd>, close: Arc<AtomicBool>) -> CallFuture {

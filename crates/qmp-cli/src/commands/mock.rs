@@ -6,7 +6,7 @@ use crate::Failure;
 use qmp_proto::qemu_json::{Parsed, QObject, Streamer};
 
 /// Reads a JSON file with QEMU's reader (so numbers keep QEMU's kinds).
-fn read_json(path: &str) -> Result<QObject, Failure> {
+pub(crate) fn read_json(path: &str) -> Result<QObject, Failure> {
     let bytes =
         std::fs::read(path).map_err(|e| Failure::Usage(format!("cannot read {path}: {e}")))?;
     let mut streamer = Streamer::new();

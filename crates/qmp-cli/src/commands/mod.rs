@@ -8,6 +8,7 @@ pub mod mock;
 pub mod proxy;
 pub mod qom;
 mod qom_fuse;
+pub mod replay;
 pub mod schema;
 pub mod shell;
 mod shell_complete;

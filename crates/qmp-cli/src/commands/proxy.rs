@@ -2,7 +2,7 @@
 //! QEMU monitor between many clients until Ctrl-C or SIGTERM, or until
 //! QEMU goes away (unless `--reconnect`).
 
-use crate::cli::ProxyArgs;
+use crate::cli::{ProxyArgs, RecordArgs};
 use crate::Failure;
 use qmp_proto::Address;
 use qmp_proxy::{ListenSpec, PolicyFile, Proxy};
@@ -29,22 +29,52 @@ pub async fn run(a: &ProxyArgs) -> Result<(), Failure> {
     if let Some(path) = &a.audit {
         builder = builder.audit(path);
     }
+    if let Some(path) = &a.record {
+        builder = builder.record(path);
+    }
+    serve(builder).await
+}
+
+/// `qmp record`: a proxy with one listener and a transcript.
+pub async fn record(a: &RecordArgs) -> Result<(), Failure> {
+    run(&ProxyArgs {
+        upstream: a.upstream.clone(),
+        listen: vec![a.listen.clone()],
+        policy: None,
+        audit: None,
+        reconnect: false,
+        client_buffer: qmp_proxy::proxy::DEFAULT_CLIENT_BUFFER,
+        record: Some(a.out.clone()),
+    })
+    .await
+}
+
+/// Binds and serves until Ctrl-C, SIGTERM or QEMU's end.
+async fn serve(builder: qmp_proxy::ProxyBuilder) -> Result<(), Failure> {
     let proxy = builder.bind().await.map_err(|e| match e {
         qmp_proxy::ProxyError::Policy(e) => Failure::Usage(e.to_string()),
         other => Failure::Connection(other.to_string()),
     })?;
     let handle = proxy.handle();
-    let mut term =
-        signal(SignalKind::terminate()).map_err(|e| Failure::Connection(e.to_string()))?;
+    let stopped = on_terminate()?;
     tokio::spawn(async move {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        stopped.await;
         handle.shutdown();
     });
     proxy
         .run()
         .await
         .map_err(|e| Failure::Connection(e.to_string()))
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub fn on_terminate() -> Result<impl std::future::Future<Output = ()>, Failure> {
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| Failure::Connection(e.to_string()))?;
+    Ok(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    })
 }

@@ -1,0 +1,589 @@
+//! Plays a transcript back as the QEMU that was recorded.
+//!
+//! Every client gets a session of the server framework: the recorded
+//! greeting, negotiation with QEMU's rules, QEMU's request checks. Each
+//! command is matched against the recorded exchanges (a request and its
+//! reply):
+//!
+//! * [`MatchMode::Strict`]: the next exchange in recorded order, which must
+//!   have the same command and arguments;
+//! * [`MatchMode::ByCommand`]: the first unused exchange with the same
+//!   command and arguments, in any order.
+//!
+//! A match is answered with the recorded reply under the client's own id,
+//! after the events recorded before that reply (with their recorded
+//! timestamps). A request that matches nothing gets a GenericError saying
+//! what was expected, and is remembered for the [`Report`]. With a schema,
+//! arguments QEMU would refuse are refused with QEMU's own texts.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use qmp_proxy::replay::{MatchMode, Replay};
+//! let replay = Replay::from_str(&std::fs::read_to_string("session.qmp").unwrap())
+//!     .unwrap()
+//!     .mode(MatchMode::ByCommand);
+//! let server = replay.listen(&"/tmp/replay.sock".parse().unwrap()).await.unwrap();
+//! // ... run the code under test against /tmp/replay.sock ...
+//! server.finish().await.assert_all_used();
+//! # }
+//! ```
+
+use crate::transcript::{Dir, Transcript, TranscriptError};
+use qmp_proto::Address;
+use qmp_server::connection::{Backend, BroadcastEvents, CallFuture, Ending};
+use qmp_server::schema::Schema;
+use qmp_server::session::{Call, CommandSet, QmpFailure, Session, SessionConfig};
+use qmp_server::{Event, Listener, QObject};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, watch};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchMode {
+    Strict,
+    ByCommand,
+}
+
+/// One recorded request, its reply and what came with it.
+#[derive(Debug, Clone)]
+struct Exchange {
+    command: String,
+    arguments: Value,
+    oob: bool,
+    reply: Result<Value, QmpFailure>,
+    /// Events recorded after the previous reply and before this one, with
+    /// their offsets from the request.
+    before: Vec<(Duration, Event)>,
+    /// Events recorded after this reply while no command was in flight
+    /// (a job's progress after `blockdev-create` returned).
+    after: Vec<Event>,
+    /// How long QEMU took to reply.
+    took: Duration,
+}
+
+/// A request that matched nothing.
+#[derive(Debug, Clone)]
+pub struct Mismatch {
+    pub command: String,
+    pub arguments: Value,
+    /// What was expected instead, if anything was.
+    pub expected: Option<(String, Value)>,
+    pub reason: String,
+}
+
+/// What happened during a replay.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub matched: usize,
+    pub mismatched: Vec<Mismatch>,
+    /// Exchanges never used: command and arguments.
+    pub unused: Vec<(String, Value)>,
+}
+
+impl Report {
+    /// No mismatch, and every exchange used unless `allow_unused`.
+    pub fn is_clean(&self, allow_unused: bool) -> bool {
+        self.mismatched.is_empty() && (allow_unused || self.unused.is_empty())
+    }
+
+    /// Panics with the summary unless every exchange was used and nothing
+    /// mismatched.
+    pub fn assert_all_used(&self) {
+        assert!(self.is_clean(false), "the replay was not clean:\n{self}");
+    }
+}
+
+/// The members of two argument objects that differ.
+fn diff(expected: &Value, got: &Value) -> Vec<String> {
+    let empty = serde_json::Map::new();
+    let (e, g) = (
+        expected.as_object().unwrap_or(&empty),
+        got.as_object().unwrap_or(&empty),
+    );
+    let mut keys: Vec<&String> = e.keys().chain(g.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| e.get(*k) != g.get(*k))
+        .map(|k| match (e.get(k), g.get(k)) {
+            (Some(a), Some(b)) => format!("{k}: expected {a}, got {b}"),
+            (Some(a), None) => format!("{k}: expected {a}, missing"),
+            (None, Some(b)) => format!("{k}: unexpected {b}"),
+            (None, None) => unreachable!("a key of one of them"),
+        })
+        .collect()
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "replay: {} matched, {} mismatched, {} unused",
+            self.matched,
+            self.mismatched.len(),
+            self.unused.len()
+        )?;
+        for m in &self.mismatched {
+            writeln!(f, "mismatch: {} {}: {}", m.command, m.arguments, m.reason)?;
+            if let Some((command, arguments)) = &m.expected {
+                if *command == m.command {
+                    for line in diff(arguments, &m.arguments) {
+                        writeln!(f, "    {line}")?;
+                    }
+                }
+            }
+        }
+        for (command, arguments) in &self.unused {
+            writeln!(f, "unused: {command} {arguments}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A replay, ready to listen.
+pub struct Replay {
+    exchanges: Vec<Exchange>,
+    config: SessionConfig,
+    mode: MatchMode,
+    realtime: bool,
+    schema: Option<Schema>,
+    exit_when_idle: bool,
+}
+
+fn event_of(msg: &Value) -> Event {
+    Event {
+        name: msg["event"].as_str().unwrap_or_default().to_owned(),
+        data: msg.get("data").map(QObject::from_qemu_output),
+        seconds: msg["timestamp"]["seconds"].as_i64().unwrap_or(0),
+        microseconds: msg["timestamp"]["microseconds"].as_i64().unwrap_or(0),
+    }
+}
+
+impl Replay {
+    pub fn from_transcript(t: &Transcript) -> Replay {
+        let mut exchanges: Vec<Exchange> = Vec::new();
+        // requests waiting for their reply: (client, id text) -> exchange
+        let mut open: HashMap<(Option<u64>, String), (usize, f64)> = HashMap::new();
+        let mut events: Vec<(f64, Event)> = Vec::new();
+        let mut last_reply = None;
+        for e in &t.entries {
+            match e.dir {
+                // An event while no command was in flight came after the
+                // last reply; one during a command, before the next reply.
+                Dir::Event => match last_reply {
+                    Some(i) if open.is_empty() => {
+                        let x: &mut Exchange = &mut exchanges[i];
+                        x.after.push(event_of(&e.msg));
+                    }
+                    _ => events.push((e.t, event_of(&e.msg))),
+                },
+                Dir::Request => {
+                    let (command, oob) = match (e.msg.get("execute"), e.msg.get("exec-oob")) {
+                        (Some(c), _) => (c, false),
+                        (None, Some(c)) => (c, true),
+                        (None, None) => continue,
+                    };
+                    let key = (
+                        e.client,
+                        e.msg.get("id").map(Value::to_string).unwrap_or_default(),
+                    );
+                    open.insert(key, (exchanges.len(), e.t));
+                    exchanges.push(Exchange {
+                        command: command.as_str().unwrap_or_default().to_owned(),
+                        arguments: e
+                            .msg
+                            .get("arguments")
+                            .cloned()
+                            .unwrap_or_else(|| serde_json::json!({})),
+                        oob,
+                        reply: Ok(serde_json::json!({})),
+                        before: Vec::new(),
+                        after: Vec::new(),
+                        took: Duration::ZERO,
+                    });
+                }
+                Dir::Reply => {
+                    let key = (
+                        e.client,
+                        e.msg.get("id").map(Value::to_string).unwrap_or_default(),
+                    );
+                    let Some((i, sent)) = open.remove(&key) else {
+                        continue;
+                    };
+                    let x = &mut exchanges[i];
+                    x.reply = match e.msg.get("error") {
+                        Some(err) => Err(QmpFailure {
+                            class: err["class"].as_str().unwrap_or("GenericError").into(),
+                            desc: err["desc"].as_str().unwrap_or_default().into(),
+                        }),
+                        None => Ok(e.msg.get("return").cloned().unwrap_or(Value::Null)),
+                    };
+                    x.took = Duration::from_secs_f64((e.t - sent).max(0.0));
+                    x.before = events
+                        .drain(..)
+                        .map(|(t, ev)| (Duration::from_secs_f64((t - sent).max(0.0)), ev))
+                        .collect();
+                    last_reply = Some(i);
+                }
+            }
+        }
+        if let Some(i) = last_reply {
+            exchanges[i]
+                .after
+                .extend(events.into_iter().map(|(_, e)| e));
+        }
+        let g = &t.greeting["QMP"];
+        let v = &g["version"];
+        let config = SessionConfig {
+            version: qmp_server::server::version_object(
+                v["qemu"]["major"].as_u64().unwrap_or(0),
+                v["qemu"]["minor"].as_u64().unwrap_or(0),
+                v["qemu"]["micro"].as_u64().unwrap_or(0),
+                v["package"].as_str().unwrap_or_default(),
+            ),
+            offer_oob: g["capabilities"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c == "oob")),
+            pretty: false,
+        };
+        Replay {
+            exchanges,
+            config,
+            mode: MatchMode::Strict,
+            realtime: false,
+            schema: None,
+            exit_when_idle: false,
+        }
+    }
+
+    #[allow(clippy::should_implement_trait)]
+    pub fn from_str(text: &str) -> Result<Replay, TranscriptError> {
+        Ok(Replay::from_transcript(&text.parse()?))
+    }
+
+    pub fn mode(mut self, mode: MatchMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Keep the recorded gaps: events at their offsets, replies as late
+    /// as QEMU gave them.
+    pub fn realtime(mut self, yes: bool) -> Self {
+        self.realtime = yes;
+        self
+    }
+
+    /// Check every request's arguments against a real QEMU's schema
+    /// (`query-qmp-schema` output), refusing with QEMU's texts.
+    pub fn schema(mut self, schema: Schema) -> Self {
+        self.schema = Some(schema);
+        self
+    }
+
+    /// Finish once every client that came has gone.
+    pub fn exit_when_idle(mut self, yes: bool) -> Self {
+        self.exit_when_idle = yes;
+        self
+    }
+
+    /// Binds `address` (unix sockets 0600) and serves in the background.
+    pub async fn listen(self, address: &Address) -> std::io::Result<ReplayServer> {
+        let listener = Listener::bind(address, 0o600).await?;
+        let port = listener.port();
+        let mut oob_commands: HashMap<String, bool> = HashMap::new();
+        for x in &self.exchanges {
+            *oob_commands.entry(x.command.clone()).or_default() |= x.oob;
+        }
+        let shared = Arc::new(Shared {
+            config: self.config,
+            commands: Commands(Arc::new(ReplayCommands {
+                recorded: oob_commands,
+                schema: self.schema.clone(),
+            })),
+            state: Mutex::new(State {
+                used: vec![false; self.exchanges.len()],
+                next: 0,
+                matched: 0,
+                mismatched: Vec::new(),
+            }),
+            exchanges: self.exchanges,
+            mode: self.mode,
+            realtime: self.realtime,
+            schema: self.schema,
+            events: broadcast::channel(4096).0,
+            after: Mutex::new(Vec::new()),
+            stop: watch::channel(false).0,
+        });
+        let (idle_tx, idle_rx) = watch::channel(false);
+        let serving = shared.clone();
+        let exit_when_idle = self.exit_when_idle;
+        let task = tokio::spawn(async move {
+            let mut stop = serving.stop.subscribe();
+            let mut sessions = tokio::task::JoinSet::new();
+            let mut seen = false;
+            loop {
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => break,
+                    accepted = listener.accept() => match accepted {
+                        Ok(stream) => {
+                            seen = true;
+                            let backend = Connection(serving.clone());
+                            sessions.spawn(qmp_server::connection::run(backend, stream));
+                        }
+                        Err(e) => tracing::warn!("accept failed: {e}"),
+                    },
+                    Some(_) = sessions.join_next(), if !sessions.is_empty() => {
+                        if seen && sessions.is_empty() && exit_when_idle {
+                            idle_tx.send_replace(true);
+                            break;
+                        }
+                    }
+                }
+            }
+            drop(listener);
+            while sessions.join_next().await.is_some() {}
+        });
+        Ok(ReplayServer {
+            shared,
+            task,
+            port,
+            idle: idle_rx,
+        })
+    }
+}
+
+/// A replay serving in the background.
+pub struct ReplayServer {
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+    port: Option<u16>,
+    idle: watch::Receiver<bool>,
+}
+
+impl ReplayServer {
+    /// The TCP port bound, for `host:0`.
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
+    /// Resolves when every client that came has gone (with
+    /// [`Replay::exit_when_idle`]).
+    pub async fn idle(&mut self) {
+        let _ = self.idle.wait_for(|i| *i).await;
+    }
+
+    /// Stops serving (clients get answers to what they sent) and reports.
+    pub async fn finish(self) -> Report {
+        self.shared.stop.send_replace(true);
+        let _ = self.task.await;
+        self.shared.report()
+    }
+}
+
+struct State {
+    used: Vec<bool>,
+    /// Strict mode: the first exchange not yet used.
+    next: usize,
+    matched: usize,
+    mismatched: Vec<Mismatch>,
+}
+
+struct Shared {
+    config: SessionConfig,
+    commands: Commands,
+    exchanges: Vec<Exchange>,
+    state: Mutex<State>,
+    mode: MatchMode,
+    realtime: bool,
+    schema: Option<Schema>,
+    events: broadcast::Sender<Event>,
+    /// Events to send after the last reply.
+    after: Mutex<Vec<Event>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Shared {
+    fn after(&self) -> std::sync::MutexGuard<'_, Vec<Event>> {
+        self.after.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn flush_after(&self) {
+        for e in std::mem::take(&mut *self.after()) {
+            let _ = self.events.send(e);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn report(&self) -> Report {
+        let st = self.lock();
+        Report {
+            matched: st.matched,
+            mismatched: st.mismatched.clone(),
+            unused: self
+                .exchanges
+                .iter()
+                .zip(&st.used)
+                .filter(|(_, used)| !**used)
+                .map(|(x, _)| (x.command.clone(), x.arguments.clone()))
+                .collect(),
+        }
+    }
+
+    /// Finds and takes the exchange for a request, or says why not.
+    fn take(&self, command: &str, arguments: &Value) -> Result<usize, Box<Mismatch>> {
+        let mut st = self.lock();
+        let fits = |x: &Exchange| x.command == command && x.arguments == *arguments;
+        let found = match self.mode {
+            MatchMode::Strict => {
+                Some(st.next).filter(|&i| i < self.exchanges.len() && fits(&self.exchanges[i]))
+            }
+            MatchMode::ByCommand => {
+                (0..self.exchanges.len()).find(|&i| !st.used[i] && fits(&self.exchanges[i]))
+            }
+        };
+        match found {
+            Some(i) => {
+                st.used[i] = true;
+                while st.next < st.used.len() && st.used[st.next] {
+                    st.next += 1;
+                }
+                st.matched += 1;
+                Ok(i)
+            }
+            None => {
+                let expected = match self.mode {
+                    MatchMode::Strict => self.exchanges.get(st.next),
+                    MatchMode::ByCommand => (0..self.exchanges.len())
+                        .find(|&i| !st.used[i] && self.exchanges[i].command == command)
+                        .map(|i| &self.exchanges[i]),
+                }
+                .map(|x| (x.command.clone(), x.arguments.clone()));
+                let reason = match &expected {
+                    Some((c, a)) if self.mode == MatchMode::Strict => {
+                        format!("expected {c} with arguments {a}")
+                    }
+                    Some((c, a)) => {
+                        format!("no unused exchange matches; an unused {c} has arguments {a}")
+                    }
+                    None if self.mode == MatchMode::Strict => {
+                        "expected nothing more: the recording has ended".into()
+                    }
+                    None => format!("no unused exchange for {command}"),
+                };
+                let m = Mismatch {
+                    command: command.to_owned(),
+                    arguments: arguments.clone(),
+                    expected,
+                    reason,
+                };
+                st.mismatched.push(m.clone());
+                Err(Box::new(m))
+            }
+        }
+    }
+}
+
+/// What commands a replay has: the schema's when it has one (so unknown
+/// names get QEMU's CommandNotFound); otherwise every name, so that any
+/// request reaches the matcher and a stray one is reported.
+struct ReplayCommands {
+    recorded: HashMap<String, bool>,
+    schema: Option<Schema>,
+}
+
+#[derive(Clone)]
+struct Commands(Arc<ReplayCommands>);
+
+impl CommandSet for Commands {
+    fn allow_oob(&self, command: &str) -> Option<bool> {
+        match &self.0.schema {
+            Some(s) => s.allow_oob(command),
+            None => Some(self.0.recorded.get(command).copied().unwrap_or(false)),
+        }
+    }
+}
+
+/// One client of the replay.
+struct Connection(Arc<Shared>);
+
+impl Backend for Connection {
+    type Commands = Commands;
+    type Events = BroadcastEvents;
+
+    fn session(&self) -> Session<Self::Commands> {
+        Session::new(self.0.config.clone(), self.0.commands.clone())
+    }
+
+    fn events(&self) -> BroadcastEvents {
+        BroadcastEvents(self.0.events.subscribe())
+    }
+
+    fn start(&self, call: &Call, _fds: Vec<OwnedFd>, _close: Arc<AtomicBool>) -> CallFuture {
+        let shared = self.0.clone();
+        shared.flush_after();
+        let arguments = QObject::Dict(call.arguments.clone()).to_value();
+        let index = match shared.take(&call.command, &arguments) {
+            Ok(i) => i,
+            Err(m) => {
+                // With a schema, what QEMU would refuse gets QEMU's text.
+                let checked = shared
+                    .schema
+                    .as_ref()
+                    .map(|s| s.check_arguments(&call.command, &call.arguments));
+                let failure = match checked {
+                    Some(Err(e)) => e,
+                    _ => QmpFailure::generic(format!(
+                        "replay: unexpected {} {}: {}",
+                        m.command, m.arguments, m.reason
+                    )),
+                };
+                return Box::pin(async move { Err(failure) });
+            }
+        };
+        Box::pin(async move {
+            let x = &shared.exchanges[index];
+            let mut waited = Duration::ZERO;
+            for (offset, event) in &x.before {
+                if shared.realtime && *offset > waited {
+                    tokio::time::sleep(*offset - waited).await;
+                    waited = *offset;
+                }
+                let _ = shared.events.send(event.clone());
+            }
+            if shared.realtime && x.took > waited {
+                tokio::time::sleep(x.took - waited).await;
+            }
+            if !x.after.is_empty() {
+                // Sent once the reply is on its way: by the next command,
+                // or by a timer if the client waits for them.
+                *shared.after() = x.after.clone();
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    shared.flush_after();
+                });
+            }
+            match &x.reply {
+                Ok(v) => Ok(Some(QObject::from_qemu_output(v))),
+                Err(e) => Err(e.clone()),
+            }
+        })
+    }
+
+    fn ended(&self) -> impl Future<Output = Ending> + Send + 'static {
+        let mut stop = self.0.stop.subscribe();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+            Ending::Drain
+        }
+    }
+}

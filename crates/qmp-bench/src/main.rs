@@ -5,6 +5,9 @@
 //! `cargo run --release -p qmp-bench -- [--rounds N] [--commands N]`
 
 mod proxy;
+mod raw;
+
+use raw::Raw;
 
 use clap::Parser;
 use qmp_client::{Client, ClientBuilder};
@@ -78,40 +81,13 @@ pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Raw socket, no library: write one request, read until its reply's
-/// line ends, repeat. The floor any client pays.
+/// The raw socket client, one at a time.
 fn raw_sequential(path: &std::path::Path, n: usize) -> Sample {
-    let mut s = UnixStream::connect(path).unwrap();
-    let mut buf = vec![0u8; 65536];
-    let mut have = 0;
-    let mut read_line = |s: &mut UnixStream, have: &mut usize| -> Vec<u8> {
-        loop {
-            if let Some(pos) = buf[..*have].windows(2).position(|w| w == b"\r\n") {
-                let line = buf[..pos].to_vec();
-                buf.copy_within(pos + 2..*have, 0);
-                *have -= pos + 2;
-                return line;
-            }
-            let k = s.read(&mut buf[*have..]).unwrap();
-            assert!(k > 0, "EOF");
-            *have += k;
-        }
-    };
-    read_line(&mut s, &mut have); // greeting
-    s.write_all(
-        b"{\"execute\":\"qmp_capabilities\",\"arguments\":{\"enable\":[\"oob\"]},\"id\":0}\n",
-    )
-    .unwrap();
-    read_line(&mut s, &mut have);
+    let mut raw = Raw::connect(path);
     let cpu0 = process_cpu();
     let t0 = Instant::now();
-    let mut req = Vec::with_capacity(64);
-    for i in 1..=n {
-        req.clear();
-        writeln!(req, "{{\"execute\":\"query-version\",\"id\":{i}}}").unwrap();
-        s.write_all(&req).unwrap();
-        let line = read_line(&mut s, &mut have);
-        debug_assert!(line.starts_with(b"{\"return\""));
+    for _ in 0..n {
+        raw.roundtrip();
     }
     sample(n, t0.elapsed(), process_cpu() - cpu0)
 }

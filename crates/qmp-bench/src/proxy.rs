@@ -7,62 +7,12 @@
 //! second monitor of the same daemon. Clients are raw sockets, so the
 //! figures are the proxy's and QEMU's, not a client library's.
 
+use crate::raw::Raw;
 use crate::{median, Opts};
 use qmp_testkit::Qemu;
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// A negotiated raw connection doing one command at a time.
-struct Raw {
-    s: UnixStream,
-    buf: Vec<u8>,
-    have: usize,
-    next_id: u64,
-}
-
-impl Raw {
-    fn connect(path: &Path) -> Raw {
-        let s = UnixStream::connect(path).unwrap();
-        let mut raw = Raw {
-            s,
-            buf: vec![0u8; 65536],
-            have: 0,
-            next_id: 1,
-        };
-        raw.line(); // greeting
-        raw.s
-            .write_all(b"{\"execute\":\"qmp_capabilities\",\"arguments\":{\"enable\":[\"oob\"]}}")
-            .unwrap();
-        raw.line();
-        raw
-    }
-
-    fn line(&mut self) {
-        loop {
-            if let Some(pos) = self.buf[..self.have].windows(2).position(|w| w == b"\r\n") {
-                self.buf.copy_within(pos + 2..self.have, 0);
-                self.have -= pos + 2;
-                return;
-            }
-            let k = self.s.read(&mut self.buf[self.have..]).unwrap();
-            assert!(k > 0, "EOF");
-            self.have += k;
-        }
-    }
-
-    /// One `query-version`; how long it took.
-    fn roundtrip(&mut self) -> Duration {
-        let req = format!("{{\"execute\":\"query-version\",\"id\":{}}}", self.next_id);
-        self.next_id += 1;
-        let t0 = Instant::now();
-        self.s.write_all(req.as_bytes()).unwrap();
-        self.line();
-        t0.elapsed()
-    }
-}
+use std::time::Instant;
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
@@ -99,11 +49,7 @@ pub fn proxy_figures(o: &Opts) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !qmp_testkit::unix_listening(&via) {
-        assert!(Instant::now() < deadline, "the proxy never listened");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    qmp_testkit::wait_listening(&via);
     let n = o.commands;
     let (mut lat_direct, mut lat_proxy) = (Vec::new(), Vec::new());
     let mut added_p50 = Vec::new();

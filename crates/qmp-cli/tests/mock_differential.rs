@@ -9,10 +9,10 @@
 //! The 64 MiB token-size limit is left to unit tests: QEMU reads one byte
 //! per syscall, so feeding it 64 MiB takes minutes.
 
-use qmp_testkit::{Qemu, RawPeer, Ready, STORAGE_DAEMON};
+use qmp_testkit::{Qemu, RawPeer};
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 struct Mock(Child);
 
@@ -68,24 +68,8 @@ struct Pair {
 }
 
 fn start_pair() -> Pair {
-    let args = vec![
-        "--chardev".into(),
-        "socket,path={dir}/qsd.sock,server=on,wait=off,id=m".into(),
-        "--monitor".into(),
-        "chardev=m".into(),
-        "--chardev".into(),
-        "socket,path={dir}/dump.sock,server=on,wait=off,id=m2".into(),
-        "--monitor".into(),
-        "chardev=m2".into(),
-    ];
-    let dir = qmp_testkit::test_dir();
-    let sock = dir.path().join("qsd.sock");
-    let qsd = Qemu::spawn_in(dir, STORAGE_DAEMON, args, Ready::Socket(sock));
+    let qsd = Qemu::storage_daemon_with_second_monitor("dump.sock");
     let dump_sock = qsd.dir().join("dump.sock");
-    while !qmp_testkit::unix_listening(&dump_sock) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    std::thread::sleep(Duration::from_millis(50));
     let qmp = env!("CARGO_BIN_EXE_qmp");
     let schema_file = qsd.dir().join("schema.json");
     let out = Command::new(qmp)
@@ -117,11 +101,7 @@ fn start_pair() -> Pair {
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !qmp_testkit::unix_listening(&mock_sock) {
-        assert!(Instant::now() < deadline, "mock never listened");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    qmp_testkit::wait_listening(&mock_sock);
     Pair {
         qsd,
         _mock: mock,

@@ -4,25 +4,12 @@
 use qmp_testkit::Qemu;
 use std::io::Read;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 fn qmp(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_qmp"))
         .args(args)
         .output()
         .expect("qmp runs")
-}
-
-fn wait_for(path: &std::path::Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !qmp_testkit::unix_listening(path) {
-        assert!(
-            Instant::now() < deadline,
-            "{} never listened",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 struct Proxy(Child);
@@ -58,7 +45,7 @@ fn proxy_serves_two_listeners_with_a_policy_file_and_stops_on_sigterm() {
             .spawn()
             .unwrap(),
     );
-    wait_for(&dir.path().join("jobs.sock"));
+    qmp_testkit::wait_listening(&dir.path().join("jobs.sock"));
     use std::os::unix::fs::PermissionsExt;
     let mode = |name: &str| std::fs::metadata(at(name)).unwrap().permissions().mode() & 0o777;
     assert_eq!((mode("all.sock"), mode("jobs.sock")), (0o600, 0o660));
@@ -173,7 +160,7 @@ fn record_then_replay_from_the_command_line() {
             .spawn()
             .unwrap(),
     );
-    wait_for(&dir.path().join("rec.sock"));
+    qmp_testkit::wait_listening(&dir.path().join("rec.sock"));
     let script = |sock: &str| -> Vec<String> {
         [
             &["query-jobs"][..],
@@ -213,7 +200,7 @@ fn record_then_replay_from_the_command_line() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for(&dir.path().join("rp.sock"));
+    qmp_testkit::wait_listening(&dir.path().join("rp.sock"));
     let keeper = std::os::unix::net::UnixStream::connect(dir.path().join("rp.sock")).unwrap();
     assert_eq!(script(&at("rp.sock")), real);
     drop(keeper);

@@ -244,11 +244,7 @@ fn demo_subcommand_serves_until_quit() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !qmp_testkit::unix_listening(&sock) {
-        assert!(Instant::now() < deadline, "demo never listened");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    qmp_testkit::wait_listening(&sock);
     let address = sock.display().to_string();
     assert_eq!(
         stdout_json(&qmp(&address, &["query-status"])),

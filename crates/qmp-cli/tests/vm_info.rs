@@ -4,7 +4,6 @@
 use qmp_testkit::Qemu;
 use serde_json::{json, Value};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 fn vm_info(address: &str, json_output: bool) -> String {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vm-info"));
@@ -80,11 +79,7 @@ fn the_demo_machine() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !qmp_testkit::unix_listening(&sock) {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    qmp_testkit::wait_listening(&sock);
     let text = vm_info(&sock.display().to_string(), false);
     let _ = demo.kill();
     let _ = demo.wait();

@@ -9,10 +9,10 @@
 
 use qmp_proto::qemu_json::{Parsed, QDict, QObject, Streamer};
 use qmp_server::{Call, CommandSet, QmpFailure, Session, SessionConfig, Step};
-use qmp_testkit::{Qemu, RawPeer, Ready, STORAGE_DAEMON};
+use qmp_testkit::{Qemu, RawPeer};
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 struct Schema(HashMap<String, bool>);
 
@@ -23,26 +23,8 @@ impl CommandSet for Schema {
 }
 
 fn start() -> (Qemu, Schema) {
-    let args = vec![
-        "--chardev".into(),
-        "socket,path={dir}/qsd.sock,server=on,wait=off,id=m".into(),
-        "--monitor".into(),
-        "chardev=m".into(),
-        "--chardev".into(),
-        "socket,path={dir}/schema.sock,server=on,wait=off,id=m2".into(),
-        "--monitor".into(),
-        "chardev=m2".into(),
-    ];
-    let dir = qmp_testkit::test_dir();
-    let sock = dir.path().join("qsd.sock");
-    let qsd = Qemu::spawn_in(dir, STORAGE_DAEMON, args, Ready::Socket(sock));
+    let qsd = Qemu::storage_daemon_with_second_monitor("schema.sock");
     let schema_sock = qsd.dir().join("schema.sock");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !qmp_testkit::unix_listening(&schema_sock) {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    std::thread::sleep(Duration::from_millis(50));
     let client = qmp_client::blocking::Client::connect(&schema_sock.display().to_string()).unwrap();
     let schema = client
         .execute("query-qmp-schema", serde_json::Value::Null)

@@ -93,8 +93,8 @@ impl Qemu {
     }
 
     /// qemu-storage-daemon with a second monitor at `{dir}/second`, for
-    /// comparing what another client sees or gets directly. The second
-    /// socket listens by the time this returns.
+    /// comparing what another client sees or gets directly, or for a side
+    /// channel. The second socket listens by the time this returns.
     pub fn storage_daemon_with_second_monitor(second: &str) -> Qemu {
         let dir = tempdir();
         let sock = dir.path().join("qsd.sock");
@@ -110,14 +110,10 @@ impl Qemu {
             "chardev=m2".into(),
         ];
         let qsd = Self::spawn_in(dir, STORAGE_DAEMON, args, Ready::Socket(sock));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !unix_listening(&other) {
-            assert!(
-                Instant::now() < deadline,
-                "the second monitor never listened"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_listening(&other);
+        // Past QEMU 7.2's start-up window (see spawn_in) before anyone
+        // connects to the second monitor.
+        std::thread::sleep(Duration::from_millis(50));
         qsd
     }
 
@@ -391,6 +387,20 @@ pub fn tcp_connections(port: u16) -> usize {
             })
         })
         .sum()
+}
+
+/// Waits (up to 10 s, then panics) until a unix socket listens at `path`:
+/// a server this test started, such as `qmp demo` or `qmp proxy`.
+pub fn wait_listening(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !unix_listening(path) {
+        assert!(
+            Instant::now() < deadline,
+            "{} never listened",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Whether a TCP socket is listening on `port` (/proc/net/tcp and tcp6:

@@ -61,6 +61,9 @@ pub enum Command {
     Record(RecordArgs),
     /// Play a transcript back as the QEMU that was recorded
     Replay(ReplayArgs),
+    /// Read transcripts: show, normalize, check against a schema
+    #[command(subcommand)]
+    Transcript(TranscriptCommand),
     /// The QOM tools: list, get, set, tree
     #[command(subcommand)]
     Qom(QomCommand),
@@ -221,6 +224,30 @@ pub struct ReplayArgs {
     pub allow_unused: bool,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum TranscriptCommand {
+    /// A readable view: one line per message, with time, client and direction
+    Show {
+        file: String,
+        /// Print JSON values in full (cut at 200 characters otherwise)
+        #[arg(long)]
+        full: bool,
+    },
+    /// Renumber clients and ids, drop timing, sort keys: diffs well in review
+    Normalize {
+        file: String,
+        /// Write here instead of standard output (may be FILE itself)
+        #[arg(short = 'o', long = "output", value_name = "OUT")]
+        output: Option<String>,
+    },
+    /// Check every recorded request against a QEMU's schema (`qmp schema`)
+    Check {
+        file: String,
+        #[arg(long, value_name = "SCHEMA")]
+        schema: String,
+    },
+}
+
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Where to listen: /path, unix:/path or host:port
@@ -251,8 +278,19 @@ pub struct EventsArgs {
 }
 
 const SUBCOMMANDS: &[&str] = &[
-    "exec", "events", "schema", "demo", "mock", "proxy", "record", "replay", "qom", "info",
-    "shell", "help",
+    "exec",
+    "events",
+    "schema",
+    "demo",
+    "mock",
+    "proxy",
+    "record",
+    "replay",
+    "transcript",
+    "qom",
+    "info",
+    "shell",
+    "help",
 ];
 /// Options that take a value, so that value is not mistaken for the command.
 const VALUE_OPTIONS: &[&str] = &[
@@ -274,6 +312,8 @@ const VALUE_OPTIONS: &[&str] = &[
     "--record",
     "--out",
     "--match",
+    "-o",
+    "--output",
     "-l",
 ];
 

@@ -148,6 +148,7 @@ pub fn main_with(argv: Vec<std::ffi::OsString>) -> ExitCode {
             Command::Proxy(a) => commands::proxy::run(a).await,
             Command::Record(a) => commands::proxy::record(a).await,
             Command::Replay(a) => commands::replay::run(a).await,
+            Command::Transcript(t) => commands::transcript::run(t),
             Command::Qom(q) => commands::qom::run(&session, q).await,
             Command::Info(a) => commands::info::run(&session, a).await,
             Command::Shell(a) => commands::shell::run(&session, a).await,

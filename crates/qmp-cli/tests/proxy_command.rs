@@ -1,5 +1,6 @@
 //! `qmp proxy` as a command: options, a policy file, the audit log, logs
-//! on stderr, SIGTERM, and clear errors for bad configuration.
+//! on stderr, SIGTERM, and clear errors for bad configuration; and its
+//! recording side: `qmp record`, `qmp replay`, `qmp transcript`.
 
 use qmp_testkit::Qemu;
 use std::io::Read;
@@ -61,11 +62,7 @@ fn proxy_serves_two_listeners_with_a_policy_file_and_stops_on_sigterm() {
     let out = qmp(&["-s", &at("all.sock"), "query-qmp-schema"]);
     assert!(out.status.success());
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(proxy.0.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    sigterm(&proxy.0);
     let status = proxy.0.wait().unwrap();
     assert!(status.success(), "{status:?}");
     assert!(
@@ -182,11 +179,7 @@ fn record_then_replay_from_the_command_line() {
         .collect()
     };
     let real = script(&at("rec.sock"));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(recorder.0.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    sigterm(&recorder.0);
     assert!(recorder.0.wait().unwrap().success());
     assert_eq!(
         real[1],
@@ -211,4 +204,183 @@ fn record_then_replay_from_the_command_line() {
         summary.contains("replay: 3 matched, 0 mismatched, 0 unused"),
         "{summary}"
     );
+}
+
+fn sigterm(child: &Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+}
+
+#[test]
+fn transcript_show_normalize_and_check_from_the_command_line() {
+    let qsd = Qemu::storage_daemon();
+    let dir = qmp_testkit::test_dir();
+    let at = |name: &str| dir.path().join(name).display().to_string();
+    let mut recorder = Proxy(
+        Command::new(env!("CARGO_BIN_EXE_qmp"))
+            .args(["record", "--upstream", &qsd.address()])
+            .args(["--listen", &at("rec.sock"), "--out", &at("t.qmp")])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    qmp_testkit::wait_listening(&dir.path().join("rec.sock"));
+    assert!(qmp(&["-s", &at("rec.sock"), "query-jobs"]).status.success());
+    let refused = qmp(&[
+        "-s",
+        &at("rec.sock"),
+        "blockdev-del",
+        "node-name=x",
+        "foo=1",
+    ]);
+    let qemu_says = String::from_utf8_lossy(&refused.stderr)
+        .trim()
+        .strip_prefix("error: ")
+        .unwrap()
+        .to_owned();
+    assert!(qemu_says.starts_with("GenericError: "), "{qemu_says}");
+    sigterm(&recorder.0);
+    assert!(recorder.0.wait().unwrap().success());
+    let schema = qmp(&["-s", &qsd.address(), "schema"]);
+    assert!(schema.status.success());
+    std::fs::write(at("schema.json"), &schema.stdout).unwrap();
+
+    // show: one line per message
+    let shown = qmp(&["transcript", "show", &at("t.qmp")]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    let lines: Vec<&str> = shown.lines().collect();
+    assert!(
+        lines[0].starts_with("QEMU 7.") || lines[0].starts_with("QEMU 10."),
+        "{shown}"
+    );
+    assert!(lines[0].ends_with(", capabilities: oob"), "{shown}");
+    assert!(
+        lines[1].contains("client 1  > query-jobs {}  id "),
+        "{shown}"
+    );
+    assert!(lines[2].contains("client 1  < []  id "), "{shown}");
+    assert!(
+        lines[3].contains(r#"client 2  > blockdev-del {"node-name":"x","foo":1}  id "#),
+        "{shown}"
+    );
+    assert!(
+        lines[4].contains(&format!("client 2  < error {qemu_says}  id ")),
+        "{shown}"
+    );
+
+    // normalize: no times, ids from 1, and normalizing again changes nothing
+    let out = qmp(&["transcript", "normalize", &at("t.qmp"), "-o", &at("n.qmp")]);
+    assert!(out.status.success());
+    let normal = std::fs::read_to_string(at("n.qmp")).unwrap();
+    assert!(!normal.contains(r#""t":"#), "{normal}");
+    assert_eq!(
+        normal.lines().nth(3).unwrap(),
+        r#"{"client":2,"dir":"request","msg":{"arguments":{"foo":1,"node-name":"x"},"execute":"blockdev-del","id":1}}"#
+    );
+    let again = qmp(&["transcript", "normalize", &at("n.qmp")]);
+    assert_eq!(String::from_utf8_lossy(&again.stdout), normal);
+
+    // check: the refused request, with QEMU's own words
+    let check = |transcript: &str, schema: &str| {
+        let out = qmp(&[
+            "transcript",
+            "check",
+            &at(transcript),
+            "--schema",
+            &at(schema),
+        ]);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), stdout, stderr)
+    };
+    let (code, stdout, stderr) = check("t.qmp", "schema.json");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(
+        stdout,
+        format!(
+            "{}: line 4: blockdev-del {{\"node-name\":\"x\",\"foo\":1}}: {qemu_says} \
+             (the recorded QEMU refused it the same way)\n",
+            at("t.qmp")
+        )
+    );
+    assert!(
+        stderr.contains("1 of 2 requests would be refused"),
+        "{stderr}"
+    );
+    // Without the refused exchange, the transcript is clean.
+    let valid: String = std::fs::read_to_string(at("t.qmp"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("blockdev-del") && !l.contains(r#""client":2"#))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(at("valid.qmp"), valid).unwrap();
+    let (code, stdout, stderr) = check("valid.qmp", "schema.json");
+    assert_eq!((code, stdout.as_str()), (Some(0), ""), "{stderr}");
+    assert!(
+        stderr.contains("0 of 1 requests would be refused"),
+        "{stderr}"
+    );
+    // Against a QEMU without query-jobs, that request is the problem.
+    let mut schema: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(at("schema.json")).unwrap()).unwrap();
+    schema.retain(|e| e["name"] != "query-jobs");
+    std::fs::write(at("older.json"), serde_json::to_vec(&schema).unwrap()).unwrap();
+    let (code, stdout, _) = check("valid.qmp", "older.json");
+    assert_eq!(code, Some(1));
+    assert!(
+        stdout.ends_with(
+            "line 2: query-jobs {}: CommandNotFound: The command query-jobs has not been found\n"
+        ),
+        "{stdout}"
+    );
+}
+
+/// A hand-written transcript of two exchanges.
+const TWO_EXCHANGES: &str = r#"{"qmp-transcript": 1, "greeting": {"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": ["oob"]}}}
+{"t": 0.1, "client": 1, "dir": "request", "msg": {"execute": "query-status", "id": 1}}
+{"t": 0.2, "client": 1, "dir": "reply", "msg": {"return": {"status": "running", "singlestep": false, "running": true}, "id": 1}}
+{"t": 0.3, "client": 1, "dir": "request", "msg": {"execute": "stop", "id": 2}}
+{"t": 0.4, "client": 1, "dir": "reply", "msg": {"return": {}, "id": 2}}
+"#;
+
+#[test]
+fn replay_stops_on_sigterm_and_exchanges_left_unused_fail_it() {
+    let dir = qmp_testkit::test_dir();
+    let at = |name: &str| dir.path().join(name).display().to_string();
+    std::fs::write(at("two.qmp"), TWO_EXCHANGES).unwrap();
+    for allow_unused in [false, true] {
+        let socket = dir.path().join(format!("r-{allow_unused}.sock"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_qmp"));
+        command
+            .args(["replay", &at("two.qmp"), "--listen"])
+            .arg(&socket);
+        if allow_unused {
+            command.arg("--allow-unused");
+        }
+        let replay = command.stderr(Stdio::piped()).spawn().unwrap();
+        qmp_testkit::wait_listening(&socket);
+        // A client that stays: without SIGTERM the replay would go on.
+        let _stays = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        let status = qmp(&["-s", &socket.display().to_string(), "query-status"]);
+        assert_eq!(
+            String::from_utf8_lossy(&status.stdout).trim(),
+            r#"{"status":"running","singlestep":false,"running":true}"#
+        );
+        sigterm(&replay);
+        let out = replay.wait_with_output().unwrap();
+        let summary = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            summary.contains("replay: 1 matched, 0 mismatched, 1 unused\nunused: stop {}\n"),
+            "{summary}"
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(if allow_unused { 0 } else { 1 }),
+            "{summary}"
+        );
+    }
 }

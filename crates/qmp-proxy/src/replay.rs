@@ -19,7 +19,9 @@
 //! ```no_run
 //! # async fn demo() {
 //! use qmp_proxy::replay::{MatchMode, Replay};
-//! let replay = Replay::from_str(&std::fs::read_to_string("session.qmp").unwrap())
+//! let replay = std::fs::read_to_string("session.qmp")
+//!     .unwrap()
+//!     .parse::<Replay>()
 //!     .unwrap()
 //!     .mode(MatchMode::ByCommand);
 //! let server = replay.listen(&"/tmp/replay.sock".parse().unwrap()).await.unwrap();
@@ -28,14 +30,14 @@
 //! # }
 //! ```
 
-use crate::transcript::{Dir, Transcript, TranscriptError};
+use crate::transcript::{command_of, pairing_key, Dir, Transcript, TranscriptError};
 use qmp_proto::Address;
 use qmp_server::connection::{Backend, BroadcastEvents, CallFuture, Ending};
 use qmp_server::schema::Schema;
 use qmp_server::session::{Call, CommandSet, QmpFailure, Session, SessionConfig};
 use qmp_server::{Event, Listener, QObject};
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::os::fd::OwnedFd;
@@ -56,13 +58,16 @@ struct Exchange {
     command: String,
     arguments: Value,
     oob: bool,
+    /// How many file descriptors came with the request.
+    fds: usize,
     reply: Result<Value, QmpFailure>,
     /// Events recorded after the previous reply and before this one, with
     /// their offsets from the request.
     before: Vec<(Duration, Event)>,
     /// Events recorded after this reply while no command was in flight
-    /// (a job's progress after `blockdev-create` returned).
-    after: Vec<Event>,
+    /// (a job's progress after `blockdev-create` returned), with their
+    /// offsets from the reply.
+    after: Vec<(Duration, Event)>,
     /// How long QEMU took to reply.
     took: Duration,
 }
@@ -72,6 +77,8 @@ struct Exchange {
 pub struct Mismatch {
     pub command: String,
     pub arguments: Value,
+    /// File descriptors that came with it.
+    pub fds: usize,
     /// What was expected instead, if anything was.
     pub expected: Option<(String, Value)>,
     pub reason: String,
@@ -146,6 +153,15 @@ impl fmt::Display for Report {
     }
 }
 
+/// A replay of a transcript's text.
+impl std::str::FromStr for Replay {
+    type Err = TranscriptError;
+
+    fn from_str(text: &str) -> Result<Replay, TranscriptError> {
+        Ok(Replay::from_transcript(&text.parse()?))
+    }
+}
+
 /// A replay, ready to listen.
 pub struct Replay {
     exchanges: Vec<Exchange>,
@@ -165,43 +181,50 @@ fn event_of(msg: &Value) -> Event {
     }
 }
 
+/// The event to send: as recorded, or stamped now if its timestamp is
+/// zero (a normalized transcript).
+fn stamped(event: &Event) -> Event {
+    if event.seconds == 0 && event.microseconds == 0 {
+        Event::now(&event.name, event.data.clone())
+    } else {
+        event.clone()
+    }
+}
+
 impl Replay {
     pub fn from_transcript(t: &Transcript) -> Replay {
         let mut exchanges: Vec<Exchange> = Vec::new();
         // requests waiting for their reply: (client, id text) -> exchange
         let mut open: HashMap<(Option<u64>, String), (usize, f64)> = HashMap::new();
         let mut events: Vec<(f64, Event)> = Vec::new();
-        let mut last_reply = None;
+        let mut last_reply: Option<(usize, f64)> = None;
+        let since = |t: f64, then: f64| Duration::from_secs_f64((t - then).max(0.0));
         for e in &t.entries {
+            let t = e.t.unwrap_or(0.0);
             match e.dir {
                 // An event while no command was in flight came after the
                 // last reply; one during a command, before the next reply.
                 Dir::Event => match last_reply {
-                    Some(i) if open.is_empty() => {
+                    Some((i, replied)) if open.is_empty() => {
                         let x: &mut Exchange = &mut exchanges[i];
-                        x.after.push(event_of(&e.msg));
+                        x.after.push((since(t, replied), event_of(&e.msg)));
                     }
-                    _ => events.push((e.t, event_of(&e.msg))),
+                    _ => events.push((t, event_of(&e.msg))),
                 },
                 Dir::Request => {
-                    let (command, oob) = match (e.msg.get("execute"), e.msg.get("exec-oob")) {
-                        (Some(c), _) => (c, false),
-                        (None, Some(c)) => (c, true),
-                        (None, None) => continue,
+                    let Some((command, oob)) = command_of(&e.msg) else {
+                        continue;
                     };
-                    let key = (
-                        e.client,
-                        e.msg.get("id").map(Value::to_string).unwrap_or_default(),
-                    );
-                    open.insert(key, (exchanges.len(), e.t));
+                    open.insert(pairing_key(e), (exchanges.len(), t));
                     exchanges.push(Exchange {
-                        command: command.as_str().unwrap_or_default().to_owned(),
+                        command: command.to_owned(),
                         arguments: e
                             .msg
                             .get("arguments")
                             .cloned()
                             .unwrap_or_else(|| serde_json::json!({})),
                         oob,
+                        fds: e.fds,
                         reply: Ok(serde_json::json!({})),
                         before: Vec::new(),
                         after: Vec::new(),
@@ -209,11 +232,7 @@ impl Replay {
                     });
                 }
                 Dir::Reply => {
-                    let key = (
-                        e.client,
-                        e.msg.get("id").map(Value::to_string).unwrap_or_default(),
-                    );
-                    let Some((i, sent)) = open.remove(&key) else {
+                    let Some((i, sent)) = open.remove(&pairing_key(e)) else {
                         continue;
                     };
                     let x = &mut exchanges[i];
@@ -224,19 +243,18 @@ impl Replay {
                         }),
                         None => Ok(e.msg.get("return").cloned().unwrap_or(Value::Null)),
                     };
-                    x.took = Duration::from_secs_f64((e.t - sent).max(0.0));
+                    x.took = since(t, sent);
                     x.before = events
                         .drain(..)
-                        .map(|(t, ev)| (Duration::from_secs_f64((t - sent).max(0.0)), ev))
+                        .map(|(t, ev)| (since(t, sent), ev))
                         .collect();
-                    last_reply = Some(i);
+                    last_reply = Some((i, t));
                 }
             }
         }
-        if let Some(i) = last_reply {
-            exchanges[i]
-                .after
-                .extend(events.into_iter().map(|(_, e)| e));
+        if let Some((i, replied)) = last_reply {
+            let rest = events.into_iter().map(|(t, e)| (since(t, replied), e));
+            exchanges[i].after.extend(rest);
         }
         let g = &t.greeting["QMP"];
         let v = &g["version"];
@@ -260,11 +278,6 @@ impl Replay {
             schema: None,
             exit_when_idle: false,
         }
-    }
-
-    #[allow(clippy::should_implement_trait)]
-    pub fn from_str(text: &str) -> Result<Replay, TranscriptError> {
-        Ok(Replay::from_transcript(&text.parse()?))
     }
 
     pub fn mode(mut self, mode: MatchMode) -> Self {
@@ -317,7 +330,7 @@ impl Replay {
             realtime: self.realtime,
             schema: self.schema,
             events: broadcast::channel(4096).0,
-            after: Mutex::new(Vec::new()),
+            after: Mutex::new(After::default()),
             stop: watch::channel(false).0,
         });
         let (idle_tx, idle_rx) = watch::channel(false);
@@ -403,20 +416,74 @@ struct Shared {
     realtime: bool,
     schema: Option<Schema>,
     events: broadcast::Sender<Event>,
-    /// Events to send after the last reply.
-    after: Mutex<Vec<Event>>,
+    /// Events recorded after the last reply, not yet sent.
+    after: Mutex<After>,
     stop: watch::Sender<bool>,
 }
 
+/// Events recorded after a reply while no command ran: sent by a timer
+/// once the reply is on its way (at their recorded offsets with
+/// `realtime`), or all at once when the next command comes.
+#[derive(Default)]
+struct After {
+    /// Which reply they follow, so that an old timer leaves newer ones be.
+    generation: u64,
+    events: VecDeque<(Duration, Event)>,
+}
+
+/// How long after a reply its following events go out, without realtime.
+const AFTER_REPLY: Duration = Duration::from_millis(20);
+
 impl Shared {
-    fn after(&self) -> std::sync::MutexGuard<'_, Vec<Event>> {
+    fn after(&self) -> std::sync::MutexGuard<'_, After> {
         self.after.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn flush_after(&self) {
-        for e in std::mem::take(&mut *self.after()) {
-            let _ = self.events.send(e);
+        for (_, e) in std::mem::take(&mut self.after().events) {
+            let _ = self.events.send(stamped(&e));
         }
+    }
+
+    /// Queues the events that follow a reply being sent now, and starts
+    /// their timer.
+    fn schedule_after(self: &Arc<Self>, events: &[(Duration, Event)]) {
+        let now = tokio::time::Instant::now();
+        let generation = {
+            let mut a = self.after();
+            a.generation += 1;
+            a.events = events.iter().cloned().collect();
+            a.generation
+        };
+        let shared = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let due = {
+                    let a = shared.after();
+                    match a.events.front() {
+                        Some((offset, _)) if a.generation == generation && shared.realtime => {
+                            now + (*offset).max(AFTER_REPLY)
+                        }
+                        Some(_) if a.generation == generation => now + AFTER_REPLY,
+                        _ => return,
+                    }
+                };
+                tokio::time::sleep_until(due).await;
+                let mut a = shared.after();
+                if a.generation != generation {
+                    return;
+                }
+                let elapsed = now.elapsed();
+                while let Some((offset, _)) = a.events.front() {
+                    if shared.realtime && *offset > elapsed {
+                        break;
+                    }
+                    if let Some((_, e)) = a.events.pop_front() {
+                        let _ = shared.events.send(stamped(&e));
+                    }
+                }
+            }
+        });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -439,9 +506,9 @@ impl Shared {
     }
 
     /// Finds and takes the exchange for a request, or says why not.
-    fn take(&self, command: &str, arguments: &Value) -> Result<usize, Box<Mismatch>> {
+    fn take(&self, command: &str, arguments: &Value, fds: usize) -> Result<usize, Box<Mismatch>> {
         let mut st = self.lock();
-        let fits = |x: &Exchange| x.command == command && x.arguments == *arguments;
+        let fits = |x: &Exchange| x.command == command && x.arguments == *arguments && x.fds == fds;
         let found = match self.mode {
             MatchMode::Strict => {
                 Some(st.next).filter(|&i| i < self.exchanges.len() && fits(&self.exchanges[i]))
@@ -466,12 +533,15 @@ impl Shared {
                         .find(|&i| !st.used[i] && self.exchanges[i].command == command)
                         .map(|i| &self.exchanges[i]),
                 }
-                .map(|x| (x.command.clone(), x.arguments.clone()));
+                .map(|x| (x.command.clone(), x.arguments.clone(), x.fds));
                 let reason = match &expected {
-                    Some((c, a)) if self.mode == MatchMode::Strict => {
+                    Some((c, a, n)) if c == command && a == arguments && *n != fds => {
+                        format!("expected {n} file descriptor(s) with it, got {fds}")
+                    }
+                    Some((c, a, _)) if self.mode == MatchMode::Strict => {
                         format!("expected {c} with arguments {a}")
                     }
-                    Some((c, a)) => {
+                    Some((c, a, _)) => {
                         format!("no unused exchange matches; an unused {c} has arguments {a}")
                     }
                     None if self.mode == MatchMode::Strict => {
@@ -482,7 +552,8 @@ impl Shared {
                 let m = Mismatch {
                     command: command.to_owned(),
                     arguments: arguments.clone(),
-                    expected,
+                    fds,
+                    expected: expected.map(|(c, a, _)| (c, a)),
                     reason,
                 };
                 st.mismatched.push(m.clone());
@@ -527,11 +598,11 @@ impl Backend for Connection {
         BroadcastEvents(self.0.events.subscribe())
     }
 
-    fn start(&self, call: &Call, _fds: Vec<OwnedFd>, _close: Arc<AtomicBool>) -> CallFuture {
+    fn start(&self, call: &Call, fds: Vec<OwnedFd>, _close: Arc<AtomicBool>) -> CallFuture {
         let shared = self.0.clone();
         shared.flush_after();
         let arguments = QObject::Dict(call.arguments.clone()).to_value();
-        let index = match shared.take(&call.command, &arguments) {
+        let index = match shared.take(&call.command, &arguments, fds.len()) {
             Ok(i) => i,
             Err(m) => {
                 // With a schema, what QEMU would refuse gets QEMU's text.
@@ -557,20 +628,13 @@ impl Backend for Connection {
                     tokio::time::sleep(*offset - waited).await;
                     waited = *offset;
                 }
-                let _ = shared.events.send(event.clone());
+                let _ = shared.events.send(stamped(event));
             }
             if shared.realtime && x.took > waited {
                 tokio::time::sleep(x.took - waited).await;
             }
             if !x.after.is_empty() {
-                // Sent once the reply is on its way: by the next command,
-                // or by a timer if the client waits for them.
-                *shared.after() = x.after.clone();
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    shared.flush_after();
-                });
+                shared.schedule_after(&x.after);
             }
             match &x.reply {
                 Ok(v) => Ok(Some(QObject::from_qemu_output(v))),

@@ -583,7 +583,7 @@ impl Server {
     /// Sends an event to every negotiated session, stamped with the wall
     /// clock now (rules E1–E3).
     pub fn emit(&self, name: &str, data: Option<QObject>) {
-        let _ = self.inner.events.send(stamp(name, data));
+        let _ = self.inner.events.send(Event::now(name, data));
     }
 
     /// Sends an event rate-limited as QEMU limits the events in
@@ -593,7 +593,7 @@ impl Server {
     /// is sent when the window ends, with its own timestamp, opening a new
     /// window. Must be called within a tokio runtime.
     pub fn emit_throttled(&self, name: &str, key: &str, data: Option<QObject>) {
-        let event = stamp(name, data);
+        let event = Event::now(name, data);
         let id = (name.to_owned(), key.to_owned());
         {
             let mut open = self
@@ -632,14 +632,17 @@ impl Server {
     }
 }
 
-fn stamp(name: &str, data: Option<QObject>) -> Event {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    Event {
-        name: name.to_owned(),
-        data,
-        seconds: now.as_secs() as i64,
-        microseconds: now.subsec_micros() as i64,
+impl Event {
+    /// An event stamped with the wall clock now.
+    pub fn now(name: &str, data: Option<QObject>) -> Event {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Event {
+            name: name.to_owned(),
+            data,
+            seconds: now.as_secs() as i64,
+            microseconds: now.subsec_micros() as i64,
+        }
     }
 }

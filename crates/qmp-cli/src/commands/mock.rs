@@ -21,6 +21,12 @@ pub(crate) fn read_json(path: &str) -> Result<QObject, Failure> {
     }
 }
 
+/// Reads a schema dump (`qmp schema` of a real QEMU) for argument checks.
+pub(crate) fn read_schema(path: &str) -> Result<qmp_server::schema::Schema, Failure> {
+    qmp_server::schema::Schema::from_qobject(&read_json(path)?)
+        .map_err(|e| Failure::Usage(format!("{path}: {e}")))
+}
+
 pub async fn run(a: &MockArgs) -> Result<(), Failure> {
     let schema = read_json(&a.schema)?;
     let replies = match &a.replies {

@@ -13,3 +13,4 @@ pub mod schema;
 pub mod shell;
 mod shell_complete;
 mod shell_parse;
+pub mod transcript;

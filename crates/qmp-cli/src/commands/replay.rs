@@ -26,10 +26,7 @@ pub async fn run(a: &ReplayArgs) -> Result<(), Failure> {
         .realtime(a.realtime)
         .exit_when_idle(true);
     if let Some(path) = &a.schema {
-        let schema = super::mock::read_json(path)?;
-        let schema = qmp_server::schema::Schema::from_qobject(&schema)
-            .map_err(|e| Failure::Usage(format!("{path}: {e}")))?;
-        replay = replay.schema(schema);
+        replay = replay.schema(super::mock::read_schema(path)?);
     }
     let address = a
         .listen

@@ -17,14 +17,23 @@
 //! be recorded). Events have no client: every client got them. Only what
 //! reached QEMU is recorded; each client's negotiation and malformed
 //! input were answered by its own session, as a replay answers them.
+//!
+//! `t` is optional: a [`normalize`]d transcript has none, and its events'
+//! timestamps are zero (a replay stamps those with its own clock).
+//!
+//! * `recorder`: [`Recorder`], which the proxy writes transcripts with.
+//! * `review`: [`show`], [`normalize`] and [`check`], for people reading
+//!   transcripts and for review diffs.
 
-use qmp_client::{EventFilter, EventStream};
+mod recorder;
+mod review;
+
+pub use recorder::Recorder;
+pub use review::{check, normalize, show, Problem};
+
 use serde_json::{json, Value};
-use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Direction of a recorded message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,19 +53,44 @@ impl Dir {
     }
 }
 
+/// The key that pairs a request with its reply: the client and its id
+/// (as JSON text; "" for a request without one).
+pub(crate) fn pairing_key(e: &Entry) -> (Option<u64>, String) {
+    (
+        e.client,
+        e.msg.get("id").map(Value::to_string).unwrap_or_default(),
+    )
+}
+
+/// A request's command name and whether it came as `exec-oob`.
+pub(crate) fn command_of(msg: &Value) -> Option<(&str, bool)> {
+    match (msg.get("execute"), msg.get("exec-oob")) {
+        (Some(c), _) => c.as_str().map(|c| (c, false)),
+        (None, Some(c)) => c.as_str().map(|c| (c, true)),
+        (None, None) => None,
+    }
+}
+
 /// One recorded message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
-    pub t: f64,
+    /// Seconds since the recording began; none once normalized.
+    pub t: Option<f64>,
     pub client: Option<u64>,
     pub dir: Dir,
     pub msg: Value,
+    /// How many file descriptors came with a request.
     pub fds: usize,
+    /// The line of the file it was read from (0 when not read).
+    pub line: usize,
 }
 
 impl Entry {
     pub fn to_line(&self) -> Value {
-        let mut line = json!({"t": (self.t * 1e6).round() / 1e6});
+        let mut line = json!({});
+        if let Some(t) = self.t {
+            line["t"] = ((t * 1e6).round() / 1e6).into();
+        }
         if let Some(c) = self.client {
             line["client"] = c.into();
         }
@@ -140,140 +174,17 @@ impl std::str::FromStr for Transcript {
                 return Err(bad(n + 1, "\"msg\" must be an object".into()));
             }
             entries.push(Entry {
-                t: v["t"].as_f64().unwrap_or(0.0),
+                t: v["t"].as_f64(),
                 client: v["client"].as_u64(),
                 dir,
                 msg: v["msg"].clone(),
                 fds: v["fds"].as_u64().unwrap_or(0) as usize,
+                line: n + 1,
             });
         }
         Ok(Transcript {
             greeting: header["greeting"].clone(),
             entries,
         })
-    }
-}
-
-/// Writes a transcript while the proxy runs.
-///
-/// Events are taken from a subscription of their own, which QEMU's
-/// reader fills before it routes the reply that follows them; so writing
-/// the waiting events before each request and reply keeps them where they
-/// stood. A pump writes the rest (events while no command runs).
-pub struct Recorder {
-    state: Mutex<State>,
-    start: Instant,
-    start_wall: f64,
-}
-
-struct State {
-    file: File,
-    events: Option<EventStream>,
-}
-
-fn wall_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64()
-}
-
-impl Recorder {
-    pub fn create(path: &Path) -> io::Result<Arc<Recorder>> {
-        Ok(Arc::new(Recorder {
-            state: Mutex::new(State {
-                file: File::create(path)?,
-                events: None,
-            }),
-            start: Instant::now(),
-            start_wall: wall_now(),
-        }))
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Starts on a (new) upstream: its greeting, and its events from now.
-    pub fn attach(&self, client: &qmp_client::Client) {
-        let greeting = client
-            .greeting()
-            .map(|g| json!({"QMP": g}))
-            .unwrap_or(Value::Null);
-        let mut st = self.lock();
-        let first = st.events.is_none();
-        st.events = Some(client.events_with_capacity(EventFilter::all(), 65536));
-        let line = if first {
-            json!({"qmp-transcript": 1, "greeting": greeting})
-        } else {
-            json!({"t": self.start.elapsed().as_secs_f64(), "dir": "greeting", "msg": greeting})
-        };
-        write_line(&mut st.file, &line);
-    }
-
-    /// Writes the events waiting, then `entry` if any.
-    fn write(&self, entry: Option<Entry>) {
-        let mut st = self.lock();
-        let mut waiting = Vec::new();
-        if let Some(events) = st.events.as_mut() {
-            while let Some(item) = events.try_next() {
-                match item {
-                    Ok(e) => waiting.push(e),
-                    Err(lost) => tracing::error!("the transcript missed events: {lost}"),
-                }
-            }
-        }
-        for e in waiting {
-            let wall = e.timestamp.seconds as f64 + e.timestamp.microseconds as f64 / 1e6;
-            let entry = Entry {
-                t: (wall - self.start_wall).max(0.0),
-                client: None,
-                dir: Dir::Event,
-                msg: e.to_value(),
-                fds: 0,
-            };
-            write_line(&mut st.file, &entry.to_line());
-        }
-        if let Some(entry) = entry {
-            write_line(&mut st.file, &entry.to_line());
-        }
-    }
-
-    pub fn request(&self, client: u64, msg: Value, fds: usize) {
-        let t = self.start.elapsed().as_secs_f64();
-        self.write(Some(Entry {
-            t,
-            client: Some(client),
-            dir: Dir::Request,
-            msg,
-            fds,
-        }));
-    }
-
-    pub fn reply(&self, client: u64, msg: Value) {
-        let t = self.start.elapsed().as_secs_f64();
-        self.write(Some(Entry {
-            t,
-            client: Some(client),
-            dir: Dir::Reply,
-            msg,
-            fds: 0,
-        }));
-    }
-
-    /// Writes events that arrive while no command runs, until dropped.
-    pub async fn pump(self: Arc<Self>) {
-        loop {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            self.write(None);
-        }
-    }
-}
-
-fn write_line(file: &mut File, line: &Value) {
-    let mut bytes = line.to_string().into_bytes();
-    bytes.push(b'\n');
-    if let Err(e) = file.write_all(&bytes) {
-        tracing::error!("cannot write the transcript: {e}");
     }
 }

@@ -1,0 +1,137 @@
+//! The recorder: writes a transcript while the proxy runs.
+
+use super::{Dir, Entry};
+use qmp_client::{EventFilter, EventStream};
+use serde_json::{json, Value};
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Writes a transcript while the proxy runs.
+///
+/// Events are taken from a subscription of their own, which QEMU's
+/// reader fills before it routes the reply that follows them; so writing
+/// the waiting events before each request and reply keeps them where they
+/// stood. A pump writes the rest (events while no command runs).
+pub struct Recorder {
+    state: Mutex<State>,
+    start: Instant,
+    start_wall: f64,
+}
+
+struct State {
+    file: File,
+    events: Option<EventStream>,
+}
+
+fn wall_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+impl Recorder {
+    pub fn create(path: &Path) -> io::Result<Arc<Recorder>> {
+        Ok(Arc::new(Recorder {
+            state: Mutex::new(State {
+                file: File::create(path)?,
+                events: None,
+            }),
+            start: Instant::now(),
+            start_wall: wall_now(),
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts on a (new) upstream: its greeting, and its events from now.
+    pub fn attach(&self, client: &qmp_client::Client) {
+        let greeting = client
+            .greeting()
+            .map(|g| json!({"QMP": g}))
+            .unwrap_or(Value::Null);
+        let mut st = self.lock();
+        let first = st.events.is_none();
+        st.events = Some(client.events_with_capacity(EventFilter::all(), 65536));
+        let line = if first {
+            json!({"qmp-transcript": 1, "greeting": greeting})
+        } else {
+            json!({"t": self.start.elapsed().as_secs_f64(), "dir": "greeting", "msg": greeting})
+        };
+        write_line(&mut st.file, &line);
+    }
+
+    /// Writes the events waiting, then `entry` if any.
+    fn write(&self, entry: Option<Entry>) {
+        let mut st = self.lock();
+        let mut waiting = Vec::new();
+        if let Some(events) = st.events.as_mut() {
+            while let Some(item) = events.try_next() {
+                match item {
+                    Ok(e) => waiting.push(e),
+                    Err(lost) => tracing::error!("the transcript missed events: {lost}"),
+                }
+            }
+        }
+        for e in waiting {
+            let wall = e.timestamp.seconds as f64 + e.timestamp.microseconds as f64 / 1e6;
+            let entry = Entry {
+                t: Some((wall - self.start_wall).max(0.0)),
+                client: None,
+                dir: Dir::Event,
+                msg: e.to_value(),
+                fds: 0,
+                line: 0,
+            };
+            write_line(&mut st.file, &entry.to_line());
+        }
+        if let Some(entry) = entry {
+            write_line(&mut st.file, &entry.to_line());
+        }
+    }
+
+    pub fn request(&self, client: u64, msg: Value, fds: usize) {
+        let t = self.start.elapsed().as_secs_f64();
+        self.write(Some(Entry {
+            t: Some(t),
+            client: Some(client),
+            dir: Dir::Request,
+            msg,
+            fds,
+            line: 0,
+        }));
+    }
+
+    pub fn reply(&self, client: u64, msg: Value) {
+        let t = self.start.elapsed().as_secs_f64();
+        self.write(Some(Entry {
+            t: Some(t),
+            client: Some(client),
+            dir: Dir::Reply,
+            msg,
+            fds: 0,
+            line: 0,
+        }));
+    }
+
+    /// Writes events that arrive while no command runs, until dropped.
+    pub async fn pump(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            self.write(None);
+        }
+    }
+}
+
+fn write_line(file: &mut File, line: &Value) {
+    let mut bytes = line.to_string().into_bytes();
+    bytes.push(b'\n');
+    if let Err(e) = file.write_all(&bytes) {
+        tracing::error!("cannot write the transcript: {e}");
+    }
+}

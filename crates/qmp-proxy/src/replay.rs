@@ -192,6 +192,11 @@ fn stamped(event: &Event) -> Event {
 }
 
 impl Replay {
+    /// A replay of the transcript in a file.
+    pub fn load(path: &std::path::Path) -> Result<Replay, TranscriptError> {
+        Ok(Replay::from_transcript(&Transcript::load(path)?))
+    }
+
     pub fn from_transcript(t: &Transcript) -> Replay {
         let mut exchanges: Vec<Exchange> = Vec::new();
         // requests waiting for their reply: (client, id text) -> exchange

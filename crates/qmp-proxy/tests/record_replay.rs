@@ -70,10 +70,8 @@ async fn record(upstream: &Path, dir: &Path) -> (Proxy, String) {
 }
 
 async fn replay_of(dir: &Path, mode: MatchMode) -> (qmp_proxy::replay::ReplayServer, String) {
-    let text = std::fs::read_to_string(dir.join("session.qmp")).unwrap();
     let address = dir.join("replay.sock").display().to_string();
-    let server = text
-        .parse::<Replay>()
+    let server = Replay::load(&dir.join("session.qmp"))
         .unwrap()
         .mode(mode)
         .listen(&address.parse().unwrap())

@@ -7,11 +7,8 @@
 use crate::cli::ReplayArgs;
 use crate::Failure;
 use qmp_proxy::replay::{MatchMode, Replay};
-use qmp_proxy::transcript::Transcript;
 
 pub async fn run(a: &ReplayArgs) -> Result<(), Failure> {
-    let transcript = Transcript::load(a.file.as_ref())
-        .map_err(|e| Failure::Usage(format!("{}: {e}", a.file)))?;
     let mode = match a.match_mode.as_str() {
         "strict" => MatchMode::Strict,
         "by-command" => MatchMode::ByCommand,
@@ -21,7 +18,8 @@ pub async fn run(a: &ReplayArgs) -> Result<(), Failure> {
             )))
         }
     };
-    let mut replay = Replay::from_transcript(&transcript)
+    let mut replay = Replay::load(a.file.as_ref())
+        .map_err(|e| Failure::Usage(format!("{}: {e}", a.file)))?
         .mode(mode)
         .realtime(a.realtime)
         .exit_when_idle(true);

@@ -41,6 +41,9 @@ pub(crate) struct Opts {
     /// Only the proxy's figures
     #[arg(long)]
     proxy_only: bool,
+    /// Internal: be the byte relay the proxy figures compare with
+    #[arg(long, num_args = 2, value_names = ["UPSTREAM", "LISTEN"], hide = true)]
+    relay: Vec<String>,
 }
 
 /// CPU time of the whole process (user + system).
@@ -384,6 +387,10 @@ fn qom_figures(o: &Opts) {
 
 fn main() {
     let o = Opts::parse();
+    if let [upstream, listen] = &o.relay[..] {
+        proxy::relay(upstream.as_ref(), listen.as_ref());
+        return;
+    }
     if o.qom_only {
         qom_figures(&o);
         return;

@@ -6,13 +6,43 @@
 //! it; it holds the daemon's first monitor, and the direct figures use a
 //! second monitor of the same daemon. Clients are raw sockets, so the
 //! figures are the proxy's and QEMU's, not a client library's.
+//!
+//! The floor beside them: a byte relay ([`relay`], this binary in a
+//! process of its own, on a third monitor) that copies bytes both ways
+//! with one blocking thread per direction and understands nothing. What
+//! it adds is what any proxy in its own process pays on this machine for
+//! the extra hop: two more process wake-ups and four more syscalls.
 
 use crate::raw::Raw;
 use crate::{median, Opts};
 use qmp_testkit::Qemu;
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
+
+/// Serves one client at `listen`, copying bytes to and from `upstream`
+/// until either side closes.
+pub fn relay(upstream: &Path, listen: &Path) {
+    let listener = UnixListener::bind(listen).expect("relay: bind");
+    let (client, _) = listener.accept().expect("relay: accept");
+    let qemu = UnixStream::connect(upstream).expect("relay: connect");
+    let copy = |mut from: UnixStream, mut to: UnixStream| {
+        move || {
+            let mut buf = vec![0u8; 65536];
+            while let Ok(n @ 1..) = from.read(&mut buf) {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            let _ = to.shutdown(std::net::Shutdown::Write);
+        }
+    };
+    let up = std::thread::spawn(copy(client.try_clone().unwrap(), qemu.try_clone().unwrap()));
+    copy(qemu, client)();
+    let _ = up.join();
+}
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
@@ -40,9 +70,16 @@ pub fn proxy_figures(o: &Opts) {
         println!("\n(proxy figures skipped: {} not built)", o.qmp_binary);
         return;
     }
-    let qsd = Qemu::storage_daemon_with_second_monitor("direct.sock");
+    let qsd = Qemu::storage_daemon_with_monitors(&["direct.sock", "upstream-of-relay.sock"]);
     let direct = qsd.dir().join("direct.sock");
     let via = qsd.dir().join("proxy.sock");
+    let relayed = qsd.dir().join("relay.sock");
+    let mut relay = Command::new(std::env::current_exe().unwrap())
+        .arg("--relay")
+        .args([qsd.dir().join("upstream-of-relay.sock"), relayed.clone()])
+        .spawn()
+        .unwrap();
+    qmp_testkit::wait_listening(&relayed);
     let mut proxy = Command::new(&o.qmp_binary)
         .args(["proxy", "--upstream", &qsd.address()])
         .args(["--listen", &via.display().to_string()])
@@ -51,24 +88,31 @@ pub fn proxy_figures(o: &Opts) {
         .unwrap();
     qmp_testkit::wait_listening(&via);
     let n = o.commands;
-    let (mut lat_direct, mut lat_proxy) = (Vec::new(), Vec::new());
-    let mut added_p50 = Vec::new();
+    let (mut lat_direct, mut lat_proxy, mut lat_relay) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut added_p50, mut floor_p50, mut over_floor_p50) = (Vec::new(), Vec::new(), Vec::new());
+    // the relay serves one connection, for every round
+    let mut r = Raw::connect(&relayed);
     let mut ratios = Vec::new();
     let mut rates = (Vec::new(), Vec::new());
     for _ in 0..o.rounds {
         let mut d = Raw::connect(&direct);
         let mut p = Raw::connect(&via);
-        let (mut rd, mut rp) = (Vec::new(), Vec::new());
-        // alternate, so both see the same moment of the machine
+        let (mut rd, mut rp, mut rr) = (Vec::new(), Vec::new(), Vec::new());
+        // alternate, so all see the same moment of the machine
         for _ in 0..n {
             rd.push(d.roundtrip().as_secs_f64() * 1e6);
             rp.push(p.roundtrip().as_secs_f64() * 1e6);
+            rr.push(r.roundtrip().as_secs_f64() * 1e6);
         }
         rd.sort_by(f64::total_cmp);
         rp.sort_by(f64::total_cmp);
+        rr.sort_by(f64::total_cmp);
         added_p50.push(percentile(&rp, 0.5) - percentile(&rd, 0.5));
+        floor_p50.push(percentile(&rr, 0.5) - percentile(&rd, 0.5));
+        over_floor_p50.push(percentile(&rp, 0.5) - percentile(&rr, 0.5));
         lat_direct.extend(rd);
         lat_proxy.extend(rp);
+        lat_relay.extend(rr);
         drop((d, p));
         let one = throughput(&direct, 1, n);
         let ten = throughput(&via, 10, n / 10);
@@ -78,6 +122,9 @@ pub fn proxy_figures(o: &Opts) {
     }
     lat_direct.sort_by(f64::total_cmp);
     lat_proxy.sort_by(f64::total_cmp);
+    lat_relay.sort_by(f64::total_cmp);
+    drop(r);
+    let _ = relay.wait();
     let _ = proxy.kill();
     let _ = proxy.wait();
     println!(
@@ -86,7 +133,11 @@ pub fn proxy_figures(o: &Opts) {
     );
     println!("| latency per command | p50 µs | p99 µs |");
     println!("|---|---:|---:|");
-    for (name, l) in [("direct", &lat_direct), ("through the proxy", &lat_proxy)] {
+    for (name, l) in [
+        ("direct", &lat_direct),
+        ("through the proxy", &lat_proxy),
+        ("through a byte relay (the floor)", &lat_relay),
+    ] {
         println!(
             "| {name} | {:.1} | {:.1} |",
             percentile(l, 0.5),
@@ -97,6 +148,16 @@ pub fn proxy_figures(o: &Opts) {
         "| added by the proxy | {:.1} (median of per-round p50 differences) | {:.1} |",
         median(added_p50),
         percentile(&lat_proxy, 0.99) - percentile(&lat_direct, 0.99)
+    );
+    println!(
+        "| added by a byte relay | {:.1} (median of per-round p50 differences) | {:.1} |",
+        median(floor_p50),
+        percentile(&lat_relay, 0.99) - percentile(&lat_direct, 0.99)
+    );
+    println!(
+        "| the proxy over the byte relay | {:.1} (median of per-round p50 differences) | {:.1} |",
+        median(over_floor_p50),
+        percentile(&lat_proxy, 0.99) - percentile(&lat_relay, 0.99)
     );
     println!("\n| throughput, one command at a time per client | commands/s |");
     println!("|---|---:|");

@@ -96,23 +96,37 @@ impl Qemu {
     /// comparing what another client sees or gets directly, or for a side
     /// channel. The second socket listens by the time this returns.
     pub fn storage_daemon_with_second_monitor(second: &str) -> Qemu {
+        Self::storage_daemon_with_monitors(&[second])
+    }
+
+    /// qemu-storage-daemon with more monitors, at `{dir}/NAME` for each
+    /// name; they listen by the time this returns.
+    pub fn storage_daemon_with_monitors(names: &[&str]) -> Qemu {
         let dir = tempdir();
         let sock = dir.path().join("qsd.sock");
-        let other = dir.path().join(second);
-        let args = vec![
+        let mut args = vec![
             "--chardev".into(),
             format!("socket,path={},server=on,wait=off,id=m", sock.display()),
             "--monitor".into(),
             "chardev=m".into(),
-            "--chardev".into(),
-            format!("socket,path={},server=on,wait=off,id=m2", other.display()),
-            "--monitor".into(),
-            "chardev=m2".into(),
         ];
+        for (i, name) in names.iter().enumerate() {
+            let path = dir.path().join(name);
+            args.push("--chardev".into());
+            args.push(format!(
+                "socket,path={},server=on,wait=off,id=m{i}",
+                path.display()
+            ));
+            args.push("--monitor".into());
+            args.push(format!("chardev=m{i}"));
+        }
+        let others: Vec<PathBuf> = names.iter().map(|n| dir.path().join(n)).collect();
         let qsd = Self::spawn_in(dir, STORAGE_DAEMON, args, Ready::Socket(sock));
-        wait_listening(&other);
+        for other in &others {
+            wait_listening(other);
+        }
         // Past QEMU 7.2's start-up window (see spawn_in) before anyone
-        // connects to the second monitor.
+        // connects to the other monitors.
         std::thread::sleep(Duration::from_millis(50));
         qsd
     }

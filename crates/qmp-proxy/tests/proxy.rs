@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 const QUIET: Duration = Duration::from_secs(10);
@@ -654,5 +655,180 @@ fn a_client_that_leaves_mid_command_costs_the_others_nothing() {
         }
         assert!(Instant::now() < deadline, "{log}");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What the held upstream saw.
+#[derive(Default)]
+struct Held {
+    /// `work` requests in the order they arrived: (client, n).
+    arrivals: Vec<(u64, u64)>,
+    /// Ids of requests not answered yet, oldest first.
+    pending: std::collections::VecDeque<Value>,
+    most_pending: usize,
+    answering: bool,
+}
+
+/// A fake QEMU, for what a real one cannot do: hold every reply until the
+/// test says, and count exactly what is in flight. It offers oob, has one
+/// command `work`, and once released answers the oldest request every
+/// 20 ms (long enough for the proxy's sessions to queue their next one).
+fn held_upstream(path: &Path) -> HeldUpstream {
+    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    let shared = Arc::new((Mutex::new(Held::default()), Condvar::new()));
+    let state = shared.clone();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut out = stream.try_clone().unwrap();
+        out.write_all(b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, \"major\": 7}, \"package\": \"\"}, \"capabilities\": [\"oob\"]}}\r\n").unwrap();
+        let answers = out.try_clone().unwrap();
+        let answering = state.clone();
+        std::thread::spawn(move || {
+            let mut answers = answers;
+            let (lock, ready) = &*answering;
+            loop {
+                let id = {
+                    let mut held = lock.lock().unwrap_or_else(|e| e.into_inner());
+                    while !held.answering || held.pending.is_empty() {
+                        held = ready.wait(held).unwrap_or_else(|e| e.into_inner());
+                    }
+                    held.pending.pop_front().unwrap()
+                };
+                std::thread::sleep(Duration::from_millis(20));
+                let reply = json!({"return": {}, "id": id}).to_string() + "\r\n";
+                if answers.write_all(reply.as_bytes()).is_err() {
+                    return;
+                }
+            }
+        });
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            let request: Value = serde_json::from_str(&line).unwrap();
+            let id = request["id"].clone();
+            let ret = match request["execute"].as_str() {
+                Some("query-qmp-schema") => {
+                    json!([{"name": "work", "meta-type": "command", "allow-oob": false}])
+                }
+                Some("work") => {
+                    let (lock, ready) = &*state;
+                    let mut held = lock.lock().unwrap_or_else(|e| e.into_inner());
+                    let args = &request["arguments"];
+                    let who = (
+                        args["client"].as_u64().unwrap(),
+                        args["n"].as_u64().unwrap(),
+                    );
+                    held.arrivals.push(who);
+                    held.pending.push_back(id);
+                    held.most_pending = held.most_pending.max(held.pending.len());
+                    ready.notify_all();
+                    continue;
+                }
+                _ => json!({}),
+            };
+            let reply = json!({"return": ret, "id": id}).to_string() + "\r\n";
+            out.write_all(reply.as_bytes()).unwrap();
+        }
+        // The proxy hung up: hang up too, as QEMU does.
+        let _ = out.shutdown(std::net::Shutdown::Both);
+    });
+    HeldUpstream(shared)
+}
+
+struct HeldUpstream(Arc<(Mutex<Held>, Condvar)>);
+
+impl HeldUpstream {
+    fn release(&self) {
+        let (lock, ready) = &*self.0;
+        lock.lock().unwrap_or_else(|e| e.into_inner()).answering = true;
+        ready.notify_all();
+    }
+}
+
+/// Releases the replies however the test ends, so that a failed assertion
+/// fails the test instead of leaving the proxy waiting for them.
+struct ReleaseOnDrop<'a>(&'a HeldUpstream);
+
+impl Drop for ReleaseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+#[test]
+fn ten_busy_clients_share_qemus_eight_places_round_robin() {
+    let dir = qmp_testkit::test_dir();
+    let upstream = dir.path().join("held.sock");
+    let held = held_upstream(&upstream);
+    let proxy = TestProxy::start(&upstream, &["{dir}/p.sock"], |b, _| b);
+    let _release = ReleaseOnDrop(&held);
+    // Ten clients each send five requests at once.
+    let mut clients: Vec<RawPeer> = (0..10u64)
+        .map(|c| {
+            let mut peer = raw_negotiated(&proxy.path("p.sock"), true);
+            let burst: String = (0..5)
+                .map(|n| {
+                    json!({"execute": "work", "arguments": {"client": c, "n": n}, "id": n})
+                        .to_string()
+                })
+                .collect();
+            peer.stream.write_all(burst.as_bytes()).unwrap();
+            peer
+        })
+        .collect();
+    let lock = &held.0 .0;
+    let arrived = |n: usize| {
+        let deadline = Instant::now() + QUIET;
+        while lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .arrivals
+            .len()
+            < n
+        {
+            assert!(
+                Instant::now() < deadline,
+                "only {:?}",
+                lock.lock().unwrap_or_else(|e| e.into_inner()).arrivals
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    // QEMU's in-band queue holds eight: no more are sent while it is full,
+    // and they are eight different clients' (each client's own commands
+    // run one at a time, as with QEMU).
+    arrived(8);
+    std::thread::sleep(Duration::from_millis(200));
+    {
+        let held = lock.lock().unwrap_or_else(|e| e.into_inner());
+        assert_eq!(held.arrivals.len(), 8, "{:?}", held.arrivals);
+        let mut first: Vec<u64> = held.arrivals.iter().map(|a| a.0).collect();
+        first.sort();
+        first.dedup();
+        assert_eq!(first.len(), 8, "{:?}", held.arrivals);
+    }
+    held.release();
+    for (c, client) in clients.iter_mut().enumerate() {
+        let replies = client.read_n(5);
+        let want: Vec<String> = (0..5)
+            .map(|n| format!(r#"{{"return": {{}}, "id": {n}}}"#))
+            .collect();
+        assert_eq!(replies, want, "client {c}");
+    }
+    arrived(50);
+    let held = lock.lock().unwrap_or_else(|e| e.into_inner());
+    assert_eq!(held.most_pending, 8);
+    // Round robin: however far the queue is, no client is ever more than
+    // one request ahead of another that still had requests waiting.
+    let mut count = [0u64; 10];
+    for (i, &(c, n)) in held.arrivals.iter().enumerate() {
+        assert_eq!(n, count[c as usize], "client {c} out of order");
+        count[c as usize] += 1;
+        let (most, least) = (count.iter().max().unwrap(), count.iter().min().unwrap());
+        assert!(
+            most - least <= 1,
+            "after {} arrivals: {count:?}\n{:?}",
+            i + 1,
+            held.arrivals
+        );
     }
 }

@@ -123,3 +123,96 @@ fn qom_tree_prints_values_with_types_and_errors_inline() {
     let blanks = tree.lines().filter(|l| l.is_empty()).count();
     assert_eq!(objects, blanks);
 }
+
+/// Kills a process we started when the test ends, however it ends.
+struct Started(std::process::Child);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn qmp_in_background(args: &[&str]) -> Started {
+    Started(
+        Command::new(env!("CARGO_BIN_EXE_qmp"))
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// The demo machine has QEMU 10.1's `qom-list-get`. A proxy in front of
+/// it shows which commands `qom-tree` sends: through one listener it may
+/// use everything, through the other `qom-list-get` is denied (as if the
+/// QEMU were older), and the output must be the same.
+#[test]
+fn qom_tree_uses_qom_list_get_when_there_and_prints_the_same_without() {
+    let dir = qmp_testkit::test_dir();
+    let at = |name: &str| dir.path().join(name).display().to_string();
+    let _demo = qmp_in_background(&["demo", "--listen", &at("demo.sock")]);
+    qmp_testkit::wait_listening(&dir.path().join("demo.sock"));
+    std::fs::write(
+        at("policy.toml"),
+        "[policy.older]\ndeny = [\"qom-list-get\"]\n",
+    )
+    .unwrap();
+    let _proxy = qmp_in_background(&[
+        "proxy",
+        "--upstream",
+        &at("demo.sock"),
+        "--listen",
+        &at("new.sock"),
+        "--listen",
+        &format!("{},policy=older", at("old.sock")),
+        "--policy",
+        &at("policy.toml"),
+        "--audit",
+        &at("audit.log"),
+    ]);
+    qmp_testkit::wait_listening(&dir.path().join("old.sock"));
+    let with_list_get = text(&tool("qom-tree", &at("new.sock"), &[]));
+    let without = text(&tool("qom-tree", &at("old.sock"), &[]));
+    assert_eq!(with_list_get, without);
+    for line in [
+        "/machine",
+        "  memory-size: 134217728 (size)",
+        "  legacy-memory: <error: Property 'demo-machine.legacy-memory' is not readable> (str)",
+        "/machine/peripheral",
+    ] {
+        assert!(
+            with_list_get.lines().any(|l| l == line),
+            "{line}\n{with_list_get}"
+        );
+    }
+
+    let audit = std::fs::read_to_string(at("audit.log")).unwrap();
+    let commands = |listener: &str| -> Vec<(String, String)> {
+        audit
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|e| e["listener"] == listener)
+            .map(|e| {
+                let command = e["command"].as_str().unwrap().to_owned();
+                (command, e["outcome"].as_str().unwrap().to_owned())
+            })
+            .collect()
+    };
+    let count = |calls: &[(String, String)], command: &str| {
+        calls.iter().filter(|(c, _)| c == command).count()
+    };
+    // One qom-list-get per level of the tree (/, /machine and /objects,
+    // /machine/peripheral), and a qom-get only for the error's text.
+    let new = commands(&at("new.sock"));
+    assert_eq!(count(&new, "qom-list-get"), 3, "{new:?}");
+    assert_eq!(count(&new, "qom-list"), 0, "{new:?}");
+    assert_eq!(count(&new, "qom-get"), 1, "{new:?}");
+    // Without it: refused once, then one qom-list per object and a qom-get
+    // per property.
+    let old = commands(&at("old.sock"));
+    assert_eq!(old[0], ("qom-list-get".to_owned(), "denied".to_owned()));
+    assert_eq!(count(&old, "qom-list"), 4, "{old:?}");
+    assert!(count(&old, "qom-get") > 4, "{old:?}");
+}

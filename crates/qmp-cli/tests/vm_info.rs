@@ -88,7 +88,7 @@ fn the_demo_machine() {
         [
             "name     demo",
             &format!("uuid     {}", qmp_server::demo::DEMO_UUID),
-            "version  10.0.0 (qmp-rs demo)",
+            "version  10.1.0 (qmp-rs demo)",
             "status   prelaunch",
         ]
     );

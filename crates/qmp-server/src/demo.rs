@@ -34,10 +34,11 @@ impl RunState {
     }
 }
 
-/// A QOM property: its type name and value; `writable` for `qom-set`.
+/// A QOM property: its type name and value (none if it cannot be read);
+/// `writable` for `qom-set`.
 struct Property {
     kind: &'static str,
-    value: QObject,
+    value: Option<QObject>,
     writable: bool,
 }
 
@@ -64,7 +65,7 @@ fn dict(members: &[(&str, QObject)]) -> QObject {
 fn prop(kind: &'static str, value: QObject, writable: bool) -> Property {
     Property {
         kind,
-        value,
+        value: Some(value),
         writable,
     }
 }
@@ -98,6 +99,16 @@ impl Machine {
             "peripheral".into(),
             prop("child<container>", QObject::Null, false),
         );
+        // Write-only, as some of QEMU's are: qom-get fails, qom-list-get
+        // leaves its value out.
+        machine.insert(
+            "legacy-memory".into(),
+            Property {
+                kind: "str",
+                value: None,
+                writable: false,
+            },
+        );
         objects.insert("/machine".to_string(), machine);
         objects.insert("/objects".to_string(), container());
         objects.insert("/machine/peripheral".to_string(), container());
@@ -105,6 +116,23 @@ impl Machine {
             state: RunState::Prelaunch,
             objects,
         }
+    }
+
+    /// A property's value as `qom-get` gives it: a child's path, or the
+    /// value, or QEMU's error for a property that cannot be read.
+    fn value(&self, path: &str, name: &str) -> Result<QObject, QmpFailure> {
+        let props = self.object(path)?;
+        let p = props
+            .get(name)
+            .ok_or_else(|| QmpFailure::generic(format!("Property '{name}' not found")))?;
+        if p.kind.starts_with("child<") {
+            return Ok(string(&format!("{}/{name}", path.trim_end_matches('/'))));
+        }
+        p.value.clone().ok_or_else(|| {
+            let kind = props.get("type").and_then(|t| t.value.as_ref());
+            let kind = kind.and_then(QObject::as_str).unwrap_or("object");
+            QmpFailure::generic(format!("Property '{kind}.{name}' is not readable"))
+        })
     }
 
     fn object(&self, path: &str) -> Result<&BTreeMap<String, Property>, QmpFailure> {
@@ -141,13 +169,13 @@ fn arg_str<'a>(req: &'a Request, name: &str) -> Result<&'a str, QmpFailure> {
     })
 }
 
-/// Builds the demo server (version 10.0.0, package "qmp-rs demo").
+/// Builds the demo server (version 10.1.0, package "qmp-rs demo").
 pub fn server() -> Server {
     let machine = Arc::new(Mutex::new(Machine::new()));
     // Handlers that raise events need the server, which exists only once
     // built: they reach it through this slot.
     let slot: Arc<OnceLock<Server>> = Arc::default();
-    let b = ServerBuilder::new().version(10, 0, 0, "qmp-rs demo");
+    let b = ServerBuilder::new().version(10, 1, 0, "qmp-rs demo");
     let b = with_run_state(b, &machine, &slot);
     let b = declare_types(b);
     let built = b
@@ -180,18 +208,42 @@ pub fn server() -> Server {
             move |req| {
                 let result = (|| {
                     let machine = machine.lock().unwrap_or_else(|e| e.into_inner());
-                    let props = machine.object(arg_str(&req, "path")?)?;
-                    let property = arg_str(&req, "property")?;
-                    match props.get(property) {
-                        Some(p) if p.kind.starts_with("child<") => {
-                            let path = arg_str(&req, "path")?.trim_end_matches('/');
-                            Ok(Some(string(&format!("{path}/{property}"))))
+                    let value = machine.value(arg_str(&req, "path")?, arg_str(&req, "property")?);
+                    Ok(Some(value?))
+                })();
+                async move { result }
+            }
+        })
+        // QEMU 10.1's: every property of each object with its value, left
+        // out where it cannot be read; one bad path fails the whole call.
+        .command("qom-list-get", {
+            let machine = machine.clone();
+            move |req| {
+                let result = (|| {
+                    let machine = machine.lock().unwrap_or_else(|e| e.into_inner());
+                    let QObject::List(paths) = arg(&req, "paths")? else {
+                        return Err(QmpFailure::generic(
+                            "Invalid parameter type for 'paths', expected: array",
+                        ));
+                    };
+                    let mut out = Vec::new();
+                    for path in paths {
+                        let path = path.as_str().unwrap_or_default();
+                        let props = machine.object(path)?;
+                        let mut listed = Vec::new();
+                        for (name, p) in props {
+                            let mut item =
+                                dict(&[("name", string(name)), ("type", string(p.kind))]);
+                            if let (Ok(v), QObject::Dict(d)) =
+                                (machine.value(path, name), &mut item)
+                            {
+                                d.insert("value", v);
+                            }
+                            listed.push(item);
                         }
-                        Some(p) => Ok(Some(p.value.clone())),
-                        None => Err(QmpFailure::generic(format!(
-                            "Property '{property}' not found"
-                        ))),
+                        out.push(dict(&[("properties", QObject::List(listed))]));
                     }
+                    Ok(Some(QObject::List(out)))
                 })();
                 async move { result }
             }
@@ -229,7 +281,7 @@ pub fn server() -> Server {
                             if p.kind == "bool" { "boolean" } else { p.kind }
                         )));
                     }
-                    p.value = value;
+                    p.value = Some(value);
                     Ok(None)
                 })();
                 async move { result }
@@ -257,6 +309,18 @@ fn declare_types(b: ServerBuilder) -> ServerBuilder {
             ]))),
         )
         .declare("qom-get", vec![path(), property()], Some(Ty::Any))
+        .declare(
+            "qom-list-get",
+            vec![Field::required("paths", Ty::list(Ty::Str))],
+            Some(Ty::list(Ty::Object(vec![Field::required(
+                "properties",
+                Ty::list(Ty::Object(vec![
+                    Field::required("name", Ty::Str),
+                    Field::required("type", Ty::Str),
+                    Field::optional("value", Ty::Any),
+                ])),
+            )]))),
+        )
         .declare(
             "qom-set",
             vec![path(), property(), Field::required("value", Ty::Any)],

@@ -71,6 +71,14 @@ struct Property {
 }
 
 impl Property {
+    /// From an entry of `qom-list` or `qom-list-get`.
+    fn from_listing(p: &Value) -> Property {
+        Property {
+            name: p["name"].as_str().unwrap_or_default().to_owned(),
+            kind: p["type"].as_str().unwrap_or_default().to_owned(),
+        }
+    }
+
     fn is_child(&self) -> bool {
         self.kind.starts_with("child<")
     }
@@ -90,14 +98,7 @@ async fn list(client: &Client, path: &str) -> Result<Vec<Property>, Failure> {
     let items = client.execute("qom-list", json!({"path": path})).await?;
     Ok(items
         .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|p| Property {
-                    name: p["name"].as_str().unwrap_or_default().to_owned(),
-                    kind: p["type"].as_str().unwrap_or_default().to_owned(),
-                })
-                .collect()
-        })
+        .map(|a| a.iter().map(Property::from_listing).collect())
         .unwrap_or_default())
 }
 
@@ -112,49 +113,124 @@ struct Node {
     children: Vec<String>,
 }
 
-/// Lists the tree level by level and fetches every value concurrently: the
-/// client pipelines the requests, so a tree of N properties costs a few
-/// round trips of latency, not N.
+impl Node {
+    /// From an object's properties, each with its value when it came with
+    /// the listing; the others are fetched.
+    async fn new(client: &Client, path: &str, listing: Vec<(Property, Option<Value>)>) -> Node {
+        let children = listing
+            .iter()
+            .filter(|(p, _)| p.is_child())
+            .map(|(p, _)| child_path(path, &p.name))
+            .collect();
+        let plain: Vec<(Property, Option<Value>)> =
+            listing.into_iter().filter(|(p, _)| !p.is_child()).collect();
+        let values = futures_join(plain.iter().map(|(p, value)| async move {
+            match value {
+                Some(v) => Ok(v.clone()),
+                None => get(client, path, &p.name).await,
+            }
+        }))
+        .await;
+        Node {
+            path: path.to_owned(),
+            props: plain.into_iter().map(|(p, _)| p).zip(values).collect(),
+            children,
+        }
+    }
+}
+
+/// The paths of the next level down.
+fn children_of(nodes: &[Node]) -> Vec<String> {
+    nodes
+        .iter()
+        .flat_map(|n| n.children.iter().cloned())
+        .collect()
+}
+
+/// A property's value, or the error QEMU gave for it.
+async fn get(client: &Client, path: &str, name: &str) -> Result<Value, String> {
+    client
+        .execute("qom-get", json!({"path": path, "property": name}))
+        .await
+        .map_err(|e| e.qmp().map_or_else(|| e.to_string(), |q| q.desc.clone()))
+}
+
+/// Walks the tree level by level. With `qom-list-get` (QEMU 10.1 and
+/// later) each level is one request with every value in it; otherwise
+/// each object is a `qom-list` and each property a `qom-get`, all sent at
+/// once (the client pipelines them), so a tree of N properties costs a
+/// few round trips of latency, not N.
 async fn tree(client: &Client, root: &str) -> Result<(), Failure> {
+    let nodes = match tree_with_list_get(client, root).await? {
+        Some(nodes) => nodes,
+        None => tree_with_get(client, root).await?,
+    };
+    print_node(&nodes, root);
+    Ok(())
+}
+
+/// The tree by `qom-list-get`; `None` if the server does not have it.
+/// Values it leaves out (properties that cannot be read) are asked for
+/// with `qom-get`, for QEMU's error text.
+async fn tree_with_list_get(client: &Client, root: &str) -> Result<Option<Vec<Node>>, Failure> {
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut level = vec![root.to_owned()];
+    while !level.is_empty() {
+        let objects = match client
+            .execute("qom-list-get", json!({"paths": level}))
+            .await
+        {
+            Ok(objects) => objects,
+            Err(e) if nodes.is_empty() && e.qmp().is_some_and(|q| q.class == "CommandNotFound") => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let objects = match objects.as_array() {
+            Some(objects) if objects.len() == level.len() => objects.clone(),
+            _ => {
+                return Err(Failure::Connection(format!(
+                    "qom-list-get answered {objects} for {} paths",
+                    level.len()
+                )))
+            }
+        };
+        let listed = level.iter().zip(objects).map(|(path, object)| {
+            let listing = object["properties"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| (Property::from_listing(p), p.get("value").cloned()))
+                .collect();
+            Node::new(client, path, listing)
+        });
+        let level_nodes = futures_join(listed).await;
+        level = children_of(&level_nodes);
+        nodes.extend(level_nodes);
+    }
+    Ok(Some(nodes))
+}
+
+/// The tree by `qom-list` and `qom-get`, each level's requests at once.
+async fn tree_with_get(client: &Client, root: &str) -> Result<Vec<Node>, Failure> {
     let mut nodes: Vec<Node> = Vec::new();
     let mut level = vec![root.to_owned()];
     while !level.is_empty() {
         let listings = futures_join(level.iter().map(|p| list(client, p))).await;
-        let mut next = Vec::new();
+        let mut listed = Vec::new();
         for (path, listing) in level.iter().zip(listings) {
-            let props = listing?;
-            let children: Vec<String> = props
-                .iter()
-                .filter(|p| p.is_child())
-                .map(|p| child_path(path, &p.name))
-                .collect();
-            let values = futures_join(props.iter().filter(|p| !p.is_child()).map(|p| {
-                let client = client.clone();
-                let (path, name) = (path.clone(), p.name.clone());
-                async move {
-                    client
-                        .execute("qom-get", json!({"path": path, "property": name}))
-                        .await
-                        .map_err(|e| e.qmp().map_or_else(|| e.to_string(), |q| q.desc.clone()))
-                }
-            }))
-            .await;
-            let plain_props = props
-                .into_iter()
-                .filter(|p| !p.is_child())
-                .zip(values)
-                .collect();
-            next.extend(children.iter().cloned());
-            nodes.push(Node {
-                path: path.clone(),
-                props: plain_props,
-                children,
-            });
+            listed.push((path, listing?.into_iter().map(|p| (p, None)).collect()));
         }
-        level = next;
+        let level_nodes = futures_join(
+            listed
+                .into_iter()
+                .map(|(path, l)| Node::new(client, path, l)),
+        )
+        .await;
+        level = children_of(&level_nodes);
+        nodes.extend(level_nodes);
     }
-    print_node(&nodes, root);
-    Ok(())
+    Ok(nodes)
 }
 
 fn print_node(nodes: &[Node], path: &str) {

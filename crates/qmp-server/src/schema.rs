@@ -173,6 +173,14 @@ impl Schema {
     }
 }
 
+/// A schema is a command set: a session can check requests against a real
+/// QEMU's commands with it.
+impl crate::session::CommandSet for Schema {
+    fn allow_oob(&self, command: &str) -> Option<bool> {
+        Schema::allow_oob(self, command)
+    }
+}
+
 /// One level of QEMU's visitor stack: an object (with the keys not yet
 /// visited) or a list (with the index being visited).
 struct Frame {

@@ -8,19 +8,12 @@
 //! in-band replies is a race there.
 
 use qmp_proto::qemu_json::{Parsed, QDict, QObject, Streamer};
-use qmp_server::{Call, CommandSet, QmpFailure, Session, SessionConfig, Step};
+use qmp_server::schema::Schema;
+use qmp_server::{Call, QmpFailure, Session, SessionConfig, Step};
 use qmp_testkit::{Qemu, RawPeer};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::time::Duration;
-
-struct Schema(HashMap<String, bool>);
-
-impl CommandSet for Schema {
-    fn allow_oob(&self, command: &str) -> Option<bool> {
-        self.0.get(command).copied()
-    }
-}
 
 fn start() -> (Qemu, Schema) {
     let qsd = Qemu::storage_daemon_with_second_monitor("schema.sock");
@@ -29,19 +22,7 @@ fn start() -> (Qemu, Schema) {
     let schema = client
         .execute("query-qmp-schema", serde_json::Value::Null)
         .unwrap();
-    let commands = schema
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["meta-type"] == "command")
-        .map(|e| {
-            (
-                e["name"].as_str().unwrap().to_owned(),
-                e["allow-oob"] == true,
-            )
-        })
-        .collect();
-    (qsd, Schema(commands))
+    (qsd, Schema::from_qobject(&QObject::from(&schema)).unwrap())
 }
 
 /// The next `n` messages from QEMU, as the bytes it sent.

@@ -30,7 +30,7 @@
 //! # }
 //! ```
 
-use crate::transcript::{command_of, pairing_key, Dir, Transcript, TranscriptError};
+use crate::transcript::{command_of, pairing_key, reply_of, Dir, Transcript, TranscriptError};
 use qmp_proto::Address;
 use qmp_server::connection::{Backend, BroadcastEvents, CallFuture, Ending};
 use qmp_server::schema::Schema;
@@ -77,8 +77,6 @@ struct Exchange {
 pub struct Mismatch {
     pub command: String,
     pub arguments: Value,
-    /// File descriptors that came with it.
-    pub fds: usize,
     /// What was expected instead, if anything was.
     pub expected: Option<(String, Value)>,
     pub reason: String,
@@ -241,13 +239,7 @@ impl Replay {
                         continue;
                     };
                     let x = &mut exchanges[i];
-                    x.reply = match e.msg.get("error") {
-                        Some(err) => Err(QmpFailure {
-                            class: err["class"].as_str().unwrap_or("GenericError").into(),
-                            desc: err["desc"].as_str().unwrap_or_default().into(),
-                        }),
-                        None => Ok(e.msg.get("return").cloned().unwrap_or(Value::Null)),
-                    };
+                    x.reply = reply_of(&e.msg);
                     x.took = since(t, sent);
                     x.before = events
                         .drain(..)
@@ -557,7 +549,6 @@ impl Shared {
                 let m = Mismatch {
                     command: command.to_owned(),
                     arguments: arguments.clone(),
-                    fds,
                     expected: expected.map(|(c, a, _)| (c, a)),
                     reason,
                 };

@@ -31,6 +31,7 @@ mod review;
 pub use recorder::Recorder;
 pub use review::{check, normalize, show, Problem};
 
+use qmp_server::session::QmpFailure;
 use serde_json::{json, Value};
 use std::io;
 use std::path::Path;
@@ -68,6 +69,17 @@ pub(crate) fn command_of(msg: &Value) -> Option<(&str, bool)> {
         (Some(c), _) => c.as_str().map(|c| (c, false)),
         (None, Some(c)) => c.as_str().map(|c| (c, true)),
         (None, None) => None,
+    }
+}
+
+/// A recorded reply: its return value, or its error.
+pub(crate) fn reply_of(msg: &Value) -> Result<Value, QmpFailure> {
+    match msg.get("error") {
+        Some(err) => Err(QmpFailure {
+            class: err["class"].as_str().unwrap_or("GenericError").into(),
+            desc: err["desc"].as_str().unwrap_or_default().into(),
+        }),
+        None => Ok(msg.get("return").cloned().unwrap_or(Value::Null)),
     }
 }
 

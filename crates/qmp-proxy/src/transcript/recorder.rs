@@ -96,25 +96,21 @@ impl Recorder {
     }
 
     pub fn request(&self, client: u64, msg: Value, fds: usize) {
-        let t = self.start.elapsed().as_secs_f64();
-        self.write(Some(Entry {
-            t: Some(t),
-            client: Some(client),
-            dir: Dir::Request,
-            msg,
-            fds,
-            line: 0,
-        }));
+        self.message(client, Dir::Request, msg, fds);
     }
 
     pub fn reply(&self, client: u64, msg: Value) {
-        let t = self.start.elapsed().as_secs_f64();
+        self.message(client, Dir::Reply, msg, 0);
+    }
+
+    /// A client's request or reply, stamped now.
+    fn message(&self, client: u64, dir: Dir, msg: Value, fds: usize) {
         self.write(Some(Entry {
-            t: Some(t),
+            t: Some(self.start.elapsed().as_secs_f64()),
             client: Some(client),
-            dir: Dir::Reply,
+            dir,
             msg,
-            fds: 0,
+            fds,
             line: 0,
         }));
     }

@@ -2,7 +2,7 @@
 //! canonical form that diffs well in review ([`normalize`]), and a check
 //! of every recorded request against a QEMU's schema ([`check`]).
 
-use super::{command_of, pairing_key, Dir, Entry, Transcript};
+use super::{command_of, pairing_key, reply_of, Dir, Entry, Transcript};
 use qmp_server::schema::Schema;
 use qmp_server::session::QmpFailure;
 use qmp_server::QObject;
@@ -224,14 +224,9 @@ pub fn check(t: &Transcript, schema: &Schema) -> Vec<Problem> {
                 open.insert(pairing_key(e), i);
             }
             Dir::Reply => {
-                if let (Some(req), Some(err)) = (open.remove(&pairing_key(e)), e.msg.get("error")) {
-                    recorded.insert(
-                        req,
-                        QmpFailure {
-                            class: err["class"].as_str().unwrap_or_default().into(),
-                            desc: err["desc"].as_str().unwrap_or_default().into(),
-                        },
-                    );
+                if let (Some(req), Err(failure)) = (open.remove(&pairing_key(e)), reply_of(&e.msg))
+                {
+                    recorded.insert(req, failure);
                 }
             }
             Dir::Event => {}

@@ -2,7 +2,7 @@
 //! on stderr, SIGTERM, and clear errors for bad configuration; and its
 //! recording side: `qmp record`, `qmp replay`, `qmp transcript`.
 
-use qmp_testkit::Qemu;
+use qmp_testkit::{Qemu, Started};
 use std::io::Read;
 use std::process::{Child, Command, Output, Stdio};
 
@@ -13,13 +13,20 @@ fn qmp(args: &[&str]) -> Output {
         .expect("qmp runs")
 }
 
-struct Proxy(Child);
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// `qmp record` from the daemon's monitor to `{dir}/rec.sock`, writing
+/// `{dir}/t.qmp`; listening by the time this returns.
+fn start_recorder(qsd: &Qemu, dir: &std::path::Path) -> Started {
+    let at = |name: &str| dir.join(name).display().to_string();
+    let recorder = Started(
+        Command::new(env!("CARGO_BIN_EXE_qmp"))
+            .args(["record", "--upstream", &qsd.address()])
+            .args(["--listen", &at("rec.sock"), "--out", &at("t.qmp")])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    qmp_testkit::wait_listening(&dir.join("rec.sock"));
+    recorder
 }
 
 #[test]
@@ -32,7 +39,7 @@ fn proxy_serves_two_listeners_with_a_policy_file_and_stops_on_sigterm() {
         "[policy.jobs]\nallow = [\"query-*\", \"job-*\"]\ndeny = [\"query-qmp-schema\"]\n",
     )
     .unwrap();
-    let mut proxy = Proxy(
+    let mut proxy = Started(
         Command::new(env!("CARGO_BIN_EXE_qmp"))
             .args(["proxy", "--upstream", &qsd.address()])
             .args(["--listen", &at("all.sock")])
@@ -149,15 +156,7 @@ fn record_then_replay_from_the_command_line() {
     let qsd = Qemu::storage_daemon();
     let dir = qmp_testkit::test_dir();
     let at = |name: &str| dir.path().join(name).display().to_string();
-    let mut recorder = Proxy(
-        Command::new(env!("CARGO_BIN_EXE_qmp"))
-            .args(["record", "--upstream", &qsd.address()])
-            .args(["--listen", &at("rec.sock"), "--out", &at("t.qmp")])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    qmp_testkit::wait_listening(&dir.path().join("rec.sock"));
+    let mut recorder = start_recorder(&qsd, dir.path());
     let script = |sock: &str| -> Vec<String> {
         [
             &["query-jobs"][..],
@@ -219,15 +218,7 @@ fn transcript_show_normalize_and_check_from_the_command_line() {
     let qsd = Qemu::storage_daemon();
     let dir = qmp_testkit::test_dir();
     let at = |name: &str| dir.path().join(name).display().to_string();
-    let mut recorder = Proxy(
-        Command::new(env!("CARGO_BIN_EXE_qmp"))
-            .args(["record", "--upstream", &qsd.address()])
-            .args(["--listen", &at("rec.sock"), "--out", &at("t.qmp")])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    qmp_testkit::wait_listening(&dir.path().join("rec.sock"));
+    let mut recorder = start_recorder(&qsd, dir.path());
     assert!(qmp(&["-s", &at("rec.sock"), "query-jobs"]).status.success());
     let refused = qmp(&[
         "-s",

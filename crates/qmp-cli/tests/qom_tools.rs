@@ -1,7 +1,7 @@
 //! The QOM tools against qemu-storage-daemon and qemu-system-x86_64, by
 //! their classic names and as `qmp qom ...`.
 
-use qmp_testkit::Qemu;
+use qmp_testkit::{Qemu, Started};
 use std::process::{Command, Output};
 
 fn tool(name: &str, address: &str, args: &[&str]) -> Output {
@@ -122,16 +122,6 @@ fn qom_tree_prints_values_with_types_and_errors_inline() {
     let objects = tree.lines().filter(|l| l.starts_with('/')).count();
     let blanks = tree.lines().filter(|l| l.is_empty()).count();
     assert_eq!(objects, blanks);
-}
-
-/// Kills a process we started when the test ends, however it ends.
-struct Started(std::process::Child);
-
-impl Drop for Started {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn qmp_in_background(args: &[&str]) -> Started {

@@ -2,7 +2,7 @@
 //! the same client code against both: the outputs must be equal.
 
 use qmp_client::{Call, Client, EventFilter};
-use qmp_proxy::replay::{MatchMode, Replay, Report};
+use qmp_proxy::replay::{MatchMode, Replay, ReplayServer, Report};
 use qmp_proxy::transcript::{self, Transcript};
 use qmp_proxy::{ListenSpec, Proxy};
 use qmp_testkit::Qemu;
@@ -69,15 +69,17 @@ async fn record(upstream: &Path, dir: &Path) -> (Proxy, String) {
     (proxy, listen)
 }
 
-async fn replay_of(dir: &Path, mode: MatchMode) -> (qmp_proxy::replay::ReplayServer, String) {
+/// Serves `replay` at `{dir}/replay.sock`; the server and its address.
+async fn serve(replay: Replay, dir: &Path) -> (ReplayServer, String) {
     let address = dir.join("replay.sock").display().to_string();
-    let server = Replay::load(&dir.join("session.qmp"))
-        .unwrap()
-        .mode(mode)
-        .listen(&address.parse().unwrap())
-        .await
-        .unwrap();
+    let server = replay.listen(&address.parse().unwrap()).await.unwrap();
     (server, address)
+}
+
+/// A replay of `{dir}/session.qmp` in `mode`.
+async fn replay_of(dir: &Path, mode: MatchMode) -> (ReplayServer, String) {
+    let replay = Replay::load(&dir.join("session.qmp")).unwrap().mode(mode);
+    serve(replay, dir).await
 }
 
 fn clean(report: &Report) {
@@ -219,14 +221,8 @@ async fn with_a_schema_invalid_arguments_get_qemus_own_error() {
     let schema =
         qmp_server::schema::Schema::from_qobject(&qmp_server::QObject::from(&schema)).unwrap();
     let dir = qmp_testkit::test_dir();
-    let address = dir.path().join("r.sock").display().to_string();
-    let server = transcript
-        .parse::<Replay>()
-        .unwrap()
-        .schema(schema)
-        .listen(&address.parse().unwrap())
-        .await
-        .unwrap();
+    let replay = transcript.parse::<Replay>().unwrap().schema(schema);
+    let (server, address) = serve(replay, dir.path()).await;
     let c = Client::connect(&address).await.unwrap();
     let e = c.execute("blockdev-del", bad).await.unwrap_err();
     assert_eq!(e.qmp(), qemu_says.qmp());
@@ -274,13 +270,7 @@ async fn two_recordings_of_one_session_normalize_alike_and_the_normal_form_repla
     assert!(!normal[0].contains(r#""t":"#), "{}", normal[0]);
 
     // The normal form still replays, with events stamped by the replay.
-    let address = dir.path().join("replay.sock").display().to_string();
-    let server = normal[1]
-        .parse::<Replay>()
-        .unwrap()
-        .listen(&address.parse().unwrap())
-        .await
-        .unwrap();
+    let (server, address) = serve(normal[1].parse().unwrap(), dir.path()).await;
     assert_eq!(
         storage_session(&address, &image, string_ids).await,
         outputs[0]
@@ -346,14 +336,8 @@ const SLOW_COMMAND: &str = r#"{"qmp-transcript": 1, "greeting": {"QMP": {"versio
 /// comes) and RESUME after.
 async fn slow_command_timeline(realtime: bool) -> [Duration; 3] {
     let dir = qmp_testkit::test_dir();
-    let address = dir.path().join("r.sock").display().to_string();
-    let server = SLOW_COMMAND
-        .parse::<Replay>()
-        .unwrap()
-        .realtime(realtime)
-        .listen(&address.parse().unwrap())
-        .await
-        .unwrap();
+    let replay = SLOW_COMMAND.parse::<Replay>().unwrap().realtime(realtime);
+    let (server, address) = serve(replay, dir.path()).await;
     let c = Client::connect(&address).await.unwrap();
     let mut in_order = c.events(EventFilter::all());
     let mut timed = c.events(EventFilter::all());

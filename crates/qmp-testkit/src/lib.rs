@@ -443,6 +443,17 @@ pub fn test_dir() -> tempfile::TempDir {
     tempdir()
 }
 
+/// A process a test started (a proxy, a demo server), killed when the test
+/// ends however it ends.
+pub struct Started(pub Child);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts the process with stderr going to `stderr.log` in `dir`.
 fn start(binary: &Path, args: &[String], dir: &Path) -> Child {
     let stderr = std::fs::File::create(dir.join("stderr.log")).expect("create stderr log");

@@ -11,7 +11,7 @@ use raw::Raw;
 
 use clap::Parser;
 use qmp_client::{Client, ClientBuilder};
-use qmp_testkit::Qemu;
+use qmp_testkit::{Qemu, QemuVersion};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -41,6 +41,9 @@ pub(crate) struct Opts {
     /// Only the proxy's figures
     #[arg(long)]
     proxy_only: bool,
+    /// The QEMU versions to measure (7.2, 10.0, 11.1); all three unless given
+    #[arg(long = "qemu", value_name = "VERSION")]
+    qemu: Vec<QemuVersion>,
     /// Internal: be the byte relay the proxy figures compare with
     #[arg(long, num_args = 2, value_names = ["UPSTREAM", "LISTEN"], hide = true)]
     relay: Vec<String>,
@@ -288,13 +291,23 @@ async def main():
 asyncio.run(main())
 ";
 
-fn qom_figures(o: &Opts) {
+impl Opts {
+    fn versions(&self) -> Vec<QemuVersion> {
+        if self.qemu.is_empty() {
+            QemuVersion::ALL.to_vec()
+        } else {
+            self.qemu.clone()
+        }
+    }
+}
+
+fn qom_figures(o: &Opts, v: QemuVersion) {
     let dir = std::path::Path::new(&o.qmp_binary)
         .parent()
         .unwrap()
         .to_owned();
     let bin = |name: &str| dir.join(name).display().to_string();
-    let vm = Qemu::system();
+    let vm = Qemu::system(v);
     let address = vm.address();
     let rt = current_thread();
     // the tree: our qom-tree (pipelined) beside one call at a time
@@ -315,7 +328,7 @@ fn qom_figures(o: &Opts) {
         sequential.push(t0.elapsed().as_secs_f64() * 1e3);
     }
     let (ours, sequential) = (median(ours), median(sequential));
-    println!("\nqom-tree of a qemu-system-x86_64 -M pc machine ({props} properties read), {rounds} rounds:");
+    println!("\nqom-tree of a {v} qemu-system-x86_64 -M pc machine ({props} properties read), {rounds} rounds:");
     println!("| mode | median wall ms | vs one at a time |");
     println!("|---|---:|---:|");
     println!(
@@ -326,7 +339,7 @@ fn qom_figures(o: &Opts) {
         "| one qom-get at a time (how QEMU's Python qom tree works) | {sequential:.1} | 1.0× |"
     );
     // one-shot tools beside Python qemu.qmp, same daemon, same run
-    let qsd = Qemu::storage_daemon();
+    let qsd = Qemu::storage_daemon(v);
     let qaddr = qsd.address();
     let cases: [(&str, String, Vec<String>); 4] = [
         (
@@ -361,7 +374,7 @@ fn qom_figures(o: &Opts) {
         ),
     ];
     println!(
-        "\nOne-shot tools against qemu-storage-daemon, {} runs each, interleaved:",
+        "\nOne-shot tools against {v} qemu-storage-daemon, {} runs each, interleaved:",
         o.oneshot_runs
     );
     println!("| command | median wall ms | max peak RSS MiB |");
@@ -391,15 +404,20 @@ fn main() {
         proxy::relay(upstream.as_ref(), listen.as_ref());
         return;
     }
-    if o.qom_only {
-        qom_figures(&o);
-        return;
+    for v in o.versions() {
+        if o.qom_only {
+            qom_figures(&o, v);
+        } else if o.proxy_only {
+            proxy::proxy_figures(&o, v);
+        } else {
+            client_figures(&o, v);
+        }
     }
-    if o.proxy_only {
-        proxy::proxy_figures(&o);
-        return;
-    }
-    let qsd = Qemu::storage_daemon();
+}
+
+/// The client beside a raw socket, and the one-shot tools, on one version.
+fn client_figures(o: &Opts, v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     let version = {
         let rt = current_thread();
         let c = rt.block_on(Client::connect(&qsd.address())).unwrap();
@@ -487,6 +505,6 @@ fn main() {
     } else {
         println!("\n(one-shot figure skipped: {} not built)", o.qmp_binary);
     }
-    qom_figures(&o);
-    proxy::proxy_figures(&o);
+    qom_figures(o, v);
+    proxy::proxy_figures(o, v);
 }

@@ -15,7 +15,7 @@
 
 use crate::raw::Raw;
 use crate::{median, Opts};
-use qmp_testkit::Qemu;
+use qmp_testkit::{Qemu, QemuVersion};
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -65,12 +65,12 @@ fn throughput(path: &Path, clients: usize, n: usize) -> f64 {
     (clients * n) as f64 / t0.elapsed().as_secs_f64()
 }
 
-pub fn proxy_figures(o: &Opts) {
+pub fn proxy_figures(o: &Opts, v: QemuVersion) {
     if !Path::new(&o.qmp_binary).exists() {
         println!("\n(proxy figures skipped: {} not built)", o.qmp_binary);
         return;
     }
-    let qsd = Qemu::storage_daemon_with_monitors(&["direct.sock", "upstream-of-relay.sock"]);
+    let qsd = Qemu::storage_daemon_with_monitors(v, &["direct.sock", "upstream-of-relay.sock"]);
     let direct = qsd.dir().join("direct.sock");
     let via = qsd.dir().join("proxy.sock");
     let relayed = qsd.dir().join("relay.sock");

@@ -2,7 +2,7 @@
 //! on stderr, SIGTERM, and clear errors for bad configuration; and its
 //! recording side: `qmp record`, `qmp replay`, `qmp transcript`.
 
-use qmp_testkit::{Qemu, Started};
+use qmp_testkit::{per_qemu, Qemu, QemuVersion, Started};
 use std::io::Read;
 use std::process::{Child, Command, Output, Stdio};
 
@@ -29,9 +29,8 @@ fn start_recorder(qsd: &Qemu, dir: &std::path::Path) -> Started {
     recorder
 }
 
-#[test]
-fn proxy_serves_two_listeners_with_a_policy_file_and_stops_on_sigterm() {
-    let qsd = Qemu::storage_daemon();
+fn proxy_serves_two_listeners_with_a_policy_file_and_stops_on_sigterm(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     let dir = qmp_testkit::test_dir();
     let at = |name: &str| dir.path().join(name).display().to_string();
     std::fs::write(
@@ -100,6 +99,10 @@ fn proxy_serves_two_listeners_with_a_policy_file_and_stops_on_sigterm() {
         .collect();
     assert_eq!(outcomes, ["return", "denied", "return"]);
 }
+per_qemu!(
+    #[test]
+    proxy_serves_two_listeners_with_a_policy_file_and_stops_on_sigterm
+);
 
 #[test]
 fn bad_configuration_is_one_clear_line_and_exit_2() {
@@ -151,9 +154,8 @@ fn bad_configuration_is_one_clear_line_and_exit_2() {
     assert!(err.contains("cannot reach QEMU at"), "{err}");
 }
 
-#[test]
-fn record_then_replay_from_the_command_line() {
-    let qsd = Qemu::storage_daemon();
+fn record_then_replay_from_the_command_line(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     let dir = qmp_testkit::test_dir();
     let at = |name: &str| dir.path().join(name).display().to_string();
     let mut recorder = start_recorder(&qsd, dir.path());
@@ -204,6 +206,10 @@ fn record_then_replay_from_the_command_line() {
         "{summary}"
     );
 }
+per_qemu!(
+    #[test]
+    record_then_replay_from_the_command_line
+);
 
 fn sigterm(child: &Child) {
     nix::sys::signal::kill(
@@ -213,9 +219,8 @@ fn sigterm(child: &Child) {
     .unwrap();
 }
 
-#[test]
-fn transcript_show_normalize_and_check_from_the_command_line() {
-    let qsd = Qemu::storage_daemon();
+fn transcript_show_normalize_and_check_from_the_command_line(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     let dir = qmp_testkit::test_dir();
     let at = |name: &str| dir.path().join(name).display().to_string();
     let mut recorder = start_recorder(&qsd, dir.path());
@@ -329,6 +334,10 @@ fn transcript_show_normalize_and_check_from_the_command_line() {
         "{stdout}"
     );
 }
+per_qemu!(
+    #[test]
+    transcript_show_normalize_and_check_from_the_command_line
+);
 
 /// A hand-written transcript of two exchanges.
 const TWO_EXCHANGES: &str = r#"{"qmp-transcript": 1, "greeting": {"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": ["oob"]}}}

@@ -1,6 +1,6 @@
 //! The `qmp` binary against real QEMU.
 
-use qmp_testkit::Qemu;
+use qmp_testkit::{per_qemu, Qemu, QemuVersion};
 use serde_json::{json, Value};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -23,9 +23,8 @@ fn stdout_json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).expect("stdout is JSON")
 }
 
-#[test]
-fn shortcut_and_exec_print_the_return_value_compact_when_piped() {
-    let qsd = Qemu::storage_daemon();
+fn shortcut_and_exec_print_the_return_value_compact_when_piped(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     let a = qmp(&qsd.address(), &["qom-list", "path=/"]);
     let b = qmp(&qsd.address(), &["exec", "qom-list", "path=/"]);
     assert_eq!(a.stdout, b.stdout);
@@ -38,10 +37,13 @@ fn shortcut_and_exec_print_the_return_value_compact_when_piped() {
     let v = stdout_json(&a);
     assert!(v.as_array().unwrap().iter().any(|p| p["name"] == "type"));
 }
+per_qemu!(
+    #[test]
+    shortcut_and_exec_print_the_return_value_compact_when_piped
+);
 
-#[test]
-fn options_before_or_after_and_forced_pretty() {
-    let qsd = Qemu::storage_daemon();
+fn options_before_or_after_and_forced_pretty(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     let out = Command::new(env!("CARGO_BIN_EXE_qmp"))
         .args([
             "query-version",
@@ -60,10 +62,13 @@ fn options_before_or_after_and_forced_pretty() {
     let out = qmp(&qsd.address(), &["--compact", "query-version"]);
     assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 1);
 }
+per_qemu!(
+    #[test]
+    options_before_or_after_and_forced_pretty
+);
 
-#[test]
-fn dotted_keys_and_json_values_reach_qemu_nested() {
-    let qsd = Qemu::storage_daemon();
+fn dotted_keys_and_json_values_reach_qemu_nested(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     // dotted and plain keys mixed in any order
     let out = qmp(
         &qsd.address(),
@@ -110,10 +115,13 @@ fn dotted_keys_and_json_values_reach_qemu_nested() {
         .iter()
         .any(|n| n["node-name"] == "n1"));
 }
+per_qemu!(
+    #[test]
+    dotted_keys_and_json_values_reach_qemu_nested
+);
 
-#[test]
-fn qmp_error_exits_1_with_class_and_desc() {
-    let qsd = Qemu::storage_daemon();
+fn qmp_error_exits_1_with_class_and_desc(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     let out = qmp(&qsd.address(), &["blockdev-del", "node-name=nope"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
@@ -127,9 +135,12 @@ fn qmp_error_exits_1_with_class_and_desc() {
         .unwrap()
         .starts_with("error: CommandNotFound: "));
 }
+per_qemu!(
+    #[test]
+    qmp_error_exits_1_with_class_and_desc
+);
 
-#[test]
-fn connection_failures_exit_2_with_one_line() {
+fn connection_failures_exit_2_with_one_line(v: QemuVersion) {
     let dir = qmp_testkit::test_dir();
     let missing = dir.path().join("absent.sock");
     let out = qmp(&missing.display().to_string(), &["query-version"]);
@@ -141,7 +152,7 @@ fn connection_failures_exit_2_with_one_line() {
         "{err}"
     );
     // a monitor busy with another client: a timeout, not a hang
-    let qsd = Qemu::storage_daemon();
+    let qsd = Qemu::storage_daemon(v);
     let _holder = std::os::unix::net::UnixStream::connect(&qsd.socket).unwrap();
     let out = qmp(&qsd.address(), &["--timeout", "0.5", "query-version"]);
     assert_eq!(out.status.code(), Some(2));
@@ -152,10 +163,13 @@ fn connection_failures_exit_2_with_one_line() {
     let out = qmp(&qsd.address(), &["query-version", "novalue"]);
     assert_eq!(out.status.code(), Some(2));
 }
+per_qemu!(
+    #[test]
+    connection_failures_exit_2_with_one_line
+);
 
-#[test]
-fn schema_prints_the_introspection_array() {
-    let qsd = Qemu::storage_daemon();
+fn schema_prints_the_introspection_array(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     let schema = stdout_json(&qmp(&qsd.address(), &["schema"]));
     let entries = schema.as_array().unwrap();
     assert!(entries.len() > 300);
@@ -163,10 +177,13 @@ fn schema_prints_the_introspection_array() {
         .iter()
         .any(|e| e["name"] == "blockdev-add" && e["meta-type"] == "command"));
 }
+per_qemu!(
+    #[test]
+    schema_prints_the_introspection_array
+);
 
-#[test]
-fn events_prints_json_lines_until_the_count() {
-    let vm = Qemu::system_with(&["-qmp", "unix:{dir}/events.sock,server=on,wait=off"]);
+fn events_prints_json_lines_until_the_count(v: QemuVersion) {
+    let vm = Qemu::system_with(v, &["-qmp", "unix:{dir}/events.sock,server=on,wait=off"]);
     let events_sock = vm.dir().join("events.sock");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !events_sock.exists() {
@@ -224,16 +241,23 @@ fn events_prints_json_lines_until_the_count() {
     }
     assert!(lines[0]["timestamp"]["seconds"].as_i64().unwrap() > 1_600_000_000);
 }
+per_qemu!(
+    #[test]
+    events_prints_json_lines_until_the_count
+);
 
-#[test]
-fn events_stops_at_the_timeout() {
-    let qsd = Qemu::storage_daemon();
+fn events_stops_at_the_timeout(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     let started = Instant::now();
     let out = qmp(&qsd.address(), &["events", "--timeout", "0.3"]);
     assert!(out.status.success());
     assert!(out.stdout.is_empty());
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
+per_qemu!(
+    #[test]
+    events_stops_at_the_timeout
+);
 
 #[test]
 fn demo_subcommand_serves_until_quit() {

@@ -1,7 +1,7 @@
 //! `qom-fuse` mounted over qemu-system-x86_64 and read with plain `ls`,
 //! `cat` and `readlink`.
 
-use qmp_testkit::Qemu;
+use qmp_testkit::{per_qemu, Qemu, QemuVersion};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -87,9 +87,8 @@ fn run(program: &str, args: &[&Path]) -> (bool, String, String) {
     )
 }
 
-#[test]
-fn mounted_tree_read_with_ls_cat_readlink_then_unmounted_by_sigterm() {
-    let vm = Qemu::system();
+fn mounted_tree_read_with_ls_cat_readlink_then_unmounted_by_sigterm(v: QemuVersion) {
+    let vm = Qemu::system(v);
     let dir = qmp_testkit::test_dir();
     let at = dir.path().join("mnt");
     std::fs::create_dir(&at).unwrap();
@@ -154,3 +153,7 @@ fn mounted_tree_read_with_ls_cat_readlink_then_unmounted_by_sigterm() {
         "QEMU really has it"
     );
 }
+per_qemu!(
+    #[test]
+    mounted_tree_read_with_ls_cat_readlink_then_unmounted_by_sigterm
+);

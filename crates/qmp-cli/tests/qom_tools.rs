@@ -1,7 +1,7 @@
 //! The QOM tools against qemu-storage-daemon and qemu-system-x86_64, by
 //! their classic names and as `qmp qom ...`.
 
-use qmp_testkit::{Qemu, Started};
+use qmp_testkit::{per_qemu, Qemu, QemuVersion, Started};
 use std::process::{Command, Output};
 
 fn tool(name: &str, address: &str, args: &[&str]) -> Output {
@@ -29,16 +29,15 @@ fn text(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
-#[test]
-fn qom_list_marks_children_and_links() {
-    let qsd = Qemu::storage_daemon();
+fn qom_list_marks_children_and_links(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     let lines = text(&tool("qom-list", &qsd.address(), &["/"]));
     let lines: Vec<&str> = lines.lines().collect();
     assert!(
         lines.contains(&"type") && lines.contains(&"chardevs/"),
         "{lines:?}"
     );
-    let vm = Qemu::system();
+    let vm = Qemu::system(v);
     let machine = text(&tool("qom-list", &vm.address(), &["/machine"]));
     assert!(machine.lines().any(|l| l == "peripheral/"), "{machine}");
     assert!(
@@ -54,15 +53,18 @@ fn qom_list_marks_children_and_links() {
         .unwrap();
     assert_eq!(text(&out), machine);
 }
+per_qemu!(
+    #[test]
+    qom_list_marks_children_and_links
+);
 
-#[test]
-fn qom_get_scalars_and_objects_and_qom_set() {
-    let qsd = Qemu::storage_daemon();
+fn qom_get_scalars_and_objects_and_qom_set(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     assert_eq!(
         text(&tool("qom-get", &qsd.address(), &["/chardevs.type"])),
         "container\n"
     );
-    let vm = Qemu::system();
+    let vm = Qemu::system(v);
     assert!(text(&tool("qom-get", &vm.address(), &["/machine.type"])).starts_with("pc-i440fx-"));
     // an object value prints as key: value lines
     let memory = text(&tool("qom-get", &vm.address(), &["/machine.memory"]));
@@ -93,17 +95,20 @@ fn qom_get_scalars_and_objects_and_qom_set() {
     let out = tool("qom-get", &vm.address(), &["/machine"]);
     assert_eq!(out.status.code(), Some(2));
 }
+per_qemu!(
+    #[test]
+    qom_get_scalars_and_objects_and_qom_set
+);
 
-#[test]
-fn qom_tree_prints_values_with_types_and_errors_inline() {
-    let qsd = Qemu::storage_daemon();
+fn qom_tree_prints_values_with_types_and_errors_inline(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     let tree = text(&tool("qom-tree", &qsd.address(), &[]));
     assert!(
         tree.starts_with("/\n  type: \"container\" (string)\n"),
         "{tree}"
     );
     assert!(tree.lines().any(|l| l == "/chardevs"));
-    let vm = Qemu::system();
+    let vm = Qemu::system(v);
     let tree = text(&tool("qom-tree", &vm.address(), &["/machine"]));
     assert!(
         tree.lines().any(|l| l.starts_with("  type: \"pc-i440fx-")),
@@ -123,6 +128,10 @@ fn qom_tree_prints_values_with_types_and_errors_inline() {
     let blanks = tree.lines().filter(|l| l.is_empty()).count();
     assert_eq!(objects, blanks);
 }
+per_qemu!(
+    #[test]
+    qom_tree_prints_values_with_types_and_errors_inline
+);
 
 fn qmp_in_background(args: &[&str]) -> Started {
     Started(

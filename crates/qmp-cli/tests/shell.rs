@@ -1,6 +1,6 @@
 //! `qmp-shell` in pipe mode (stdin not a terminal) against real QEMU.
 
-use qmp_testkit::Qemu;
+use qmp_testkit::{per_qemu, Qemu, QemuVersion};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
@@ -30,9 +30,8 @@ fn json_lines(out: &Output) -> Vec<Value> {
         .collect()
 }
 
-#[test]
-fn commands_quoting_raw_json_and_the_exit_status() {
-    let qsd = Qemu::storage_daemon();
+fn commands_quoting_raw_json_and_the_exit_status(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     let out = shell(
         &[&qsd.address()],
         "blockdev-add driver=null-co node-name=n0 size=4096 read-zeroes=true\n\
@@ -67,10 +66,13 @@ fn commands_quoting_raw_json_and_the_exit_status() {
         "Invalid node-name: 'two words'"
     );
 }
+per_qemu!(
+    #[test]
+    commands_quoting_raw_json_and_the_exit_status
+);
 
-#[test]
-fn transactions_on_one_line_and_over_several() {
-    let qsd = Qemu::storage_daemon();
+fn transactions_on_one_line_and_over_several(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     let out = shell(
         &["-v", &qsd.address()],
         "blockdev-add driver=null-co node-name=n0\n\
@@ -106,10 +108,13 @@ fn transactions_on_one_line_and_over_several() {
         assert!(bitmaps.contains(&b), "{bitmaps:?}");
     }
 }
+per_qemu!(
+    #[test]
+    transactions_on_one_line_and_over_several
+);
 
-#[test]
-fn hmp_mode_with_cpu_switching() {
-    let vm = Qemu::system();
+fn hmp_mode_with_cpu_switching(v: QemuVersion) {
+    let vm = Qemu::system(v);
     let out = shell(
         &["-H", &vm.address()],
         "info status\ncpu 0\ninfo registers\n\n",
@@ -123,7 +128,7 @@ fn hmp_mode_with_cpu_switching() {
     assert!(text.contains("VM status: paused (prelaunch)"), "{text}");
     assert!(text.contains("EAX="), "{text}");
     // a server without HMP: one clear line
-    let qsd = Qemu::storage_daemon();
+    let qsd = Qemu::storage_daemon(v);
     let out = shell(&["-H", &qsd.address()], "info status\n");
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
@@ -131,10 +136,13 @@ fn hmp_mode_with_cpu_switching() {
         "qmp: this server has no HMP (human-monitor-command)\n"
     );
 }
+per_qemu!(
+    #[test]
+    hmp_mode_with_cpu_switching
+);
 
-#[test]
-fn no_negotiation_logfile_and_pretty() {
-    let qsd = Qemu::storage_daemon();
+fn no_negotiation_logfile_and_pretty(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     let dir = qmp_testkit::test_dir();
     let log = dir.path().join("log.jsonl");
     let out = shell(
@@ -159,23 +167,30 @@ fn no_negotiation_logfile_and_pretty() {
     );
     assert!(qsd.socket.exists(), "the log never touches the socket");
 }
+per_qemu!(
+    #[test]
+    no_negotiation_logfile_and_pretty
+);
 
-#[test]
-fn launch_starts_and_stops_qemu() {
-    qmp_testkit::require(qmp_testkit::STORAGE_DAEMON);
-    let out = shell(&["--launch", "qemu-storage-daemon"], "query-version\n");
+fn launch_starts_and_stops_qemu(v: QemuVersion) {
+    let mut args = vec!["--launch".to_string(), "--".into()];
+    args.extend(v.argv(qmp_testkit::STORAGE_DAEMON));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = shell(&args, "query-version\n");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        json_lines(&out)[0]["return"]["qemu"]["major"]
-            .as_u64()
-            .unwrap()
-            >= 7
+    assert_eq!(
+        json_lines(&out)[0]["return"]["qemu"]["major"].as_u64(),
+        Some(v.major_minor().0)
     );
 }
+per_qemu!(
+    #[test]
+    launch_starts_and_stops_qemu
+);
 
 #[test]
 fn a_closed_connection_ends_the_shell_with_one_line() {

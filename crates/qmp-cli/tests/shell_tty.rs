@@ -1,7 +1,7 @@
 //! `qmp-shell` on a terminal: driven in a tmux pane against
 //! qemu-system-x86_64, with a second monitor to cause events.
 
-use qmp_testkit::Qemu;
+use qmp_testkit::{per_qemu, Qemu, QemuVersion};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -79,9 +79,8 @@ impl Drop for Tmux {
     }
 }
 
-#[test]
-fn completion_events_while_typing_ctrl_c_and_the_server_going_away() {
-    let mut vm = Qemu::system_with(&["-qmp", "unix:{dir}/events.sock,server=on,wait=off"]);
+fn completion_events_while_typing_ctrl_c_and_the_server_going_away(v: QemuVersion) {
+    let mut vm = Qemu::system_with(v, &["-qmp", "unix:{dir}/events.sock,server=on,wait=off"]);
     let second = vm.dir().join("events.sock").display().to_string();
     let state = qmp_testkit::test_dir();
     let (tmux, s) = open_shell(&vm.address(), "vm", state.path());
@@ -152,10 +151,13 @@ fn completion_events_while_typing_ctrl_c_and_the_server_going_away() {
         .unwrap()
         .contains("query-status"));
 }
+per_qemu!(
+    #[test]
+    completion_events_while_typing_ctrl_c_and_the_server_going_away
+);
 
-#[test]
-fn argument_completion_and_a_typed_transaction_on_a_storage_daemon() {
-    let mut qsd = Qemu::storage_daemon();
+fn argument_completion_and_a_typed_transaction_on_a_storage_daemon(v: QemuVersion) {
+    let mut qsd = Qemu::storage_daemon(v);
     let state = qmp_testkit::test_dir();
     let (tmux, _) = open_shell(&qsd.address(), "qsd", state.path());
     // an argument name, then an enum value, completed from the schema
@@ -184,6 +186,10 @@ fn argument_completion_and_a_typed_transaction_on_a_storage_daemon() {
     let s = tmux.wait_for("the shell to end", |s| s.contains("closed"));
     assert!(!s.contains("panicked"), "{s}");
 }
+per_qemu!(
+    #[test]
+    argument_completion_and_a_typed_transaction_on_a_storage_daemon
+);
 
 /// The last non-blank line of a screen.
 fn last_line(screen: &str) -> &str {

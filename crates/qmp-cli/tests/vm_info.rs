@@ -1,7 +1,7 @@
 //! `vm-info` / `qmp info` against qemu-system-x86_64, qemu-storage-daemon
 //! and the demo machine: each line only when the server has its command.
 
-use qmp_testkit::Qemu;
+use qmp_testkit::{per_qemu, Qemu, QemuVersion};
 use serde_json::{json, Value};
 use std::process::Command;
 
@@ -20,14 +20,16 @@ fn vm_info(address: &str, json_output: bool) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-#[test]
-fn a_full_vm() {
-    let vm = Qemu::system_with(&[
-        "-name",
-        "testvm",
-        "-uuid",
-        "12345678-1234-1234-1234-123456789abc",
-    ]);
+fn a_full_vm(v: QemuVersion) {
+    let vm = Qemu::system_with(
+        v,
+        &[
+            "-name",
+            "testvm",
+            "-uuid",
+            "12345678-1234-1234-1234-123456789abc",
+        ],
+    );
     let text = vm_info(&vm.address(), false);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "name     testvm");
@@ -49,10 +51,13 @@ fn a_full_vm() {
     assert_eq!(j["cpus"], 1);
     assert_eq!(j["memory"], json!({"base-mib": 128}));
 }
+per_qemu!(
+    #[test]
+    a_full_vm
+);
 
-#[test]
-fn a_storage_daemon_shows_what_it_has() {
-    let qsd = Qemu::storage_daemon();
+fn a_storage_daemon_shows_what_it_has(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     let client = qmp_client::blocking::Client::connect(&qsd.address()).unwrap();
     client
         .execute(
@@ -69,6 +74,10 @@ fn a_storage_daemon_shows_what_it_has() {
     assert_eq!(keys, ["version", "block"], "{text}");
     assert!(text.contains("block    n0 (null-co)"), "{text}");
 }
+per_qemu!(
+    #[test]
+    a_storage_daemon_shows_what_it_has
+);
 
 #[test]
 fn the_demo_machine() {

@@ -6,15 +6,14 @@ use nix::sys::signal::Signal;
 use qmp_client::{
     Call, Client, ClientBuilder, Disconnect, Error, EventFilter, Handshake, Listener,
 };
-use qmp_testkit::{free_port, test_dir, Qemu};
+use qmp_testkit::{free_port, per_qemu, test_dir, Qemu, QemuVersion};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-#[tokio::test]
-async fn handshake_negotiates_oob_and_greeting_matches_query_version() {
-    let qsd = Qemu::storage_daemon();
+async fn handshake_negotiates_oob_and_greeting_matches_query_version(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     let client = Client::connect(&qsd.address()).await.unwrap();
     let greeting = client.greeting().unwrap().clone();
     assert!(greeting.offers("oob"));
@@ -27,10 +26,10 @@ async fn handshake_negotiates_oob_and_greeting_matches_query_version() {
     assert_eq!(v, greeting.version);
     assert!(v.qemu.major >= 7);
 }
+per_qemu!(#[tokio::test] async handshake_negotiates_oob_and_greeting_matches_query_version);
 
-#[tokio::test]
-async fn handshake_without_oob_when_disabled() {
-    let qsd = Qemu::storage_daemon();
+async fn handshake_without_oob_when_disabled(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     let client = ClientBuilder::new()
         .oob(false)
         .connect(&qsd.address())
@@ -44,10 +43,10 @@ async fn handshake_without_oob_when_disabled() {
     assert!(matches!(err, Error::OobNotNegotiated), "{err}");
     client.execute("query-version", Value::Null).await.unwrap();
 }
+per_qemu!(#[tokio::test] async handshake_without_oob_when_disabled);
 
-#[tokio::test]
-async fn greeting_only_leaves_negotiation_to_the_caller() {
-    let qsd = Qemu::storage_daemon();
+async fn greeting_only_leaves_negotiation_to_the_caller(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     let client = ClientBuilder::new()
         .handshake(Handshake::GreetingOnly)
         .connect(&qsd.address())
@@ -70,6 +69,7 @@ async fn greeting_only_leaves_negotiation_to_the_caller() {
         .unwrap();
     client.execute("query-version", Value::Null).await.unwrap();
 }
+per_qemu!(#[tokio::test] async greeting_only_leaves_negotiation_to_the_caller);
 
 #[derive(Deserialize)]
 struct Property {
@@ -78,9 +78,8 @@ struct Property {
     kind: String,
 }
 
-#[tokio::test]
-async fn qom_list_of_the_root() {
-    let qsd = Qemu::storage_daemon();
+async fn qom_list_of_the_root(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     let client = Client::connect(&qsd.address()).await.unwrap();
     let props: Vec<Property> = client
         .execute_typed("qom-list", &json!({"path": "/"}))
@@ -89,10 +88,10 @@ async fn qom_list_of_the_root() {
     assert!(props.iter().any(|p| p.name == "type" && p.kind == "string"));
     assert!(props.iter().any(|p| p.kind.starts_with("child<")));
 }
+per_qemu!(#[tokio::test] async qom_list_of_the_root);
 
-#[tokio::test]
-async fn errors_keep_their_class_and_text() {
-    let qsd = Qemu::storage_daemon();
+async fn errors_keep_their_class_and_text(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     let client = Client::connect(&qsd.address()).await.unwrap();
     let err = client
         .execute("no-such-cmd", Value::Null)
@@ -120,10 +119,10 @@ async fn errors_keep_their_class_and_text() {
     // the session is still fine
     client.execute("query-version", Value::Null).await.unwrap();
 }
+per_qemu!(#[tokio::test] async errors_keep_their_class_and_text);
 
-#[tokio::test]
-async fn blockdev_create_job_streams_job_status_change_through_concluded() {
-    let qsd = Qemu::storage_daemon();
+async fn blockdev_create_job_streams_job_status_change_through_concluded(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     let client = Client::connect(&qsd.address()).await.unwrap();
     let mut statuses = client.events(EventFilter::name("JOB_STATUS_CHANGE").data_eq("/id", "j1"));
     let image = qsd.dir().join("disk.img");
@@ -162,10 +161,10 @@ async fn blockdev_create_job_streams_job_status_change_through_concluded() {
     assert_eq!(e.data_at("/status"), Some(&json!("null")));
     assert_eq!(std::fs::metadata(&image).unwrap().len(), 1048576);
 }
+per_qemu!(#[tokio::test] async blockdev_create_job_streams_job_status_change_through_concluded);
 
-#[tokio::test]
-async fn stop_and_resume_events_arrive_before_their_replies() {
-    let vm = Qemu::system();
+async fn stop_and_resume_events_arrive_before_their_replies(v: QemuVersion) {
+    let vm = Qemu::system(v);
     let client = Client::connect(&vm.address()).await.unwrap();
     client.execute("cont", Value::Null).await.unwrap();
     let mut events = client.events(EventFilter::names(["STOP", "RESUME"]));
@@ -182,10 +181,10 @@ async fn stop_and_resume_events_arrive_before_their_replies() {
     let status = client.execute("query-status", Value::Null).await.unwrap();
     assert_eq!(status["status"], "paused");
 }
+per_qemu!(#[tokio::test] async stop_and_resume_events_arrive_before_their_replies);
 
-#[tokio::test]
-async fn oob_command_overtakes_queued_inband_commands() {
-    let vm = Qemu::system();
+async fn oob_command_overtakes_queued_inband_commands(v: QemuVersion) {
+    let vm = Qemu::system(v);
     let client = Client::connect(&vm.address()).await.unwrap();
     assert!(client.oob_enabled());
     let order = Arc::new(Mutex::new(Vec::new()));
@@ -215,10 +214,10 @@ async fn oob_command_overtakes_queued_inband_commands() {
         "oob reply should overtake the in-band ones: {order:?}"
     );
 }
+per_qemu!(#[tokio::test] async oob_command_overtakes_queued_inband_commands);
 
-#[tokio::test]
-async fn fd_passing_with_getfd_then_closefd() {
-    let vm = Qemu::system();
+async fn fd_passing_with_getfd_then_closefd(v: QemuVersion) {
+    let vm = Qemu::system(v);
     let client = Client::connect(&vm.address()).await.unwrap();
     assert!(client.can_pass_fds());
     let (r, _w) = nix::unistd::pipe().unwrap();
@@ -243,10 +242,10 @@ async fn fd_passing_with_getfd_then_closefd() {
         .unwrap_err();
     assert_eq!(err.qmp().unwrap().class, "GenericError");
 }
+per_qemu!(#[tokio::test] async fd_passing_with_getfd_then_closefd);
 
-#[tokio::test]
-async fn fd_passing_with_add_fd_into_an_fdset() {
-    let vm = Qemu::system();
+async fn fd_passing_with_add_fd_into_an_fdset(v: QemuVersion) {
+    let vm = Qemu::system(v);
     let client = Client::connect(&vm.address()).await.unwrap();
     let (r, _w) = nix::unistd::pipe().unwrap();
     let added = client
@@ -274,11 +273,11 @@ async fn fd_passing_with_add_fd_into_an_fdset() {
         .await
         .unwrap();
 }
+per_qemu!(#[tokio::test] async fd_passing_with_add_fd_into_an_fdset);
 
-#[tokio::test]
-async fn tcp_transport_and_fd_passing_refused_over_tcp() {
+async fn tcp_transport_and_fd_passing_refused_over_tcp(v: QemuVersion) {
     let port = free_port();
-    let qsd = Qemu::storage_daemon_tcp("127.0.0.1", port);
+    let qsd = Qemu::storage_daemon_tcp(v, "127.0.0.1", port);
     let client = Client::connect(&format!("tcp:127.0.0.1:{port}"))
         .await
         .unwrap();
@@ -292,9 +291,9 @@ async fn tcp_transport_and_fd_passing_refused_over_tcp() {
     assert!(matches!(err, Error::FdPassingUnsupported), "{err}");
     drop(qsd);
 }
+per_qemu!(#[tokio::test] async tcp_transport_and_fd_passing_refused_over_tcp);
 
-#[tokio::test]
-async fn tcp_over_ipv6_loopback() {
+async fn tcp_over_ipv6_loopback(v: QemuVersion) {
     let port = free_port();
     let args = vec![
         "--chardev".into(),
@@ -303,6 +302,7 @@ async fn tcp_over_ipv6_loopback() {
         "chardev=m".into(),
     ];
     let _qsd = Qemu::spawn_in(
+        v,
         test_dir(),
         qmp_testkit::STORAGE_DAEMON,
         args,
@@ -311,10 +311,10 @@ async fn tcp_over_ipv6_loopback() {
     let client = Client::connect(&format!("[::1]:{port}")).await.unwrap();
     client.execute("query-version", Value::Null).await.unwrap();
 }
+per_qemu!(#[tokio::test] async tcp_over_ipv6_loopback);
 
-#[tokio::test]
-async fn already_connected_stream_and_inherited_fd() {
-    let qsd = Qemu::storage_daemon();
+async fn already_connected_stream_and_inherited_fd(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     let std_stream = std::os::unix::net::UnixStream::connect(&qsd.socket).unwrap();
     std_stream.set_nonblocking(true).unwrap();
     let stream = tokio::net::UnixStream::from_std(std_stream).unwrap();
@@ -327,15 +327,15 @@ async fn already_connected_stream_and_inherited_fd() {
     let client = Client::connect(&format!("fd:{fd}")).await.unwrap();
     client.execute("query-version", Value::Null).await.unwrap();
 }
+per_qemu!(#[tokio::test] async already_connected_stream_and_inherited_fd);
 
-#[tokio::test]
-async fn accept_mode_with_qemu_connecting_in() {
+async fn accept_mode_with_qemu_connecting_in(v: QemuVersion) {
     let dir = test_dir();
     let path = dir.path().join("listen.sock");
     let listener = Listener::bind(&format!("unix:{}", path.display()).parse().unwrap())
         .await
         .unwrap();
-    let _qsd = Qemu::storage_daemon_connecting_to(&path);
+    let _qsd = Qemu::storage_daemon_connecting_to(v, &path);
     let client = tokio::time::timeout(
         Duration::from_secs(20),
         ClientBuilder::new().accept(&listener),
@@ -348,9 +348,9 @@ async fn accept_mode_with_qemu_connecting_in() {
     drop(listener);
     assert!(!path.exists(), "the listener removes its socket file");
 }
+per_qemu!(#[tokio::test] async accept_mode_with_qemu_connecting_in);
 
-#[tokio::test]
-async fn accept_mode_over_tcp() {
+async fn accept_mode_over_tcp(v: QemuVersion) {
     let listener = Listener::bind(&"127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
@@ -364,6 +364,7 @@ async fn accept_mode_over_tcp() {
         "chardev=m".into(),
     ];
     let _qsd = Qemu::spawn_in(
+        v,
         test_dir(),
         qmp_testkit::STORAGE_DAEMON,
         args,
@@ -379,10 +380,10 @@ async fn accept_mode_over_tcp() {
     assert!(!client.can_pass_fds());
     client.execute("query-version", Value::Null).await.unwrap();
 }
+per_qemu!(#[tokio::test] async accept_mode_over_tcp);
 
-#[tokio::test]
-async fn dropped_clients_leave_no_tasks_behind() {
-    let qsd = Qemu::storage_daemon();
+async fn dropped_clients_leave_no_tasks_behind(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     let metrics = tokio::runtime::Handle::current().metrics();
     let baseline = metrics.num_alive_tasks();
     for _ in 0..20 {
@@ -407,10 +408,10 @@ async fn dropped_clients_leave_no_tasks_behind() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+per_qemu!(#[tokio::test] async dropped_clients_leave_no_tasks_behind);
 
-#[tokio::test]
-async fn monitor_with_pretty_output() {
-    let qsd = Qemu::storage_daemon_with_monitor(",pretty=on");
+async fn monitor_with_pretty_output(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon_with_monitor(v, ",pretty=on");
     let client = Client::connect(&qsd.address()).await.unwrap();
     let props = client
         .execute("qom-list", json!({"path": "/"}))
@@ -425,10 +426,10 @@ async fn monitor_with_pretty_output() {
         .unwrap();
     assert!(schema.as_array().unwrap().len() > 100);
 }
+per_qemu!(#[tokio::test] async monitor_with_pretty_output);
 
-#[tokio::test]
-async fn many_concurrent_callers_with_ids_of_every_json_type() {
-    let qsd = Qemu::storage_daemon();
+async fn many_concurrent_callers_with_ids_of_every_json_type(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     let client = Client::connect(&qsd.address()).await.unwrap();
     let ids = [
         json!("text"),
@@ -478,10 +479,10 @@ async fn many_concurrent_callers_with_ids_of_every_json_type() {
         );
     }
 }
+per_qemu!(#[tokio::test] async many_concurrent_callers_with_ids_of_every_json_type);
 
-#[tokio::test]
-async fn duplicate_caller_id_is_refused_while_pending() {
-    let qsd = Qemu::storage_daemon();
+async fn duplicate_caller_id_is_refused_while_pending(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     let client = Client::connect(&qsd.address()).await.unwrap();
     qsd.signal(Signal::SIGSTOP);
     let c = client.clone();
@@ -495,10 +496,10 @@ async fn duplicate_caller_id_is_refused_while_pending() {
     qsd.signal(Signal::SIGCONT);
     first.await.unwrap().unwrap();
 }
+per_qemu!(#[tokio::test] async duplicate_caller_id_is_refused_while_pending);
 
-#[tokio::test]
-async fn timed_out_call_does_not_desync_later_ones() {
-    let qsd = Qemu::storage_daemon();
+async fn timed_out_call_does_not_desync_later_ones(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     let client = Client::connect(&qsd.address()).await.unwrap();
     qsd.signal(Signal::SIGSTOP);
     let err = client
@@ -532,10 +533,10 @@ async fn timed_out_call_does_not_desync_later_ones() {
     let v = client.execute("query-version", Value::Null).await.unwrap();
     assert!(v["qemu"]["major"].is_u64());
 }
+per_qemu!(#[tokio::test] async timed_out_call_does_not_desync_later_ones);
 
-#[tokio::test]
-async fn sigkill_with_50_commands_in_flight_fails_them_all_promptly() {
-    let mut qsd = Qemu::storage_daemon();
+async fn sigkill_with_50_commands_in_flight_fails_them_all_promptly(v: QemuVersion) {
+    let mut qsd = Qemu::storage_daemon(v);
     let client = Client::connect(&qsd.address()).await.unwrap();
     let mut events = client.events(EventFilter::all());
     qsd.signal(Signal::SIGSTOP);
@@ -570,10 +571,10 @@ async fn sigkill_with_50_commands_in_flight_fails_them_all_promptly() {
         .unwrap_err();
     assert!(err.is_disconnect(), "{err}");
 }
+per_qemu!(#[tokio::test] async sigkill_with_50_commands_in_flight_fails_them_all_promptly);
 
-#[tokio::test]
-async fn graceful_close_answers_what_was_sent() {
-    let qsd = Qemu::storage_daemon();
+async fn graceful_close_answers_what_was_sent(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     let client = Client::connect(&qsd.address()).await.unwrap();
     let c = client.clone();
     let inflight = tokio::spawn(async move { c.execute("query-version", Value::Null).await });
@@ -589,10 +590,10 @@ async fn graceful_close_answers_what_was_sent() {
         "{err}"
     );
 }
+per_qemu!(#[tokio::test] async graceful_close_answers_what_was_sent);
 
-#[tokio::test]
-async fn second_client_on_a_busy_monitor_times_out_with_a_clear_message() {
-    let qsd = Qemu::storage_daemon();
+async fn second_client_on_a_busy_monitor_times_out_with_a_clear_message(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     let _first = Client::connect(&qsd.address()).await.unwrap();
     let err = ClientBuilder::new()
         .connect_timeout(Duration::from_millis(300))
@@ -602,10 +603,10 @@ async fn second_client_on_a_busy_monitor_times_out_with_a_clear_message() {
         .unwrap();
     assert!(err.to_string().contains("one client at a time"), "{err}");
 }
+per_qemu!(#[tokio::test] async second_client_on_a_busy_monitor_times_out_with_a_clear_message);
 
-#[test]
-fn blocking_facade() {
-    let vm = Qemu::system();
+fn blocking_facade(v: QemuVersion) {
+    let vm = Qemu::system(v);
     let client = qmp_client::blocking::Client::connect(&vm.address()).unwrap();
     let mut events = client.events(EventFilter::name("RESUME"));
     let status = client.execute("query-status", Value::Null).unwrap();
@@ -618,3 +619,7 @@ fn blocking_facade() {
     assert_eq!(e.name, "RESUME");
     client.close();
 }
+per_qemu!(
+    #[test]
+    blocking_facade
+);

@@ -3,12 +3,11 @@
 //! one test among many running at once could miss lines.
 
 use qmp_client::Client;
-use qmp_testkit::Qemu;
+use qmp_testkit::{per_qemu, Qemu, QemuVersion};
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 
-#[tokio::test]
-async fn traffic_is_logged_at_debug_level() {
+async fn traffic_is_logged_at_debug_level(v: QemuVersion) {
     use std::io::Write;
     #[derive(Clone, Default)]
     struct Buf(Arc<Mutex<Vec<u8>>>);
@@ -29,7 +28,7 @@ async fn traffic_is_logged_at_debug_level() {
         .with_ansi(false)
         .finish();
     tracing::subscriber::set_global_default(subscriber).unwrap();
-    let qsd = Qemu::storage_daemon();
+    let qsd = Qemu::storage_daemon(v);
     let client = Client::connect(&qsd.address()).await.unwrap();
     client
         .execute("qom-list", json!({"path": "/"}))
@@ -43,3 +42,4 @@ async fn traffic_is_logged_at_debug_level() {
     );
     assert!(log.contains(r#"<- {"return": [{"name": "type""#), "{log}");
 }
+per_qemu!(#[tokio::test] async traffic_is_logged_at_debug_level);

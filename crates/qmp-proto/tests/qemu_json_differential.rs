@@ -8,7 +8,7 @@
 //! it on, QEMU 7.2 can abort when one byte completes two messages.
 
 use qmp_proto::qemu_json::{to_line, Parsed, QDict, QObject, Streamer};
-use qmp_testkit::Qemu;
+use qmp_testkit::{per_qemu, Qemu, QemuVersion};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
@@ -133,8 +133,8 @@ fn qemu_answers(qsd: &Qemu, input: &[u8]) -> Vec<u8> {
     answer
 }
 
-fn compare(pretty: bool) {
-    let qsd = Qemu::storage_daemon_with_monitor(if pretty { ",pretty=on" } else { "" });
+fn compare(v: QemuVersion, pretty: bool) {
+    let qsd = Qemu::storage_daemon_with_monitor(v, if pretty { ",pretty=on" } else { "" });
     let input = corpus();
     let expected = model(&input, pretty);
     let got = qemu_answers(&qsd, &input);
@@ -152,15 +152,21 @@ fn compare(pretty: bool) {
     }
 }
 
-#[test]
-fn compact_replies_are_byte_identical_to_qemu() {
-    compare(false);
+fn compact_replies_are_byte_identical_to_qemu(v: QemuVersion) {
+    compare(v, false);
 }
+per_qemu!(
+    #[test]
+    compact_replies_are_byte_identical_to_qemu
+);
 
-#[test]
-fn pretty_replies_are_byte_identical_to_qemu() {
-    compare(true);
+fn pretty_replies_are_byte_identical_to_qemu(v: QemuVersion) {
+    compare(v, true);
 }
+per_qemu!(
+    #[test]
+    pretty_replies_are_byte_identical_to_qemu
+);
 
 /// Deterministic pseudo-random numbers (a 64-bit LCG), so a failure can
 /// be reproduced.
@@ -179,10 +185,9 @@ impl Lcg {
 /// Which leftover argument QEMU names "unexpected" depends on a GLib hash
 /// table's slot order; our model must name the same one, also for tables
 /// that grew, and for ones where visited keys left tombstones.
-#[test]
-fn unexpected_argument_is_the_one_qemu_names() {
+fn unexpected_argument_is_the_one_qemu_names(v: QemuVersion) {
     use qmp_proto::qemu_json::first_unexpected;
-    let qsd = Qemu::storage_daemon();
+    let qsd = Qemu::storage_daemon(v);
     let mut rng = Lcg(0x5eed);
     let mut requests = Vec::new();
     let mut expected = Vec::new();
@@ -254,3 +259,7 @@ fn unexpected_argument_is_the_one_qemu_names() {
         bad.join("\n")
     );
 }
+per_qemu!(
+    #[test]
+    unexpected_argument_is_the_one_qemu_names
+);

@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 use qmp_client::blocking::Client;
 use qmp_client::{Call, EventFilter};
 use qmp_proxy::{ListenSpec, PolicyFile, Proxy, ProxyBuilder, ProxyError, ProxyHandle};
-use qmp_testkit::{Qemu, RawPeer};
+use qmp_testkit::{per_qemu, Qemu, QemuVersion, RawPeer};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -117,9 +117,8 @@ fn raw_negotiated(path: &Path, oob: bool) -> RawPeer {
     peer
 }
 
-#[test]
-fn every_client_gets_what_a_direct_qemu_session_would_byte_for_byte() {
-    let qsd = Qemu::storage_daemon_with_second_monitor("direct.sock");
+fn every_client_gets_what_a_direct_qemu_session_would_byte_for_byte(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon_with_second_monitor(v, "direct.sock");
     let proxy = TestProxy::start(&qsd.socket, &["{dir}/p.sock"], |b, _| b);
     let mut direct = RawPeer::connect(&qsd.dir().join("direct.sock"), QUIET);
     let mut proxied = RawPeer::connect(&proxy.path("p.sock"), QUIET);
@@ -157,6 +156,10 @@ fn every_client_gets_what_a_direct_qemu_session_would_byte_for_byte() {
     assert_eq!(expected.len(), 5, "{expected:?}");
     assert_eq!(events(proxied.read_until("concluded")), expected);
 }
+per_qemu!(
+    #[test]
+    every_client_gets_what_a_direct_qemu_session_would_byte_for_byte
+);
 
 /// Python's qemu.qmp as a third client: reads with the id `same` too,
 /// says `ready`, then prints the events it gets until `until` (an event
@@ -246,9 +249,8 @@ impl Python {
     }
 }
 
-#[test]
-fn three_clients_with_the_same_ids_each_get_their_replies_and_every_job_event() {
-    let qsd = Qemu::storage_daemon();
+fn three_clients_with_the_same_ids_each_get_their_replies_and_every_job_event(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     let proxy = TestProxy::start(&qsd.socket, &["{dir}/p.sock"], |b, _| b);
     let path = proxy.path("p.sock");
     let python = Python::start(&path, "JOB_STATUS_CHANGE:concluded");
@@ -308,10 +310,13 @@ fn three_clients_with_the_same_ids_each_get_their_replies_and_every_job_event() 
     );
     ours.execute("job-dismiss", json!({"id": "j1"})).unwrap();
 }
+per_qemu!(
+    #[test]
+    three_clients_with_the_same_ids_each_get_their_replies_and_every_job_event
+);
 
-#[test]
-fn stop_and_resume_reach_every_client_and_precede_the_reply() {
-    let vm = Qemu::system();
+fn stop_and_resume_reach_every_client_and_precede_the_reply(v: QemuVersion) {
+    let vm = Qemu::system(v);
     let proxy = TestProxy::start(&vm.socket, &["{dir}/p.sock"], |b, _| b);
     let path = proxy.path("p.sock");
     let python = Python::start(&path, "STOP");
@@ -335,10 +340,13 @@ fn stop_and_resume_reach_every_client_and_precede_the_reply() {
     let lines = python.finish();
     assert_eq!(lines[3..5], ["event RESUME", "event STOP"]);
 }
+per_qemu!(
+    #[test]
+    stop_and_resume_reach_every_client_and_precede_the_reply
+);
 
-#[test]
-fn a_read_only_listener_refuses_what_it_must_and_the_audit_log_tells_who_did_what() {
-    let qsd = Qemu::storage_daemon();
+fn a_read_only_listener_refuses_what_it_must_and_the_audit_log_tells_who_did_what(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     let proxy = TestProxy::start(
         &qsd.socket,
         &["{dir}/rw.sock", "{dir}/ro.sock,policy=read-only"],
@@ -438,10 +446,13 @@ fn a_read_only_listener_refuses_what_it_must_and_the_audit_log_tells_who_did_wha
     );
     assert_ne!(lines[0]["client"], lines[3]["client"]);
 }
+per_qemu!(
+    #[test]
+    a_read_only_listener_refuses_what_it_must_and_the_audit_log_tells_who_did_what
+);
 
-#[test]
-fn a_client_that_never_reads_is_cut_off_while_the_others_keep_working() {
-    let vm = Qemu::system();
+fn a_client_that_never_reads_is_cut_off_while_the_others_keep_working(v: QemuVersion) {
+    let vm = Qemu::system(v);
     let proxy = TestProxy::start(&vm.socket, &["{dir}/p.sock"], |b, _| b.client_buffer(50));
     let path = proxy.path("p.sock");
     let mut sleeper = raw_negotiated(&path, false);
@@ -488,10 +499,13 @@ fn a_client_that_never_reads_is_cut_off_while_the_others_keep_working() {
         "paused"
     );
 }
+per_qemu!(
+    #[test]
+    a_client_that_never_reads_is_cut_off_while_the_others_keep_working
+);
 
-#[test]
-fn when_qemu_dies_every_client_sees_eof_within_a_second() {
-    let mut qsd = Qemu::storage_daemon();
+fn when_qemu_dies_every_client_sees_eof_within_a_second(v: QemuVersion) {
+    let mut qsd = Qemu::storage_daemon(v);
     let proxy = TestProxy::start(&qsd.socket, &["{dir}/p.sock"], |b, _| b);
     let path = proxy.path("p.sock");
     let mut negotiated = raw_negotiated(&path, true);
@@ -515,15 +529,18 @@ fn when_qemu_dies_every_client_sees_eof_within_a_second() {
         other => panic!("{other:?}"),
     }
 }
+per_qemu!(
+    #[test]
+    when_qemu_dies_every_client_sees_eof_within_a_second
+);
 
-#[test]
-fn with_reconnect_clients_are_served_again_once_qemu_is_back() {
+fn with_reconnect_clients_are_served_again_once_qemu_is_back(v: QemuVersion) {
     let dir = qmp_testkit::test_dir();
     let upstream = dir.path().join("vm.sock");
     // Each QEMU starts on a socket of its own, proven ready there, then
     // moves to where the proxy looks.
     let start_qemu = || {
-        let qsd = Qemu::storage_daemon();
+        let qsd = Qemu::storage_daemon(v);
         std::fs::rename(&qsd.socket, &upstream).unwrap();
         qsd
     };
@@ -549,10 +566,13 @@ fn with_reconnect_clients_are_served_again_once_qemu_is_back() {
     let again = Client::connect(&proxy.addr("p.sock")).unwrap();
     works(&again);
 }
+per_qemu!(
+    #[test]
+    with_reconnect_clients_are_served_again_once_qemu_is_back
+);
 
-#[test]
-fn file_descriptors_pass_through_the_proxy_to_getfd() {
-    let vm = Qemu::system();
+fn file_descriptors_pass_through_the_proxy_to_getfd(v: QemuVersion) {
+    let vm = Qemu::system(v);
     let proxy = TestProxy::start(&vm.socket, &["{dir}/p.sock"], |b, _| b);
     let client = Client::connect(&proxy.addr("p.sock")).unwrap();
     let file = std::fs::File::open("/dev/null").unwrap();
@@ -578,10 +598,13 @@ fn file_descriptors_pass_through_the_proxy_to_getfd() {
         .unwrap_err();
     assert!(e.qmp().unwrap().desc.contains("SCM_RIGHTS"), "{e}");
 }
+per_qemu!(
+    #[test]
+    file_descriptors_pass_through_the_proxy_to_getfd
+);
 
-#[test]
-fn oob_goes_through_and_one_clients_garbage_never_reaches_qemu() {
-    let vm = Qemu::system();
+fn oob_goes_through_and_one_clients_garbage_never_reaches_qemu(v: QemuVersion) {
+    let vm = Qemu::system(v);
     let proxy = TestProxy::start(&vm.socket, &["{dir}/p.sock"], |b, _| b);
     let path = proxy.path("p.sock");
     let mut oob = raw_negotiated(&path, true);
@@ -617,10 +640,13 @@ fn oob_goes_through_and_one_clients_garbage_never_reaches_qemu() {
         "prelaunch"
     );
 }
+per_qemu!(
+    #[test]
+    oob_goes_through_and_one_clients_garbage_never_reaches_qemu
+);
 
-#[test]
-fn a_client_that_leaves_mid_command_costs_the_others_nothing() {
-    let qsd = Qemu::storage_daemon();
+fn a_client_that_leaves_mid_command_costs_the_others_nothing(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     let proxy = TestProxy::start(&qsd.socket, &["{dir}/p.sock"], |b, dir| {
         b.audit(dir.join("audit.log"))
     });
@@ -657,6 +683,10 @@ fn a_client_that_leaves_mid_command_costs_the_others_nothing() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+per_qemu!(
+    #[test]
+    a_client_that_leaves_mid_command_costs_the_others_nothing
+);
 
 /// What the held upstream saw.
 #[derive(Default)]

@@ -5,7 +5,7 @@ use qmp_client::{Call, Client, EventFilter};
 use qmp_proxy::replay::{MatchMode, Replay, ReplayServer, Report};
 use qmp_proxy::transcript::{self, Transcript};
 use qmp_proxy::{ListenSpec, Proxy};
-use qmp_testkit::Qemu;
+use qmp_testkit::{per_qemu, Qemu, QemuVersion};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Duration;
@@ -86,9 +86,8 @@ fn clean(report: &Report) {
     assert!(report.is_clean(false), "{report}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_recorded_storage_daemon_session_replays_with_the_same_outputs() {
-    let qsd = Qemu::storage_daemon();
+async fn a_recorded_storage_daemon_session_replays_with_the_same_outputs(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     let dir = qmp_testkit::test_dir();
     let (proxy, listen) = record(&qsd.socket, dir.path()).await;
     let handle = proxy.handle();
@@ -129,10 +128,10 @@ async fn a_recorded_storage_daemon_session_replays_with_the_same_outputs() {
     );
     assert!(!report.is_clean(true));
 }
+per_qemu!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async a_recorded_storage_daemon_session_replays_with_the_same_outputs);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn by_command_accepts_a_reordered_session_and_strict_does_not() {
-    let qsd = Qemu::storage_daemon();
+async fn by_command_accepts_a_reordered_session_and_strict_does_not(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     let dir = qmp_testkit::test_dir();
     let (proxy, listen) = record(&qsd.socket, dir.path()).await;
     let handle = proxy.handle();
@@ -166,10 +165,10 @@ async fn by_command_accepts_a_reordered_session_and_strict_does_not() {
         .contains("expected query-version"));
     assert!(!server.finish().await.is_clean(true));
 }
+per_qemu!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async by_command_accepts_a_reordered_session_and_strict_does_not);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stop_and_resume_of_a_vm_replay_before_their_replies() {
-    let vm = Qemu::system();
+async fn stop_and_resume_of_a_vm_replay_before_their_replies(v: QemuVersion) {
+    let vm = Qemu::system(v);
     let dir = qmp_testkit::test_dir();
     let (proxy, listen) = record(&vm.socket, dir.path()).await;
     let handle = proxy.handle();
@@ -201,10 +200,10 @@ async fn stop_and_resume_of_a_vm_replay_before_their_replies() {
     assert_eq!(session(address).await, real);
     clean(&server.finish().await);
 }
+per_qemu!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async stop_and_resume_of_a_vm_replay_before_their_replies);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_a_schema_invalid_arguments_get_qemus_own_error() {
-    let qsd = Qemu::storage_daemon();
+async fn with_a_schema_invalid_arguments_get_qemus_own_error(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     let direct = Client::connect(&qsd.address()).await.unwrap();
     let schema = direct.execute("query-qmp-schema", json!({})).await.unwrap();
     let bad = json!({"node-name": "x", "foo": 1});
@@ -232,16 +231,16 @@ async fn with_a_schema_invalid_arguments_get_qemus_own_error() {
     let report = server.finish().await;
     assert_eq!(report.mismatched.len(), 1, "{report}");
 }
+per_qemu!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async with_a_schema_invalid_arguments_get_qemus_own_error);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_recordings_of_one_session_normalize_alike_and_the_normal_form_replays() {
+async fn two_recordings_of_one_session_normalize_alike_and_the_normal_form_replays(v: QemuVersion) {
     let dir = qmp_testkit::test_dir();
     let image = dir.path().join("a.img");
     let mut recorded = Vec::new();
     let mut outputs = Vec::new();
     let string_ids: fn(u64) -> Value = |n| json!(format!("req-{n}"));
     for (name, ids) in [("one", numbers as fn(u64) -> Value), ("two", string_ids)] {
-        let qsd = Qemu::storage_daemon();
+        let qsd = Qemu::storage_daemon(v);
         let sub = dir.path().join(name);
         std::fs::create_dir(&sub).unwrap();
         let (proxy, listen) = record(&qsd.socket, &sub).await;
@@ -277,10 +276,10 @@ async fn two_recordings_of_one_session_normalize_alike_and_the_normal_form_repla
     );
     clean(&server.finish().await);
 }
+per_qemu!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async two_recordings_of_one_session_normalize_alike_and_the_normal_form_replays);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn passed_fds_are_recorded_as_placeholders_and_replay_wants_as_many() {
-    let vm = Qemu::system();
+async fn passed_fds_are_recorded_as_placeholders_and_replay_wants_as_many(v: QemuVersion) {
+    let vm = Qemu::system(v);
     let dir = qmp_testkit::test_dir();
     let (proxy, listen) = record(&vm.socket, dir.path()).await;
     let handle = proxy.handle();
@@ -319,6 +318,7 @@ async fn passed_fds_are_recorded_as_placeholders_and_replay_wants_as_many() {
     assert_eq!(report.mismatched.len(), 1, "{report}");
     assert_eq!(report.unused.len(), 1, "{report}");
 }
+per_qemu!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async passed_fds_are_recorded_as_placeholders_and_replay_wants_as_many);
 
 /// A hand-written transcript (QEMU's own timing is not exact enough to
 /// test the gaps with): an event 0.3 s into a command that took 0.5 s,

@@ -5,7 +5,7 @@
 
 use qmp_proto::qemu_json::{Parsed, QObject, Streamer};
 use qmp_server::schema::Schema;
-use qmp_testkit::Qemu;
+use qmp_testkit::{per_qemu, Qemu, QemuVersion};
 use serde_json::{json, Value};
 
 /// Cases whose text the schema determines. Left out on purpose: values of
@@ -124,9 +124,8 @@ fn cases() -> Vec<(&'static str, Value)> {
     ]
 }
 
-#[test]
-fn argument_errors_match_qemu() {
-    let qsd = Qemu::storage_daemon();
+fn argument_errors_match_qemu(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
     let client = qmp_client::blocking::Client::connect(&qsd.address()).unwrap();
     let dump = client.execute("query-qmp-schema", Value::Null).unwrap();
     let schema = Schema::from_qobject(&QObject::from(&dump)).unwrap();
@@ -159,3 +158,7 @@ fn argument_errors_match_qemu() {
     }
     assert_eq!(compared, cases().len());
 }
+per_qemu!(
+    #[test]
+    argument_errors_match_qemu
+);

@@ -10,13 +10,13 @@
 use qmp_proto::qemu_json::{Parsed, QDict, QObject, Streamer};
 use qmp_server::schema::Schema;
 use qmp_server::{Call, QmpFailure, Session, SessionConfig, Step};
-use qmp_testkit::{Qemu, RawPeer};
+use qmp_testkit::{per_qemu, Qemu, QemuVersion, RawPeer};
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-fn start() -> (Qemu, Schema) {
-    let qsd = Qemu::storage_daemon_with_second_monitor("schema.sock");
+fn start(v: QemuVersion) -> (Qemu, Schema) {
+    let qsd = Qemu::storage_daemon_with_second_monitor(v, "schema.sock");
     let schema_sock = qsd.dir().join("schema.sock");
     let client = qmp_client::blocking::Client::connect(&schema_sock.display().to_string()).unwrap();
     let schema = client
@@ -94,9 +94,8 @@ fn qapi_order_version(seen: &QObject) -> QObject {
     QObject::Dict(v)
 }
 
-#[test]
-fn session_answers_byte_identically_to_qemu() {
-    let (qsd, schema) = start();
+fn session_answers_byte_identically_to_qemu(v: QemuVersion) {
+    let (qsd, schema) = start(v);
     let mut peer = RawPeer::connect(&qsd.socket, Duration::from_secs(10));
     let greeting = read_messages(&mut peer, 1);
     // the version object, as QEMU holds it
@@ -146,3 +145,7 @@ fn session_answers_byte_identically_to_qemu() {
         Ok(n) => panic!("QEMU sent more: {}", String::from_utf8_lossy(&extra[..n])),
     }
 }
+per_qemu!(
+    #[test]
+    session_answers_byte_identically_to_qemu
+);

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod qemus;
+pub use qemus::QemuVersion;
+
 pub const STORAGE_DAEMON: &str = "qemu-storage-daemon";
 pub const SYSTEM_X86: &str = "qemu-system-x86_64";
 
@@ -47,21 +50,7 @@ pub struct Qemu {
     /// The monitor's unix socket, when it has one.
     pub socket: PathBuf,
     program: String,
-}
-
-/// The path of a QEMU binary, or a panic telling how to get it.
-pub fn require(program: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        let candidate = dir.join(program);
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    panic!(
-        "{program} is not installed, and this test needs a real QEMU: \
-         run `apt-get install -y qemu-system-x86` (which also brings qemu-storage-daemon), as .ci/run does"
-    );
+    version: QemuVersion,
 }
 
 /// A free TCP port on 127.0.0.1 (bound, then released for QEMU to take).
@@ -74,13 +63,13 @@ pub fn free_port() -> u16 {
 
 impl Qemu {
     /// qemu-storage-daemon with a QMP monitor on a unix socket.
-    pub fn storage_daemon() -> Qemu {
-        Self::storage_daemon_with_monitor("")
+    pub fn storage_daemon(v: QemuVersion) -> Qemu {
+        Self::storage_daemon_with_monitor(v, "")
     }
 
     /// qemu-storage-daemon whose monitor has extra options, such as
     /// `,pretty=on`.
-    pub fn storage_daemon_with_monitor(monitor_options: &str) -> Qemu {
+    pub fn storage_daemon_with_monitor(v: QemuVersion, monitor_options: &str) -> Qemu {
         let dir = tempdir();
         let sock = dir.path().join("qsd.sock");
         let args = vec![
@@ -89,19 +78,19 @@ impl Qemu {
             "--monitor".into(),
             format!("chardev=m{monitor_options}"),
         ];
-        Self::spawn_in(dir, STORAGE_DAEMON, args, Ready::Socket(sock))
+        Self::spawn_in(v, dir, STORAGE_DAEMON, args, Ready::Socket(sock))
     }
 
     /// qemu-storage-daemon with a second monitor at `{dir}/second`, for
     /// comparing what another client sees or gets directly, or for a side
     /// channel. The second socket listens by the time this returns.
-    pub fn storage_daemon_with_second_monitor(second: &str) -> Qemu {
-        Self::storage_daemon_with_monitors(&[second])
+    pub fn storage_daemon_with_second_monitor(v: QemuVersion, second: &str) -> Qemu {
+        Self::storage_daemon_with_monitors(v, &[second])
     }
 
     /// qemu-storage-daemon with more monitors, at `{dir}/NAME` for each
     /// name; they listen by the time this returns.
-    pub fn storage_daemon_with_monitors(names: &[&str]) -> Qemu {
+    pub fn storage_daemon_with_monitors(v: QemuVersion, names: &[&str]) -> Qemu {
         let dir = tempdir();
         let sock = dir.path().join("qsd.sock");
         let mut args = vec![
@@ -121,7 +110,7 @@ impl Qemu {
             args.push(format!("chardev=m{i}"));
         }
         let others: Vec<PathBuf> = names.iter().map(|n| dir.path().join(n)).collect();
-        let qsd = Self::spawn_in(dir, STORAGE_DAEMON, args, Ready::Socket(sock));
+        let qsd = Self::spawn_in(v, dir, STORAGE_DAEMON, args, Ready::Socket(sock));
         for other in &others {
             wait_listening(other);
         }
@@ -132,7 +121,7 @@ impl Qemu {
     }
 
     /// qemu-storage-daemon with its monitor on TCP `host:port`.
-    pub fn storage_daemon_tcp(host: &str, port: u16) -> Qemu {
+    pub fn storage_daemon_tcp(v: QemuVersion, host: &str, port: u16) -> Qemu {
         let args = vec![
             "--chardev".into(),
             format!("socket,host={host},port={port},server=on,wait=off,id=m"),
@@ -140,6 +129,7 @@ impl Qemu {
             "chardev=m".into(),
         ];
         Self::spawn_in(
+            v,
             tempdir(),
             STORAGE_DAEMON,
             args,
@@ -149,24 +139,24 @@ impl Qemu {
 
     /// qemu-storage-daemon that connects to our socket at `path`
     /// (`server=off`), for accept mode.
-    pub fn storage_daemon_connecting_to(path: &Path) -> Qemu {
+    pub fn storage_daemon_connecting_to(v: QemuVersion, path: &Path) -> Qemu {
         let args = vec![
             "--chardev".into(),
             format!("socket,path={},server=off,id=m", path.display()),
             "--monitor".into(),
             "chardev=m".into(),
         ];
-        Self::spawn_in(tempdir(), STORAGE_DAEMON, args, Ready::Started)
+        Self::spawn_in(v, tempdir(), STORAGE_DAEMON, args, Ready::Started)
     }
 
     /// A stopped (`-S`) qemu-system-x86_64 `-M pc` with no devices.
-    pub fn system() -> Qemu {
-        Self::system_with(&[])
+    pub fn system(v: QemuVersion) -> Qemu {
+        Self::system_with(v, &[])
     }
 
     /// With extra arguments; `{dir}` in them stands for the temp dir, so a
     /// second monitor is `["-qmp", "unix:{dir}/second.sock,server=on,wait=off"]`.
-    pub fn system_with(extra: &[&str]) -> Qemu {
+    pub fn system_with(v: QemuVersion, extra: &[&str]) -> Qemu {
         let dir = tempdir();
         let sock = dir.path().join("vm.sock");
         let mut args: Vec<String> = [
@@ -185,7 +175,7 @@ impl Qemu {
         args.push("-qmp".into());
         args.push(format!("unix:{},server=on,wait=off", sock.display()));
         args.extend(extra.iter().map(|s| s.to_string()));
-        Self::spawn_in(dir, SYSTEM_X86, args, Ready::Socket(sock))
+        Self::spawn_in(v, dir, SYSTEM_X86, args, Ready::Socket(sock))
     }
 
     /// Starts `program` with `args` in `dir` and waits until `ready`.
@@ -198,12 +188,12 @@ impl Qemu {
     /// and QEMU must close its end too. If any step fails, that QEMU is
     /// killed and a fresh one started, up to three times.
     pub fn spawn_in(
+        version: QemuVersion,
         dir: tempfile::TempDir,
         program: &str,
         args: Vec<String>,
         ready: Ready,
     ) -> Qemu {
-        let binary = require(program);
         // `{dir}` in an argument stands for the private temp dir.
         let dir_text = dir.path().display().to_string();
         let args: Vec<String> = args.iter().map(|a| a.replace("{dir}", &dir_text)).collect();
@@ -212,10 +202,11 @@ impl Qemu {
             _ => PathBuf::new(),
         };
         let mut q = Qemu {
-            child: start(&binary, &args, dir.path()),
+            child: start(version.command(program), &args, dir.path()),
             dir,
             socket,
             program: program.into(),
+            version,
         };
         for attempt in 1.. {
             match q.prove_ready(&ready) {
@@ -226,7 +217,7 @@ impl Qemu {
                     if let Ready::Socket(p) = &ready {
                         let _ = std::fs::remove_file(p);
                     }
-                    q.child = start(&binary, &args, q.dir.path());
+                    q.child = start(version.command(program), &args, q.dir.path());
                 }
                 Err(why) => panic!("{program} never became ready: {why}: {}", q.stderr()),
             }
@@ -308,6 +299,11 @@ impl Qemu {
     /// The private temp dir (for images and other files).
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The QEMU release this is.
+    pub fn version(&self) -> QemuVersion {
+        self.version
     }
 
     pub fn pid(&self) -> i32 {
@@ -434,7 +430,8 @@ pub fn tcp_listening(port: u16) -> bool {
 fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("qmp-test-")
-        .tempdir()
+        // under /tmp, which the QEMU roots share (see qemus.rs)
+        .tempdir_in("/tmp")
         .expect("create temp dir")
 }
 
@@ -455,16 +452,17 @@ impl Drop for Started {
 }
 
 /// Starts the process with stderr going to `stderr.log` in `dir`.
-fn start(binary: &Path, args: &[String], dir: &Path) -> Child {
+fn start(mut command: Command, args: &[String], dir: &Path) -> Child {
     let stderr = std::fs::File::create(dir.join("stderr.log")).expect("create stderr log");
-    Command::new(binary)
+    let program = format!("{:?}", command.get_program());
+    command
         .args(args)
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr)
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()))
+        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"))
 }
 
 /// A whole QMP session on a fresh connection: greeting, negotiation, one

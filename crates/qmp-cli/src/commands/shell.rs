@@ -98,7 +98,8 @@ fn launch(command: &[String]) -> Result<(Launched, String), Failure> {
     let sock = dir.path().join("qmp.sock");
     let mut cmd = std::process::Command::new(program);
     cmd.args(args);
-    if program.contains("storage-daemon") {
+    // the daemon may be started through a wrapper (`chroot DIR qemu-storage-daemon`)
+    if command.iter().any(|word| word.contains("storage-daemon")) {
         cmd.args([
             "--chardev",
             &format!(

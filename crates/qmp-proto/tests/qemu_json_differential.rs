@@ -25,10 +25,15 @@ fn error(desc: &str, id: Option<&QObject>) -> QObject {
     QObject::Dict(reply)
 }
 
+/// The negotiation that precedes the corpus (line 1 of the connection).
+const NEGOTIATION: &[u8] = b"{\"execute\": \"qmp_capabilities\"}\n";
+
 /// What QEMU answers to each thing our reader produces, for this corpus.
-fn model(input: &[u8], pretty: bool) -> Vec<u8> {
+fn model(v: QemuVersion, input: &[u8], pretty: bool) -> Vec<u8> {
     let mut out = Vec::new();
-    for parsed in Streamer::new().feed_collect(input) {
+    let mut reader = Streamer::with_dialect(v.dialect());
+    reader.feed_collect(NEGOTIATION);
+    for parsed in reader.feed_collect(input) {
         let reply = match parsed {
             Parsed::Error(text) => error(&text, None),
             Parsed::Value(QObject::Dict(d)) => {
@@ -80,6 +85,12 @@ fn corpus() -> Vec<u8> {
     add(b"{\"id\": @x\ty, \"z\": 1}\n{\"id\": @x\x02y}\n{\"id\": @x\xfey}\n");
     // a control byte right after a backslash, in both kinds of string
     add(b"{\"id\": \"a\\\x03\"}\n{'id': 'a\\\x03'}\n{\"id\": 'a\"b'}\n");
+    // QEMU 11 (J9): where an error is found, and its LINE:COLUMN (a token
+    // right after a number or keyword is placed one column on); what is
+    // skipped after it, until brackets balance
+    add(b"{\"id\" \"x\"}\n{\"id\":[1}]\n{\"id\":[true}]}\n{\"id\":[1.5 2]}\n{\"a\":\r\n\n   x}\n\t\t{\"id\" 1}\n");
+    add(b"]]}}\n{\"id\": [1, {\"b\": 2,}]}\n{\"id\": @}\n{\"id\": 01}\n{\"a\": {\"b\": [1 }]}\n{\"id\": [[[[}]]]]\n");
+    add(b"{\"a\": 1, \"a\": {}}\n{\"a\": [], \"a\": 2}\n{\"id\":1}{\"id\" 2}{\"id\":3}\n{'id': 'x' 'y'}\n[1,,2]\n{\"id\": [1\x01]}\n");
     // J8: top-level scalars need the next byte
     add(b"42 \"str\"\n[1]\n{}\n[]\n");
     // J7 nesting: at the limit is fine, one past it is an error, and
@@ -121,8 +132,7 @@ fn qemu_answers(qsd: &Qemu, input: &[u8]) -> Vec<u8> {
         decoder.feed(&buf[..n]);
     };
     read_until(&mut s, &mut raw, b"\"QMP\"");
-    s.write_all(b"{\"execute\": \"qmp_capabilities\"}\n")
-        .unwrap();
+    s.write_all(NEGOTIATION).unwrap();
     let start = read_until(&mut s, &mut raw, b"\"return\"");
     s.write_all(input).unwrap();
     let end = read_until(&mut s, &mut raw, b"\"end of corpus\"");
@@ -136,7 +146,7 @@ fn qemu_answers(qsd: &Qemu, input: &[u8]) -> Vec<u8> {
 fn compare(v: QemuVersion, pretty: bool) {
     let qsd = Qemu::storage_daemon_with_monitor(v, if pretty { ",pretty=on" } else { "" });
     let input = corpus();
-    let expected = model(&input, pretty);
+    let expected = model(v, &input, pretty);
     let got = qemu_answers(&qsd, &input);
     if got != expected {
         let g = String::from_utf8_lossy(&got);

@@ -20,7 +20,9 @@
 //! "not found" is reworded as QEMU does (N2). Argument checking of other
 //! commands is the embedder's (or its schema validator's) job.
 
-use qmp_proto::qemu_json::{first_unexpected, to_line, Parsed, QDict, QObject, Streamer};
+use qmp_proto::qemu_json::{
+    first_unexpected, to_line, Dialect, Parsed, QDict, QObject, Streamer,
+};
 use std::collections::VecDeque;
 
 /// In-band requests QEMU queues per monitor with oob on.
@@ -36,6 +38,8 @@ pub trait CommandSet {
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
     /// What `query-version` returns; the greeting carries it (rule G2).
+    /// Its `qemu` member also picks how malformed input is answered: as
+    /// QEMU 11 does from major version 11 on, else as QEMU 10 and older.
     pub version: QObject,
     /// Whether to offer the `oob` capability.
     pub offer_oob: bool,
@@ -103,12 +107,26 @@ pub struct Session<C> {
     in_progress: bool,
 }
 
+/// The JSON reader dialect of the QEMU a version object names.
+fn dialect_of(version: &QObject) -> Dialect {
+    let qemu = version
+        .as_dict()
+        .and_then(|v| v.get("qemu"))
+        .and_then(QObject::as_dict);
+    let number = |key: &str| match qemu.and_then(|q| q.get(key)) {
+        Some(QObject::Int(n)) => u64::try_from(*n).unwrap_or(0),
+        Some(QObject::UInt(n)) => *n,
+        _ => 0,
+    };
+    Dialect::of_qemu(number("major"), number("minor"))
+}
+
 impl<C: CommandSet> Session<C> {
     pub fn new(config: SessionConfig, commands: C) -> Self {
         Session {
+            streamer: Streamer::with_dialect(dialect_of(&config.version)),
             config,
             commands,
-            streamer: Streamer::new(),
             queue: VecDeque::new(),
             negotiated: false,
             oob: false,

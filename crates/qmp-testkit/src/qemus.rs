@@ -36,6 +36,12 @@ impl QemuVersion {
         }
     }
 
+    /// How this version's JSON reader answers malformed input.
+    pub fn dialect(self) -> qmp_proto::qemu_json::Dialect {
+        let (major, minor) = self.major_minor();
+        qmp_proto::qemu_json::Dialect::of_qemu(major, minor)
+    }
+
     /// `"7.2"`, `"10.0"`, `"11.1"`.
     pub fn label(self) -> String {
         let (major, minor) = self.major_minor();

@@ -9,6 +9,12 @@
 //! * after an error the lexer skips to the next structural byte (`[]{}:,`),
 //!   a control byte other than tab, or 0xFE/0xFF, and starts over there;
 //! * a token longer than 64 MiB is cut off and reported.
+//!
+//! It also tracks where each token starts (line and 1-based byte column,
+//! counted over everything fed), which QEMU 11 puts in front of its parse
+//! errors. The column is taken when the machine returns to its start
+//! state, so a token that follows a number or keyword directly (`1}`) is
+//! placed one column to the right, as QEMU places it.
 
 use super::streamer::MAX_TOKEN_SIZE;
 
@@ -26,11 +32,18 @@ pub(crate) enum TokenKind {
     String,
 }
 
+/// Where a token starts: line and column, both from 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Position {
+    pub(crate) line: u32,
+    pub(crate) column: u32,
+}
+
 /// What the lexer reports to the streamer.
 pub(crate) enum LexEvent<'a> {
-    Token(TokenKind, &'a [u8]),
+    Token(TokenKind, &'a [u8], Position),
     /// A byte that cannot continue the token; the text includes it.
-    Error(&'a [u8]),
+    Error(&'a [u8], Position),
     /// A token that grew past [`MAX_TOKEN_SIZE`].
     Oversize,
 }
@@ -169,6 +182,11 @@ fn step(state: State, b: u8) -> Step {
 pub(crate) struct Lexer {
     state: State,
     token: Vec<u8>,
+    /// Where the current token started.
+    start: Position,
+    /// Line of the byte being fed, and one past its column.
+    line: u32,
+    next_column: u32,
 }
 
 impl Lexer {
@@ -176,15 +194,39 @@ impl Lexer {
         Lexer {
             state: State::Start,
             token: Vec::new(),
+            start: Position { line: 1, column: 1 },
+            line: 1,
+            next_column: 1,
         }
+    }
+
+    /// Back to the start state: the next token starts here.
+    fn restart(&mut self) {
+        self.token.clear();
+        self.state = State::Start;
+        self.start = Position {
+            line: self.line,
+            column: self.next_column,
+        };
     }
 
     /// Feeds one byte, reporting whatever it completes.
     pub(crate) fn feed(&mut self, b: u8, sink: &mut impl FnMut(LexEvent<'_>)) {
+        if b == b'\n' {
+            self.line += 1;
+            self.next_column = 1;
+        } else {
+            self.next_column += 1;
+        }
         loop {
             match step(self.state, b) {
-                Step::Go(State::Start) | Step::Go(State::Recovery) => {
-                    // whitespace between tokens, or a byte skipped in recovery
+                Step::Go(State::Start) => {
+                    // whitespace between tokens
+                    self.restart();
+                    break;
+                }
+                Step::Go(State::Recovery) => {
+                    // a byte skipped in recovery
                     self.token.clear();
                     break;
                 }
@@ -195,27 +237,22 @@ impl Lexer {
                 }
                 Step::Emit(kind) => {
                     self.token.push(b);
-                    sink(LexEvent::Token(kind, &self.token));
-                    self.token.clear();
-                    self.state = State::Start;
+                    sink(LexEvent::Token(kind, &self.token, self.start));
+                    self.restart();
                     break;
                 }
                 Step::EndBefore(kind) => {
-                    sink(LexEvent::Token(kind, &self.token));
-                    self.token.clear();
-                    self.state = State::Start;
+                    sink(LexEvent::Token(kind, &self.token, self.start));
+                    self.restart();
                 }
                 Step::Error => {
                     self.token.push(b);
-                    sink(LexEvent::Error(&self.token));
+                    sink(LexEvent::Error(&self.token, self.start));
                     self.token.clear();
                     self.state = State::Recovery;
                     break;
                 }
-                Step::Resume => {
-                    self.token.clear();
-                    self.state = State::Start;
-                }
+                Step::Resume => self.restart(),
             }
         }
         if self.token.len() > MAX_TOKEN_SIZE {

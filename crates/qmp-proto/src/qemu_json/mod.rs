@@ -23,13 +23,14 @@
 mod ghash;
 mod lexer;
 mod parser;
+mod push;
 mod qobject;
 mod streamer;
 mod utf8;
 mod writer;
 
 pub use qobject::{QDict, QObject};
-pub use streamer::{Parsed, Streamer, MAX_NESTING, MAX_TOKEN_COUNT, MAX_TOKEN_SIZE};
+pub use streamer::{Dialect, Parsed, Streamer, MAX_NESTING, MAX_TOKEN_COUNT, MAX_TOKEN_SIZE};
 pub use writer::{format_double, to_json, to_line};
 
 /// The keys of an object not yet visited, kept as QEMU's argument

@@ -48,7 +48,7 @@ fn parse_value(t: &mut Tokens<'_>) -> Result<QObject> {
         TokenKind::LSquare => parse_array(t),
         TokenKind::Integer | TokenKind::Float | TokenKind::String | TokenKind::Keyword => {
             t.pop();
-            parse_literal(token)
+            literal(token.kind, &token.text)
         }
         _ => Err("expecting value".into()),
     }
@@ -106,11 +106,12 @@ fn parse_array(t: &mut Tokens<'_>) -> Result<QObject> {
     }
 }
 
-fn parse_literal(token: &Token) -> Result<QObject> {
+/// A string, number or keyword token's value.
+pub(crate) fn literal(kind: TokenKind, token: &[u8]) -> Result<QObject> {
     // Token texts of numbers and keywords are ASCII by construction.
-    let text = std::str::from_utf8(&token.text).unwrap_or_default();
-    match token.kind {
-        TokenKind::String => parse_string(&token.text).map(QObject::String),
+    let text = std::str::from_utf8(token).unwrap_or_default();
+    match kind {
+        TokenKind::String => parse_string(token).map(QObject::String),
         TokenKind::Keyword => match text {
             "true" => Ok(QObject::Bool(true)),
             "false" => Ok(QObject::Bool(false)),

@@ -1,14 +1,22 @@
-//! Splits the token stream into messages and enforces QEMU's limits.
+//! Splits the token stream into messages and enforces QEMU's limits, in
+//! the way of the QEMU release being spoken for ([`Dialect`]).
 //!
-//! Tokens are collected until braces and brackets balance, or either count
-//! goes negative (a stray `]` is a message of its own); then the collected
-//! tokens are parsed. Any error (lexical, a limit, or the parser's) drops
-//! what was collected and starts afresh, which is how one bad request can
-//! cost several error replies, and how a 0x01 or 0xFF byte resets a
-//! half-read message at the cost of exactly one.
+//! QEMU 10 and older collect tokens until braces and brackets balance, or
+//! either count goes negative (a stray `]` is a message of its own); then
+//! the collected tokens are parsed. Any error (lexical, a limit, or the
+//! parser's) drops what was collected and starts afresh, which is how one
+//! bad request can cost several error replies, and how a 0x01 or 0xFF byte
+//! resets a half-read message at the cost of exactly one.
+//!
+//! QEMU 11 hands each token to the parser as it comes (`push.rs`). After
+//! an error it skips the rest of the value until its brackets balance, so
+//! a bad request costs one error reply; a lexical error, a stray closing
+//! bracket, or a reset byte still ends the value at once. Its parse errors
+//! start with the token's `LINE:COLUMN: `; the limit errors do not.
 
-use super::lexer::{LexEvent, Lexer, TokenKind};
+use super::lexer::{LexEvent, Lexer, Position, TokenKind};
 use super::parser::parse;
+use super::push::PushParser;
 use super::utf8::lossy;
 use super::QObject;
 
@@ -28,6 +36,30 @@ pub enum Parsed {
     Error(String),
 }
 
+/// Which QEMU release's JSON reader to behave like. Values read the same
+/// in all; errors, their texts and how many a bad message costs differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dialect {
+    /// QEMU up to 10.x: whole messages are collected, then parsed; errors
+    /// have no location (checked against 7.2 and 10.0).
+    #[default]
+    Collecting,
+    /// QEMU 11: tokens are parsed as they arrive; parse errors start with
+    /// `LINE:COLUMN: ` (checked against 11.1).
+    Pushing,
+}
+
+impl Dialect {
+    /// The dialect of a QEMU version.
+    pub fn of_qemu(major: u64, _minor: u64) -> Dialect {
+        if major >= 11 {
+            Dialect::Pushing
+        } else {
+            Dialect::Collecting
+        }
+    }
+}
+
 pub(crate) struct Token {
     pub(crate) kind: TokenKind,
     pub(crate) text: Vec<u8>,
@@ -36,10 +68,12 @@ pub(crate) struct Token {
 /// QEMU's JSON input side for one connection.
 pub struct Streamer {
     lexer: Lexer,
-    tokens: Vec<Token>,
-    braces: i64,
-    brackets: i64,
-    size: usize,
+    split: Split,
+}
+
+enum Split {
+    Collect(Collect),
+    Push(Push),
 }
 
 impl Default for Streamer {
@@ -49,34 +83,32 @@ impl Default for Streamer {
 }
 
 impl Streamer {
+    /// A reader in the [`Dialect::Collecting`] way of QEMU 10 and older.
     pub fn new() -> Self {
+        Self::with_dialect(Dialect::Collecting)
+    }
+
+    /// A reader in the given dialect.
+    pub fn with_dialect(dialect: Dialect) -> Self {
         Streamer {
             lexer: Lexer::new(),
-            tokens: Vec::new(),
-            braces: 0,
-            brackets: 0,
-            size: 0,
+            split: match dialect {
+                Dialect::Collecting => Split::Collect(Collect::default()),
+                Dialect::Pushing => Split::Push(Push::default()),
+            },
         }
     }
 
     /// Feeds bytes; `emit` is called for each message or error completed.
     pub fn feed(&mut self, bytes: &[u8], mut emit: impl FnMut(Parsed)) {
-        let Streamer {
-            lexer,
-            tokens,
-            braces,
-            brackets,
-            size,
-        } = self;
-        let mut state = Collect {
-            tokens,
-            braces,
-            brackets,
-            size,
-        };
+        let Streamer { lexer, split } = self;
         for &b in bytes {
             lexer.feed(b, &mut |event| {
-                if let Some(p) = state.process(event) {
+                let done = match split {
+                    Split::Collect(c) => c.process(event),
+                    Split::Push(p) => p.process(event),
+                };
+                if let Some(p) = done {
                     emit(p);
                 }
             });
@@ -93,52 +125,81 @@ impl Streamer {
     /// Whether part of a message has been read (a token started or
     /// collected). Used to tell whether input ended cleanly.
     pub fn is_idle(&self) -> bool {
-        self.tokens.is_empty()
+        match &self.split {
+            Split::Collect(c) => c.tokens.is_empty(),
+            Split::Push(p) => p.counts.tokens == 0,
+        }
     }
 }
 
-struct Collect<'a> {
-    tokens: &'a mut Vec<Token>,
-    braces: &'a mut i64,
-    brackets: &'a mut i64,
-    size: &'a mut usize,
+/// Per-message counts that the limits apply to.
+#[derive(Default)]
+struct Counts {
+    braces: i64,
+    brackets: i64,
+    tokens: usize,
+    size: usize,
 }
 
-impl Collect<'_> {
+impl Counts {
+    /// The limit a message has gone past, if any, counting `len` more bytes.
+    fn limit_error(&self, len: usize) -> Option<&'static str> {
+        if self.size + len + 1 > MAX_TOKEN_SIZE {
+            Some("JSON token size limit exceeded")
+        } else if self.tokens + 1 > MAX_TOKEN_COUNT {
+            Some("JSON token count limit exceeded")
+        } else if self.braces + self.brackets > MAX_NESTING {
+            Some("JSON nesting depth limit exceeded")
+        } else {
+            None
+        }
+    }
+
+    fn count_bracket(&mut self, kind: TokenKind) {
+        match kind {
+            TokenKind::LCurly => self.braces += 1,
+            TokenKind::RCurly => self.braces -= 1,
+            TokenKind::LSquare => self.brackets += 1,
+            TokenKind::RSquare => self.brackets -= 1,
+            _ => {}
+        }
+    }
+}
+
+/// QEMU 10 and older: collect, then parse.
+#[derive(Default)]
+struct Collect {
+    tokens: Vec<Token>,
+    counts: Counts,
+}
+
+impl Collect {
     fn process(&mut self, event: LexEvent<'_>) -> Option<Parsed> {
         let (kind, text) = match event {
-            LexEvent::Error(text) => {
+            LexEvent::Error(text, _) => {
                 return Some(self.fail(format!("JSON parse error, stray '{}'", lossy(text))));
             }
             LexEvent::Oversize => return Some(self.fail("JSON token size limit exceeded".into())),
-            LexEvent::Token(kind, text) => (kind, text),
+            LexEvent::Token(kind, text, _) => (kind, text),
         };
-        match kind {
-            TokenKind::LCurly => *self.braces += 1,
-            TokenKind::RCurly => *self.braces -= 1,
-            TokenKind::LSquare => *self.brackets += 1,
-            TokenKind::RSquare => *self.brackets -= 1,
-            _ => {}
+        self.counts.count_bracket(kind);
+        if let Some(limit) = self.counts.limit_error(text.len()) {
+            return Some(self.fail(limit.into()));
         }
-        if *self.size + text.len() + 1 > MAX_TOKEN_SIZE {
-            return Some(self.fail("JSON token size limit exceeded".into()));
-        }
-        if self.tokens.len() + 1 > MAX_TOKEN_COUNT {
-            return Some(self.fail("JSON token count limit exceeded".into()));
-        }
-        if *self.braces + *self.brackets > MAX_NESTING {
-            return Some(self.fail("JSON nesting depth limit exceeded".into()));
-        }
-        *self.size += text.len();
+        self.counts.size += text.len();
+        self.counts.tokens += 1;
         self.tokens.push(Token {
             kind,
             text: text.to_vec(),
         });
-        let open = *self.braces > 0 || *self.brackets > 0;
-        if open && *self.braces >= 0 && *self.brackets >= 0 {
+        let Counts {
+            braces, brackets, ..
+        } = self.counts;
+        let open = braces > 0 || brackets > 0;
+        if open && braces >= 0 && brackets >= 0 {
             return None;
         }
-        let result = match parse(self.tokens) {
+        let result = match parse(&self.tokens) {
             Ok(v) => Parsed::Value(v),
             Err(e) => Parsed::Error(format!("JSON parse error, {e}")),
         };
@@ -153,9 +214,77 @@ impl Collect<'_> {
 
     fn reset(&mut self) {
         self.tokens.clear();
-        *self.braces = 0;
-        *self.brackets = 0;
-        *self.size = 0;
+        self.counts = Counts::default();
+    }
+}
+
+/// QEMU 11: parse as tokens come; after an error, skip to the balance.
+#[derive(Default)]
+struct Push {
+    parser: PushParser,
+    counts: Counts,
+    /// An error was reported for the value being read: skip the rest.
+    skipping: bool,
+}
+
+impl Push {
+    fn process(&mut self, event: LexEvent<'_>) -> Option<Parsed> {
+        let (kind, text, at): (Option<TokenKind>, &[u8], Position) = match event {
+            LexEvent::Token(kind, text, at) => (Some(kind), text, at),
+            LexEvent::Error(text, at) => (None, text, at),
+            LexEvent::Oversize => {
+                self.end_value();
+                return Some(Parsed::Error("JSON token size limit exceeded".into()));
+            }
+        };
+        // A closing bracket with nothing open, or a lexical error, ends the
+        // value: the counts start again from zero.
+        let counts = &mut self.counts;
+        let unbalanced = match kind {
+            Some(TokenKind::RCurly) => counts.braces == 0,
+            Some(TokenKind::RSquare) => counts.brackets == 0,
+            None => true,
+            _ => false,
+        };
+        if unbalanced {
+            counts.braces = 0;
+            counts.brackets = 0;
+        } else if let Some(kind) = kind {
+            counts.count_bracket(kind);
+        }
+        let mut out = None;
+        if !self.skipping {
+            let result = match (counts.limit_error(text.len()), kind) {
+                (Some(limit), _) => Err(limit.to_string()),
+                (None, None) => Err(format!(
+                    "{}:{}: JSON parse error, stray '{}'",
+                    at.line,
+                    at.column,
+                    lossy(text)
+                )),
+                (None, Some(kind)) => self.parser.feed(kind, text, at),
+            };
+            match result {
+                Ok(value) => out = value.map(Parsed::Value),
+                Err(e) => {
+                    out = Some(Parsed::Error(e));
+                    self.skipping = true;
+                }
+            }
+        }
+        let counts = &mut self.counts;
+        counts.size += text.len();
+        counts.tokens += 1;
+        if counts.braces == 0 && counts.brackets == 0 {
+            self.end_value();
+        }
+        out
+    }
+
+    fn end_value(&mut self) {
+        self.parser.reset();
+        self.counts = Counts::default();
+        self.skipping = false;
     }
 }
 

@@ -51,6 +51,9 @@ pub enum Command {
     Events(EventsArgs),
     /// Print the server's query-qmp-schema reply
     Schema,
+    /// Print what `qmp mock` needs to pass for this QEMU: version, commands
+    /// in QEMU's order, schema
+    Dump,
     /// Serve a demo machine (run state, events, a small QOM tree)
     Demo(DemoArgs),
     /// Serve a mock QEMU with the command set of a schema dump
@@ -145,20 +148,21 @@ pub enum QomCommand {
 
 #[derive(Debug, Args)]
 pub struct MockArgs {
-    /// The schema, as `qmp schema` prints it from a real QEMU
+    /// The QEMU to mock: `qmp dump` of it (version, command order and
+    /// schema), or just its schema as `qmp schema` prints it
     #[arg(long, value_name = "FILE")]
     pub schema: String,
     /// Where to listen: /path, unix:/path or host:port
     #[arg(long, value_name = "ADDR")]
     pub listen: String,
-    /// The QEMU version to claim (in the greeting and query-version)
-    #[arg(
-        long = "version",
-        alias = "qemu-version",
-        value_name = "X.Y.Z",
-        default_value = "10.0.0"
-    )]
-    pub qemu_version: String,
+    /// The QEMU version to claim (in the greeting and query-version); it
+    /// also picks how malformed input is answered [default: the dump's,
+    /// else 10.0.0]
+    #[arg(long = "version", alias = "qemu-version", value_name = "X.Y.Z")]
+    pub qemu_version: Option<String>,
+    /// The version's package text [default: the dump's, else empty]
+    #[arg(long, value_name = "TEXT")]
+    pub package: Option<String>,
     /// Rules for replies (see the README); default: `{}` for everything
     #[arg(long, value_name = "FILE")]
     pub replies: Option<String>,
@@ -277,21 +281,6 @@ pub struct EventsArgs {
     pub count: Option<u64>,
 }
 
-const SUBCOMMANDS: &[&str] = &[
-    "exec",
-    "events",
-    "schema",
-    "demo",
-    "mock",
-    "proxy",
-    "record",
-    "replay",
-    "transcript",
-    "qom",
-    "info",
-    "shell",
-    "help",
-];
 /// Options that take a value, so that value is not mistaken for the command.
 const VALUE_OPTIONS: &[&str] = &[
     "-s",
@@ -333,7 +322,11 @@ pub fn rewrite_shortcut(args: Vec<OsString>) -> Vec<OsString> {
             i += 1;
             continue;
         }
-        if SUBCOMMANDS.contains(&word.as_ref()) {
+        let is_subcommand = word == "help"
+            || <Cli as clap::CommandFactory>::command()
+                .get_subcommands()
+                .any(|c| c.get_name() == word);
+        if is_subcommand {
             return args;
         }
         let mut out = args;

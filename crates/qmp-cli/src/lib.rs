@@ -143,6 +143,7 @@ pub fn main_with(argv: Vec<std::ffi::OsString>) -> ExitCode {
             Command::Exec(a) => commands::exec::run(&session, a).await,
             Command::Events(a) => commands::events::run(&session, a).await,
             Command::Schema => commands::schema::run(&session).await,
+            Command::Dump => commands::schema::dump(&session).await,
             Command::Demo(a) => commands::demo::run(a).await,
             Command::Mock(a) => commands::mock::run(a).await,
             Command::Proxy(a) => commands::proxy::run(a).await,

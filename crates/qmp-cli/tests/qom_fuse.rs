@@ -117,11 +117,14 @@ fn mounted_tree_read_with_ls_cat_readlink_then_unmounted_by_sigterm(v: QemuVersi
     // errno: missing, not readable, read-only
     let (ok, _, err) = run("cat", &[&machine.join("nope")]);
     assert!(!ok && err.contains("No such file"), "{err}");
-    let (ok, _, err) = run(
-        "cat",
-        &[&machine.join("unattached/device[0]/legacy-memory")],
-    );
-    assert!(!ok && err.contains("Permission denied"), "{err}");
+    // a write-only property (11.1's pc machine has none left)
+    if v != QemuVersion::V11_1 {
+        let (ok, _, err) = run(
+            "cat",
+            &[&machine.join("unattached/device[0]/legacy-memory")],
+        );
+        assert!(!ok && err.contains("Permission denied"), "{err}");
+    }
     let write = echo_into("false", &machine.join("dump-guest-core"));
     assert!(!write.status.success(), "read-only by default");
 

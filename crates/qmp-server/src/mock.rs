@@ -5,6 +5,12 @@
 //! and `query-qmp-schema` are answered from the configuration; everything
 //! else from a replies file, or with an empty success.
 //!
+//! The QEMU comes as a [`Dump`]: what `qmp dump` writes (its version, its
+//! `query-commands` in its own order, its schema), or a bare schema. A
+//! bare schema cannot tell QEMU's command order (introspection lists
+//! commands in an order of its own), so `query-commands` then follows the
+//! schema's order.
+//!
 //! The replies file is a JSON array of rules, the first match winning:
 //!
 //! ```json
@@ -121,16 +127,89 @@ impl Replies {
     }
 }
 
-/// Builds a mock QEMU from a schema dump.
+/// A QEMU to mock, as `qmp dump` writes it, or just its schema.
+#[derive(Debug, Clone)]
+pub struct Dump {
+    /// The `query-qmp-schema` reply.
+    pub schema: QObject,
+    /// `(major, minor, micro, package)`, when the dump has it.
+    pub version: Option<(u64, u64, u64, String)>,
+    /// The command names as `query-commands` lists them, when known.
+    pub commands: Option<Vec<String>>,
+}
+
+impl Dump {
+    /// Reads `qmp dump` output (an object with `schema`, `version`,
+    /// `commands`) or a bare schema (the `query-qmp-schema` array).
+    pub fn from_qobject(v: QObject) -> Result<Dump, String> {
+        let QObject::Dict(d) = v else {
+            return Ok(Dump {
+                schema: v,
+                version: None,
+                commands: None,
+            });
+        };
+        let schema = d
+            .get("schema")
+            .cloned()
+            .ok_or("a dump needs \"schema\" (the query-qmp-schema reply)")?;
+        let version = match d.get("version") {
+            None => None,
+            Some(v) => Some(version_of(v).ok_or(
+                "\"version\" must be a query-version reply: {\"qemu\": {\"major\", \"minor\", \"micro\"}, \"package\"}",
+            )?),
+        };
+        let commands = match d.get("commands") {
+            None => None,
+            Some(QObject::List(list)) => Some(
+                list.iter()
+                    .map(|c| {
+                        c.as_dict()
+                            .and_then(|c| c.get("name"))
+                            .and_then(QObject::as_str)
+                            .map(str::to_owned)
+                    })
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or("\"commands\" must be a query-commands reply: [{\"name\": ...}]")?,
+            ),
+            Some(_) => return Err("\"commands\" must be a query-commands reply (an array)".into()),
+        };
+        Ok(Dump {
+            schema,
+            version,
+            commands,
+        })
+    }
+}
+
+/// `(major, minor, micro, package)` of a query-version reply.
+fn version_of(v: &QObject) -> Option<(u64, u64, u64, String)> {
+    let d = v.as_dict()?;
+    let q = d.get("qemu")?.as_dict()?;
+    let n = |k: &str| match q.get(k)? {
+        QObject::Int(n) => u64::try_from(*n).ok(),
+        QObject::UInt(n) => Some(*n),
+        _ => None,
+    };
+    let package = d.get("package")?.as_str()?.to_owned();
+    Some((n("major")?, n("minor")?, n("micro")?, package))
+}
+
+/// Builds a mock QEMU: `version` is what it claims (`major, minor, micro,
+/// package`), which also picks how malformed input is answered.
 pub fn server(
-    schema_dump: QObject,
+    dump: Dump,
     version: (u64, u64, u64, &str),
     replies: Replies,
 ) -> Result<Server, String> {
+    let schema_dump = dump.schema;
     let schema = Arc::new(Schema::from_qobject(&schema_dump)?);
     let replies = Arc::new(replies);
     let slot: Arc<OnceLock<Server>> = Arc::default();
     let mut b = ServerBuilder::new().version(version.0, version.1, version.2, version.3);
+    if let Some(order) = dump.commands {
+        b = b.list_commands_in(order);
+    }
     for command in schema.commands() {
         // the session answers qmp_capabilities; query-qmp-schema is below
         if command == "qmp_capabilities" || command == "query-qmp-schema" {

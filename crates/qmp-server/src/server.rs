@@ -212,6 +212,8 @@ pub struct ServerBuilder {
     socket_mode: u32,
     commands: HashMap<String, Command>,
     order: Vec<String>,
+    /// `query-commands` order given by the embedder, if any.
+    listed_order: Option<Vec<String>>,
     throttle_period: std::time::Duration,
     declarations: HashMap<String, (Vec<Field>, Option<Ty>)>,
 }
@@ -245,12 +247,21 @@ impl ServerBuilder {
             socket_mode: 0o600,
             commands: HashMap::new(),
             order: Vec::new(),
+            listed_order: None,
             throttle_period: std::time::Duration::from_secs(1),
             declarations: HashMap::new(),
         }
     }
 
     /// The version in the greeting and `query-version`.
+    /// `query-commands` lists the commands in this order (a real QEMU's,
+    /// for a mock); commands not named follow in registration order.
+    /// Without it, `qmp_capabilities` comes first, then registration order.
+    pub fn list_commands_in(mut self, order: Vec<String>) -> Self {
+        self.listed_order = Some(order);
+        self
+    }
+
     pub fn version(mut self, major: u64, minor: u64, micro: u64, package: &str) -> Self {
         self.version = version_object(major, minor, micro, package);
         self
@@ -367,6 +378,19 @@ impl ServerBuilder {
             if !names.iter().any(|n| n == builtin) {
                 names.push(builtin.to_owned());
             }
+        }
+        if let Some(listed) = b.listed_order.take() {
+            let mut ordered: Vec<String> = listed
+                .into_iter()
+                .filter(|n| names.contains(n))
+                .collect();
+            let rest: Vec<String> = names
+                .iter()
+                .filter(|n| !ordered.contains(n))
+                .cloned()
+                .collect();
+            ordered.extend(rest);
+            names = ordered;
         }
         let list = QObject::List(
             names

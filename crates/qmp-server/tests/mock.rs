@@ -35,7 +35,11 @@ const REPLIES: &str = r#"[
 #[tokio::test]
 async fn replies_file_rules() {
     let replies = Replies::from_qobject(&parse(REPLIES)).unwrap();
-    let server = mock::server(parse(SCHEMA), (9, 1, 0, ""), replies).unwrap();
+    let server = mock::server(
+        mock::Dump::from_qobject(parse(SCHEMA)).unwrap(),
+        (9, 1, 0, ""),
+        replies,
+    ).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mock.sock");
     let listener = server

@@ -28,24 +28,35 @@ pub(crate) fn read_schema(path: &str) -> Result<qmp_server::schema::Schema, Fail
 }
 
 pub async fn run(a: &MockArgs) -> Result<(), Failure> {
-    let schema = read_json(&a.schema)?;
+    let dump = qmp_server::mock::Dump::from_qobject(read_json(&a.schema)?)
+        .map_err(|e| Failure::Usage(format!("{}: {e}", a.schema)))?;
     let replies = match &a.replies {
         Some(path) => qmp_server::mock::Replies::from_qobject(&read_json(path)?)
             .map_err(|e| Failure::Usage(format!("{path}: {e}")))?,
         None => Default::default(),
     };
-    let parts: Vec<u64> = a
-        .qemu_version
-        .split('.')
-        .filter_map(|p| p.parse().ok())
-        .collect();
-    let [major, minor, micro] = parts[..] else {
-        return Err(Failure::Usage(format!(
-            "--qemu-version must be X.Y.Z, not {}",
-            a.qemu_version
-        )));
+    let dumped = dump.version.clone();
+    let (major, minor, micro) = match (&a.qemu_version, &dumped) {
+        (Some(text), _) => {
+            let parts: Vec<u64> = text.split('.').filter_map(|p| p.parse().ok()).collect();
+            match parts[..] {
+                [major, minor, micro] if text.split('.').count() == 3 => (major, minor, micro),
+                _ => {
+                    return Err(Failure::Usage(format!(
+                        "--version must be X.Y.Z, not {text}"
+                    )))
+                }
+            }
+        }
+        (None, Some((major, minor, micro, _))) => (*major, *minor, *micro),
+        (None, None) => (10, 0, 0),
     };
-    let server = qmp_server::mock::server(schema, (major, minor, micro, ""), replies)
+    let package = match (&a.package, &dumped) {
+        (Some(p), _) => p.clone(),
+        (None, Some((.., p))) => p.clone(),
+        (None, None) => String::new(),
+    };
+    let server = qmp_server::mock::server(dump, (major, minor, micro, &package), replies)
         .map_err(|e| Failure::Usage(format!("{}: {e}", a.schema)))?;
     super::demo::serve(server, &a.listen, "mock QEMU").await
 }

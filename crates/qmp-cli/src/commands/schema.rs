@@ -1,4 +1,5 @@
-//! `qmp schema`: the server's `query-qmp-schema` reply, as JSON.
+//! `qmp schema`: the server's `query-qmp-schema` reply, as JSON; and
+//! `qmp dump`: what `qmp mock` needs to pass for that QEMU.
 
 use crate::{Failure, Session};
 use serde_json::Value;
@@ -7,5 +8,21 @@ pub async fn run(session: &Session) -> Result<(), Failure> {
     let client = session.connect().await?;
     let schema = client.execute("query-qmp-schema", Value::Null).await?;
     session.style.print(&schema);
+    Ok(())
+}
+
+/// `qmp dump`: one object with the QEMU's `version` (query-version),
+/// `commands` (query-commands, in QEMU's own order) and `schema`
+/// (query-qmp-schema), which `qmp mock --schema` reads whole.
+pub async fn dump(session: &Session) -> Result<(), Failure> {
+    let client = session.connect().await?;
+    let version = client.execute("query-version", Value::Null).await?;
+    let commands = client.execute("query-commands", Value::Null).await?;
+    let schema = client.execute("query-qmp-schema", Value::Null).await?;
+    session.style.print(&serde_json::json!({
+        "version": version,
+        "commands": commands,
+        "schema": schema,
+    }));
     Ok(())
 }

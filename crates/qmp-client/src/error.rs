@@ -66,6 +66,10 @@ pub enum Error {
     /// requested type.
     #[error("JSON conversion failed: {0}")]
     Json(Arc<serde_json::Error>),
+    /// The reply came but could not be read: it nests deeper than the
+    /// client's limit ([`DecodeError::TooDeep`]). The connection is fine.
+    #[error("the reply could not be read: {0}")]
+    Unreadable(DecodeError),
     /// An invalid address string.
     #[error("{0}")]
     Address(#[from] qmp_proto::AddressError),

@@ -15,7 +15,7 @@
 use crate::connection::FramedReader;
 use crate::error::{Disconnect, Error, Result};
 use crate::events::{EventStream, Subscriber};
-use qmp_proto::{Event, Message, Response};
+use qmp_proto::{DecodeError, Event, Message, Response};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -190,6 +190,22 @@ impl Shared {
         self.progress.notify_waiters();
     }
 
+    /// A reply that could not be read fails the call with its id, if any.
+    fn fail_unreadable(&self, e: DecodeError) {
+        let DecodeError::TooDeep { id: Some(id), .. } = &e else {
+            tracing::warn!("skipped a message: {e}");
+            return;
+        };
+        let entry = self.lock().pending.remove(&IdKey::of(id));
+        match entry {
+            Some(p) => {
+                let _ = p.tx.send(Err(Error::Unreadable(e)));
+            }
+            None => tracing::warn!("skipped a message for an id nobody is waiting for: {e}"),
+        }
+        self.progress.notify_waiters();
+    }
+
     fn dispatch_event(&self, event: Event) {
         let event = Arc::new(event);
         self.lock().subscribers.retain(|s| s.offer(&event));
@@ -203,6 +219,9 @@ pub(crate) async fn run(mut reader: FramedReader, shared: Arc<Shared>) {
             Ok(Message::Response(r)) => shared.route_response(r),
             Ok(Message::Event(e)) => shared.dispatch_event(e),
             Ok(other) => tracing::warn!("ignored an unexpected message: {other:?}"),
+            // A message too deep to read was skipped whole: the stream is
+            // still in step, so only the call it answers fails.
+            Err(Disconnect::Protocol(e @ DecodeError::TooDeep { .. })) => shared.fail_unreadable(e),
             Err(reason) => break reason,
         }
     };

@@ -422,3 +422,63 @@ async fn fake_dropping_the_last_handle_closes_the_connection() {
     );
     assert!(events.next().await.is_none());
 }
+
+/// `depth` nested arrays around a number.
+fn nested(depth: usize) -> String {
+    format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+/// A reply nesting 1020 levels (QEMU's writer has no limit; a long backing
+/// chain nests one level per image) is read; one past the client's limit
+/// fails only its own call, and the connection goes on.
+#[tokio::test]
+async fn fake_deep_replies_are_read_or_fail_only_their_call() {
+    let (client, mut fake) = connect().await;
+    let c = client.clone();
+    let deep = tokio::spawn(async move { c.execute("deep", Value::Null).await });
+    let r = fake.recv().await.unwrap();
+    let reply = format!(
+        "{{\"return\": {}, \"id\": {}}}\r\n",
+        nested(1020),
+        serde_json::to_string(&r.id).unwrap()
+    );
+    fake.send(reply.as_bytes()).await;
+    let value = deep.await.unwrap().unwrap();
+    let mut depth = 0;
+    let mut v = &value;
+    while let Some(inner) = v.as_array().and_then(|a| a.first()) {
+        depth += 1;
+        v = inner;
+    }
+    assert_eq!(depth, 1020);
+
+    let c = client.clone();
+    let too_deep = tokio::spawn(async move { c.execute("deeper", Value::Null).await });
+    let r = fake.recv().await.unwrap();
+    // the id after the deep part, as QEMU writes it
+    let reply = format!(
+        "{{\"return\": {{\"a\": {}}}, \"id\": {}}}\r\n",
+        nested(3000),
+        serde_json::to_string(&r.id).unwrap()
+    );
+    fake.send(reply.as_bytes()).await;
+    let err = too_deep.await.unwrap().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Unreadable(DecodeError::TooDeep { limit: 1024, .. })
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("deeper than the limit of 1024"),
+        "{err}"
+    );
+
+    // still in step: the next call gets its own reply
+    let c = client.clone();
+    let next = tokio::spawn(async move { c.execute("next", Value::Null).await });
+    let r = fake.recv().await.unwrap();
+    fake.reply(&r.id, json!("fine")).await;
+    assert_eq!(next.await.unwrap().unwrap(), json!("fine"));
+}

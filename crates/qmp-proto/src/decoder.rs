@@ -17,6 +17,12 @@ use crate::message::Message;
 /// escaping can make them several times longer).
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 256 << 20;
 
+/// Default nesting limit of one message: 1024 levels of objects and
+/// arrays, as QEMU's own reader allows. QEMU writes deeper replies only for
+/// very long chains (a backing chain of a thousand images); such a reply
+/// fails its own call ([`DecodeError::TooDeep`]) and the connection goes on.
+pub const DEFAULT_MAX_NESTING: usize = 1024;
+
 /// How many bytes of a bad input an error quotes.
 const PREVIEW_LEN: usize = 64;
 
@@ -35,6 +41,15 @@ pub enum DecodeError {
     /// A message grew past the configured limit.
     #[error("message at offset {offset} exceeds the size limit of {limit} bytes")]
     TooLarge { offset: u64, limit: usize },
+    /// A message nests deeper than the configured limit. It was skipped
+    /// whole, so the stream is still in step: `id` is the message's
+    /// top-level id, if it has one, so the call it answers can be failed.
+    #[error("message at offset {offset} nests deeper than the limit of {limit} levels")]
+    TooDeep {
+        offset: u64,
+        limit: usize,
+        id: Option<serde_json::Value>,
+    },
     /// The stream ended inside a message.
     #[error("connection closed in the middle of a message ({buffered} bytes received: {preview})")]
     Truncated { buffered: usize, preview: String },
@@ -59,6 +74,8 @@ struct Scan {
     /// Next index to look at.
     cursor: usize,
     depth: usize,
+    /// The frame went deeper than the limit somewhere.
+    too_deep: bool,
     in_string: bool,
     escaped: bool,
 }
@@ -71,6 +88,7 @@ pub struct Decoder {
     /// Stream offset of `buf[0]`, for error messages.
     base_offset: u64,
     max_message_size: usize,
+    max_nesting: usize,
     /// Set after [`DecodeError::TooLarge`]: the frame boundary is lost.
     poisoned: Option<DecodeError>,
 }
@@ -92,8 +110,15 @@ impl Decoder {
             scan: Scan::default(),
             base_offset: 0,
             max_message_size,
+            max_nesting: DEFAULT_MAX_NESTING,
             poisoned: None,
         }
+    }
+
+    /// Sets the nesting limit ([`DEFAULT_MAX_NESTING`] unless changed).
+    pub fn with_max_nesting(mut self, levels: usize) -> Self {
+        self.max_nesting = levels;
+        self
     }
 
     pub fn max_message_size(&self) -> usize {
@@ -230,7 +255,10 @@ impl Decoder {
                     } else {
                         match b {
                             b'"' => s.in_string = true,
-                            b'{' | b'[' => s.depth += 1,
+                            b'{' | b'[' => {
+                                s.depth += 1;
+                                s.too_deep |= s.depth > self.max_nesting;
+                            }
                             b'}' | b']' => {
                                 s.depth -= 1;
                                 if s.depth == 0 {
@@ -239,6 +267,13 @@ impl Decoder {
                                     s.cursor = end;
                                     if end - start > self.max_message_size {
                                         return Err(self.too_large(start));
+                                    }
+                                    if std::mem::take(&mut s.too_deep) {
+                                        return Err(DecodeError::TooDeep {
+                                            offset: self.base_offset + start as u64,
+                                            limit: self.max_nesting,
+                                            id: top_level_id(&buf[start..end]),
+                                        });
                                     }
                                     return Ok(Some((start, end)));
                                 }
@@ -278,6 +313,50 @@ pub fn parse_frame(frame: &[u8], offset: u64) -> Result<Message, DecodeError> {
         reason: e.to_string(),
         preview: preview(frame),
     })
+}
+
+/// The value of a frame's top-level `"id"` member, found by scanning (the
+/// frame as a whole is too deep to parse); `None` if it has none.
+fn top_level_id(frame: &[u8]) -> Option<serde_json::Value> {
+    let mut depth = 0usize;
+    let (mut in_string, mut escaped) = (false, false);
+    let mut string_start = 0;
+    // the last string closed at depth 1: a member name if a ':' follows
+    let mut name: Option<(usize, usize)> = None;
+    // where the id's value starts, once its ':' was seen
+    let mut id_value: Option<usize> = None;
+    for (i, &b) in frame.iter().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+                if depth == 1 {
+                    name = Some((string_start, i + 1));
+                }
+            }
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_string = true;
+                string_start = i;
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if let Some(start) = id_value {
+            if depth == 0 || (depth == 1 && b == b',') {
+                return serde_json::from_slice(&frame[start..i]).ok();
+            }
+        } else if depth == 1 && b == b':' && name.is_some_and(|(a, z)| &frame[a..z] == b"\"id\"") {
+            id_value = Some(i + 1);
+        }
+    }
+    None
 }
 
 fn is_space(b: u8) -> bool {

@@ -191,11 +191,15 @@ pub struct MessageError(#[from] serde_json::Error);
 
 impl Message {
     /// Classifies one complete JSON text.
+    ///
+    /// Nesting is not limited here (serde_json's 128 levels are lifted,
+    /// and the stack grows as needed); the [`Decoder`](crate::Decoder)
+    /// bounds it before a frame gets here.
     pub fn from_slice(bytes: &[u8]) -> Result<Message, MessageError> {
-        let wire: Wire = serde_json::from_slice(bytes)?;
+        let wire: Wire = from_slice_deep(bytes)?;
         match wire.classify() {
             Some(message) => Ok(message),
-            None => Ok(Message::Other(serde_json::from_slice(bytes)?)),
+            None => Ok(Message::Other(from_slice_deep(bytes)?)),
         }
     }
 
@@ -204,6 +208,16 @@ impl Message {
         let wire = Wire::deserialize(&value)?;
         Ok(wire.classify().unwrap_or(Message::Other(value)))
     }
+}
+
+/// `serde_json::from_slice` without its recursion limit, on a stack that
+/// grows on the heap when a deep value needs it.
+fn from_slice_deep<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<T> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    de.disable_recursion_limit();
+    let value = T::deserialize(serde_stacker::Deserializer::new(&mut de))?;
+    de.end()?;
+    Ok(value)
 }
 
 /// Every member that identifies a message, all optional; which ones are

@@ -12,6 +12,15 @@
 //! reader task in the order QEMU sent them, before the reply that follows
 //! them is routed. The loop drains it before writing each reply, so an
 //! event QEMU sent before a reply reaches the client before it (rule P4).
+//!
+//! File descriptors are where clients could reach into each other: QEMU
+//! keeps a descriptor that came with a message until some command takes
+//! one, whoever sent that command. So a client's descriptors go to QEMU
+//! only with the commands that take one ([`TAKES_FD`], at most one each,
+//! as QEMU takes one), and all others are closed here; and those commands
+//! go one at a time, each holding the upstream's `fd_turn` from sending to
+//! its reply, so no other client's descriptor can arrive in between. A
+//! listener whose policy denies these commands never passes any.
 
 use crate::audit::{AuditLog, ClientInfo, Outcome};
 use crate::policy::{Access, Policy};
@@ -27,6 +36,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::watch;
+
+/// The commands that take a descriptor passed with them (SCM_RIGHTS).
+pub(crate) const TAKES_FD: &[&str] = &["getfd", "add-fd"];
 
 /// Everything one client's connection needs.
 pub(crate) struct Downstream {
@@ -88,8 +100,14 @@ impl Backend for Downstream {
         )
     }
 
-    fn start(&self, call: &Call, fds: Vec<OwnedFd>, _close: Arc<AtomicBool>) -> CallFuture {
+    fn start(&self, call: &Call, mut fds: Vec<OwnedFd>, _close: Arc<AtomicBool>) -> CallFuture {
         let started = Instant::now();
+        // Descriptors go only with a command that takes one; the rest are
+        // closed (dropped) here. See the module's notes.
+        let fd_turn = TAKES_FD
+            .contains(&call.command.as_str())
+            .then(|| self.upstream.fd_turn.clone());
+        fds.truncate(if fd_turn.is_some() { 1 } else { 0 });
         let arguments = QObject::Dict(call.arguments.clone()).to_value();
         let audit = self.audit.clone().map(|log| {
             let mut shown = arguments.clone();
@@ -152,6 +170,10 @@ impl Backend for Downstream {
             .then(|| self.access.clone());
         let client = self.upstream.client.clone();
         Box::pin(async move {
+            let _turn = match &fd_turn {
+                Some(turn) => Some(turn.lock().await),
+                None => None,
+            };
             match client.call(forward).await {
                 Ok(value) => {
                     record(&Outcome::Return);

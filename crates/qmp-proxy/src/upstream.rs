@@ -61,6 +61,9 @@ pub struct Upstream {
     pub commands: Commands,
     /// The greeting's contents, for every client session.
     pub config: SessionConfig,
+    /// Held by the one call that may pass file descriptors to QEMU, from
+    /// sending it until its reply (see `downstream.rs`).
+    pub(crate) fd_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Upstream {
@@ -108,6 +111,7 @@ impl Upstream {
             client,
             commands,
             config,
+            fd_turn: Arc::default(),
         })
     }
 }

@@ -458,8 +458,10 @@ fn a_client_that_never_reads_is_cut_off_while_the_others_keep_working(v: QemuVer
     let mut sleeper = raw_negotiated(&path, false);
     let watcher_path = path.clone();
     const PAIRS: usize = 600;
+    let (ready, watching) = std::sync::mpsc::channel();
     let watcher = std::thread::spawn(move || {
         let mut w = raw_negotiated(&watcher_path, false);
+        ready.send(()).unwrap();
         let mut count = 0;
         while count < 2 * PAIRS {
             count += w
@@ -470,6 +472,8 @@ fn a_client_that_never_reads_is_cut_off_while_the_others_keep_working(v: QemuVer
         }
         count
     });
+    // the watcher must be subscribed before the first event
+    watching.recv().unwrap();
     let worker = Client::connect(&proxy.addr("p.sock")).unwrap();
     for _ in 0..PAIRS {
         worker.execute("cont", json!({})).unwrap();
@@ -862,3 +866,165 @@ fn ten_busy_clients_share_qemus_eight_places_round_robin() {
         );
     }
 }
+
+fn open_fd(path: &Path) -> std::os::fd::OwnedFd {
+    std::os::fd::OwnedFd::from(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .unwrap(),
+    )
+}
+
+/// Security: a read-only client attaches a descriptor to an allowed
+/// command. Straight to QEMU it would wait there for the next command that
+/// takes one, whoever sends it; the proxy closes it instead, so a
+/// privileged client's `getfd` without a descriptor is refused, not handed
+/// the attacker's file.
+fn a_descriptor_sent_with_another_command_never_reaches_qemu(v: QemuVersion) {
+    let vm = Qemu::system(v);
+    let proxy = TestProxy::start(
+        &vm.socket,
+        &["{dir}/rw.sock", "{dir}/ro.sock,policy=read-only"],
+        |b, _| b,
+    );
+    let attacker = Client::connect(&proxy.addr("ro.sock")).unwrap();
+    let planted = proxy.path("planted");
+    attacker
+        .call(Call::new("query-version").fd(open_fd(&planted)))
+        .unwrap();
+    // and with a command the policy refuses
+    let e = attacker
+        .call(
+            Call::new("getfd")
+                .arg("fdname", "mine")
+                .fd(open_fd(&planted)),
+        )
+        .unwrap_err();
+    assert_eq!(e.qmp().unwrap().class, "CommandNotFound", "{e}");
+    let admin = Client::connect(&proxy.addr("rw.sock")).unwrap();
+    let e = admin
+        .execute("getfd", json!({"fdname": "victim"}))
+        .unwrap_err();
+    assert!(e.qmp().unwrap().desc.contains("SCM_RIGHTS"), "{e}");
+    // QEMU holds no descriptor of the planted file
+    let held: Vec<PathBuf> = std::fs::read_dir(format!("/proc/{}/fd", vm.pid()))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+        .collect();
+    assert!(!held.contains(&planted), "{held:?}");
+}
+per_qemu!(
+    #[test]
+    a_descriptor_sent_with_another_command_never_reaches_qemu
+);
+
+/// Security: two privileged clients pass descriptors at once, many times.
+/// Each `add-fd` must get the file its own client sent, never the other's
+/// (QEMU reads ahead, so without the proxy's one-at-a-time turn a
+/// descriptor sent a moment later can take the place of one not yet used).
+fn concurrent_add_fd_calls_each_get_their_own_clients_file(v: QemuVersion) {
+    let vm = Qemu::system(v);
+    let proxy = TestProxy::start(&vm.socket, &["{dir}/p.sock"], |b, _| b);
+    let run = |name: &'static str| {
+        let addr = proxy.addr("p.sock");
+        let file = proxy.path(name);
+        let vm_pid = vm.pid();
+        std::thread::spawn(move || {
+            let client = Client::connect(&addr).unwrap();
+            let mut wrong = Vec::new();
+            for _ in 0..60 {
+                let ret = client.call(Call::new("add-fd").fd(open_fd(&file))).unwrap();
+                let fd = ret["fd"].as_u64().unwrap();
+                let got = std::fs::read_link(format!("/proc/{vm_pid}/fd/{fd}")).unwrap();
+                if got != file {
+                    wrong.push(got);
+                }
+            }
+            wrong
+        })
+    };
+    let (a, b) = (run("file-a"), run("file-b"));
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    assert!(a.is_empty() && b.is_empty(), "swapped: {a:?} {b:?}");
+    // and the fdsets hold 120 descriptors in all
+    let client = Client::connect(&proxy.addr("p.sock")).unwrap();
+    let sets = client.execute("query-fdsets", json!({})).unwrap();
+    let fds: usize = sets
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["fds"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(fds, 120);
+}
+per_qemu!(
+    #[test]
+    concurrent_add_fd_calls_each_get_their_own_clients_file
+);
+
+/// Security (a QEMU's reply must not end the proxy): a 140-image qcow2
+/// backing chain makes `query-named-block-nodes` nest about 146 levels.
+/// Asked on a read-only listener, the reply reaches the client whole, and
+/// every client stays connected.
+fn a_deeply_nested_reply_reaches_a_read_only_client(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
+    let dir = qsd.dir().to_owned();
+    let mut previous: Option<PathBuf> = None;
+    for n in 0..140 {
+        let image = dir.join(format!("chain{n}.qcow2"));
+        let mut c = Command::new("qemu-img");
+        c.args(["create", "-q", "-f", "qcow2"]);
+        if let Some(p) = &previous {
+            // -u: do not open the chain below (quadratic otherwise)
+            c.arg("-u").arg("-F").arg("qcow2").arg("-b").arg(p);
+        }
+        let ok = c
+            .arg(&image)
+            .arg("1M")
+            .status()
+            .expect("qemu-img (qemu-utils)");
+        assert!(ok.success());
+        previous = Some(image);
+    }
+    let proxy = TestProxy::start(
+        &qsd.socket,
+        &["{dir}/rw.sock", "{dir}/ro.sock,policy=read-only"],
+        |b, _| b,
+    );
+    let admin = Client::connect(&proxy.addr("rw.sock")).unwrap();
+    admin
+        .execute(
+            "blockdev-add",
+            json!({"driver": "qcow2", "node-name": "top",
+                   "file": {"driver": "file", "filename": previous.unwrap()}}),
+        )
+        .unwrap();
+    let reader = Client::connect(&proxy.addr("ro.sock")).unwrap();
+    let nodes = reader
+        .execute("query-named-block-nodes", json!({}))
+        .unwrap();
+    let top = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node-name"] == "top")
+        .expect("the top node");
+    let mut depth = 0;
+    let mut image = &top["image"];
+    while !image["backing-image"].is_null() {
+        depth += 1;
+        image = &image["backing-image"];
+    }
+    assert_eq!(depth, 139);
+    // nobody was cut off
+    for c in [&admin, &reader] {
+        assert!(c.execute("query-version", json!({})).is_ok());
+    }
+}
+per_qemu!(
+    #[test]
+    a_deeply_nested_reply_reaches_a_read_only_client
+);

@@ -380,10 +380,8 @@ impl ServerBuilder {
             }
         }
         if let Some(listed) = b.listed_order.take() {
-            let mut ordered: Vec<String> = listed
-                .into_iter()
-                .filter(|n| names.contains(n))
-                .collect();
+            let mut ordered: Vec<String> =
+                listed.into_iter().filter(|n| names.contains(n)).collect();
             let rest: Vec<String> = names
                 .iter()
                 .filter(|n| !ordered.contains(n))

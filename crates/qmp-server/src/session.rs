@@ -20,9 +20,7 @@
 //! "not found" is reworded as QEMU does (N2). Argument checking of other
 //! commands is the embedder's (or its schema validator's) job.
 
-use qmp_proto::qemu_json::{
-    first_unexpected, to_line, Dialect, Parsed, QDict, QObject, Streamer,
-};
+use qmp_proto::qemu_json::{first_unexpected, to_line, Dialect, Parsed, QDict, QObject, Streamer};
 use std::collections::VecDeque;
 
 /// In-band requests QEMU queues per monitor with oob on.

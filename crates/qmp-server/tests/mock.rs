@@ -39,7 +39,8 @@ async fn replies_file_rules() {
         mock::Dump::from_qobject(parse(SCHEMA)).unwrap(),
         (9, 1, 0, ""),
         replies,
-    ).unwrap();
+    )
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mock.sock");
     let listener = server

@@ -226,7 +226,10 @@ fn mutated_requests_are_answered_byte_identically(v: QemuVersion) {
     for (n, (a, b)) in got.split("\r\n").zip(expected.split("\r\n")).enumerate() {
         assert_eq!(a, b, "seed {seed:#x}, reply {n} (QEMU left, ours right)");
     }
-    assert!(count > 3000, "every mutant gets at least one reply: {count}");
+    assert!(
+        count > 3000,
+        "every mutant gets at least one reply: {count}"
+    );
     assert!(expected.ends_with("\"id\": \"end\"}\r\n"), "{expected}");
 }
 per_qemu!(

@@ -101,14 +101,16 @@ impl PushParser {
             }
             (Expect::Colon, _) => return Err(error(at, "expecting ':'")),
             (Expect::CommaOrClose, TokenKind::Comma) => {
-                self.set_expect(if in_object { Expect::Key } else { Expect::Value });
+                self.set_expect(if in_object {
+                    Expect::Key
+                } else {
+                    Expect::Value
+                });
                 return Ok(None);
             }
             (Expect::CommaOrClose, TokenKind::RCurly) if in_object => self.close(),
             (Expect::CommaOrClose, TokenKind::RSquare) if !in_object => self.close(),
-            (Expect::CommaOrClose, _) if in_object => {
-                return Err(error(at, "expected ',' or '}'"))
-            }
+            (Expect::CommaOrClose, _) if in_object => return Err(error(at, "expected ',' or '}'")),
             (Expect::CommaOrClose, _) => return Err(error(at, "expected ',' or ']'")),
             // a value: at the top, after a colon, or in an array
             (_, TokenKind::LCurly) => {

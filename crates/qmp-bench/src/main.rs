@@ -6,6 +6,7 @@
 
 mod proxy;
 mod raw;
+mod reader;
 
 use raw::Raw;
 
@@ -41,6 +42,9 @@ pub(crate) struct Opts {
     /// Only the proxy's figures
     #[arg(long)]
     proxy_only: bool,
+    /// Only the input reader's figures (ours, our server, qemu-storage-daemon)
+    #[arg(long)]
+    reader_only: bool,
     /// The QEMU versions to measure (7.2, 10.0, 11.1); all three unless given
     #[arg(long = "qemu", value_name = "VERSION")]
     qemu: Vec<QemuVersion>,
@@ -402,6 +406,10 @@ fn main() {
     let o = Opts::parse();
     if let [upstream, listen] = &o.relay[..] {
         proxy::relay(upstream.as_ref(), listen.as_ref());
+        return;
+    }
+    if o.reader_only {
+        reader::reader_figures(&o);
         return;
     }
     for v in o.versions() {

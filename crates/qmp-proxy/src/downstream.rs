@@ -100,7 +100,7 @@ impl Backend for Downstream {
         )
     }
 
-    fn start(&self, call: &Call, mut fds: Vec<OwnedFd>, _close: Arc<AtomicBool>) -> CallFuture {
+    fn start(&self, call: Call, mut fds: Vec<OwnedFd>, _close: Arc<AtomicBool>) -> CallFuture {
         let started = Instant::now();
         // Descriptors go only with a command that takes one; the rest are
         // closed (dropped) here. See the module's notes.

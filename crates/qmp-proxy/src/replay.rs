@@ -594,7 +594,7 @@ impl Backend for Connection {
         BroadcastEvents(self.0.events.subscribe())
     }
 
-    fn start(&self, call: &Call, fds: Vec<OwnedFd>, _close: Arc<AtomicBool>) -> CallFuture {
+    fn start(&self, call: Call, fds: Vec<OwnedFd>, _close: Arc<AtomicBool>) -> CallFuture {
         let shared = self.0.clone();
         shared.flush_after();
         let arguments = QObject::Dict(call.arguments.clone()).to_value();

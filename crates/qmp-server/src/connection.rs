@@ -176,10 +176,11 @@ pub trait Backend: Send + 'static {
     fn session(&self) -> Session<Self::Commands>;
     /// This connection's event subscription, taken before the greeting.
     fn events(&self) -> Self::Events;
-    /// Starts a call; the future is spawned. `fds` are the descriptors the
-    /// client passed since its last command. Setting `close` ends the
-    /// connection once the reply is sent (`quit`).
-    fn start(&self, call: &Call, fds: Vec<OwnedFd>, close: Arc<AtomicBool>) -> CallFuture;
+    /// Starts a call; the future is spawned. The call is the backend's to
+    /// keep (the loop keeps what the reply needs: command, id, oob).
+    /// `fds` are the descriptors the client passed since its last command.
+    /// Setting `close` ends the connection once the reply is sent (`quit`).
+    fn start(&self, call: Call, fds: Vec<OwnedFd>, close: Arc<AtomicBool>) -> CallFuture;
     /// Resolves when the connection must end at once, unanswered: the
     /// server shuts down gently (what was read is still answered), or the
     /// proxy lost its QEMU (nothing more is answered).
@@ -218,8 +219,20 @@ struct Running {
 
 fn start<B: Backend>(backend: &B, call: Call, fds: &mut Vec<OwnedFd>) -> Running {
     let close = Arc::new(AtomicBool::new(false));
-    let task = tokio::spawn(backend.start(&call, std::mem::take(fds), close.clone()));
-    Running { call, task, close }
+    // the arguments move to the backend (they can be 64 MiB); the reply
+    // needs only the rest
+    let kept = Call {
+        arguments: Default::default(),
+        command: call.command.clone(),
+        id: call.id.clone(),
+        oob: call.oob,
+    };
+    let task = tokio::spawn(backend.start(call, std::mem::take(fds), close.clone()));
+    Running {
+        call: kept,
+        task,
+        close,
+    }
 }
 
 fn outcome(r: Result<HandlerResult, tokio::task::JoinError>) -> HandlerResult {
@@ -321,7 +334,7 @@ pub async fn run<B: Backend>(backend: B, stream: Stream) {
     let mut ending = None;
     let mut input: Vec<u8> = Vec::new();
     let mut fds: Vec<OwnedFd> = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; 256 * 1024];
     let mut input_ended = false;
     let mut inband: Option<Running> = None;
     let mut oob: JoinSet<(Call, HandlerResult, Arc<AtomicBool>)> = JoinSet::new();

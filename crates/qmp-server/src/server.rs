@@ -121,17 +121,16 @@ impl Backend for Local {
         BroadcastEvents(self.0.events.subscribe())
     }
 
-    fn start(&self, call: &Call, fds: Vec<OwnedFd>, close: Arc<AtomicBool>) -> CallFuture {
+    fn start(&self, call: Call, fds: Vec<OwnedFd>, close: Arc<AtomicBool>) -> CallFuture {
+        let checked = self.0.check(&call.command, &call.arguments);
+        let handler = self.0.handler(&call.command);
         let request = Request {
-            command: call.command.clone(),
-            arguments: call.arguments.clone(),
+            command: call.command,
+            arguments: call.arguments,
             fds,
             close_after_reply: close,
         };
-        match (
-            self.0.check(&call.command, &call.arguments),
-            self.0.handler(&call.command),
-        ) {
+        match (checked, handler) {
             (Err(e), _) => Box::pin(async move { Err(e) }),
             (Ok(()), Some(handler)) => handler(request),
             // The session only hands out registered commands.

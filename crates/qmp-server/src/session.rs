@@ -181,10 +181,12 @@ impl<C: CommandSet> Session<C> {
     pub fn feed(&mut self, input: &[u8], ready: &mut Vec<Step>) -> usize {
         let mut consumed = 0;
         while consumed < input.len() && self.wants_input() {
+            // up to the byte that completes a message: then wants_input()
+            // may change, and QEMU reads no further than that byte
             let mut parsed = Vec::new();
-            self.streamer
-                .feed(&input[consumed..consumed + 1], |p| parsed.push(p));
-            consumed += 1;
+            consumed += self
+                .streamer
+                .feed_some(&input[consumed..], |p| parsed.push(p));
             for p in parsed {
                 match p {
                     Parsed::Value(v) if is_oob_request(&v) => ready.push(self.dispatch(v)),

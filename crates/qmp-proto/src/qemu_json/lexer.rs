@@ -41,7 +41,8 @@ pub(crate) struct Position {
 
 /// What the lexer reports to the streamer.
 pub(crate) enum LexEvent<'a> {
-    Token(TokenKind, &'a [u8], Position),
+    /// A token's kind and text; the receiver may take the text.
+    Token(TokenKind, &'a mut Vec<u8>, Position),
     /// A byte that cannot continue the token; the text includes it.
     Error(&'a [u8], Position),
     /// A token that grew past [`MAX_TOKEN_SIZE`].
@@ -237,12 +238,12 @@ impl Lexer {
                 }
                 Step::Emit(kind) => {
                     self.token.push(b);
-                    sink(LexEvent::Token(kind, &self.token, self.start));
+                    sink(LexEvent::Token(kind, &mut self.token, self.start));
                     self.restart();
                     break;
                 }
                 Step::EndBefore(kind) => {
-                    sink(LexEvent::Token(kind, &self.token, self.start));
+                    sink(LexEvent::Token(kind, &mut self.token, self.start));
                     self.restart();
                 }
                 Step::Error => {
@@ -255,10 +256,56 @@ impl Lexer {
                 Step::Resume => self.restart(),
             }
         }
+        self.check_size(sink);
+    }
+
+    /// A token that grew past the limit is reported and dropped.
+    fn check_size(&mut self, sink: &mut impl FnMut(LexEvent<'_>)) {
         if self.token.len() > MAX_TOKEN_SIZE {
             sink(LexEvent::Oversize);
             self.token = Vec::new();
             self.state = State::Start;
         }
+    }
+
+    /// Feeds many bytes: [`feed`](Self::feed) for each, except that inside
+    /// a string the bytes that cannot end it or be an error are taken as a
+    /// whole run (the speed of reading a long string argument). Stops early
+    /// after a byte once `stop()` holds; returns how many bytes it took.
+    pub(crate) fn feed_all(
+        &mut self,
+        bytes: &[u8],
+        sink: &mut impl FnMut(LexEvent<'_>),
+        stop: impl Fn() -> bool,
+    ) -> usize {
+        let total = bytes.len();
+        let mut bytes = bytes;
+        while let Some((&b, rest)) = bytes.split_first() {
+            if stop() {
+                break;
+            }
+            let quote = match self.state {
+                State::DqString => Some(b'"'),
+                State::SqString => Some(b'\''),
+                _ => None,
+            };
+            if let Some(quote) = quote {
+                let plain = |c: &u8| *c != quote && *c != b'\\' && (0x20..=0xFD).contains(c);
+                let run = bytes.iter().take_while(|c| plain(c)).count();
+                if run > 0 {
+                    // no further than one past the limit, where feed() stops too
+                    let run = run.min(MAX_TOKEN_SIZE + 1 - self.token.len());
+                    self.token.extend_from_slice(&bytes[..run]);
+                    // these bytes hold no newline
+                    self.next_column += run as u32;
+                    bytes = &bytes[run..];
+                    self.check_size(sink);
+                    continue;
+                }
+            }
+            self.feed(b, sink);
+            bytes = rest;
+        }
+        total - bytes.len()
     }
 }

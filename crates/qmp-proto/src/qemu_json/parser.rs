@@ -147,6 +147,16 @@ fn parse_string(s: &[u8]) -> Result<String> {
     let mut out = String::new();
     let mut i = 1;
     while i < s.len() && s[i] != quote {
+        // a run of plain ASCII at once
+        let run = s[i..]
+            .iter()
+            .take_while(|&&c| c < 0x80 && c != quote && c != b'\\')
+            .count();
+        if run > 0 {
+            out.push_str(std::str::from_utf8(&s[i..i + run]).unwrap_or_default());
+            i += run;
+            continue;
+        }
         if s[i] != b'\\' {
             let (cp, used) = utf8::decode(&s[i..]);
             let c = cp

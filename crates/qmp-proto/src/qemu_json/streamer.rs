@@ -100,19 +100,35 @@ impl Streamer {
     }
 
     /// Feeds bytes; `emit` is called for each message or error completed.
-    pub fn feed(&mut self, bytes: &[u8], mut emit: impl FnMut(Parsed)) {
+    pub fn feed(&mut self, bytes: &[u8], emit: impl FnMut(Parsed)) {
+        self.feed_inner(bytes, emit, false);
+    }
+
+    /// Feeds bytes up to and including the first byte that completes
+    /// something (a message or an error, reported to `emit`), and returns
+    /// how many it took: a reader that must stop as soon as its queue is
+    /// full, as QEMU's monitor does, feeds with this.
+    pub fn feed_some(&mut self, bytes: &[u8], emit: impl FnMut(Parsed)) -> usize {
+        self.feed_inner(bytes, emit, true)
+    }
+
+    fn feed_inner(&mut self, bytes: &[u8], mut emit: impl FnMut(Parsed), stop: bool) -> usize {
         let Streamer { lexer, split } = self;
-        for &b in bytes {
-            lexer.feed(b, &mut |event| {
+        let emitted = std::cell::Cell::new(false);
+        lexer.feed_all(
+            bytes,
+            &mut |event| {
                 let done = match split {
                     Split::Collect(c) => c.process(event),
                     Split::Push(p) => p.process(event),
                 };
                 if let Some(p) = done {
+                    emitted.set(true);
                     emit(p);
                 }
-            });
-        }
+            },
+            || stop && emitted.get(),
+        )
     }
 
     /// [`feed`](Self::feed), collecting the results.
@@ -188,10 +204,13 @@ impl Collect {
         }
         self.counts.size += text.len();
         self.counts.tokens += 1;
-        self.tokens.push(Token {
-            kind,
-            text: text.to_vec(),
-        });
+        // a long string's bytes move here rather than being copied
+        let text = if text.len() > 4096 {
+            std::mem::take(text)
+        } else {
+            text.clone()
+        };
+        self.tokens.push(Token { kind, text });
         let Counts {
             braces, brackets, ..
         } = self.counts;
@@ -230,7 +249,7 @@ struct Push {
 impl Push {
     fn process(&mut self, event: LexEvent<'_>) -> Option<Parsed> {
         let (kind, text, at): (Option<TokenKind>, &[u8], Position) = match event {
-            LexEvent::Token(kind, text, at) => (Some(kind), text, at),
+            LexEvent::Token(kind, text, at) => (Some(kind), &text[..], at),
             LexEvent::Error(text, at) => (None, text, at),
             LexEvent::Oversize => {
                 self.end_value();

@@ -215,3 +215,72 @@ fn qom_tree_uses_qom_list_get_when_there_and_prints_the_same_without() {
     assert_eq!(count(&old, "qom-list"), 4, "{old:?}");
     assert!(count(&old, "qom-get") > 4, "{old:?}");
 }
+
+/// The same on a real `-M pc` machine: QEMU 11.1 has `qom-list-get`, and
+/// `qom-tree` uses it, one request per level; 7.2 and 10.0 lack it, and
+/// `qom-tree` reads each object with `qom-list` and `qom-get`. Either way
+/// the tree printed is the one read one property at a time (the listener
+/// that denies `qom-list-get`).
+fn qom_tree_of_a_vm_uses_qom_list_get_where_qemu_has_it(v: QemuVersion) {
+    let vm = Qemu::system(v);
+    let dir = qmp_testkit::test_dir();
+    let at = |name: &str| dir.path().join(name).display().to_string();
+    std::fs::write(
+        at("policy.toml"),
+        "[policy.older]\ndeny = [\"qom-list-get\"]\n",
+    )
+    .unwrap();
+    let _proxy = qmp_in_background(&[
+        "proxy",
+        "--upstream",
+        &vm.address(),
+        "--listen",
+        &at("new.sock"),
+        "--listen",
+        &format!("{},policy=older", at("old.sock")),
+        "--policy",
+        &at("policy.toml"),
+        "--audit",
+        &at("audit.log"),
+    ]);
+    qmp_testkit::wait_listening(&dir.path().join("old.sock"));
+    let tree = text(&tool("qom-tree", &at("new.sock"), &["/machine"]));
+    let one_at_a_time = text(&tool("qom-tree", &at("old.sock"), &["/machine"]));
+    // the same tree, clocks aside (the RTC's time moves between the two)
+    let steady = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| !l.contains("\"tm_sec\""))
+            .map(str::to_owned)
+            .collect()
+    };
+    let (a, b) = (steady(&tree), steady(&one_at_a_time));
+    let first_difference = a.iter().zip(&b).position(|(x, y)| x != y);
+    assert!(
+        first_difference.is_none() && a.len() == b.len(),
+        "trees differ at line {first_difference:?}: {:?} / {:?}",
+        first_difference.map(|i| &a[i]),
+        first_difference.map(|i| &b[i])
+    );
+    assert!(tree.lines().count() > 500);
+    let audit = std::fs::read_to_string(at("audit.log")).unwrap();
+    let count = |command: &str| {
+        audit
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|e| e["listener"] == at("new.sock") && e["command"] == command)
+            .count()
+    };
+    let objects = tree.lines().filter(|l| l.starts_with('/')).count();
+    if v == QemuVersion::V11_1 {
+        let levels = count("qom-list-get");
+        assert!((2..10).contains(&levels), "{levels} qom-list-get");
+        assert_eq!(count("qom-list"), 0);
+    } else {
+        assert_eq!(count("qom-list-get"), 0);
+        assert_eq!(count("qom-list"), objects);
+    }
+}
+per_qemu!(
+    #[test]
+    qom_tree_of_a_vm_uses_qom_list_get_where_qemu_has_it
+);

@@ -138,6 +138,9 @@ fn our_server_rate(input: &[u8], rounds: usize) -> f64 {
     let times: Vec<f64> = (0..rounds)
         .map(|_| {
             let d = server_time(UnixStream::connect(&path).unwrap(), input);
+            if std::env::var_os("QMP_BENCH_EACH").is_some() {
+                eprintln!("our server: {:?}", d);
+            }
             input.len() as f64 / d.as_secs_f64() / 1e6
         })
         .collect();

@@ -8,24 +8,36 @@ use super::{QDict, QObject};
 
 type Result<T> = std::result::Result<T, String>;
 
+/// The tokens of one message, read front to back. A literal's text is
+/// taken out (moved, not copied) when its value is built.
 struct Tokens<'a> {
-    list: &'a [Token],
+    list: &'a mut [Token],
     next: usize,
 }
 
-impl<'a> Tokens<'a> {
-    fn peek(&self) -> Option<&'a Token> {
-        self.list.get(self.next)
+impl Tokens<'_> {
+    fn peek(&self) -> Option<TokenKind> {
+        self.list.get(self.next).map(|t| t.kind)
     }
 
-    fn pop(&mut self) -> Option<&'a Token> {
-        let t = self.list.get(self.next);
+    fn pop(&mut self) -> Option<TokenKind> {
+        let t = self.peek();
         self.next += 1;
         t
     }
 
-    fn pop_or_eoi(&mut self) -> Result<&'a Token> {
+    fn pop_or_eoi(&mut self) -> Result<TokenKind> {
         self.pop().ok_or_else(premature_eoi)
+    }
+
+    /// The value of the literal token at the front, which is consumed.
+    fn pop_literal(&mut self) -> Result<QObject> {
+        let token = &mut self.list[self.next];
+        self.next += 1;
+        match token.kind {
+            TokenKind::String => take_string(&mut token.text).map(QObject::String),
+            kind => literal(kind, &token.text),
+        }
     }
 }
 
@@ -34,7 +46,7 @@ fn premature_eoi() -> String {
 }
 
 /// Parses one message's tokens.
-pub(crate) fn parse(tokens: &[Token]) -> Result<QObject> {
+pub(crate) fn parse(tokens: &mut [Token]) -> Result<QObject> {
     parse_value(&mut Tokens {
         list: tokens,
         next: 0,
@@ -42,13 +54,11 @@ pub(crate) fn parse(tokens: &[Token]) -> Result<QObject> {
 }
 
 fn parse_value(t: &mut Tokens<'_>) -> Result<QObject> {
-    let token = t.peek().ok_or_else(premature_eoi)?;
-    match token.kind {
+    match t.peek().ok_or_else(premature_eoi)? {
         TokenKind::LCurly => parse_object(t),
         TokenKind::LSquare => parse_array(t),
         TokenKind::Integer | TokenKind::Float | TokenKind::String | TokenKind::Keyword => {
-            t.pop();
-            literal(token.kind, &token.text)
+            t.pop_literal()
         }
         _ => Err("expecting value".into()),
     }
@@ -57,14 +67,14 @@ fn parse_value(t: &mut Tokens<'_>) -> Result<QObject> {
 fn parse_object(t: &mut Tokens<'_>) -> Result<QObject> {
     t.pop(); // the '{'
     let mut dict = QDict::new();
-    if t.peek().ok_or_else(premature_eoi)?.kind == TokenKind::RCurly {
+    if t.peek().ok_or_else(premature_eoi)? == TokenKind::RCurly {
         t.pop();
         return Ok(QObject::Dict(dict));
     }
     parse_pair(t, &mut dict)?;
     loop {
         let token = t.pop_or_eoi()?;
-        match token.kind {
+        match token {
             TokenKind::RCurly => return Ok(QObject::Dict(dict)),
             TokenKind::Comma => parse_pair(t, &mut dict)?,
             _ => return Err("expected separator in dict".into()),
@@ -77,7 +87,7 @@ fn parse_pair(t: &mut Tokens<'_>, dict: &mut QDict) -> Result<()> {
     let QObject::String(key) = parse_value(t)? else {
         return Err("key is not a string in object".into());
     };
-    if t.pop_or_eoi()?.kind != TokenKind::Colon {
+    if t.pop_or_eoi()? != TokenKind::Colon {
         return Err("missing : in object pair".into());
     }
     let value = parse_value(t)?;
@@ -91,14 +101,14 @@ fn parse_pair(t: &mut Tokens<'_>, dict: &mut QDict) -> Result<()> {
 fn parse_array(t: &mut Tokens<'_>) -> Result<QObject> {
     t.pop(); // the '['
     let mut list = Vec::new();
-    if t.peek().ok_or_else(premature_eoi)?.kind == TokenKind::RSquare {
+    if t.peek().ok_or_else(premature_eoi)? == TokenKind::RSquare {
         t.pop();
         return Ok(QObject::List(list));
     }
     list.push(parse_value(t)?);
     loop {
         let token = t.pop_or_eoi()?;
-        match token.kind {
+        match token {
             TokenKind::RSquare => return Ok(QObject::List(list)),
             TokenKind::Comma => list.push(parse_value(t)?),
             _ => return Err("expected separator in list".into()),
@@ -129,6 +139,19 @@ pub(crate) fn literal(kind: TokenKind, token: &[u8]) -> Result<QObject> {
         }
         _ => Ok(QObject::Double(text.parse().unwrap_or(f64::NAN))),
     }
+}
+
+/// A string token's value. When it is plain ASCII without escapes (a long
+/// string argument, typically), the token's own bytes become the string.
+pub(crate) fn take_string(token: &mut Vec<u8>) -> Result<String> {
+    let body = &token[1..token.len() - 1];
+    if body.is_ascii() && !body.contains(&b'\\') {
+        let mut bytes = std::mem::take(token);
+        bytes.pop();
+        bytes.remove(0);
+        return String::from_utf8(bytes).map_err(|_| "invalid UTF-8 sequence in string".into());
+    }
+    parse_string(token)
 }
 
 /// Four hex digits at `at`, as a number; bytes past the end read as NUL.

@@ -8,7 +8,7 @@
 //! same as the older parser's; only errors differ.
 
 use super::lexer::{Position, TokenKind};
-use super::parser::literal;
+use super::parser::{literal, take_string};
 use super::{QDict, QObject};
 
 /// What an open container waits for next.
@@ -70,7 +70,7 @@ impl PushParser {
     pub(crate) fn feed(
         &mut self,
         kind: TokenKind,
-        text: &[u8],
+        text: &mut Vec<u8>,
         at: Position,
     ) -> Result<Option<QObject>, String> {
         let expect = self.open.last().map_or(Expect::Value, |o| match o {
@@ -84,11 +84,7 @@ impl PushParser {
                 if kind != TokenKind::String {
                     return Err(error(at, "expecting key"));
                 }
-                let key = match literal(kind, text) {
-                    Ok(QObject::String(key)) => key,
-                    Ok(_) => unreachable!("a string token is a string"),
-                    Err(e) => return Err(error(at, e)),
-                };
+                let key = take_string(text).map_err(|e| error(at, e))?;
                 if let Some(Open::Object { key: k, expect, .. }) = self.open.last_mut() {
                     *k = key;
                     *expect = Expect::Colon;
@@ -128,7 +124,8 @@ impl PushParser {
                 });
                 return Ok(None);
             }
-            (_, TokenKind::String | TokenKind::Integer | TokenKind::Float | TokenKind::Keyword) => {
+            (_, TokenKind::String) => QObject::String(take_string(text).map_err(|e| error(at, e))?),
+            (_, TokenKind::Integer | TokenKind::Float | TokenKind::Keyword) => {
                 literal(kind, text).map_err(|e| error(at, e))?
             }
             _ => return Err(error(at, "expecting value")),

@@ -218,7 +218,7 @@ impl Collect {
         if open && braces >= 0 && brackets >= 0 {
             return None;
         }
-        let result = match parse(&self.tokens) {
+        let result = match parse(&mut self.tokens) {
             Ok(v) => Parsed::Value(v),
             Err(e) => Parsed::Error(format!("JSON parse error, {e}")),
         };
@@ -248,14 +248,20 @@ struct Push {
 
 impl Push {
     fn process(&mut self, event: LexEvent<'_>) -> Option<Parsed> {
-        let (kind, text, at): (Option<TokenKind>, &[u8], Position) = match event {
-            LexEvent::Token(kind, text, at) => (Some(kind), &text[..], at),
-            LexEvent::Error(text, at) => (None, text, at),
+        let mut error_text = Vec::new();
+        let (kind, text, at): (Option<TokenKind>, &mut Vec<u8>, Position) = match event {
+            LexEvent::Token(kind, text, at) => (Some(kind), text, at),
+            LexEvent::Error(text, at) => {
+                error_text.extend_from_slice(text);
+                (None, &mut error_text, at)
+            }
             LexEvent::Oversize => {
                 self.end_value();
                 return Some(Parsed::Error("JSON token size limit exceeded".into()));
             }
         };
+        // (the parser may take the text: a long string is moved, not copied)
+        let len = text.len();
         // A closing bracket with nothing open, or a lexical error, ends the
         // value: the counts start again from zero.
         let counts = &mut self.counts;
@@ -273,7 +279,7 @@ impl Push {
         }
         let mut out = None;
         if !self.skipping {
-            let result = match (counts.limit_error(text.len()), kind) {
+            let result = match (counts.limit_error(len), kind) {
                 (Some(limit), _) => Err(limit.to_string()),
                 (None, None) => Err(format!(
                     "{}:{}: JSON parse error, stray '{}'",
@@ -292,7 +298,7 @@ impl Push {
             }
         }
         let counts = &mut self.counts;
-        counts.size += text.len();
+        counts.size += len;
         counts.tokens += 1;
         if counts.braces == 0 && counts.brackets == 0 {
             self.end_value();

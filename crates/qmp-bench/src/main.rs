@@ -42,6 +42,9 @@ pub(crate) struct Opts {
     /// Only the proxy's figures
     #[arg(long)]
     proxy_only: bool,
+    /// Only the client's figures
+    #[arg(long)]
+    client_only: bool,
     /// Only the input reader's figures (ours, our server, qemu-storage-daemon)
     #[arg(long)]
     reader_only: bool,
@@ -417,8 +420,12 @@ fn main() {
             qom_figures(&o, v);
         } else if o.proxy_only {
             proxy::proxy_figures(&o, v);
+        } else if o.client_only {
+            client_figures(&o, v);
         } else {
             client_figures(&o, v);
+            qom_figures(&o, v);
+            proxy::proxy_figures(&o, v);
         }
     }
 }
@@ -513,6 +520,4 @@ fn client_figures(o: &Opts, v: QemuVersion) {
     } else {
         println!("\n(one-shot figure skipped: {} not built)", o.qmp_binary);
     }
-    qom_figures(o, v);
-    proxy::proxy_figures(o, v);
 }

@@ -126,13 +126,9 @@ impl Backend for Downstream {
                 );
             }
         };
-        if !self.access.permits(&call.command) {
+        if let Some(refusal) = self.access.refusal(&call.command, &call.arguments) {
             record(&Outcome::Denied);
-            let desc = format!(
-                "The command {} is not permitted by the proxy's policy '{}'",
-                call.command,
-                self.policy.name.as_deref().unwrap_or_default()
-            );
+            let desc = refusal.describe(self.policy.name.as_deref().unwrap_or_default());
             return Box::pin(async move { Err(QmpFailure::not_found(desc)) });
         }
         let id = call.id.as_ref().map(QObject::to_value);

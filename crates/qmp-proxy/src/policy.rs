@@ -28,7 +28,17 @@
 //! ```
 //!
 //! Globs know `*` (any run of characters) and `?` (one character).
+//!
+//! Two commands carry other commands, and what they carry is checked too
+//! ([`Access::refusal`]): each action of a `transaction` by its `type`, as
+//! a command name (`block-dirty-bitmap-add`); and the command line of a
+//! `human-monitor-command` as the name `hmp:LINE`, its whitespace runs made
+//! one space (`hmp:info status`). So `allow = ["human-monitor-command",
+//! "hmp:info *"]` lets HMP's `info` commands through and nothing else of
+//! HMP, and a policy that denies `block-dirty-bitmap-*` denies them inside
+//! a transaction as well.
 
+use qmp_server::{QDict, QObject};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -203,9 +213,70 @@ impl Access {
         self.allow.iter().any(|g| glob(g, name)) && !self.deny.iter().any(|g| glob(g, name))
     }
 
+    /// What a request would run that this does not permit: `None` when
+    /// all of it is permitted. Checks the command, each action of a
+    /// `transaction` (by its type), and an HMP command line (as
+    /// `hmp:LINE`); a carried command it cannot read is refused.
+    pub fn refusal(&self, command: &str, arguments: &QDict) -> Option<Refusal> {
+        if !self.permits(command) {
+            return Some(Refusal::Command(command.to_owned()));
+        }
+        match command {
+            "transaction" => {
+                let Some(QObject::List(actions)) = arguments.get("actions") else {
+                    // QEMU refuses it for its arguments; nothing runs
+                    return None;
+                };
+                actions.iter().find_map(|action| {
+                    let kind = action.as_dict().and_then(|a| a.get("type"));
+                    match kind.and_then(QObject::as_str) {
+                        Some(kind) if self.permits(kind) => None,
+                        Some(kind) => Some(Refusal::Action(kind.to_owned())),
+                        None => None,
+                    }
+                })
+            }
+            "human-monitor-command" => {
+                let line = arguments.get("command-line").and_then(QObject::as_str)?;
+                let line = line.split_whitespace().collect::<Vec<_>>().join(" ");
+                let name = format!("hmp:{line}");
+                (!self.permits(&name)).then_some(Refusal::Hmp(line))
+            }
+            _ => None,
+        }
+    }
+
     /// Whether this permits every name.
     pub fn is_everything(&self) -> bool {
         self.deny.is_empty() && self.allow.iter().any(|g| g == "*")
+    }
+}
+
+/// What a policy refuses in a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The command itself.
+    Command(String),
+    /// An action of a `transaction`, by its type.
+    Action(String),
+    /// An HMP command line of `human-monitor-command`.
+    Hmp(String),
+}
+
+impl Refusal {
+    /// The error text a client gets, naming the policy.
+    pub fn describe(&self, policy: &str) -> String {
+        match self {
+            Refusal::Command(c) => {
+                format!("The command {c} is not permitted by the proxy's policy '{policy}'")
+            }
+            Refusal::Action(a) => format!(
+                "The transaction action {a} is not permitted by the proxy's policy '{policy}'"
+            ),
+            Refusal::Hmp(line) => format!(
+                "The HMP command '{line}' is not permitted by the proxy's policy '{policy}'"
+            ),
+        }
     }
 }
 
@@ -369,5 +440,40 @@ mod tests {
         assert!(e.contains("built in"), "{e}");
         let e = PolicyFile::parse("[policy.x]\npreset = \"rw\"\n").unwrap_err();
         assert!(e.contains("rw"), "{e}");
+    }
+
+    #[test]
+    fn transaction_actions_and_hmp_lines_are_checked_as_commands() {
+        let file = PolicyFile::parse(
+            "[policy.p]\nallow = [\"transaction\", \"human-monitor-command\", \"hmp:info *\", \"blockdev-snapshot-sync\"]\n",
+        )
+        .unwrap();
+        let access = file.policy(Some("p")).unwrap().commands_for(None).clone();
+        let args = |json: &str| match qmp_proto::qemu_json::Streamer::new()
+            .feed_collect(format!("{json}\n").as_bytes())
+            .remove(0)
+        {
+            qmp_proto::qemu_json::Parsed::Value(QObject::Dict(d)) => d,
+            other => panic!("{other:?}"),
+        };
+        let tx = args(r#"{"actions": [{"type": "blockdev-snapshot-sync", "data": {}}, {"type": "block-dirty-bitmap-add", "data": {}}]}"#);
+        assert_eq!(
+            access.refusal("transaction", &tx),
+            Some(Refusal::Action("block-dirty-bitmap-add".into()))
+        );
+        let ok = args(r#"{"actions": [{"type": "blockdev-snapshot-sync", "data": {}}]}"#);
+        assert_eq!(access.refusal("transaction", &ok), None);
+        let hmp = |line: &str| {
+            let mut d = QDict::new();
+            d.insert("command-line", QObject::String(line.into()));
+            access.refusal("human-monitor-command", &d)
+        };
+        assert_eq!(hmp("info  status"), None);
+        assert_eq!(hmp(" quit"), Some(Refusal::Hmp("quit".into())));
+        assert_eq!(hmp("information"), Some(Refusal::Hmp("information".into())));
+        assert_eq!(
+            access.refusal("quit", &QDict::new()),
+            Some(Refusal::Command("quit".into()))
+        );
     }
 }

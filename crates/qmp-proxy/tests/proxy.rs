@@ -1028,3 +1028,83 @@ per_qemu!(
     #[test]
     a_deeply_nested_reply_reaches_a_read_only_client
 );
+
+/// Security: what `transaction` and `human-monitor-command` carry is
+/// checked by the policy too. With `transaction` allowed and
+/// `block-dirty-bitmap-*` denied, a transaction cannot add a bitmap; with
+/// only `hmp:info *` allowed of HMP, `quit` through HMP (however spaced) is
+/// refused and QEMU stays up.
+fn the_policy_applies_to_transaction_actions_and_hmp_lines(v: QemuVersion) {
+    let vm = Qemu::system(v);
+    let proxy = TestProxy::start(
+        &vm.socket,
+        &["{dir}/admin.sock", "{dir}/ops.sock,policy=ops"],
+        |b, _| {
+            let policy = PolicyFile::parse(
+                "[policy.ops]\nallow = [\"transaction\", \"query-*\", \"human-monitor-command\", \"hmp:info *\"]\n",
+            )
+            .unwrap();
+            b.policies(policy)
+        },
+    );
+    let admin = Client::connect(&proxy.addr("admin.sock")).unwrap();
+    admin
+        .execute(
+            "blockdev-add",
+            json!({"driver": "null-co", "node-name": "disk0"}),
+        )
+        .unwrap();
+    let ops = Client::connect(&proxy.addr("ops.sock")).unwrap();
+    let e = ops
+        .execute(
+            "transaction",
+            json!({"actions": [
+                {"type": "block-dirty-bitmap-add", "data": {"node": "disk0", "name": "b0"}}
+            ]}),
+        )
+        .unwrap_err();
+    assert_eq!(
+        e.qmp().unwrap().desc,
+        "The transaction action block-dirty-bitmap-add is not permitted by the proxy's policy 'ops'"
+    );
+    let nodes = admin
+        .execute("query-named-block-nodes", json!({"flat": true}))
+        .unwrap();
+    let disk = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node-name"] == "disk0")
+        .unwrap();
+    assert!(
+        disk["dirty-bitmaps"].as_array().is_none_or(|b| b.is_empty()),
+        "{disk}"
+    );
+    for line in ["quit", "  quit ", "\tquit\n", "system_reset"] {
+        let e = ops
+            .execute("human-monitor-command", json!({"command-line": line}))
+            .unwrap_err();
+        assert!(
+            e.qmp().unwrap().desc.starts_with("The HMP command '"),
+            "{line:?}: {e}"
+        );
+    }
+    let status = ops
+        .execute("human-monitor-command", json!({"command-line": "info  status"}))
+        .unwrap();
+    assert!(status.as_str().unwrap().contains("VM status"), "{status}");
+    assert!(admin.execute("query-status", json!({})).is_ok(), "QEMU is up");
+    // the same transaction from the admin listener runs
+    admin
+        .execute(
+            "transaction",
+            json!({"actions": [
+                {"type": "block-dirty-bitmap-add", "data": {"node": "disk0", "name": "b0"}}
+            ]}),
+        )
+        .unwrap();
+}
+per_qemu!(
+    #[test]
+    the_policy_applies_to_transaction_actions_and_hmp_lines
+);

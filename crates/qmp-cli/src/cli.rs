@@ -180,9 +180,13 @@ pub struct ProxyArgs {
     /// The policy file (TOML; see the README); `read-only` is built in
     #[arg(long, value_name = "FILE")]
     pub policy: Option<String>,
-    /// Append one JSON line per command to this file
+    /// Append one JSON line per command to this file (created mode 0600)
     #[arg(long, value_name = "FILE")]
     pub audit: Option<String>,
+    /// Fail closed: log each command before it is sent, and refuse those
+    /// that cannot be logged
+    #[arg(long, requires = "audit")]
+    pub audit_strict: bool,
     /// When QEMU goes away, wait for it to come back instead of exiting
     #[arg(long)]
     pub reconnect: bool,

@@ -384,3 +384,49 @@ fn replay_stops_on_sigterm_and_exchanges_left_unused_fail_it() {
         );
     }
 }
+
+/// A transcript takes the place of an existing file only once recording
+/// has started: a `qmp record` that cannot reach QEMU leaves it as it was.
+/// The transcript is created mode 0600, whatever the umask.
+fn record_replaces_its_file_only_once_recording_starts(v: QemuVersion) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = qmp_testkit::test_dir();
+    let at = |name: &str| dir.path().join(name).display().to_string();
+    std::fs::write(at("t.qmp"), b"an earlier transcript\n").unwrap();
+    let failed = Command::new(env!("CARGO_BIN_EXE_qmp"))
+        .args(["record", "--upstream", &at("nobody.sock")])
+        .args(["--listen", &at("rec.sock"), "--out", &at("t.qmp")])
+        .output()
+        .unwrap();
+    assert_eq!(failed.status.code(), Some(2));
+    assert_eq!(
+        std::fs::read_to_string(at("t.qmp")).unwrap(),
+        "an earlier transcript\n"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+
+    let qsd = Qemu::storage_daemon(v);
+    let mut recorder = {
+        // a permissive umask for the recorder only
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+        let r = start_recorder(&qsd, dir.path());
+        nix::sys::stat::umask(old);
+        r
+    };
+    assert!(qmp(&["-s", &at("rec.sock"), "query-jobs"]).status.success());
+    sigterm(&recorder.0);
+    assert!(recorder.0.wait().unwrap().success());
+    let mode = std::fs::metadata(at("t.qmp")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let text = std::fs::read_to_string(at("t.qmp")).unwrap();
+    assert!(text.starts_with("{\"qmp-transcript\""), "{text}");
+    assert!(text.contains("query-jobs"), "{text}");
+}
+per_qemu!(
+    #[test]
+    record_replaces_its_file_only_once_recording_starts
+);

@@ -10,7 +10,13 @@
 //! `outcome` is `return`, `error` (with `class`), `denied` (refused by the
 //! policy, never sent to QEMU) or `lost` (QEMU went away first). `uid` and
 //! `pid` are `null` over TCP. Arguments the policy redacts read
-//! `"<redacted>"`.
+//! `"<redacted>"`; a string longer than 256 bytes is cut there (with its
+//! length noted), and arguments still over 4 KiB are replaced by their
+//! size, so no client can make a line large.
+//!
+//! The file is created mode 0600. Strict mode (`--audit-strict`) fails
+//! closed: a `sent` line is written before a command goes to QEMU, and a
+//! command whose line cannot be written is refused.
 
 use serde_json::{json, Value};
 use std::fs::{File, OpenOptions};
@@ -40,14 +46,72 @@ pub struct ClientInfo {
 /// An append-only log file, shared by every connection.
 pub struct AuditLog {
     file: Mutex<File>,
+    strict: bool,
+}
+
+/// Longest string kept whole in a logged argument.
+const MAX_STRING: usize = 256;
+/// Largest arguments logged at all (as JSON text).
+const MAX_ARGUMENTS: usize = 4096;
+
+/// `arguments` made small enough to log: long strings cut, and the whole
+/// replaced by its size if it is still too large.
+pub fn capped(arguments: Value) -> Value {
+    fn cut(v: &mut Value) {
+        match v {
+            Value::String(s) if s.len() > MAX_STRING => {
+                let mut end = MAX_STRING;
+                while !s.is_char_boundary(end) {
+                    end -= 1;
+                }
+                *s = format!("{}... ({} bytes)", &s[..end], s.len());
+            }
+            Value::Array(items) => items.iter_mut().for_each(cut),
+            Value::Object(members) => members.values_mut().for_each(cut),
+            _ => {}
+        }
+    }
+    let mut arguments = arguments;
+    cut(&mut arguments);
+    let size = arguments.to_string().len();
+    if size > MAX_ARGUMENTS {
+        Value::String(format!("<{size} bytes of arguments, not logged>"))
+    } else {
+        arguments
+    }
 }
 
 impl AuditLog {
-    pub fn open(path: &Path) -> io::Result<AuditLog> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+    /// Opens (or creates, mode 0600) the log for appending; `strict`:
+    /// fail closed (see the module's notes).
+    pub fn open(path: &Path, strict: bool) -> io::Result<AuditLog> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
         Ok(AuditLog {
             file: Mutex::new(file),
+            strict,
         })
+    }
+
+    /// Whether commands must be logged before they are sent.
+    pub fn is_strict(&self) -> bool {
+        self.strict
+    }
+
+    /// In strict mode: the line written before a command is sent. An error
+    /// means the command must not be sent.
+    pub fn sent(
+        &self,
+        who: &ClientInfo,
+        command: &str,
+        arguments: Value,
+        oob: bool,
+    ) -> io::Result<()> {
+        self.write(who, command, arguments, oob, "sent", None, None)
     }
 
     /// Appends one line. Each line is one `write`, so lines never mix.
@@ -66,6 +130,23 @@ impl AuditLog {
             Outcome::Denied => ("denied", Some("CommandNotFound")),
             Outcome::Lost => ("lost", None),
         };
+        if let Err(e) = self.write(who, command, arguments, oob, outcome, class, Some(latency)) {
+            tracing::error!("cannot write the audit log: {e}");
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &self,
+        who: &ClientInfo,
+        command: &str,
+        arguments: Value,
+        oob: bool,
+        outcome: &str,
+        class: Option<&str>,
+        latency: Option<Duration>,
+    ) -> io::Result<()> {
+        let arguments = capped(arguments);
         let mut line = json!({
             "time": humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
             "listener": who.listener,
@@ -80,12 +161,13 @@ impl AuditLog {
         if let Some(class) = class {
             line["class"] = class.into();
         }
-        line["latency-us"] = (latency.as_micros() as u64).into();
+        if let Some(latency) = latency {
+            line["latency-us"] = (latency.as_micros() as u64).into();
+        }
         let mut bytes = line.to_string().into_bytes();
         bytes.push(b'\n');
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = file.write_all(&bytes) {
-            tracing::error!("cannot write the audit log: {e}");
-        }
+        file.write_all(&bytes)?;
+        file.flush()
     }
 }

@@ -114,6 +114,13 @@ impl Backend for Downstream {
             self.policy.redact(&call.command, &mut shown);
             (log, self.who.clone(), call.command.clone(), shown, call.oob)
         });
+        let refusal = self.access.refusal(&call.command, &call.arguments);
+        let unlogged = match (&audit, &refusal) {
+            (Some((log, who, command, shown, oob)), None) if log.is_strict() => {
+                log.sent(who, command, shown.clone(), *oob).err()
+            }
+            _ => None,
+        };
         let record = move |outcome: &Outcome| {
             if let Some((log, who, command, shown, oob)) = &audit {
                 log.record(
@@ -126,10 +133,16 @@ impl Backend for Downstream {
                 );
             }
         };
-        if let Some(refusal) = self.access.refusal(&call.command, &call.arguments) {
+        if let Some(refusal) = refusal {
             record(&Outcome::Denied);
             let desc = refusal.describe(self.policy.name.as_deref().unwrap_or_default());
             return Box::pin(async move { Err(QmpFailure::not_found(desc)) });
+        }
+        // Strict auditing: no line, no command.
+        if let Some(e) = unlogged {
+            tracing::error!("refused {}: cannot write the audit log: {e}", call.command);
+            let desc = format!("The proxy cannot write its audit log, so it runs no command: {e}");
+            return Box::pin(async move { Err(QmpFailure::generic(desc)) });
         }
         let id = call.id.as_ref().map(QObject::to_value);
         let recorder = self.recorder.clone().map(|r| {

@@ -456,7 +456,9 @@ mod tests {
             qmp_proto::qemu_json::Parsed::Value(QObject::Dict(d)) => d,
             other => panic!("{other:?}"),
         };
-        let tx = args(r#"{"actions": [{"type": "blockdev-snapshot-sync", "data": {}}, {"type": "block-dirty-bitmap-add", "data": {}}]}"#);
+        let tx = args(
+            r#"{"actions": [{"type": "blockdev-snapshot-sync", "data": {}}, {"type": "block-dirty-bitmap-add", "data": {}}]}"#,
+        );
         assert_eq!(
             access.refusal("transaction", &tx),
             Some(Refusal::Action("block-dirty-bitmap-add".into()))

@@ -116,6 +116,7 @@ pub struct ProxyBuilder {
     listeners: Vec<ListenSpec>,
     policies: PolicyFile,
     audit: Option<PathBuf>,
+    audit_strict: bool,
     reconnect: bool,
     client_buffer: usize,
     record: Option<PathBuf>,
@@ -140,6 +141,13 @@ impl ProxyBuilder {
         self
     }
 
+    /// Fail closed: log each command before sending it, and refuse the
+    /// commands that cannot be logged.
+    pub fn audit_strict(mut self, strict: bool) -> Self {
+        self.audit_strict = strict;
+        self
+    }
+
     /// Appends an audit line per command to this file.
     pub fn audit(mut self, path: impl Into<PathBuf>) -> Self {
         self.audit = Some(path.into());
@@ -161,12 +169,12 @@ impl ProxyBuilder {
     /// Checks the policies, opens the audit log and binds every listener.
     pub async fn bind(self) -> Result<Proxy, ProxyError> {
         let audit = match &self.audit {
-            Some(path) => Some(Arc::new(AuditLog::open(path).map_err(|source| {
-                ProxyError::Audit {
+            Some(path) => Some(Arc::new(AuditLog::open(path, self.audit_strict).map_err(
+                |source| ProxyError::Audit {
                     path: path.display().to_string(),
                     source,
-                }
-            })?)),
+                },
+            )?)),
             None => None,
         };
         let recorder = match &self.record {
@@ -242,6 +250,7 @@ impl Proxy {
             listeners: Vec::new(),
             policies: PolicyFile::default(),
             audit: None,
+            audit_strict: false,
             reconnect: false,
             client_buffer: DEFAULT_CLIENT_BUFFER,
             record: None,

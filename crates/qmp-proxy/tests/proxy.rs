@@ -1077,7 +1077,9 @@ fn the_policy_applies_to_transaction_actions_and_hmp_lines(v: QemuVersion) {
         .find(|n| n["node-name"] == "disk0")
         .unwrap();
     assert!(
-        disk["dirty-bitmaps"].as_array().is_none_or(|b| b.is_empty()),
+        disk["dirty-bitmaps"]
+            .as_array()
+            .is_none_or(|b| b.is_empty()),
         "{disk}"
     );
     for line in ["quit", "  quit ", "\tquit\n", "system_reset"] {
@@ -1090,10 +1092,16 @@ fn the_policy_applies_to_transaction_actions_and_hmp_lines(v: QemuVersion) {
         );
     }
     let status = ops
-        .execute("human-monitor-command", json!({"command-line": "info  status"}))
+        .execute(
+            "human-monitor-command",
+            json!({"command-line": "info  status"}),
+        )
         .unwrap();
     assert!(status.as_str().unwrap().contains("VM status"), "{status}");
-    assert!(admin.execute("query-status", json!({})).is_ok(), "QEMU is up");
+    assert!(
+        admin.execute("query-status", json!({})).is_ok(),
+        "QEMU is up"
+    );
     // the same transaction from the admin listener runs
     admin
         .execute(
@@ -1107,4 +1115,80 @@ fn the_policy_applies_to_transaction_actions_and_hmp_lines(v: QemuVersion) {
 per_qemu!(
     #[test]
     the_policy_applies_to_transaction_actions_and_hmp_lines
+);
+
+/// Security: the audit log is created 0600 whatever the umask, keeps its
+/// lines small whatever a client sends, and with strict auditing a command
+/// that cannot be logged is not run (`/dev/full` fails every write).
+fn the_audit_log_is_private_small_and_can_fail_closed(v: QemuVersion) {
+    use std::os::unix::fs::PermissionsExt;
+    nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+    let qsd = Qemu::storage_daemon(v);
+    let proxy = TestProxy::start(
+        &qsd.socket,
+        &["{dir}/p.sock", "{dir}/ro.sock,policy=read-only"],
+        |b, dir| b.audit(dir.join("audit.log")),
+    );
+    let ro = Client::connect(&proxy.addr("ro.sock")).unwrap();
+    let huge = "x".repeat(5 << 20);
+    for _ in 0..3 {
+        let e = ro
+            .execute(
+                "blockdev-add",
+                json!({"driver": "null-co", "node-name": huge}),
+            )
+            .unwrap_err();
+        assert_eq!(e.qmp().unwrap().class, "CommandNotFound");
+    }
+    let log = proxy.path("audit.log");
+    let mode = std::fs::metadata(&log).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.lines().count(), 3);
+    for line in text.lines() {
+        assert!(line.len() < 1024, "{} bytes", line.len());
+        let entry: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(entry["outcome"], "denied");
+        let shown = entry["arguments"]["node-name"].as_str().unwrap();
+        assert!(shown.ends_with("... (5242880 bytes)"), "{line}");
+    }
+    drop(proxy);
+
+    // fail-closed: nothing runs unlogged
+    let strict = TestProxy::start(&qsd.socket, &["{dir}/s.sock"], |b, _| {
+        b.audit("/dev/full").audit_strict(true)
+    });
+    let c = Client::connect(&strict.addr("s.sock")).unwrap();
+    let e = c
+        .execute(
+            "blockdev-add",
+            json!({"driver": "null-co", "node-name": "unlogged"}),
+        )
+        .unwrap_err();
+    assert!(
+        e.qmp()
+            .unwrap()
+            .desc
+            .starts_with("The proxy cannot write its audit log"),
+        "{e}"
+    );
+    drop(c);
+    drop(strict);
+    // without strict the same command runs (and the log error is only logged)
+    let lax = TestProxy::start(&qsd.socket, &["{dir}/l.sock"], |b, _| b.audit("/dev/full"));
+    let c = Client::connect(&lax.addr("l.sock")).unwrap();
+    let nodes = c.execute("query-named-block-nodes", json!({})).unwrap();
+    assert!(
+        !nodes.to_string().contains("unlogged"),
+        "the refused command never reached QEMU"
+    );
+    c.execute(
+        "blockdev-add",
+        json!({"driver": "null-co", "node-name": "logged"}),
+    )
+    .unwrap();
+}
+per_qemu!(
+    #[test]
+    the_audit_log_is_private_small_and_can_fail_closed
 );

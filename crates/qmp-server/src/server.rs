@@ -477,11 +477,14 @@ pub enum Listener {
 impl Listener {
     /// Binds a unix socket, created with permissions `mode`, or a TCP
     /// address.
+    ///
+    /// The socket never exists at `path` with wider permissions than 0600
+    /// or `mode`, whatever the umask: it is bound under umask 0177, then
+    /// given `mode`.
     pub async fn bind(address: &Address, mode: u32) -> io::Result<Listener> {
         match address {
             Address::Unix(path) => {
-                let l = tokio::net::UnixListener::bind(path)?;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+                let l = bind_privately(path, mode)?;
                 Ok(Listener::Unix(l, path.clone()))
             }
             Address::Tcp(host, port) => Ok(Listener::Tcp(
@@ -512,6 +515,24 @@ impl Listener {
             Listener::Unix(..) => None,
         }
     }
+}
+
+/// See [`Listener::bind`].
+fn bind_privately(path: &std::path::Path, mode: u32) -> io::Result<tokio::net::UnixListener> {
+    use nix::sys::stat::{umask, Mode};
+    // umask is the process's: one bind at a time changes it, and restores
+    // it at once. Files other threads create meanwhile come out more
+    // private, never less.
+    static UMASK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let listener = {
+        let _one = UMASK.lock().unwrap_or_else(|e| e.into_inner());
+        let old = umask(Mode::from_bits_truncate(0o177));
+        let bound = tokio::net::UnixListener::bind(path);
+        umask(old);
+        bound?
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(listener)
 }
 
 impl Drop for Listener {

@@ -483,3 +483,51 @@ async fn declared_commands_are_checked_and_described_like_qemu() {
     let loaded = qmp_server::schema::Schema::from_qobject(&QObject::from(&schema)).unwrap();
     assert!(loaded.commands().iter().any(|c| c == "set-level"));
 }
+
+/// Security: under umask 000, a socket bound and then chmod'ed is open to
+/// everyone for a moment. A watcher stats the path as fast as it can while
+/// the listener is bound 30 times: it must only ever see mode 0600 (or
+/// nothing).
+#[test]
+fn a_unix_listener_never_exists_with_wider_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+    let dir = qmp_testkit::test_dir();
+    let path = dir.path().join("s.sock");
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (path, done) = (path.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut seen = std::collections::BTreeSet::new();
+            while !done.load(Ordering::Relaxed) {
+                if let Ok(m) = std::fs::symlink_metadata(&path) {
+                    seen.insert(m.permissions().mode() & 0o777);
+                }
+            }
+            seen
+        })
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let address: qmp_proto::Address = path.display().to_string().parse().unwrap();
+    for _ in 0..30 {
+        let listener = rt
+            .block_on(qmp_server::Listener::bind(&address, 0o600))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        drop(listener);
+    }
+    done.store(true, Ordering::Relaxed);
+    let seen = watcher.join().unwrap();
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), [0o600]);
+    // and binding over an existing file fails, as bind would
+    std::fs::write(&path, b"").unwrap();
+    let e = rt
+        .block_on(qmp_server::Listener::bind(&address, 0o600))
+        .err()
+        .expect("refused");
+    assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}");
+}

@@ -27,7 +27,7 @@ pub async fn run(a: &ProxyArgs) -> Result<(), Failure> {
         builder = builder.policies(file);
     }
     if let Some(path) = &a.audit {
-        builder = builder.audit(path);
+        builder = builder.audit(path).audit_strict(a.audit_strict);
     }
     if let Some(path) = &a.record {
         builder = builder.record(path);
@@ -42,6 +42,7 @@ pub async fn record(a: &RecordArgs) -> Result<(), Failure> {
         listen: vec![a.listen.clone()],
         policy: None,
         audit: None,
+        audit_strict: false,
         reconnect: false,
         client_buffer: qmp_proxy::proxy::DEFAULT_CLIENT_BUFFER,
         record: Some(a.out.clone()),

@@ -5,7 +5,7 @@ use qmp_client::{EventFilter, EventStream};
 use serde_json::{json, Value};
 use std::fs::File;
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -15,6 +15,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 /// reader fills before it routes the reply that follows them; so writing
 /// the waiting events before each request and reply keeps them where they
 /// stood. A pump writes the rest (events while no command runs).
+///
+/// The file is written under a temporary name beside its path (mode 0600
+/// from the first byte) and takes the path's place once QEMU is reached: a
+/// proxy that fails to start leaves an existing transcript untouched.
 pub struct Recorder {
     state: Mutex<State>,
     start: Instant,
@@ -24,6 +28,17 @@ pub struct Recorder {
 struct State {
     file: File,
     events: Option<EventStream>,
+    /// `(temporary, final)` names until the first upstream is attached.
+    pending: Option<(PathBuf, PathBuf)>,
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some((temporary, _)) = st.pending.take() {
+            let _ = std::fs::remove_file(temporary);
+        }
+    }
 }
 
 fn wall_now() -> f64 {
@@ -35,10 +50,19 @@ fn wall_now() -> f64 {
 
 impl Recorder {
     pub fn create(path: &Path) -> io::Result<Arc<Recorder>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let temporary = path.with_file_name(format!(".{name}.{}.recording", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temporary)?;
         Ok(Arc::new(Recorder {
             state: Mutex::new(State {
-                file: File::create(path)?,
+                file,
                 events: None,
+                pending: Some((temporary, path.to_path_buf())),
             }),
             start: Instant::now(),
             start_wall: wall_now(),
@@ -64,6 +88,11 @@ impl Recorder {
             json!({"t": self.start.elapsed().as_secs_f64(), "dir": "greeting", "msg": greeting})
         };
         write_line(&mut st.file, &line);
+        if let Some((temporary, path)) = st.pending.take() {
+            if let Err(e) = std::fs::rename(&temporary, &path) {
+                tracing::error!("cannot put the transcript at {}: {e}", path.display());
+            }
+        }
     }
 
     /// Writes the events waiting, then `entry` if any.

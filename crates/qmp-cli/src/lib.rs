@@ -34,11 +34,18 @@ impl Session {
         self.address.as_deref()
     }
 
+    /// `--timeout` as a duration; past a year it is a year (a timeout
+    /// that large means "wait", and a Duration cannot hold every f64).
+    pub fn limit(&self) -> Duration {
+        const A_YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+        Duration::try_from_secs_f64(self.timeout).map_or(A_YEAR, |d| d.min(A_YEAR))
+    }
+
     pub async fn connect(&self) -> Result<Client, Failure> {
         let address = self.address.as_deref().ok_or_else(|| {
             Failure::Usage("no QMP address: pass -s ADDR or set QMP_SOCKET".into())
         })?;
-        let limit = Duration::from_secs_f64(self.timeout);
+        let limit = self.limit();
         Ok(ClientBuilder::new()
             .timeout(Some(limit))
             .connect_timeout(limit)

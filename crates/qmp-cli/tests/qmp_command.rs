@@ -291,3 +291,46 @@ fn demo_subcommand_serves_until_quit() {
     }
     assert!(!sock.exists(), "socket removed");
 }
+
+/// `--count N` is a promise a script relies on: fewer events than asked
+/// for, because the timeout passed or QEMU went away, is exit status 2
+/// with the reason; a timeout too large for a duration means "wait".
+fn events_short_of_the_count_fail_and_huge_timeouts_are_fine(v: QemuVersion) {
+    let mut qsd = Qemu::storage_daemon(v);
+    let out = qmp(
+        &qsd.address(),
+        &["events", "--count", "2", "--timeout", "0.5"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "qmp: no more events within 0.5 s: 0 of 2 events"
+    );
+    let out = qmp(&qsd.address(), &["--timeout", "1.9e19", "query-version"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // QEMU goes away while the events are awaited
+    let address = qsd.address();
+    let waiting = std::thread::spawn(move || qmp(&address, &["events", "--count", "1"]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while qmp_testkit::unix_connections(&qsd.socket) == 0 {
+        assert!(Instant::now() < deadline, "events never connected");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    qsd.kill();
+    let out = waiting.join().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    // EOF, or a reset, depending on how the kernel ends the socket
+    assert!(
+        err.contains("closed the connection: 0 of 1 events") || err.contains("disconnected"),
+        "{err}"
+    );
+}
+per_qemu!(
+    #[test]
+    events_short_of_the_count_fail_and_huge_timeouts_are_fine
+);

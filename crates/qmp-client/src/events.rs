@@ -92,6 +92,11 @@ impl Subscriber {
         (Subscriber { filter, tx }, EventStream { rx })
     }
 
+    /// Whether its stream is still held.
+    pub(crate) fn is_open(&self) -> bool {
+        self.tx.receiver_count() > 0
+    }
+
     /// Offers an event; false once the stream has been dropped, so the
     /// router can forget this subscriber.
     pub(crate) fn offer(&self, event: &Arc<Event>) -> bool {

@@ -18,12 +18,30 @@ pub(crate) async fn read_greeting(reader: &mut FramedReader) -> Result<Greeting>
                 tracing::debug!("event before the greeting dropped: {}", e.name)
             }
             Ok(other) => {
+                let got = match &other {
+                    Message::Response(r) => match &r.result {
+                        Ok(v) => format!("a reply: {}", preview(v)),
+                        Err(e) => format!("an error reply: {e}"),
+                    },
+                    Message::Request(r) => format!("a request for '{}'", r.command),
+                    Message::Other(v) => preview(v),
+                    Message::Greeting(_) | Message::Event(_) => "another message".into(),
+                };
                 return Err(Error::Handshake(format!(
-                    "expected the server's greeting, got {other:?}"
-                )))
+                    "expected the server's greeting, got {got}"
+                )));
             }
             Err(reason) => return Err(Error::Handshake(format!("no greeting: {reason}"))),
         }
+    }
+}
+
+/// A value as JSON text, cut to a readable length.
+fn preview(v: &serde_json::Value) -> String {
+    let text = v.to_string();
+    match text.char_indices().nth(120) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text,
     }
 }
 

@@ -104,6 +104,10 @@ impl Shared {
         if st.closed.is_some() {
             return EventStream::ended();
         }
+        // Forget the subscribers whose streams were dropped: otherwise their
+        // buffers would wait for the next event to be freed (a proxy whose
+        // clients come and go while QEMU is quiet would grow without end).
+        st.subscribers.retain(Subscriber::is_open);
         let (sub, stream) = Subscriber::new(filter, capacity);
         st.subscribers.push(sub);
         stream

@@ -482,3 +482,17 @@ async fn fake_deep_replies_are_read_or_fail_only_their_call() {
     fake.reply(&r.id, json!("fine")).await;
     assert_eq!(next.await.unwrap().unwrap(), json!("fine"));
 }
+
+/// Something else where the greeting should be: the error quotes it as
+/// JSON, not as Rust's debug text.
+#[tokio::test]
+async fn fake_not_a_greeting_is_quoted_as_json() {
+    let (a, mut b) = UnixStream::pair().unwrap();
+    let client = tokio::spawn(ClientBuilder::new().from_stream(a));
+    b.write_all(b"{\"hello\": 1}\r\n").await.unwrap();
+    let err = client.await.unwrap().err().expect("no client");
+    assert_eq!(
+        err.to_string(),
+        "handshake failed: expected the server's greeting, got {\"hello\":1}"
+    );
+}

@@ -174,9 +174,12 @@ impl Backend for Downstream {
         for fd in fds {
             forward = forward.fd(fd);
         }
-        // query-commands lists only what this client may run.
-        let listing = (call.command == "query-commands" && !self.access.is_everything())
-            .then(|| self.access.clone());
+        // query-commands and query-qmp-schema list only what this client
+        // may run (and, in the schema, the events it gets).
+        let restricted = !self.access.is_everything() || !self.policy.events().is_everything();
+        let listing = (restricted
+            && matches!(call.command.as_str(), "query-commands" | "query-qmp-schema"))
+        .then(|| (self.access.clone(), self.policy.events().clone()));
         let client = self.upstream.client.clone();
         Box::pin(async move {
             let _turn = match &fd_turn {
@@ -188,13 +191,20 @@ impl Backend for Downstream {
                     record(&Outcome::Return);
                     record_reply(serde_json::json!({ "return": value.clone() }));
                     let mut value = QObject::from_qemu_output(&value);
-                    if let (Some(access), QObject::List(entries)) = (&listing, &mut value) {
-                        entries.retain(|e| match e {
-                            QObject::Dict(d) => match d.get("name") {
-                                Some(QObject::String(name)) => access.permits(name),
-                                _ => true,
-                            },
-                            _ => true,
+                    if let (Some((access, events)), QObject::List(entries)) = (&listing, &mut value)
+                    {
+                        // query-commands: {"name"}; query-qmp-schema: also
+                        // "meta-type", and types, which stay
+                        entries.retain(|e| {
+                            let Some(d) = e.as_dict() else { return true };
+                            let Some(name) = d.get("name").and_then(QObject::as_str) else {
+                                return true;
+                            };
+                            match d.get("meta-type").and_then(QObject::as_str) {
+                                None | Some("command") => access.permits(name),
+                                Some("event") => events.permits(name),
+                                Some(_) => true,
+                            }
                         });
                     }
                     Ok(Some(value))

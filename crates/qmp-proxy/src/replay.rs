@@ -201,7 +201,14 @@ impl Replay {
         let mut open: HashMap<(Option<u64>, String), (usize, f64)> = HashMap::new();
         let mut events: Vec<(f64, Event)> = Vec::new();
         let mut last_reply: Option<(usize, f64)> = None;
-        let since = |t: f64, then: f64| Duration::from_secs_f64((t - then).max(0.0));
+        // a gap the recording cannot have had (times jumping by 1e20 s in
+        // an edited file) is a day
+        let since = |t: f64, then: f64| {
+            Duration::try_from_secs_f64((t - then).max(0.0))
+                .map_or(Duration::from_secs(86400), |d| {
+                    d.min(Duration::from_secs(86400))
+                })
+        };
         for e in &t.entries {
             let t = e.t.unwrap_or(0.0);
             match e.dir {

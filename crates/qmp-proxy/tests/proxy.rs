@@ -1192,3 +1192,48 @@ per_qemu!(
     #[test]
     the_audit_log_is_private_small_and_can_fail_closed
 );
+
+/// A restricted listener's `query-qmp-schema`, like its `query-commands`,
+/// shows only the commands it may run and the events it delivers.
+fn a_restricted_listener_sees_only_its_own_commands_in_the_schema(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
+    let proxy = TestProxy::start(
+        &qsd.socket,
+        &["{dir}/rw.sock", "{dir}/ro.sock,policy=watch"],
+        |b, _| {
+            let policy = PolicyFile::parse(
+                "[policy.watch]\npreset = \"read-only\"\nevents = [\"JOB_STATUS_CHANGE\"]\n",
+            )
+            .unwrap();
+            b.policies(policy)
+        },
+    );
+    let names = |sock: &str, meta: &str| -> Vec<String> {
+        let c = Client::connect(&proxy.addr(sock)).unwrap();
+        c.execute("query-qmp-schema", json!({}))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["meta-type"] == meta)
+            .map(|e| e["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let all = names("rw.sock", "command");
+    let mine = names("ro.sock", "command");
+    assert!(all.iter().any(|c| c == "blockdev-add"));
+    assert!(!mine.iter().any(|c| c == "blockdev-add"), "{mine:?}");
+    assert!(mine.iter().any(|c| c == "query-version"));
+    let read_only = |c: &String| {
+        ["query-", "x-query-", "qom-", "device-list-"]
+            .iter()
+            .any(|p| c.starts_with(p))
+    };
+    assert!(mine.iter().all(read_only), "{mine:?}");
+    assert!(names("rw.sock", "event").len() > 5);
+    assert_eq!(names("ro.sock", "event"), ["JOB_STATUS_CHANGE"]);
+}
+per_qemu!(
+    #[test]
+    a_restricted_listener_sees_only_its_own_commands_in_the_schema
+);

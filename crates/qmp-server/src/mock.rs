@@ -59,6 +59,14 @@ impl Replies {
             let d = item
                 .as_dict()
                 .ok_or_else(|| format!("rule {i} is not an object"))?;
+            if let Some((key, _)) = d
+                .iter()
+                .find(|(k, _)| !["command", "arguments", "return", "error", "events"].contains(k))
+            {
+                return Err(format!(
+                    "rule {i}: unknown member \"{key}\" (a rule has command, arguments, return or error, events)"
+                ));
+            }
             let command = d
                 .get("command")
                 .and_then(QObject::as_str)
@@ -77,25 +85,27 @@ impl Replies {
                     let e = e
                         .as_dict()
                         .ok_or_else(|| format!("rule {i}: \"error\" must be an object"))?;
+                    let text = |key: &str, default: &str| match e.get(key) {
+                        None => Ok(default.to_owned()),
+                        Some(QObject::String(s)) => Ok(s.clone()),
+                        Some(_) => Err(format!("rule {i}: \"error\".\"{key}\" must be a string")),
+                    };
                     Err(QmpFailure {
-                        class: e
-                            .get("class")
-                            .and_then(QObject::as_str)
-                            .unwrap_or("GenericError")
-                            .to_owned(),
-                        desc: e
-                            .get("desc")
-                            .and_then(QObject::as_str)
-                            .unwrap_or_default()
-                            .to_owned(),
+                        class: text("class", "GenericError")?,
+                        desc: text("desc", "")?,
                     })
                 }
                 (Some(r), None) => Ok(r.clone()),
                 (None, None) => Ok(QObject::Dict(QDict::new())),
             };
             let mut events = Vec::new();
-            if let Some(QObject::List(list)) = d.get("events") {
-                for e in list {
+            let listed = match d.get("events") {
+                None => &[][..],
+                Some(QObject::List(list)) => &list[..],
+                Some(_) => return Err(format!("rule {i}: \"events\" must be an array of events")),
+            };
+            {
+                for e in listed {
                     let name = e
                         .as_dict()
                         .and_then(|e| e.get("event"))

@@ -378,7 +378,7 @@ impl Walk<'_> {
             name: name.map(str::to_owned),
             kind: FrameKind::Dict(qmp_proto::qemu_json::LeftoverKeys::new(dict)),
         });
-        self.members(dict, ty)?;
+        self.members(dict, ty, &mut Vec::new())?;
         let Some(Frame {
             kind: FrameKind::Dict(left),
             ..
@@ -396,7 +396,15 @@ impl Walk<'_> {
         Ok(())
     }
 
-    fn members(&mut self, dict: &QDict, ty: &str) -> Check {
+    /// Checks `dict`'s members against object type `ty` and, for a union,
+    /// the variant its tag picks. `expanded` holds the types already
+    /// applied to this dict: a schema whose union has itself as a variant
+    /// (no QEMU's does; a hand-made file can) stops there.
+    fn members(&mut self, dict: &QDict, ty: &str, expanded: &mut Vec<String>) -> Check {
+        if expanded.iter().any(|t| t == ty) {
+            return Ok(());
+        }
+        expanded.push(ty.to_owned());
         let Some(Entry::Object {
             members,
             tag,
@@ -429,7 +437,7 @@ impl Walk<'_> {
         if let Some(tag) = tag {
             let case = dict.get(&tag).and_then(QObject::as_str).unwrap_or_default();
             if let Some((_, variant)) = variants.iter().find(|(c, _)| c == case) {
-                self.members(dict, variant)?;
+                self.members(dict, variant, expanded)?;
             }
         }
         Ok(())
@@ -444,5 +452,45 @@ fn kind_of(v: &QObject) -> &'static str {
         QObject::Int(_) | QObject::UInt(_) | QObject::Double(_) => "number",
         QObject::Dict(_) => "object",
         QObject::List(_) => "array",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qmp_proto::qemu_json::{Parsed, Streamer};
+
+    fn parse(text: &str) -> QObject {
+        match Streamer::new()
+            .feed_collect(format!("{text}\n").as_bytes())
+            .remove(0)
+        {
+            Parsed::Value(v) => v,
+            Parsed::Error(e) => panic!("{e}"),
+        }
+    }
+
+    /// No QEMU's schema has a union that is its own variant, but a file
+    /// can: checking against it must end, not overflow the stack.
+    #[test]
+    fn a_union_that_is_its_own_variant_is_checked_without_end() {
+        let schema = Schema::from_qobject(&parse(
+            r#"[{"name": "boom", "meta-type": "command", "arg-type": "U", "ret-type": "K"},
+                {"name": "U", "meta-type": "object", "members": [{"name": "kind", "type": "K"}],
+                 "tag": "kind", "variants": [{"case": "a", "type": "U"}]},
+                {"name": "K", "meta-type": "enum", "values": ["a"]}]"#,
+        ))
+        .unwrap();
+        let QObject::Dict(args) = parse(r#"{"kind": "a"}"#) else {
+            panic!()
+        };
+        assert!(schema.check_arguments("boom", &args).is_ok());
+        let QObject::Dict(args) = parse(r#"{"kind": "a", "x": 1}"#) else {
+            panic!()
+        };
+        assert_eq!(
+            schema.check_arguments("boom", &args).unwrap_err().desc,
+            "Parameter 'x' is unexpected"
+        );
     }
 }

@@ -573,12 +573,18 @@ impl Server {
         loop {
             let accepted = tokio::select! {
                 _ = stop.wait_for(|s| *s) => break,
+                // sessions are reaped as they end: a server that runs for
+                // months keeps nothing of the clients it had
+                Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
                 a = listener.accept() => a,
             };
             let stream = match accepted {
                 Ok(s) => s,
                 Err(e) => {
+                    // out of descriptors (EMFILE) and the like: wait a
+                    // little rather than spin
                     tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
             };

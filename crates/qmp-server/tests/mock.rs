@@ -113,4 +113,18 @@ fn bad_replies_files_are_clear_errors() {
     ))
     .unwrap_err()
     .contains("both"));
+    // what used to pass silently
+    let err = |text: &str| Replies::from_qobject(&parse(text)).unwrap_err();
+    assert_eq!(
+        err(r#"[{"command": "stop", "events": "STOP"}]"#),
+        "rule 0: \"events\" must be an array of events"
+    );
+    assert_eq!(
+        err(r#"[{"command": "x", "error": {"desc": 5}}]"#),
+        "rule 0: \"error\".\"desc\" must be a string"
+    );
+    assert_eq!(
+        err(r#"[{"command": "x", "retrun": {}}]"#),
+        "rule 0: unknown member \"retrun\" (a rule has command, arguments, return or error, events)"
+    );
 }

@@ -5,18 +5,22 @@
 use crate::cli::EventsArgs;
 use crate::{Failure, Session};
 use qmp_client::EventFilter;
-use std::time::Duration;
 
 pub async fn run(session: &Session, a: &EventsArgs) -> Result<(), Failure> {
     let client = session.connect().await?;
     let mut events = client.events(EventFilter::names(a.names.iter().cloned()));
     let mut printed = 0u64;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(session.timeout);
+    let deadline = tokio::time::Instant::now() + session.limit();
+    // Why the events stopped before --count was reached, if they did.
+    let mut cut_short = None;
     while a.count.is_none_or(|n| printed < n) {
         let next = if session.timeout_given {
             match tokio::time::timeout_at(deadline, events.next()).await {
                 Ok(next) => next,
-                Err(_) => break,
+                Err(_) => {
+                    cut_short = Some(format!("no more events within {} s", session.timeout));
+                    break;
+                }
             }
         } else {
             events.next().await
@@ -30,10 +34,20 @@ pub async fn run(session: &Session, a: &EventsArgs) -> Result<(), Failure> {
             }
             Some(Err(lagged)) => eprintln!("qmp: warning: {lagged}"),
             None => match client.disconnected().await {
-                qmp_client::Disconnect::Eof => break,
+                qmp_client::Disconnect::Eof => {
+                    cut_short = Some("the server closed the connection".into());
+                    break;
+                }
                 other => return Err(Failure::Connection(format!("disconnected: {other}"))),
             },
         }
     }
-    Ok(())
+    match (a.count, cut_short) {
+        // A script asked for N events and did not get them: say so, and
+        // fail (a count that was never given ends at EOF or the timeout).
+        (Some(n), Some(why)) if printed < n => Err(Failure::Connection(format!(
+            "{why}: {printed} of {n} events"
+        ))),
+        _ => Ok(()),
+    }
 }

@@ -175,7 +175,7 @@ pub async fn run(session: &Session, a: &ShellArgs) -> Result<(), Failure> {
                 Failure::Usage("no QMP address: give ADDR, -s ADDR or set QMP_SOCKET".into())
             })?
     };
-    let limit = Duration::from_secs_f64(session.timeout);
+    let limit = session.limit();
     let mut builder = ClientBuilder::new()
         .timeout(Some(limit))
         .connect_timeout(limit);

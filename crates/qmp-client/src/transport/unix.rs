@@ -46,7 +46,10 @@ pub(super) fn adopt_fd(fd: RawFd) -> io::Result<Stream> {
         }
         other => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("fd {fd} is not a unix or TCP socket ({other:?})"),
+            format!(
+                "fd {fd} is not a unix or TCP socket (address family {})",
+                other.map_or_else(|| "unknown".to_string(), |f| format!("{}", f as i32))
+            ),
         )),
     }
 }

@@ -180,7 +180,13 @@ impl std::str::FromStr for Transcript {
                 Some("event") => Dir::Event,
                 // A later greeting: QEMU came back (proxy --reconnect).
                 Some("greeting") => continue,
-                other => return Err(bad(n + 1, format!("unknown direction {other:?}"))),
+                Some(other) => return Err(bad(n + 1, format!("unknown direction \"{other}\""))),
+                None => {
+                    return Err(bad(
+                        n + 1,
+                        "\"dir\" must be \"request\", \"reply\" or \"event\"".into(),
+                    ))
+                }
             };
             if !v["msg"].is_object() {
                 return Err(bad(n + 1, "\"msg\" must be an object".into()));
@@ -198,5 +204,39 @@ impl std::str::FromStr for Transcript {
             greeting: header["greeting"].clone(),
             entries,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = r#"{"qmp-transcript": 1, "greeting": {"QMP": {"version": {"qemu": {"major": 10, "minor": 0, "micro": 0}, "package": ""}, "capabilities": []}}}"#;
+
+    #[test]
+    fn bad_lines_are_named_in_plain_words() {
+        let e = format!("{HEADER}\n{{\"t\": 0, \"dir\": \"bogus\", \"msg\": {{}}}}\n")
+            .parse::<Transcript>()
+            .unwrap_err();
+        assert_eq!(e.to_string(), "line 2: unknown direction \"bogus\"");
+        let e = format!("{HEADER}\n{{\"t\": 0, \"msg\": {{}}}}\n")
+            .parse::<Transcript>()
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "line 2: \"dir\" must be \"request\", \"reply\" or \"event\""
+        );
+    }
+
+    #[test]
+    fn times_that_jump_by_1e20_seconds_load_without_a_panic() {
+        let text = format!(
+            "{HEADER}\n{}\n{}\n{}\n",
+            r#"{"t": 0, "client": 1, "dir": "request", "msg": {"execute": "stop", "id": 1}}"#,
+            r#"{"t": 1e20, "dir": "event", "msg": {"event": "STOP", "timestamp": {"seconds": 1, "microseconds": 0}}}"#,
+            r#"{"t": 2e20, "client": 1, "dir": "reply", "msg": {"return": {}, "id": 1}}"#,
+        );
+        let t: Transcript = text.parse().unwrap();
+        let _ = crate::replay::Replay::from_transcript(&t);
     }
 }

@@ -521,3 +521,80 @@ fn closed_connections_leave_nothing_behind_in_the_server() {
         "the server grew from {before} KiB to {after} KiB"
     );
 }
+
+/// A client that writes NUL bytes (one parse error each) and never reads:
+/// writes until the server stops taking them for 3 seconds, or 16 MiB.
+/// Returns how much was taken.
+fn flood_without_reading(sock: &std::path::Path) -> (std::os::unix::net::UnixStream, usize) {
+    use std::io::Write;
+    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    s.set_nonblocking(true).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    let (mut sent, mut stuck_since) = (0usize, None::<std::time::Instant>);
+    while sent < 16 << 20 {
+        match s.write(&chunk) {
+            Ok(n) => {
+                sent += n;
+                stuck_since = None;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let since = *stuck_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > Duration::from_secs(3) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    (s, sent)
+}
+
+/// Backpressure: garbage from a client that never reads stops being read
+/// once 1 MiB of answers waits for it, so the process stays small (it
+/// grew by about 175 bytes per byte of garbage: 356 MB for 2 MB), and the
+/// other clients are served all along. For the proxy and for the server
+/// framework (`qmp demo`).
+fn a_garbage_flood_from_a_client_that_never_reads_costs_others_nothing(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
+    let dir = qmp_testkit::test_dir();
+    let proxy_sock = dir.path().join("p.sock");
+    let demo_sock = dir.path().join("demo.sock");
+    let proxy = Started(
+        Command::new(env!("CARGO_BIN_EXE_qmp"))
+            .args(["proxy", "--upstream", &qsd.address()])
+            .args(["--listen", &proxy_sock.display().to_string()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let demo = Started(
+        Command::new(env!("CARGO_BIN_EXE_qmp"))
+            .args(["demo", "--listen", &demo_sock.display().to_string()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for (sock, pid) in [(&proxy_sock, proxy.0.id()), (&demo_sock, demo.0.id())] {
+        qmp_testkit::wait_listening(sock);
+        let before = rss_kib(pid);
+        let (_flooder, sent) = flood_without_reading(sock);
+        let after = rss_kib(pid);
+        assert!(
+            after < before + 16 * 1024,
+            "{} grew from {before} KiB to {after} KiB taking {sent} bytes of garbage",
+            sock.display()
+        );
+        assert!(sent < 16 << 20, "it stopped reading: took {sent} bytes");
+        let out = qmp(&["-s", &sock.display().to_string(), "query-version"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+per_qemu!(
+    #[test]
+    a_garbage_flood_from_a_client_that_never_reads_costs_others_nothing
+);

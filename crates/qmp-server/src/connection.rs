@@ -248,8 +248,16 @@ fn outcome(r: Result<HandlerResult, tokio::task::JoinError>) -> HandlerResult {
 struct Outbox {
     tx: mpsc::UnboundedSender<Vec<u8>>,
     queued: Arc<AtomicUsize>,
+    /// Bytes queued and not yet written.
+    queued_bytes: Arc<AtomicUsize>,
+    /// Signalled by the writer when the queue falls back under budget.
+    drained: Arc<tokio::sync::Notify>,
     max_unread: usize,
 }
+
+/// Output a connection may have queued before it stops reading input:
+/// a client that sends and never reads gets backpressure, not memory.
+pub const OUTPUT_BUDGET: usize = 1 << 20;
 
 /// The client stopped reading: its unread messages reached the limit.
 struct NotReading;
@@ -257,7 +265,14 @@ struct NotReading;
 impl Outbox {
     fn send(&self, bytes: Vec<u8>) {
         self.queued.fetch_add(1, Ordering::Relaxed);
+        self.queued_bytes.fetch_add(bytes.len(), Ordering::Relaxed);
         let _ = self.tx.send(bytes);
+    }
+
+    /// Whether output is over budget: then no more input is taken until
+    /// the client reads.
+    fn backed_up(&self) -> bool {
+        self.queued_bytes.load(Ordering::Relaxed) > OUTPUT_BUDGET
     }
 
     /// Queues an event unless the client has left too many unread.
@@ -273,19 +288,27 @@ impl Outbox {
 fn spawn_writer(mut writer: Writer, max_unread: usize) -> (Outbox, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let queued = Arc::new(AtomicUsize::new(0));
-    let count = queued.clone();
+    let queued_bytes = Arc::new(AtomicUsize::new(0));
+    let drained = Arc::new(tokio::sync::Notify::new());
+    let (count, bytes_count, signal) = (queued.clone(), queued_bytes.clone(), drained.clone());
     let task = tokio::spawn(async move {
         while let Some(bytes) = rx.recv().await {
             if writer.write_all(&bytes).await.is_err() {
                 break;
             }
             count.fetch_sub(1, Ordering::Relaxed);
+            let left = bytes_count.fetch_sub(bytes.len(), Ordering::Relaxed) - bytes.len();
+            if left <= OUTPUT_BUDGET {
+                signal.notify_one();
+            }
         }
         let _ = writer.shutdown().await;
     });
     let outbox = Outbox {
         tx,
         queued,
+        queued_bytes,
+        drained,
         max_unread,
     };
     (outbox, task)
@@ -344,7 +367,7 @@ pub async fn run<B: Backend>(backend: B, stream: Stream) {
         // Settle: offer buffered input (dispatching oob requests as they
         // are read) and take in-band work, until neither moves; taking
         // work can make the session want input again.
-        loop {
+        while !out.backed_up() {
             let mut ready = Vec::new();
             let used = session.feed(&input, &mut ready);
             input.drain(..used);
@@ -362,7 +385,7 @@ pub async fn run<B: Backend>(backend: B, stream: Stream) {
                 }
             }
             // In-band work strictly in order, one call at a time.
-            while inband.is_none() {
+            while inband.is_none() && !out.backed_up() {
                 match session.next_inband() {
                     Some(Step::Reply(bytes)) => out.send(bytes),
                     Some(Step::Call(call)) => inband = Some(start(&backend, call, &mut fds)),
@@ -382,7 +405,8 @@ pub async fn run<B: Backend>(backend: B, stream: Stream) {
         {
             break;
         }
-        let can_read = !input_ended && input.is_empty() && session.wants_input();
+        let can_read =
+            !input_ended && input.is_empty() && session.wants_input() && !out.backed_up();
         let delivered = tokio::select! {
             r = reader.read(&mut buf, &mut fds), if can_read => {
                 match r {
@@ -418,6 +442,8 @@ pub async fn run<B: Backend>(backend: B, stream: Stream) {
                     Ok(())
                 }
             },
+            // backpressure: resume once the client has read enough
+            _ = out.drained.notified(), if out.backed_up() => Ok(()),
             e = &mut ended, if ending.is_none() => {
                 ending = Some(e);
                 match e {

@@ -598,3 +598,35 @@ per_qemu!(
     #[test]
     a_garbage_flood_from_a_client_that_never_reads_costs_others_nothing
 );
+
+/// `quit` through the proxy: QEMU answers and closes its monitor at once,
+/// and the answer must still reach the client before the proxy closes it
+/// (it was sometimes lost: exit status 2 though QEMU had quit).
+fn the_reply_to_quit_reaches_the_client_through_the_proxy(v: QemuVersion) {
+    for _ in 0..8 {
+        let mut qsd = Qemu::storage_daemon(v);
+        let dir = qmp_testkit::test_dir();
+        let sock = dir.path().join("p.sock");
+        let _proxy = Started(
+            Command::new(env!("CARGO_BIN_EXE_qmp"))
+                .args(["proxy", "--upstream", &qsd.address()])
+                .args(["--listen", &sock.display().to_string()])
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        qmp_testkit::wait_listening(&sock);
+        let out = qmp(&["-s", &sock.display().to_string(), "quit"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "{}");
+        assert!(qsd.wait_exit(Duration::from_secs(5)).is_some(), "QEMU quit");
+    }
+}
+per_qemu!(
+    #[test]
+    the_reply_to_quit_reaches_the_client_through_the_proxy
+);

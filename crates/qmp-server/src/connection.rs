@@ -448,7 +448,23 @@ pub async fn run<B: Backend>(backend: B, stream: Stream) {
                 ending = Some(e);
                 match e {
                     Ending::Drain => input_ended = true,
-                    Ending::Now => break 'session,
+                    Ending::Now => {
+                        // A reply that came just before the end (QEMU's
+                        // answer to `quit`, then its EOF) still goes out:
+                        // the call gets a moment to finish.
+                        if let Some(running) = inband.take() {
+                            let abort = running.task.abort_handle();
+                            match tokio::time::timeout(Duration::from_millis(200), running.task).await {
+                                Ok(r) => {
+                                    let _ = send_pending_events(&mut events, &session, &out);
+                                    out.send(session.reply(&running.call, outcome(r)));
+                                }
+                                Err(_) if backend.cancel_on_disconnect() => abort.abort(),
+                                Err(_) => {}
+                            }
+                        }
+                        break 'session;
+                    }
                 }
                 Ok(())
             }

@@ -170,7 +170,7 @@ pub struct MockArgs {
 
 #[derive(Debug, Args)]
 pub struct ProxyArgs {
-    /// QEMU's monitor: /path, unix:/path, host:port, tcp:host:port, fd:N
+    /// QEMU's monitor: /path, unix:/path, host:port, tcp:host:port
     #[arg(long, value_name = "ADDR")]
     pub upstream: String,
     /// Where clients connect, with an optional policy and socket mode

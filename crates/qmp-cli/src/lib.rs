@@ -46,12 +46,40 @@ impl Session {
             Failure::Usage("no QMP address: pass -s ADDR or set QMP_SOCKET".into())
         })?;
         let limit = self.limit();
-        Ok(ClientBuilder::new()
+        let builder = ClientBuilder::new()
             .timeout(Some(limit))
-            .connect_timeout(limit)
-            .connect(address)
-            .await?)
+            .connect_timeout(limit);
+        connect_with(builder, address).await
     }
+}
+
+/// Connects `builder` to `address`; an `fd:N` address is a descriptor this
+/// process inherited (the tools are programs: they know their fds).
+pub async fn connect_with(builder: ClientBuilder, address: &str) -> Result<Client, Failure> {
+    match address.parse() {
+        Ok(qmp_client::Address::Fd(fd)) => Ok(builder.from_fd(inherited(fd)?).await?),
+        _ => Ok(builder.connect(address).await?),
+    }
+}
+
+/// Takes ownership of inherited descriptor `fd`, once per process.
+fn inherited(fd: i32) -> Result<std::os::fd::OwnedFd, Failure> {
+    use std::os::fd::FromRawFd;
+    static TAKEN: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+    let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+    if taken.contains(&fd) || fd < 3 {
+        return Err(Failure::Usage(format!(
+            "fd:{fd} is not a descriptor this command can use (0-2 are the terminal's; each is used once)"
+        )));
+    }
+    if nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_err() {
+        return Err(Failure::Usage(format!("fd:{fd}: no such open descriptor")));
+    }
+    taken.push(fd);
+    // SAFETY: `fd:N` on the command line names a descriptor this process
+    // inherited from whoever started it, open (checked above) and used
+    // nowhere else in the program; it is taken once (checked above).
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
 /// Why the command failed, which decides the exit status.

@@ -343,3 +343,37 @@ per_qemu!(
     #[test]
     events_short_of_the_count_fail_and_huge_timeouts_are_fine
 );
+
+/// `-s fd:N`: the tool uses a connected socket it inherited, here fd 5
+/// from the shell that started it.
+fn an_inherited_socket_is_an_address(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
+    let qmp_binary = env!("CARGO_BIN_EXE_qmp");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "exec 5<>/dev/null; python3 -c 'import os,socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); os.dup2(s.fileno(), 5); os.set_inheritable(5, True); os.execv(sys.argv[2], [sys.argv[2], \"-s\", \"fd:5\", \"query-version\"])' {} {qmp_binary}",
+            qsd.address()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let version: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(version["qemu"]["major"], v.major_minor().0);
+    // an fd that is not open is a clear error
+    let out = qmp(&qsd.address(), &["-s", "fd:77", "query-version"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("fd:77: no such open descriptor"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+per_qemu!(
+    #[test]
+    an_inherited_socket_is_an_address
+);

@@ -125,6 +125,17 @@ impl ClientBuilder {
         self.from_stream(stream).await
     }
 
+    /// Runs the handshake on a connected socket (unix or TCP) given as a
+    /// descriptor the caller owns, such as one a program inherited (its
+    /// `main` makes the `OwnedFd`, since only it knows the fd is its own).
+    pub async fn from_fd(self, fd: std::os::fd::OwnedFd) -> Result<Client> {
+        let stream = transport::stream_from_fd(fd).map_err(|e| Error::Connect {
+            address: "an inherited descriptor".into(),
+            source: std::sync::Arc::new(e),
+        })?;
+        self.from_stream(stream).await
+    }
+
     /// Runs the handshake on an already-connected stream.
     pub async fn from_stream(self, stream: impl Into<Stream>) -> Result<Client> {
         let limit = self.connect_timeout;

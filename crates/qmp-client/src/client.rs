@@ -396,9 +396,11 @@ impl Client {
         } else {
             Outgoing::FrameWithFds(frame, fds)
         };
-        // Write directly only when no other call is in flight; otherwise
-        // let the writer task batch this with its neighbours.
-        let direct = st.pending.is_empty();
+        // Write directly only when no other caller waits for a reply;
+        // otherwise let the writer task batch this with its neighbours.
+        // (Entries of callers that gave up do not count: a reply that
+        // never comes must not end the fast path for good.)
+        let direct = st.pending.values().all(|p| p.tx.is_closed());
         if let Err(SinkClosed(cause)) = self.inner.sink.send(out, direct) {
             drop(st);
             if let Some(e) = cause {

@@ -23,7 +23,8 @@ use tokio::sync::{broadcast, oneshot, watch, Notify, OwnedSemaphorePermit, Semap
 
 /// Key of the pending table. Unsigned integers (our automatic ids, and
 /// caller ids that happen to be such) are compared as numbers; any other id
-/// by its compact JSON text.
+/// by its compact JSON text with object members sorted, since QEMU echoes
+/// an object id with its members in an order of its own (its hash table's).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum IdKey {
     Num(u64),
@@ -34,8 +35,43 @@ impl IdKey {
     pub(crate) fn of(id: &Value) -> IdKey {
         match id.as_u64() {
             Some(n) => IdKey::Num(n),
-            None => IdKey::Json(id.to_string()),
+            None => {
+                let mut text = String::new();
+                canonical(id, &mut text);
+                IdKey::Json(text)
+            }
         }
+    }
+}
+
+/// `v` as compact JSON with every object's members in sorted order.
+fn canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(members) => {
+            let mut sorted: Vec<(&String, &Value)> = members.iter().collect();
+            sorted.sort_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (k, v)) in sorted.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                canonical(v, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical(item, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
     }
 }
 

@@ -321,11 +321,20 @@ async fn already_connected_stream_and_inherited_fd(v: QemuVersion) {
     let client = ClientBuilder::new().from_stream(stream).await.unwrap();
     client.execute("query-version", Value::Null).await.unwrap();
     client.close().await;
-    // the same through an fd:N address
+    // the same from a descriptor we own
+    while qmp_testkit::unix_connections(&qsd.socket) > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
     let std_stream = std::os::unix::net::UnixStream::connect(&qsd.socket).unwrap();
-    let fd = std::os::fd::IntoRawFd::into_raw_fd(std_stream);
-    let client = Client::connect(&format!("fd:{fd}")).await.unwrap();
+    let fd = std::os::fd::OwnedFd::from(std_stream);
+    let client = ClientBuilder::new().from_fd(fd).await.unwrap();
     client.execute("query-version", Value::Null).await.unwrap();
+    // an fd:N address is refused by the library: it cannot know the
+    // descriptor is the caller's to give (a program's main does, and
+    // passes it with from_fd)
+    let e = Client::connect("fd:0").await.err().expect("refused");
+    assert!(e.to_string().contains("ClientBuilder::from_fd"), "{e}");
 }
 per_qemu!(#[tokio::test] async already_connected_stream_and_inherited_fd);
 
@@ -622,4 +631,36 @@ fn blocking_facade(v: QemuVersion) {
 per_qemu!(
     #[test]
     blocking_facade
+);
+
+/// An id that is an object with several members comes back with its
+/// members in QEMU's order, not ours; the reply still reaches its caller
+/// (it used to time out, with "dropped a reply with an id nobody is
+/// waiting for").
+async fn object_ids_with_several_members_get_their_replies(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
+    let client = ClientBuilder::new()
+        .timeout(Some(Duration::from_secs(5)))
+        .connect(&qsd.address())
+        .await
+        .unwrap();
+    for id in [
+        json!({"b": 1, "a": 2}),
+        json!({"zz": {"y": 1, "x": [{"q": 1, "p": 2}]}, "a": 0, "m": "text"}),
+        json!([{"d": 4, "c": 3}, {"b": 2, "a": 1}]),
+    ] {
+        let r = client
+            .call(Call::new("query-version").id(id.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("id {id}: {e}"));
+        assert_eq!(r["qemu"]["major"], v.major_minor().0);
+    }
+    // written in either order, one after the other
+    for id in [json!({"x": 1, "y": 2}), json!({"y": 2, "x": 1})] {
+        assert!(client.call(Call::new("query-version").id(id)).await.is_ok());
+    }
+}
+per_qemu!(
+    #[tokio::test]
+    async object_ids_with_several_members_get_their_replies
 );

@@ -182,7 +182,7 @@ pub async fn run(session: &Session, a: &ShellArgs) -> Result<(), Failure> {
     if a.no_negotiate {
         builder = builder.handshake(Handshake::GreetingOnly);
     }
-    let client = builder.connect(&address).await?;
+    let client = crate::connect_with(builder, &address).await?;
     let out = Output {
         pretty: a.pretty,
         verbose: a.verbose,

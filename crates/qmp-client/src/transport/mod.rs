@@ -174,12 +174,25 @@ fn connect_error(address: &Address, e: io::Error) -> Error {
     }
 }
 
+/// A connected socket the caller owns, as a stream.
+pub fn stream_from_fd(fd: OwnedFd) -> io::Result<Stream> {
+    unix::stream_from_fd(fd)
+}
+
 /// Connects to an address.
 pub async fn connect(address: &Address) -> Result<Stream, Error> {
     let r = match address {
         Address::Unix(path) => UnixStream::connect(path).await.map(Stream::Unix),
         Address::Tcp(host, port) => tcp::connect(host, *port).await,
-        Address::Fd(fd) => unix::adopt_fd(*fd),
+        // Only a program's main can know that it owns an inherited
+        // descriptor: it hands one over as an OwnedFd (from_fd).
+        Address::Fd(fd) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "fd:{fd} names a descriptor this library cannot know is the caller's: \
+                 pass it as an OwnedFd to ClientBuilder::from_fd"
+            ),
+        )),
     };
     r.map_err(|e| connect_error(address, e))
 }

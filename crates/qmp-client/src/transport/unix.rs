@@ -6,7 +6,7 @@ use nix::sys::socket::{
     self, AddressFamily, ControlMessage, MsgFlags, SockaddrLike, SockaddrStorage, UnixAddr,
 };
 use std::io::{self, IoSlice};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use tokio::net::UnixStream;
 
 /// Sends the start of `bytes` with `fds` as ancillary data on it, without
@@ -24,14 +24,13 @@ pub(super) fn send_with_fds(fd: RawFd, bytes: &[u8], fds: &[OwnedFd]) -> io::Res
     .map_err(io::Error::from)
 }
 
-/// Takes ownership of an inherited socket fd (`fd:N` addresses).
-pub(super) fn adopt_fd(fd: RawFd) -> io::Result<Stream> {
+/// A connected socket the caller owns (an inherited `fd:N`, say), as a
+/// stream: unix or TCP, whichever it is.
+pub(super) fn stream_from_fd(owned: OwnedFd) -> io::Result<Stream> {
+    let fd = owned.as_raw_fd();
     let family = socket::getsockname::<SockaddrStorage>(fd)
         .map_err(io::Error::from)?
         .family();
-    // SAFETY: the caller names an fd it owns and gives to us; getsockname
-    // above checked that it is an open socket.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     match family {
         Some(AddressFamily::Unix) => {
             let s = std::os::unix::net::UnixStream::from(owned);

@@ -475,6 +475,7 @@ fn closed_connections_leave_nothing_behind_in_the_proxy(v: QemuVersion) {
     }
     std::thread::sleep(Duration::from_millis(300));
     let after = rss_kib(proxy.0.id());
+    eprintln!("proxy RSS after 3,000 closed connections: {before} -> {after} KiB");
     assert!(
         after < before + 16 * 1024,
         "the proxy grew from {before} KiB to {after} KiB"
@@ -516,6 +517,7 @@ fn closed_connections_leave_nothing_behind_in_the_server() {
     }
     std::thread::sleep(Duration::from_millis(300));
     let after = rss_kib(demo.0.id());
+    eprintln!("server RSS after 20,000 closed connections: {before} -> {after} KiB");
     assert!(
         after < before + 8 * 1024,
         "the server grew from {before} KiB to {after} KiB"
@@ -580,6 +582,10 @@ fn a_garbage_flood_from_a_client_that_never_reads_costs_others_nothing(v: QemuVe
         let before = rss_kib(pid);
         let (_flooder, sent) = flood_without_reading(sock);
         let after = rss_kib(pid);
+        eprintln!(
+            "{}: RSS {before} -> {after} KiB while a client sent {sent} bytes of garbage and read nothing",
+            sock.file_name().unwrap_or_default().to_string_lossy()
+        );
         assert!(
             after < before + 16 * 1024,
             "{} grew from {before} KiB to {after} KiB taking {sent} bytes of garbage",
@@ -630,3 +636,51 @@ per_qemu!(
     #[test]
     the_reply_to_quit_reaches_the_client_through_the_proxy
 );
+
+/// `qmp replay --realtime` stops on SIGTERM at once, even while a command
+/// waits out its recorded duration (a minute here).
+#[test]
+fn realtime_replay_stops_on_sigterm_during_a_recorded_delay() {
+    let dir = qmp_testkit::test_dir();
+    let transcript = dir.path().join("slow.qmp");
+    std::fs::write(
+        &transcript,
+        concat!(
+            r#"{"qmp-transcript": 1, "greeting": {"QMP": {"version": {"qemu": {"micro": 0, "minor": 0, "major": 10}, "package": ""}, "capabilities": []}}}"#,
+            "\n",
+            r#"{"t": 1.0, "client": 1, "dir": "request", "msg": {"execute": "stop", "id": 1}}"#,
+            "\n",
+            r#"{"t": 61.0, "client": 1, "dir": "reply", "msg": {"return": {}, "id": 1}}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let socket = dir.path().join("r.sock");
+    let replay = Command::new(env!("CARGO_BIN_EXE_qmp"))
+        .args([
+            "replay",
+            &transcript.display().to_string(),
+            "--realtime",
+            "--listen",
+        ])
+        .arg(&socket)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    qmp_testkit::wait_listening(&socket);
+    let address = socket.display().to_string();
+    let client = std::thread::spawn(move || qmp(&["-s", &address, "--timeout", "120", "stop"]));
+    std::thread::sleep(Duration::from_millis(500));
+    let stopped = std::time::Instant::now();
+    sigterm(&replay);
+    let out = replay.wait_with_output().unwrap();
+    assert!(
+        stopped.elapsed() < Duration::from_secs(10),
+        "the replay took {:?} to stop",
+        stopped.elapsed()
+    );
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(summary.contains("replay: 1 matched"), "{summary}");
+    // the client was cut off, not answered
+    assert_eq!(client.join().unwrap().status.code(), Some(2));
+}

@@ -650,7 +650,9 @@ impl Backend for Connection {
         let mut stop = self.0.stop.subscribe();
         async move {
             let _ = stop.wait_for(|s| *s).await;
-            Ending::Drain
+            // stopping is stopping: a command replayed in real time may be
+            // waiting out a recorded minute
+            Ending::Now
         }
     }
 }

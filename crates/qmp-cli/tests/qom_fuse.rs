@@ -160,3 +160,48 @@ per_qemu!(
     #[test]
     mounted_tree_read_with_ls_cat_readlink_then_unmounted_by_sigterm
 );
+
+/// A mount point that is a file is refused before anything is mounted;
+/// when QEMU goes away, qom-fuse unmounts and exits 2, instead of staying
+/// mounted and answering EIO.
+fn a_bad_mount_point_is_refused_and_qemu_going_away_unmounts(v: QemuVersion) {
+    let mut vm = Qemu::system(v);
+    let dir = qmp_testkit::test_dir();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_qom-fuse"))
+        .args(["-s", &vm.address()])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a directory"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let at = dir.path().join("mnt");
+    std::fs::create_dir(&at).unwrap();
+    let mut m = Mount::start(&vm.address(), &at, false);
+    vm.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Ok(Some(status)) = m.child.try_wait() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "qom-fuse stayed after QEMU went away"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(2));
+    assert!(
+        std::fs::read_dir(&at).unwrap().next().is_none(),
+        "unmounted"
+    );
+}
+per_qemu!(
+    #[test]
+    a_bad_mount_point_is_refused_and_qemu_going_away_unmounts
+);

@@ -352,10 +352,18 @@ pub async fn run(address: &str, rw: bool, mountpoint: &str) -> Result<(), Failur
     // The filesystem's callbacks are blocking, on fuser's thread, so they
     // use the blocking client; it owns a runtime of its own and must be
     // made outside this one.
+    if !std::path::Path::new(mountpoint).is_dir() {
+        return Err(Failure::Usage(format!(
+            "cannot mount on {mountpoint}: not a directory"
+        )));
+    }
     let (address, mp) = (address.to_owned(), mountpoint.to_owned());
-    let session = std::thread::spawn(move || -> Result<fuser::BackgroundSession, Failure> {
+    type Mounted = (fuser::BackgroundSession, qmp_client::Client);
+    let (session, watch) = std::thread::spawn(move || -> Result<Mounted, Failure> {
         let client = qmp_client::blocking::Client::connect(&address)
             .map_err(|e| Failure::Connection(e.to_string()))?;
+        // to notice QEMU going away from here
+        let watch = client.as_async().clone();
         let fs = QomFs {
             client,
             rw,
@@ -371,6 +379,7 @@ pub async fn run(address: &str, rw: bool, mountpoint: &str) -> Result<(), Failur
             if rw { MountOption::RW } else { MountOption::RO },
         ];
         fuser::spawn_mount(fs, &mp, &config)
+            .map(|session| (session, watch))
             .map_err(|e| Failure::Connection(format!("cannot mount on {mp}: {e}")))
     })
     .join()
@@ -381,10 +390,16 @@ pub async fn run(address: &str, rw: bool, mountpoint: &str) -> Result<(), Failur
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Failure::Connection(e.to_string()))?;
+    let mut gone = None;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
+            // without QEMU the tree is gone: unmount rather than answer EIO
+            reason = watch.disconnected() => {
+                gone = Some(reason);
+                break;
+            }
             _ = tokio::time::sleep(Duration::from_millis(200)) => {
                 if session.guard.is_finished() {
                     // unmounted from outside
@@ -397,5 +412,11 @@ pub async fn run(address: &str, rw: bool, mountpoint: &str) -> Result<(), Failur
     tokio::task::spawn_blocking(move || session.umount_and_join())
         .await
         .map_err(|e| Failure::Connection(e.to_string()))?
-        .map_err(|e| Failure::Connection(format!("unmounting {mp}: {e}")))
+        .map_err(|e| Failure::Connection(format!("unmounting {mp}: {e}")))?;
+    match gone {
+        Some(reason) => Err(Failure::Connection(format!(
+            "QEMU went away ({reason}); unmounted {mountpoint}"
+        ))),
+        None => Ok(()),
+    }
 }

@@ -442,6 +442,48 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS")
 }
 
+/// `qmp ARGS...` in the background, serving on `sock` by the time this
+/// returns; stopped when dropped.
+fn serving(args: &[&str], sock: &std::path::Path) -> Started {
+    let started = Started(
+        Command::new(env!("CARGO_BIN_EXE_qmp"))
+            .args(args)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    qmp_testkit::wait_listening(sock);
+    started
+}
+
+/// `qmp proxy` for `qemu`, one listener at `sock`.
+fn proxy_for(qemu: &Qemu, sock: &std::path::Path) -> Started {
+    let upstream = qemu.address();
+    let listen = sock.display().to_string();
+    serving(
+        &["proxy", "--upstream", &upstream, "--listen", &listen],
+        sock,
+    )
+}
+
+/// The resident memory of process `pid` before and after `count`
+/// clients connect to `sock`, read the greeting and leave (after a
+/// warm-up of `count / 10`).
+fn rss_around_passing_clients(pid: u32, sock: &std::path::Path, count: usize) -> (u64, u64) {
+    let greet = || {
+        let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"{\"QMP\""));
+    };
+    (0..count / 10).for_each(|_| greet());
+    std::thread::sleep(Duration::from_millis(200));
+    let before = rss_kib(pid);
+    (0..count).for_each(|_| greet());
+    std::thread::sleep(Duration::from_millis(300));
+    (before, rss_kib(pid))
+}
+
 /// Connections that come and go while QEMU sends no event cost nothing
 /// once closed: 3,000 clients that read the greeting and leave grow the
 /// proxy by less than 16 MiB (each used to keep its 32 KiB event buffer
@@ -450,31 +492,8 @@ fn closed_connections_leave_nothing_behind_in_the_proxy(v: QemuVersion) {
     let qsd = Qemu::storage_daemon(v);
     let dir = qmp_testkit::test_dir();
     let sock = dir.path().join("p.sock");
-    let proxy = Started(
-        Command::new(env!("CARGO_BIN_EXE_qmp"))
-            .args(["proxy", "--upstream", &qsd.address()])
-            .args(["--listen", &sock.display().to_string()])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    qmp_testkit::wait_listening(&sock);
-    let greet = || {
-        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
-        let mut buf = [0u8; 512];
-        let n = s.read(&mut buf).unwrap();
-        assert!(buf[..n].starts_with(b"{\"QMP\""));
-    };
-    for _ in 0..200 {
-        greet();
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    let before = rss_kib(proxy.0.id());
-    for _ in 0..3000 {
-        greet();
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    let after = rss_kib(proxy.0.id());
+    let proxy = proxy_for(&qsd, &sock);
+    let (before, after) = rss_around_passing_clients(proxy.0.id(), &sock, 3000);
     eprintln!("proxy RSS after 3,000 closed connections: {before} -> {after} KiB");
     assert!(
         after < before + 16 * 1024,
@@ -493,30 +512,8 @@ per_qemu!(
 fn closed_connections_leave_nothing_behind_in_the_server() {
     let dir = qmp_testkit::test_dir();
     let sock = dir.path().join("demo.sock");
-    let demo = Started(
-        Command::new(env!("CARGO_BIN_EXE_qmp"))
-            .args(["demo", "--listen", &sock.display().to_string()])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    qmp_testkit::wait_listening(&sock);
-    let greet = || {
-        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
-        let mut buf = [0u8; 512];
-        let n = s.read(&mut buf).unwrap();
-        assert!(buf[..n].starts_with(b"{\"QMP\""));
-    };
-    for _ in 0..500 {
-        greet();
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    let before = rss_kib(demo.0.id());
-    for _ in 0..20_000 {
-        greet();
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    let after = rss_kib(demo.0.id());
+    let demo = serving(&["demo", "--listen", &sock.display().to_string()], &sock);
+    let (before, after) = rss_around_passing_clients(demo.0.id(), &sock, 20_000);
     eprintln!("server RSS after 20,000 closed connections: {before} -> {after} KiB");
     assert!(
         after < before + 8 * 1024,
@@ -562,23 +559,12 @@ fn a_garbage_flood_from_a_client_that_never_reads_costs_others_nothing(v: QemuVe
     let dir = qmp_testkit::test_dir();
     let proxy_sock = dir.path().join("p.sock");
     let demo_sock = dir.path().join("demo.sock");
-    let proxy = Started(
-        Command::new(env!("CARGO_BIN_EXE_qmp"))
-            .args(["proxy", "--upstream", &qsd.address()])
-            .args(["--listen", &proxy_sock.display().to_string()])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let demo = Started(
-        Command::new(env!("CARGO_BIN_EXE_qmp"))
-            .args(["demo", "--listen", &demo_sock.display().to_string()])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let proxy = proxy_for(&qsd, &proxy_sock);
+    let demo = serving(
+        &["demo", "--listen", &demo_sock.display().to_string()],
+        &demo_sock,
     );
     for (sock, pid) in [(&proxy_sock, proxy.0.id()), (&demo_sock, demo.0.id())] {
-        qmp_testkit::wait_listening(sock);
         let before = rss_kib(pid);
         let (_flooder, sent) = flood_without_reading(sock);
         let after = rss_kib(pid);
@@ -613,15 +599,7 @@ fn the_reply_to_quit_reaches_the_client_through_the_proxy(v: QemuVersion) {
         let mut qsd = Qemu::storage_daemon(v);
         let dir = qmp_testkit::test_dir();
         let sock = dir.path().join("p.sock");
-        let _proxy = Started(
-            Command::new(env!("CARGO_BIN_EXE_qmp"))
-                .args(["proxy", "--upstream", &qsd.address()])
-                .args(["--listen", &sock.display().to_string()])
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        qmp_testkit::wait_listening(&sock);
+        let _proxy = proxy_for(&qsd, &sock);
         let out = qmp(&["-s", &sock.display().to_string(), "quit"]);
         assert!(
             out.status.success(),

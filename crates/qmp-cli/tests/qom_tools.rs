@@ -143,6 +143,33 @@ fn qmp_in_background(args: &[&str]) -> Started {
     )
 }
 
+/// `qmp proxy` in front of `upstream`, with two listeners in `dir`:
+/// `new.sock` may use everything, `old.sock` is denied `qom-list-get` (as
+/// if its QEMU were older); both are audited in `audit.log`.
+fn proxy_with_an_older_listener(upstream: &str, dir: &std::path::Path) -> Started {
+    let at = |name: &str| dir.join(name).display().to_string();
+    std::fs::write(
+        at("policy.toml"),
+        "[policy.older]\ndeny = [\"qom-list-get\"]\n",
+    )
+    .unwrap();
+    let proxy = qmp_in_background(&[
+        "proxy",
+        "--upstream",
+        upstream,
+        "--listen",
+        &at("new.sock"),
+        "--listen",
+        &format!("{},policy=older", at("old.sock")),
+        "--policy",
+        &at("policy.toml"),
+        "--audit",
+        &at("audit.log"),
+    ]);
+    qmp_testkit::wait_listening(&dir.join("old.sock"));
+    proxy
+}
+
 /// The demo machine has QEMU 10.1's `qom-list-get`. A proxy in front of
 /// it shows which commands `qom-tree` sends: through one listener it may
 /// use everything, through the other `qom-list-get` is denied (as if the
@@ -153,25 +180,7 @@ fn qom_tree_uses_qom_list_get_when_there_and_prints_the_same_without() {
     let at = |name: &str| dir.path().join(name).display().to_string();
     let _demo = qmp_in_background(&["demo", "--listen", &at("demo.sock")]);
     qmp_testkit::wait_listening(&dir.path().join("demo.sock"));
-    std::fs::write(
-        at("policy.toml"),
-        "[policy.older]\ndeny = [\"qom-list-get\"]\n",
-    )
-    .unwrap();
-    let _proxy = qmp_in_background(&[
-        "proxy",
-        "--upstream",
-        &at("demo.sock"),
-        "--listen",
-        &at("new.sock"),
-        "--listen",
-        &format!("{},policy=older", at("old.sock")),
-        "--policy",
-        &at("policy.toml"),
-        "--audit",
-        &at("audit.log"),
-    ]);
-    qmp_testkit::wait_listening(&dir.path().join("old.sock"));
+    let _proxy = proxy_with_an_older_listener(&at("demo.sock"), dir.path());
     let with_list_get = text(&tool("qom-tree", &at("new.sock"), &[]));
     let without = text(&tool("qom-tree", &at("old.sock"), &[]));
     assert_eq!(with_list_get, without);
@@ -225,25 +234,7 @@ fn qom_tree_of_a_vm_uses_qom_list_get_where_qemu_has_it(v: QemuVersion) {
     let vm = Qemu::system(v);
     let dir = qmp_testkit::test_dir();
     let at = |name: &str| dir.path().join(name).display().to_string();
-    std::fs::write(
-        at("policy.toml"),
-        "[policy.older]\ndeny = [\"qom-list-get\"]\n",
-    )
-    .unwrap();
-    let _proxy = qmp_in_background(&[
-        "proxy",
-        "--upstream",
-        &vm.address(),
-        "--listen",
-        &at("new.sock"),
-        "--listen",
-        &format!("{},policy=older", at("old.sock")),
-        "--policy",
-        &at("policy.toml"),
-        "--audit",
-        &at("audit.log"),
-    ]);
-    qmp_testkit::wait_listening(&dir.path().join("old.sock"));
+    let _proxy = proxy_with_an_older_listener(&vm.address(), dir.path());
     let tree = text(&tool("qom-tree", &at("new.sock"), &["/machine"]));
     let one_at_a_time = text(&tool("qom-tree", &at("old.sock"), &["/machine"]));
     // the same tree, clocks aside (the RTC's time moves between the two)

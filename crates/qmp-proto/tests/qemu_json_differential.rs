@@ -8,7 +8,7 @@
 //! it on, QEMU 7.2 can abort when one byte completes two messages.
 
 use qmp_proto::qemu_json::{to_line, Parsed, QDict, QObject, Streamer};
-use qmp_testkit::{per_qemu, Qemu, QemuVersion};
+use qmp_testkit::{per_qemu, Lcg, Qemu, QemuVersion};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
@@ -178,20 +178,6 @@ per_qemu!(
     pretty_replies_are_byte_identical_to_qemu
 );
 
-/// Deterministic pseudo-random numbers (a 64-bit LCG), so a failure can
-/// be reproduced.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
-}
-
 /// Which leftover argument QEMU names "unexpected" depends on a GLib hash
 /// table's slot order; our model must name the same one, also for tables
 /// that grew, and for ones where visited keys left tombstones.
@@ -203,12 +189,12 @@ fn unexpected_argument_is_the_one_qemu_names(v: QemuVersion) {
     let mut expected = Vec::new();
     let mut counts = Vec::new();
     for n in 0..400 {
-        let count = 1 + rng.next(40) as usize;
+        let count = 1 + rng.below(40);
         let mut args = QDict::new();
         for _ in 0..count {
-            let len = 1 + rng.next(12) as usize;
+            let len = 1 + rng.below(12);
             let key: String = (0..len)
-                .map(|_| b"abcdefghijklmnopqrstuvwxyz-_0123456789"[rng.next(38) as usize] as char)
+                .map(|_| b"abcdefghijklmnopqrstuvwxyz-_0123456789"[rng.below(38)] as char)
                 .collect();
             args.insert(key, QObject::Int(1));
         }

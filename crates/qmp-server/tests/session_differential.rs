@@ -10,7 +10,7 @@
 use qmp_proto::qemu_json::{Parsed, QDict, QObject, Streamer};
 use qmp_server::schema::Schema;
 use qmp_server::{Call, QmpFailure, Session, SessionConfig, Step};
-use qmp_testkit::{per_qemu, Qemu, QemuVersion, RawPeer};
+use qmp_testkit::{per_qemu, Lcg, Qemu, QemuVersion, RawPeer};
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -157,20 +157,6 @@ per_qemu!(
     #[test]
     session_answers_byte_identically_to_qemu
 );
-
-/// Deterministic pseudo-random numbers (a 64-bit LCG): a failure names
-/// its seed and can be replayed.
-struct Lcg(u64);
-
-impl Lcg {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 33) % n as u64) as usize
-    }
-}
 
 /// Well-formed requests with one to three bytes deleted, doubled, or
 /// replaced (by structural bytes, quotes, digits, letters, whitespace,

@@ -440,6 +440,21 @@ pub fn test_dir() -> tempfile::TempDir {
     tempdir()
 }
 
+/// Deterministic pseudo-random numbers (a 64-bit LCG), for generated test
+/// input that a failure can name by its seed and replay.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// The next number below `n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) % n as u64) as usize
+    }
+}
+
 /// A process a test started (a proxy, a demo server), killed when the test
 /// ends however it ends.
 pub struct Started(pub Child);

@@ -36,42 +36,11 @@ impl IdKey {
         match id.as_u64() {
             Some(n) => IdKey::Num(n),
             None => {
-                let mut text = String::new();
-                canonical(id, &mut text);
-                IdKey::Json(text)
+                let mut sorted = id.clone();
+                sorted.sort_all_objects();
+                IdKey::Json(sorted.to_string())
             }
         }
-    }
-}
-
-/// `v` as compact JSON with every object's members in sorted order.
-fn canonical(v: &Value, out: &mut String) {
-    match v {
-        Value::Object(members) => {
-            let mut sorted: Vec<(&String, &Value)> = members.iter().collect();
-            sorted.sort_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
-            for (i, (k, v)) in sorted.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                canonical(v, out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical(item, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
     }
 }
 

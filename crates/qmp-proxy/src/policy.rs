@@ -216,7 +216,9 @@ impl Access {
     /// What a request would run that this does not permit: `None` when
     /// all of it is permitted. Checks the command, each action of a
     /// `transaction` (by its type), and an HMP command line (as
-    /// `hmp:LINE`); a carried command it cannot read is refused.
+    /// `hmp:LINE`). A carried command that cannot be read (no `actions`
+    /// list, an action without a string `type`, no `command-line`) is left
+    /// to QEMU, which refuses the request for its arguments.
     pub fn refusal(&self, command: &str, arguments: &QDict) -> Option<Refusal> {
         if !self.permits(command) {
             return Some(Refusal::Command(command.to_owned()));

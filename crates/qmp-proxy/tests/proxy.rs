@@ -95,6 +95,11 @@ impl Drop for TestProxy {
     }
 }
 
+/// Configures a [`TestProxy`] with the policy file `text`.
+fn with_policies(text: &'static str) -> impl FnOnce(ProxyBuilder, &Path) -> ProxyBuilder + Send {
+    move |b, _| b.policies(PolicyFile::parse(text).unwrap())
+}
+
 /// A raw client that has read the greeting and negotiated (with oob when
 /// `oob`).
 fn raw_negotiated(path: &Path, oob: bool) -> RawPeer {
@@ -1039,13 +1044,7 @@ fn the_policy_applies_to_transaction_actions_and_hmp_lines(v: QemuVersion) {
     let proxy = TestProxy::start(
         &vm.socket,
         &["{dir}/admin.sock", "{dir}/ops.sock,policy=ops"],
-        |b, _| {
-            let policy = PolicyFile::parse(
-                "[policy.ops]\nallow = [\"transaction\", \"query-*\", \"human-monitor-command\", \"hmp:info *\"]\n",
-            )
-            .unwrap();
-            b.policies(policy)
-        },
+        with_policies("[policy.ops]\nallow = [\"transaction\", \"query-*\", \"human-monitor-command\", \"hmp:info *\"]\n"),
     );
     let admin = Client::connect(&proxy.addr("admin.sock")).unwrap();
     admin
@@ -1200,13 +1199,7 @@ fn a_restricted_listener_sees_only_its_own_commands_in_the_schema(v: QemuVersion
     let proxy = TestProxy::start(
         &qsd.socket,
         &["{dir}/rw.sock", "{dir}/ro.sock,policy=watch"],
-        |b, _| {
-            let policy = PolicyFile::parse(
-                "[policy.watch]\npreset = \"read-only\"\nevents = [\"JOB_STATUS_CHANGE\"]\n",
-            )
-            .unwrap();
-            b.policies(policy)
-        },
+        with_policies("[policy.watch]\npreset = \"read-only\"\nevents = [\"JOB_STATUS_CHANGE\"]\n"),
     );
     let names = |sock: &str, meta: &str| -> Vec<String> {
         let c = Client::connect(&proxy.addr(sock)).unwrap();

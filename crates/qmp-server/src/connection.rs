@@ -332,17 +332,26 @@ fn deliver<C: CommandSet>(
     }
 }
 
-/// Sends the events already raised before a reply: an event a command
-/// causes must reach the client before the command's reply (rule P4).
-fn send_pending_events<C: CommandSet>(
+/// Sends a call's reply, after the events already raised: an event a
+/// command causes must reach the client before the command's reply (rule
+/// P4). The reply goes out even when the events show the client is not
+/// reading (the caller then ends the connection).
+fn answer<C: CommandSet>(
     events: &mut impl EventSource,
-    session: &Session<C>,
+    session: &mut Session<C>,
     out: &Outbox,
+    call: &Call,
+    result: HandlerResult,
 ) -> Result<(), NotReading> {
+    let mut sent = Ok(());
     while let Some(item) = events.try_next() {
-        deliver(item, session, out)?;
+        sent = deliver(item, session, out);
+        if sent.is_err() {
+            break;
+        }
     }
-    Ok(())
+    out.send(session.reply(call, result));
+    sent
 }
 
 /// Runs one connection to its end.
@@ -417,8 +426,7 @@ pub async fn run<B: Backend>(backend: B, stream: Stream) {
             }
             r = async { (&mut inband.as_mut().expect("guarded").task).await }, if inband.is_some() => {
                 let running = inband.take().expect("guarded");
-                let sent = send_pending_events(&mut events, &session, &out);
-                out.send(session.reply(&running.call, outcome(r)));
+                let sent = answer(&mut events, &mut session, &out, &running.call, outcome(r));
                 if running.close.load(Ordering::SeqCst) {
                     break 'session;
                 }
@@ -427,8 +435,7 @@ pub async fn run<B: Backend>(backend: B, stream: Stream) {
             Some(r) = oob.join_next(), if !oob.is_empty() => {
                 let mut sent = Ok(());
                 if let Ok((call, result, close)) = r {
-                    sent = send_pending_events(&mut events, &session, &out);
-                    out.send(session.reply(&call, result));
+                    sent = answer(&mut events, &mut session, &out, &call, result);
                     if close.load(Ordering::SeqCst) {
                         break 'session;
                     }
@@ -456,8 +463,7 @@ pub async fn run<B: Backend>(backend: B, stream: Stream) {
                             let abort = running.task.abort_handle();
                             match tokio::time::timeout(Duration::from_millis(200), running.task).await {
                                 Ok(r) => {
-                                    let _ = send_pending_events(&mut events, &session, &out);
-                                    out.send(session.reply(&running.call, outcome(r)));
+                                    let _ = answer(&mut events, &mut session, &out, &running.call, outcome(r));
                                 }
                                 Err(_) if backend.cancel_on_disconnect() => abort.abort(),
                                 Err(_) => {}

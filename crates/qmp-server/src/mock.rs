@@ -104,18 +104,16 @@ impl Replies {
                 Some(QObject::List(list)) => &list[..],
                 Some(_) => return Err(format!("rule {i}: \"events\" must be an array of events")),
             };
-            {
-                for e in listed {
-                    let name = e
-                        .as_dict()
-                        .and_then(|e| e.get("event"))
-                        .and_then(QObject::as_str)
-                        .ok_or_else(|| format!("rule {i}: each event needs an \"event\" name"))?;
-                    events.push((
-                        name.to_owned(),
-                        e.as_dict().and_then(|e| e.get("data")).cloned(),
-                    ));
-                }
+            for e in listed {
+                let name = e
+                    .as_dict()
+                    .and_then(|e| e.get("event"))
+                    .and_then(QObject::as_str)
+                    .ok_or_else(|| format!("rule {i}: each event needs an \"event\" name"))?;
+                events.push((
+                    name.to_owned(),
+                    e.as_dict().and_then(|e| e.get("data")).cloned(),
+                ));
             }
             rules.push(Rule {
                 command,
@@ -194,14 +192,8 @@ impl Dump {
 
 /// `(major, minor, micro, package)` of a query-version reply.
 fn version_of(v: &QObject) -> Option<(u64, u64, u64, String)> {
-    let d = v.as_dict()?;
-    let q = d.get("qemu")?.as_dict()?;
-    let n = |k: &str| match q.get(k)? {
-        QObject::Int(n) => u64::try_from(*n).ok(),
-        QObject::UInt(n) => Some(*n),
-        _ => None,
-    };
-    let package = d.get("package")?.as_str()?.to_owned();
+    let n = |key| crate::session::version_number(v, key);
+    let package = v.as_dict()?.get("package")?.as_str()?.to_owned();
     Some((n("major")?, n("minor")?, n("micro")?, package))
 }
 

@@ -252,7 +252,6 @@ impl ServerBuilder {
         }
     }
 
-    /// The version in the greeting and `query-version`.
     /// `query-commands` lists the commands in this order (a real QEMU's,
     /// for a mock); commands not named follow in registration order.
     /// Without it, `qmp_capabilities` comes first, then registration order.
@@ -261,6 +260,8 @@ impl ServerBuilder {
         self
     }
 
+    /// The version in the greeting and `query-version`; it also picks how
+    /// malformed input is answered (see [`SessionConfig::version`]).
     pub fn version(mut self, major: u64, minor: u64, micro: u64, package: &str) -> Self {
         self.version = version_object(major, minor, micro, package);
         self

@@ -105,17 +105,19 @@ pub struct Session<C> {
     in_progress: bool,
 }
 
+/// `qemu.KEY` (`major`, `minor`, `micro`) of a version object, as
+/// `query-version` returns it.
+pub(crate) fn version_number(version: &QObject, key: &str) -> Option<u64> {
+    match version.as_dict()?.get("qemu")?.as_dict()?.get(key)? {
+        QObject::Int(n) => u64::try_from(*n).ok(),
+        QObject::UInt(n) => Some(*n),
+        _ => None,
+    }
+}
+
 /// The JSON reader dialect of the QEMU a version object names.
 fn dialect_of(version: &QObject) -> Dialect {
-    let qemu = version
-        .as_dict()
-        .and_then(|v| v.get("qemu"))
-        .and_then(QObject::as_dict);
-    let number = |key: &str| match qemu.and_then(|q| q.get(key)) {
-        Some(QObject::Int(n)) => u64::try_from(*n).unwrap_or(0),
-        Some(QObject::UInt(n)) => *n,
-        _ => 0,
-    };
+    let number = |key| version_number(version, key).unwrap_or(0);
     Dialect::of_qemu(number("major"), number("minor"))
 }
 

@@ -1,5 +1,5 @@
-//! `qmp mock --schema FILE --listen ADDR [--qemu-version X.Y.Z] [--replies FILE]`:
-//! a mock QEMU with the command set of a real QEMU's schema dump.
+//! `qmp mock --schema DUMP --listen ADDR [--version X.Y.Z] [--package TEXT]
+//! [--replies FILE]`: a mock QEMU from a real QEMU's dump (`qmp dump`) or schema.
 
 use crate::cli::MockArgs;
 use crate::Failure;
@@ -38,9 +38,9 @@ pub async fn run(a: &MockArgs) -> Result<(), Failure> {
     let dumped = dump.version.clone();
     let (major, minor, micro) = match (&a.qemu_version, &dumped) {
         (Some(text), _) => {
-            let parts: Vec<u64> = text.split('.').filter_map(|p| p.parse().ok()).collect();
-            match parts[..] {
-                [major, minor, micro] if text.split('.').count() == 3 => (major, minor, micro),
+            let parts: Result<Vec<u64>, _> = text.split('.').map(str::parse).collect();
+            match parts.as_deref() {
+                Ok(&[major, minor, micro]) => (major, minor, micro),
                 _ => {
                     return Err(Failure::Usage(format!(
                         "--version must be X.Y.Z, not {text}"

@@ -34,10 +34,7 @@ impl Tokens<'_> {
     fn pop_literal(&mut self) -> Result<QObject> {
         let token = &mut self.list[self.next];
         self.next += 1;
-        match token.kind {
-            TokenKind::String => take_string(&mut token.text).map(QObject::String),
-            kind => literal(kind, &token.text),
-        }
+        literal(token.kind, &mut token.text)
     }
 }
 
@@ -116,12 +113,15 @@ fn parse_array(t: &mut Tokens<'_>) -> Result<QObject> {
     }
 }
 
-/// A string, number or keyword token's value.
-pub(crate) fn literal(kind: TokenKind, token: &[u8]) -> Result<QObject> {
+/// A string, number or keyword token's value. A string may take the
+/// token's bytes ([`take_string`]).
+pub(crate) fn literal(kind: TokenKind, token: &mut Vec<u8>) -> Result<QObject> {
+    if kind == TokenKind::String {
+        return take_string(token).map(QObject::String);
+    }
     // Token texts of numbers and keywords are ASCII by construction.
     let text = std::str::from_utf8(token).unwrap_or_default();
     match kind {
-        TokenKind::String => parse_string(token).map(QObject::String),
         TokenKind::Keyword => match text {
             "true" => Ok(QObject::Bool(true)),
             "false" => Ok(QObject::Bool(false)),

@@ -54,7 +54,7 @@ pub(crate) struct PushParser {
 }
 
 /// A parse error's text, located as QEMU 11 locates it.
-fn error(at: Position, what: impl std::fmt::Display) -> String {
+pub(crate) fn error(at: Position, what: impl std::fmt::Display) -> String {
     format!("{}:{}: JSON parse error, {what}", at.line, at.column)
 }
 
@@ -124,8 +124,7 @@ impl PushParser {
                 });
                 return Ok(None);
             }
-            (_, TokenKind::String) => QObject::String(take_string(text).map_err(|e| error(at, e))?),
-            (_, TokenKind::Integer | TokenKind::Float | TokenKind::Keyword) => {
+            (_, TokenKind::String | TokenKind::Integer | TokenKind::Float | TokenKind::Keyword) => {
                 literal(kind, text).map_err(|e| error(at, e))?
             }
             _ => return Err(error(at, "expecting value")),

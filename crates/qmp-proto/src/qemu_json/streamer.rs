@@ -16,7 +16,7 @@
 
 use super::lexer::{LexEvent, Lexer, Position, TokenKind};
 use super::parser::parse;
-use super::push::PushParser;
+use super::push::{self, PushParser};
 use super::utf8::lossy;
 use super::QObject;
 
@@ -281,12 +281,7 @@ impl Push {
         if !self.skipping {
             let result = match (counts.limit_error(len), kind) {
                 (Some(limit), _) => Err(limit.to_string()),
-                (None, None) => Err(format!(
-                    "{}:{}: JSON parse error, stray '{}'",
-                    at.line,
-                    at.column,
-                    lossy(text)
-                )),
+                (None, None) => Err(push::error(at, format_args!("stray '{}'", lossy(text)))),
                 (None, Some(kind)) => self.parser.feed(kind, text, at),
             };
             match result {

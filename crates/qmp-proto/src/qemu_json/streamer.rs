@@ -89,6 +89,22 @@ impl Streamer {
     }
 
     /// A reader in the given dialect.
+    ///
+    /// ```
+    /// use qmp_proto::qemu_json::{Dialect, Parsed, Streamer};
+    ///
+    /// let bad = b"{\"execute\" \"query-version\"}\n";
+    /// let mut qemu10 = Streamer::with_dialect(Dialect::of_qemu(10, 0));
+    /// assert_eq!(
+    ///     qemu10.feed_collect(bad),
+    ///     [Parsed::Error("JSON parse error, missing : in object pair".into())]
+    /// );
+    /// let mut qemu11 = Streamer::with_dialect(Dialect::of_qemu(11, 1));
+    /// assert_eq!(
+    ///     qemu11.feed_collect(bad),
+    ///     [Parsed::Error("1:12: JSON parse error, expecting ':'".into())]
+    /// );
+    /// ```
     pub fn with_dialect(dialect: Dialect) -> Self {
         Streamer {
             lexer: Lexer::new(),

@@ -386,6 +386,60 @@ fn replay_stops_on_sigterm_and_exchanges_left_unused_fail_it() {
     }
 }
 
+/// A command whose reply QEMU gave an hour later.
+const HOUR_LONG_REPLY: &str = r#"{"qmp-transcript": 1, "greeting": {"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": []}}}
+{"t": 0.1, "client": 1, "dir": "request", "msg": {"execute": "stop", "id": 1}}
+{"t": 3600.1, "client": 1, "dir": "reply", "msg": {"return": {}, "id": 1}}
+"#;
+
+#[test]
+fn a_realtime_replay_ends_when_its_client_leaves_during_a_recorded_delay() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = qmp_testkit::test_dir();
+    let at = |name: &str| dir.path().join(name).display().to_string();
+    std::fs::write(at("hour.qmp"), HOUR_LONG_REPLY).unwrap();
+    let socket = dir.path().join("r.sock");
+    let mut replay = Command::new(env!("CARGO_BIN_EXE_qmp"))
+        .args(["replay", &at("hour.qmp"), "--realtime", "--listen"])
+        .arg(&socket)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    qmp_testkit::wait_listening(&socket);
+    let client = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    let mut lines = BufReader::new(client.try_clone().unwrap()).lines();
+    lines.next().unwrap().unwrap(); // the greeting
+    (&client)
+        .write_all(b"{\"execute\":\"qmp_capabilities\"}\n")
+        .unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), r#"{"return": {}}"#);
+    (&client)
+        .write_all(b"{\"execute\":\"stop\",\"id\":1}\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    drop(lines);
+    drop(client);
+    // Without noticing, the replay would wait out the recorded hour.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = replay.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = replay.kill();
+            panic!("the replay did not end when its only client left");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = replay.wait_with_output().unwrap();
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        summary.contains("replay: 1 matched, 0 mismatched, 0 unused"),
+        "{summary}"
+    );
+    assert_eq!(status.code(), Some(0), "{summary}");
+}
+
 /// A transcript takes the place of an existing file only once recording
 /// has started: a `qmp record` that cannot reach QEMU leaves it as it was.
 /// The transcript is created mode 0600, whatever the umask.

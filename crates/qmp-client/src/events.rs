@@ -1,7 +1,7 @@
 //! Event subscriptions.
 //!
-//! Each subscriber has its own filter and its own bounded buffer (a
-//! single-receiver `tokio::sync::broadcast` channel). Delivering never
+//! Each subscriber has its own filter and its own bounded buffer, which
+//! grows only while events wait in it. Delivering never
 //! waits: when a subscriber's buffer is full its oldest events are dropped
 //! and its next read reports [`Lagged`] with the number lost. A slow
 //! subscriber therefore never blocks replies or other subscribers, and
@@ -9,8 +9,9 @@
 
 use qmp_proto::Event;
 use serde_json::Value;
-use std::sync::Arc;
-use tokio::sync::broadcast;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::Notify;
 
 /// Default buffer of one subscription, in events.
 pub const DEFAULT_EVENT_BUFFER: usize = 1024;
@@ -80,33 +81,83 @@ impl EventFilter {
     }
 }
 
+/// One subscription's buffer, shared by the router (which fills it) and
+/// the stream (which drains it). It grows only as events wait in it, so an
+/// idle subscription costs a few dozen bytes whatever its capacity (a
+/// proxy keeps one per client).
+#[derive(Debug, Default)]
+struct Queue {
+    state: Mutex<QueueState>,
+    /// Woken when an event arrives or the connection ends.
+    ready: Notify,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    events: VecDeque<Arc<Event>>,
+    /// Events dropped since the stream last read, for lack of room.
+    lost: u64,
+    /// The connection is gone: no more events will come.
+    ended: bool,
+    /// The stream was dropped: the router may forget this subscriber.
+    abandoned: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// The sending side, kept by the router.
 pub(crate) struct Subscriber {
     filter: EventFilter,
-    tx: broadcast::Sender<Arc<Event>>,
+    capacity: usize,
+    queue: Arc<Queue>,
 }
 
 impl Subscriber {
     pub(crate) fn new(filter: EventFilter, capacity: usize) -> (Subscriber, EventStream) {
-        let (tx, rx) = broadcast::channel(capacity.max(1));
-        (Subscriber { filter, tx }, EventStream { rx })
+        let queue = Arc::new(Queue::default());
+        let sub = Subscriber {
+            filter,
+            capacity: capacity.max(1),
+            queue: queue.clone(),
+        };
+        (sub, EventStream { queue })
     }
 
     /// Whether its stream is still held.
     pub(crate) fn is_open(&self) -> bool {
-        self.tx.receiver_count() > 0
+        !self.queue.lock().abandoned
     }
 
     /// Offers an event; false once the stream has been dropped, so the
     /// router can forget this subscriber.
     pub(crate) fn offer(&self, event: &Arc<Event>) -> bool {
-        if self.tx.receiver_count() == 0 {
+        let mut st = self.queue.lock();
+        if st.abandoned {
             return false;
         }
         if self.filter.matches(event) {
-            let _ = self.tx.send(event.clone());
+            if st.events.len() == self.capacity {
+                st.events.pop_front();
+                st.lost += 1;
+            }
+            st.events.push_back(event.clone());
+            drop(st);
+            self.queue.ready.notify_one();
         }
         true
+    }
+}
+
+impl Drop for Subscriber {
+    /// The router lets go at the end of the connection: the stream ends
+    /// after what it has buffered.
+    fn drop(&mut self) {
+        self.queue.lock().ended = true;
+        self.queue.ready.notify_one();
     }
 }
 
@@ -119,34 +170,55 @@ pub struct Lagged(pub u64);
 /// after the events buffered before that.
 #[derive(Debug)]
 pub struct EventStream {
-    rx: broadcast::Receiver<Arc<Event>>,
+    queue: Arc<Queue>,
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        let mut st = self.queue.lock();
+        st.abandoned = true;
+        // what waits is nobody's now
+        st.events = VecDeque::new();
+    }
 }
 
 impl EventStream {
     /// A stream that has already ended.
     pub(crate) fn ended() -> EventStream {
-        let (_, rx) = broadcast::channel(1);
-        EventStream { rx }
+        let (sub, stream) = Subscriber::new(EventFilter::all(), 1);
+        drop(sub);
+        stream
     }
 
     /// The next event, `Some(Err(Lagged(n)))` after `n` were dropped for
     /// lack of room, or `None` once the connection is gone.
     pub async fn next(&mut self) -> Option<Result<Arc<Event>, Lagged>> {
-        match self.rx.recv().await {
-            Ok(e) => Some(Ok(e)),
-            Err(broadcast::error::RecvError::Lagged(n)) => Some(Err(Lagged(n))),
-            Err(broadcast::error::RecvError::Closed) => None,
+        loop {
+            // A wake-up that comes between this check and the wait is kept
+            // by `Notify` as a permit, so none is missed.
+            if let Some(item) = self.try_next() {
+                return Some(item);
+            }
+            if self.queue.lock().ended {
+                return None;
+            }
+            self.queue.ready.notified().await;
         }
     }
 
     /// Like [`next`](Self::next) without waiting: `None` when nothing is
     /// buffered right now.
     pub fn try_next(&mut self) -> Option<Result<Arc<Event>, Lagged>> {
-        match self.rx.try_recv() {
-            Ok(e) => Some(Ok(e)),
-            Err(broadcast::error::TryRecvError::Lagged(n)) => Some(Err(Lagged(n))),
-            Err(_) => None,
+        let mut st = self.queue.lock();
+        if st.lost > 0 {
+            return Some(Err(Lagged(std::mem::take(&mut st.lost))));
         }
+        let event = st.events.pop_front()?;
+        if st.events.is_empty() && st.events.capacity() > 64 {
+            // a burst is over: give its memory back
+            st.events = VecDeque::new();
+        }
+        Some(Ok(event))
     }
 }
 

@@ -78,6 +78,30 @@ impl EventSource for Events {
     }
 }
 
+impl Downstream {
+    /// The answer the proxy gives itself, if any: to a command QEMU lacks
+    /// (the session lets every name through, see `Commands`), to one the
+    /// policy refuses, and, when strict auditing cannot log it, to any.
+    fn answer_here(&self, call: &Call, shown: &serde_json::Value) -> Option<(Outcome, QmpFailure)> {
+        if !self.upstream.commands.contains(&call.command) {
+            let failure =
+                QmpFailure::not_found(format!("The command {} has not been found", call.command));
+            return Some((Outcome::Error(failure.class.clone()), failure));
+        }
+        if let Some(refusal) = self.access.refusal(&call.command, &call.arguments) {
+            let desc = refusal.describe(self.policy.name.as_deref().unwrap_or_default());
+            return Some((Outcome::Denied, QmpFailure::not_found(desc)));
+        }
+        let log = self.audit.as_ref().filter(|log| log.is_strict())?;
+        let e = log
+            .sent(&self.who, &call.command, shown.clone(), call.oob)
+            .err()?;
+        tracing::error!("refused {}: cannot write the audit log: {e}", call.command);
+        let desc = format!("The proxy cannot write its audit log, so it runs no command: {e}");
+        Some((Outcome::Denied, QmpFailure::generic(desc)))
+    }
+}
+
 impl Backend for Downstream {
     type Commands = Commands;
     type Events = Events;
@@ -109,19 +133,35 @@ impl Backend for Downstream {
             .then(|| self.upstream.fd_turn.clone());
         fds.truncate(if fd_turn.is_some() { 1 } else { 0 });
         let arguments = QObject::Dict(call.arguments.clone()).to_value();
+        // What the audit log and the transcript show: the arguments with
+        // what the policy redacts replaced.
+        let mut shown = arguments.clone();
+        self.policy.redact(&call.command, &mut shown);
         let audit = self.audit.clone().map(|log| {
-            let mut shown = arguments.clone();
-            self.policy.redact(&call.command, &mut shown);
-            (log, self.who.clone(), call.command.clone(), shown, call.oob)
+            (
+                log,
+                self.who.clone(),
+                call.command.clone(),
+                shown.clone(),
+                call.oob,
+            )
         });
-        let refusal = self.access.refusal(&call.command, &call.arguments);
-        let unlogged = match (&audit, &refusal) {
-            (Some((log, who, command, shown, oob)), None) if log.is_strict() => {
-                log.sent(who, command, shown.clone(), *oob).err()
+        let id = call.id.as_ref().map(QObject::to_value);
+        let recorder = self.recorder.clone().map(|r| {
+            let verb = if call.oob { "exec-oob" } else { "execute" };
+            let mut msg = serde_json::json!({ verb: call.command });
+            if !call.arguments.is_empty() {
+                msg["arguments"] = shown.clone();
             }
-            _ => None,
-        };
-        let record = move |outcome: &Outcome| {
+            if let Some(id) = &id {
+                msg["id"] = id.clone();
+            }
+            r.request(self.who.client, msg, fds.len());
+            (r, self.who.client)
+        });
+        // Both logs get every exchange this client saw, including those
+        // the proxy answered itself: a replay must answer them the same.
+        let record = move |outcome: &Outcome, reply: serde_json::Value| {
             if let Some((log, who, command, shown, oob)) = &audit {
                 log.record(
                     who,
@@ -132,39 +172,21 @@ impl Backend for Downstream {
                     started.elapsed(),
                 );
             }
-        };
-        if let Some(refusal) = refusal {
-            record(&Outcome::Denied);
-            let desc = refusal.describe(self.policy.name.as_deref().unwrap_or_default());
-            return Box::pin(async move { Err(QmpFailure::not_found(desc)) });
-        }
-        // Strict auditing: no line, no command.
-        if let Some(e) = unlogged {
-            tracing::error!("refused {}: cannot write the audit log: {e}", call.command);
-            let desc = format!("The proxy cannot write its audit log, so it runs no command: {e}");
-            return Box::pin(async move { Err(QmpFailure::generic(desc)) });
-        }
-        let id = call.id.as_ref().map(QObject::to_value);
-        let recorder = self.recorder.clone().map(|r| {
-            let verb = if call.oob { "exec-oob" } else { "execute" };
-            let mut msg = serde_json::json!({ verb: call.command });
-            if !call.arguments.is_empty() {
-                msg["arguments"] = arguments.clone();
-            }
-            if let Some(id) = &id {
-                msg["id"] = id.clone();
-            }
-            r.request(self.who.client, msg, fds.len());
-            (r, self.who.client)
-        });
-        let record_reply = move |mut msg: serde_json::Value| {
-            if let Some((r, client)) = &recorder {
+            if let (Some((r, client)), false) = (&recorder, reply.is_null()) {
+                let mut msg = reply;
                 if let Some(id) = id {
                     msg["id"] = id;
                 }
                 r.reply(*client, msg);
             }
         };
+        if let Some((outcome, failure)) = self.answer_here(&call, &shown) {
+            let reply = serde_json::json!({
+                "error": {"class": failure.class.clone(), "desc": failure.desc.clone()}
+            });
+            record(&outcome, reply);
+            return Box::pin(async move { Err(failure) });
+        }
         let mut forward = qmp_client::Call::new(call.command.clone())
             .arguments(arguments)
             .timeout(None);
@@ -188,8 +210,10 @@ impl Backend for Downstream {
             };
             match client.call(forward).await {
                 Ok(value) => {
-                    record(&Outcome::Return);
-                    record_reply(serde_json::json!({ "return": value.clone() }));
+                    record(
+                        &Outcome::Return,
+                        serde_json::json!({ "return": value.clone() }),
+                    );
                     let mut value = QObject::from_qemu_output(&value);
                     if let (Some((access, events)), QObject::List(entries)) = (&listing, &mut value)
                     {
@@ -210,10 +234,10 @@ impl Backend for Downstream {
                     Ok(Some(value))
                 }
                 Err(qmp_client::Error::Qmp(e)) => {
-                    record(&Outcome::Error(e.class.clone()));
-                    record_reply(serde_json::json!({
+                    let reply = serde_json::json!({
                         "error": {"class": e.class.clone(), "desc": e.desc.clone()}
-                    }));
+                    });
+                    record(&Outcome::Error(e.class.clone()), reply);
                     Err(QmpFailure {
                         class: e.class,
                         desc: e.desc,
@@ -222,12 +246,16 @@ impl Backend for Downstream {
                 Err(e) if e.is_disconnect() => {
                     // QEMU is gone: the connection ends unanswered, as a
                     // direct client would have seen it.
-                    record(&Outcome::Lost);
+                    record(&Outcome::Lost, serde_json::Value::Null);
                     std::future::pending().await
                 }
                 Err(e) => {
-                    record(&Outcome::Error("GenericError".into()));
-                    Err(QmpFailure::generic(format!("proxy: {e}")))
+                    let failure = QmpFailure::generic(format!("proxy: {e}"));
+                    let reply = serde_json::json!({
+                        "error": {"class": failure.class.clone(), "desc": failure.desc.clone()}
+                    });
+                    record(&Outcome::Error(failure.class.clone()), reply);
+                    Err(failure)
                 }
             }
         })

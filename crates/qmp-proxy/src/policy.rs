@@ -44,6 +44,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+/// What a redacted argument reads in the audit log and in transcripts.
+pub const REDACTED: &str = "<redacted>";
+
 /// Name of the built-in policy for queries and QOM reads.
 pub const READ_ONLY: &str = "read-only";
 
@@ -319,12 +322,12 @@ impl Policy {
             }
             for path in paths {
                 if path == "*" {
-                    *arguments = serde_json::Value::String("<redacted>".into());
+                    *arguments = serde_json::Value::String(REDACTED.into());
                     return;
                 }
                 let pointer = format!("/{}", path.replace('.', "/"));
                 if let Some(v) = arguments.pointer_mut(&pointer) {
-                    *v = serde_json::Value::String("<redacted>".into());
+                    *v = serde_json::Value::String(REDACTED.into());
                 }
             }
         }

@@ -512,7 +512,9 @@ impl Shared {
     /// Finds and takes the exchange for a request, or says why not.
     fn take(&self, command: &str, arguments: &Value, fds: usize) -> Result<usize, Box<Mismatch>> {
         let mut st = self.lock();
-        let fits = |x: &Exchange| x.command == command && x.arguments == *arguments && x.fds == fds;
+        let fits = |x: &Exchange| {
+            x.command == command && same_arguments(&x.arguments, arguments) && x.fds == fds
+        };
         let found = match self.mode {
             MatchMode::Strict => {
                 Some(st.next).filter(|&i| i < self.exchanges.len() && fits(&self.exchanges[i]))
@@ -539,7 +541,9 @@ impl Shared {
                 }
                 .map(|x| (x.command.clone(), x.arguments.clone(), x.fds));
                 let reason = match &expected {
-                    Some((c, a, n)) if c == command && a == arguments && *n != fds => {
+                    Some((c, a, n))
+                        if c == command && same_arguments(a, arguments) && *n != fds =>
+                    {
                         format!("expected {n} file descriptor(s) with it, got {fds}")
                     }
                     Some((c, a, _)) if self.mode == MatchMode::Strict => {
@@ -566,9 +570,29 @@ impl Shared {
     }
 }
 
-/// What commands a replay has: the schema's when it has one (so unknown
-/// names get QEMU's CommandNotFound); otherwise every name, so that any
-/// request reaches the matcher and a stray one is reported.
+/// Whether a request's arguments are those recorded. A value the proxy's
+/// policy redacted when recording (`"<redacted>"`) stands for any value.
+fn same_arguments(recorded: &Value, got: &Value) -> bool {
+    match (recorded, got) {
+        (Value::String(r), _) if r == crate::policy::REDACTED => true,
+        (Value::Object(r), Value::Object(g)) => {
+            r.len() == g.len()
+                && r.iter()
+                    .all(|(k, v)| g.get(k).is_some_and(|w| same_arguments(v, w)))
+        }
+        (Value::Array(r), Value::Array(g)) => {
+            r.len() == g.len() && r.iter().zip(g).all(|(v, w)| same_arguments(v, w))
+        }
+        _ => recorded == got,
+    }
+}
+
+/// What commands a replay has: with a schema, the schema's and the
+/// recorded ones (a recorded answer to a name QEMU lacked is replayed
+/// too); so other unknown names get QEMU's CommandNotFound. Without one,
+/// every name, so that any request reaches the matcher and a stray one is
+/// reported. A name the schema does not give claims oob support, so that
+/// the matcher, not the session, answers it either way.
 struct ReplayCommands {
     recorded: HashMap<String, bool>,
     schema: Option<Schema>,
@@ -580,8 +604,10 @@ struct Commands(Arc<ReplayCommands>);
 impl CommandSet for Commands {
     fn allow_oob(&self, command: &str) -> Option<bool> {
         match &self.0.schema {
-            Some(s) => s.allow_oob(command),
-            None => Some(self.0.recorded.get(command).copied().unwrap_or(false)),
+            Some(s) => s
+                .allow_oob(command)
+                .or_else(|| self.0.recorded.contains_key(command).then_some(true)),
+            None => Some(self.0.recorded.get(command).copied().unwrap_or(true)),
         }
     }
 }

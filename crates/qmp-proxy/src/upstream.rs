@@ -13,9 +13,14 @@ use std::sync::Arc;
 #[derive(Clone, Debug, Default)]
 pub struct Commands(Arc<HashMap<String, bool>>);
 
+/// Every name passes the session's lookup, so that the downstream answers
+/// a name QEMU lacks itself, with QEMU's CommandNotFound, where the audit
+/// log and the transcript see it. Such a name claims oob support: QEMU
+/// looks a command up before it checks oob, so `exec-oob` of an unknown
+/// name is "not found" there too, not "does not support OOB".
 impl CommandSet for Commands {
     fn allow_oob(&self, command: &str) -> Option<bool> {
-        self.0.get(command).copied()
+        Some(self.0.get(command).copied().unwrap_or(true))
     }
 }
 
@@ -44,6 +49,11 @@ impl Commands {
             .filter_map(|e| Some((e["name"].as_str()?.to_owned(), false)))
             .collect();
         Commands(Arc::new(table))
+    }
+
+    /// Whether QEMU has this command.
+    pub fn contains(&self, command: &str) -> bool {
+        self.0.contains_key(command)
     }
 
     pub fn len(&self) -> usize {

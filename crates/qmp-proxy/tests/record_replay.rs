@@ -392,3 +392,92 @@ async fn realtime_keeps_the_recorded_gaps() {
         "RESUME after {resume:?}"
     );
 }
+
+/// What a client of a restricted listener sees: an unknown command, a
+/// refused one, and two with a file name the policy redacts.
+async fn restricted_session(address: &str, image: &Path) -> Vec<String> {
+    let c = Client::connect(address).await.unwrap();
+    let mut out = Vec::new();
+    let run = |command: &'static str, arguments: Value| {
+        let call = c.call(Call::new(command).arguments(arguments));
+        async move {
+            match call.await {
+                Ok(v) => format!("{command}: {v}"),
+                Err(e) => format!("{command}: {e}"),
+            }
+        }
+    };
+    out.push(run("no-such-command", json!({})).await);
+    out.push(run("quit", json!({})).await);
+    let add = json!({"driver": "file", "node-name": "n1", "filename": image});
+    out.push(run("blockdev-add", add).await);
+    out.push(run("blockdev-del", json!({"node-name": "n1"})).await);
+    c.close().await;
+    out
+}
+
+async fn what_the_proxy_answered_itself_replays_and_redacted_arguments_match_any(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
+    let dir = qmp_testkit::test_dir();
+    let image = dir.path().join("secret-name.img");
+    std::fs::write(&image, vec![0u8; 65536]).unwrap();
+    let listen = dir.path().join("rec.sock").display().to_string();
+    let policies = qmp_proxy::PolicyFile::parse(
+        "[policy.ops]\ndeny = [\"quit\"]\n[policy.ops.redact]\n\"blockdev-add\" = [\"filename\"]\n",
+    )
+    .unwrap();
+    let proxy = Proxy::builder(qsd.socket.display().to_string().parse().unwrap())
+        .listen(
+            format!("{listen},policy=ops")
+                .parse::<ListenSpec>()
+                .unwrap(),
+        )
+        .policies(policies)
+        .record(dir.path().join("session.qmp"))
+        .bind()
+        .await
+        .unwrap();
+    let handle = proxy.handle();
+    let running = tokio::spawn(proxy.run());
+    let real = restricted_session(&listen, &image).await;
+    handle.shutdown();
+    running.await.unwrap().unwrap();
+    assert!(real[0].contains("has not been found"), "{real:?}");
+    assert!(real[1].contains("not permitted"), "{real:?}");
+    assert_eq!(real[2], "blockdev-add: {}", "{real:?}");
+
+    let text = std::fs::read_to_string(dir.path().join("session.qmp")).unwrap();
+    assert!(
+        !text.contains("secret-name"),
+        "the file name leaked:\n{text}"
+    );
+    assert!(text.contains(r#""filename":"<redacted>""#), "{text}");
+    assert_eq!(text.matches(r#""dir":"reply""#).count(), 4, "{text}");
+
+    // Replayed, the client sees what it saw, in strict order; a different
+    // file name matches the redacted one.
+    let (server, address) = replay_of(dir.path(), MatchMode::Strict).await;
+    let replayed = restricted_session(&address, &dir.path().join("other.img")).await;
+    assert_eq!(replayed, real);
+    clean(&server.finish().await);
+
+    // With QEMU's schema the recorded unknown command is replayed too.
+    let c = Client::connect(&qsd.socket.display().to_string())
+        .await
+        .unwrap();
+    let schema = c.execute("query-qmp-schema", json!({})).await.unwrap();
+    c.close().await;
+    let replay = Replay::load(&dir.path().join("session.qmp"))
+        .unwrap()
+        .schema(
+            qmp_server::schema::Schema::from_qobject(&qmp_server::QObject::from_qemu_output(
+                &schema,
+            ))
+            .unwrap(),
+        );
+    let (server, address) = serve(replay, dir.path()).await;
+    let replayed = restricted_session(&address, &image).await;
+    assert_eq!(replayed, real);
+    clean(&server.finish().await);
+}
+per_qemu!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async what_the_proxy_answered_itself_replays_and_redacted_arguments_match_any);

@@ -96,6 +96,26 @@ impl ReadSide {
     }
 }
 
+impl ReadSide {
+    /// Whether the peer has closed its end entirely, not just its writing
+    /// half (which still wants the replies to what it sent). Unix sockets
+    /// report that as a hang-up; over TCP it cannot be told without
+    /// writing, so TCP says no.
+    fn peer_gone(&self) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let ReadSide::Unix(r) = self else {
+            return false;
+        };
+        let stream: &UnixStream = r.as_ref();
+        let mut fds = [PollFd::new(stream.as_fd(), PollFlags::empty())];
+        poll(&mut fds, PollTimeout::ZERO).is_ok()
+            && fds[0]
+                .revents()
+                .is_some_and(|r| r.contains(PollFlags::POLLHUP))
+    }
+}
+
 /// One `recvmsg`, keeping any SCM_RIGHTS file descriptors that came along.
 fn recv_with_fds(fd: i32, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
     let mut space = nix::cmsg_space!([std::os::fd::RawFd; 16]);
@@ -354,6 +374,14 @@ fn answer<C: CommandSet>(
     sent
 }
 
+/// How often a connection checks, while calls run, whether the client is
+/// still there to read their replies.
+const PEER_PROBE: Duration = Duration::from_millis(100);
+
+/// The read buffer's first and largest sizes.
+const MIN_READ: usize = 4096;
+const MAX_READ: usize = 256 * 1024;
+
 /// Runs one connection to its end.
 pub async fn run<B: Backend>(backend: B, stream: Stream) {
     let mut session = backend.session();
@@ -366,12 +394,16 @@ pub async fn run<B: Backend>(backend: B, stream: Stream) {
     let mut ending = None;
     let mut input: Vec<u8> = Vec::new();
     let mut fds: Vec<OwnedFd> = Vec::new();
-    let mut buf = vec![0u8; 256 * 1024];
+    // The read buffer starts small (an idle connection costs little) and
+    // grows while reads fill it (a large message arrives in few reads).
+    let mut buf = vec![0u8; MIN_READ];
     let mut input_ended = false;
     let mut inband: Option<Running> = None;
     let mut oob: JoinSet<(Call, HandlerResult, Arc<AtomicBool>)> = JoinSet::new();
     let mut events_open = true;
     let mut not_reading = false;
+    let mut probe = tokio::time::interval(PEER_PROBE);
+    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     'session: loop {
         // Settle: offer buffered input (dispatching oob requests as they
         // are read) and take in-band work, until neither moves; taking
@@ -380,6 +412,9 @@ pub async fn run<B: Backend>(backend: B, stream: Stream) {
             let mut ready = Vec::new();
             let used = session.feed(&input, &mut ready);
             input.drain(..used);
+            if input.is_empty() && input.capacity() > MIN_READ {
+                input = Vec::new();
+            }
             let mut progressed = used > 0 || !ready.is_empty();
             for step in ready {
                 match step {
@@ -420,7 +455,12 @@ pub async fn run<B: Backend>(backend: B, stream: Stream) {
             r = reader.read(&mut buf, &mut fds), if can_read => {
                 match r {
                     Ok(0) | Err(_) => input_ended = true,
-                    Ok(n) => input.extend_from_slice(&buf[..n]),
+                    Ok(n) => {
+                        input.extend_from_slice(&buf[..n]);
+                        if n == buf.len() && buf.len() < MAX_READ {
+                            buf = vec![0u8; buf.len() * 4];
+                        }
+                    }
                 }
                 Ok(())
             }
@@ -449,6 +489,18 @@ pub async fn run<B: Backend>(backend: B, stream: Stream) {
                     Ok(())
                 }
             },
+            // A client that closed while calls run (a replay waiting out a
+            // recorded minute, a slow handler) is not waited for. (Input is
+            // not read meanwhile, as QEMU reads none, so EOF would not show.)
+            _ = probe.tick(),
+                if ending.is_none() && (inband.is_some() || !oob.is_empty()) =>
+            {
+                if reader.peer_gone() {
+                    tracing::debug!("the client closed its connection while calls ran");
+                    break 'session;
+                }
+                Ok(())
+            }
             // backpressure: resume once the client has read enough
             _ = out.drained.notified(), if out.backed_up() => Ok(()),
             e = &mut ended, if ending.is_none() => {

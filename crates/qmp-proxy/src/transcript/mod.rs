@@ -14,9 +14,13 @@
 //!
 //! Requests and replies carry the client's own ids. A request that came
 //! with file descriptors has `"fds": N` (the descriptors themselves cannot
-//! be recorded). Events have no client: every client got them. Only what
-//! reached QEMU is recorded; each client's negotiation and malformed
-//! input were answered by its own session, as a replay answers them.
+//! be recorded). Events have no client: every client got them. Every
+//! command a client ran is recorded with the reply it got, whether QEMU
+//! gave it or the proxy did (an unknown command, a policy's refusal), so
+//! that a replay answers as the client was answered. Negotiation and
+//! malformed input are not: each client's own session answered them, as a
+//! replay's session does. Arguments the listener's policy redacts are
+//! recorded as `"<redacted>"`, which a replay takes to match any value.
 //!
 //! `t` is optional: a [`normalize`]d transcript has none, and its events'
 //! timestamps are zero (a replay stamps those with its own clock).

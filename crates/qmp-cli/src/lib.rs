@@ -100,6 +100,18 @@ impl From<qmp_client::Error> for Failure {
     }
 }
 
+/// Lets a server take as many clients as the system allows: the soft
+/// limit on open descriptors (often 1024) up to the hard one. The
+/// servers use `epoll`, so no `select` limit applies.
+fn raise_descriptor_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
 /// Runs the command line `argv` (program name first).
 pub fn main_with(argv: Vec<std::ffi::OsString>) -> ExitCode {
     // A closed pipe (`qom-tree | head`) ends the tool quietly, as with any
@@ -129,6 +141,7 @@ pub fn main_with(argv: Vec<std::ffi::OsString>) -> ExitCode {
             | Command::Replay(_)
     );
     if serving {
+        raise_descriptor_limit();
         // SAFETY: as above.
         let _ = unsafe {
             nix::sys::signal::signal(

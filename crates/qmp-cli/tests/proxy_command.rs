@@ -486,15 +486,7 @@ per_qemu!(
     record_replaces_its_file_only_once_recording_starts
 );
 
-/// Resident memory of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
+use qmp_testkit::scale::{idle_connections, raise_fd_limit, rss_kib};
 
 /// `qmp ARGS...` in the background, serving on `sock` by the time this
 /// returns; stopped when dropped.
@@ -573,6 +565,146 @@ fn closed_connections_leave_nothing_behind_in_the_server() {
         after < before + 8 * 1024,
         "the server grew from {before} KiB to {after} KiB"
     );
+}
+
+/// How many clients the scale tests connect at once.
+const AT_ONCE: usize = 10_000;
+
+/// Holds [`AT_ONCE`] negotiated connections to `sock` (served by process
+/// `pid`), twice: checks that each connection costs under 16 KiB of the
+/// process, that with all of them open one command from each is answered,
+/// and that the second round, after the first closed, grows it by less
+/// than a tenth of the first (memory is reused, not kept). Returns the
+/// resident memory per connection, in KiB.
+fn ten_thousand_at_once(pid: u32, sock: &std::path::Path) -> f64 {
+    let start = rss_kib(pid);
+    let mut per_connection = 0.0;
+    let mut peak = 0;
+    for round in 0..2 {
+        let began = std::time::Instant::now();
+        let mut clients = idle_connections(sock, AT_ONCE);
+        let connected = began.elapsed();
+        std::thread::sleep(Duration::from_millis(300));
+        let idle = rss_kib(pid);
+        for (i, c) in clients.iter_mut().enumerate() {
+            c.send(format!("{{\"execute\": \"query-version\", \"id\": {i}}}\n").as_bytes())
+                .unwrap();
+        }
+        for (i, c) in clients.iter_mut().enumerate() {
+            let reply = c.reply().unwrap();
+            assert!(
+                reply.contains("\"qemu\"") && reply.contains(&format!("\"id\": {i}}}")),
+                "{reply}"
+            );
+        }
+        let served = rss_kib(pid);
+        drop(clients);
+        std::thread::sleep(Duration::from_millis(300));
+        let closed = rss_kib(pid);
+        eprintln!(
+            "round {round}: {AT_ONCE} connections in {connected:?}; RSS {start} KiB at first, \
+             {idle} KiB with them idle, {served} KiB after a command each, {closed} KiB once closed"
+        );
+        if round == 0 {
+            per_connection = idle.saturating_sub(start) as f64 / AT_ONCE as f64;
+            peak = served;
+            assert!(
+                per_connection < 16.0,
+                "{per_connection:.1} KiB per idle connection"
+            );
+        } else {
+            assert!(
+                served < peak + (peak - start) / 10,
+                "the second round grew the process from {peak} KiB to {served} KiB"
+            );
+        }
+    }
+    per_connection
+}
+
+/// Scale: 10,000 clients at once on one proxy (whose QEMU serves their
+/// commands one at a time), then on one server (`qmp demo`). See
+/// [`ten_thousand_at_once`]. One QEMU version only: the figures are the
+/// proxy's, and three runs would triple the time.
+#[test]
+fn ten_thousand_clients_at_once_on_the_proxy_and_the_server_on_10_0_only_for_time() {
+    raise_fd_limit(AT_ONCE as u64 + 1000);
+    let qsd = Qemu::storage_daemon(QemuVersion::V10_0);
+    let dir = qmp_testkit::test_dir();
+    let proxy_sock = dir.path().join("p.sock");
+    let proxy = proxy_for(&qsd, &proxy_sock);
+    ten_thousand_at_once(proxy.0.id(), &proxy_sock);
+    drop(proxy);
+    let demo_sock = dir.path().join("demo.sock");
+    let demo = serving(
+        &["demo", "--listen", &demo_sock.display().to_string()],
+        &demo_sock,
+    );
+    ten_thousand_at_once(demo.0.id(), &demo_sock);
+}
+
+/// Scale from the other side: one process (this test) holds 10,000
+/// library clients, each connected to a server (`qmp demo`) and
+/// negotiated. Each costs this process under 16 KiB; all of them run a
+/// command at once and get their own replies; a second round after the
+/// first closed grows the process by less than a tenth of the first.
+#[test]
+fn ten_thousand_library_clients_in_one_process() {
+    raise_fd_limit(AT_ONCE as u64 + 1000);
+    let dir = qmp_testkit::test_dir();
+    let sock = dir.path().join("demo.sock");
+    let _demo = serving(&["demo", "--listen", &sock.display().to_string()], &sock);
+    let address = sock.display().to_string();
+    let me = std::process::id();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let start = rss_kib(me);
+        let mut peak = 0;
+        for round in 0..2 {
+            let mut clients = Vec::with_capacity(AT_ONCE);
+            for _ in 0..AT_ONCE {
+                clients.push(qmp_client::Client::connect(&address).await.unwrap());
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let idle = rss_kib(me);
+            let mut replies = Vec::with_capacity(AT_ONCE);
+            for (i, c) in clients.iter().enumerate() {
+                let (c, call) = (
+                    c.clone(),
+                    qmp_client::Call::new("query-version").id(i as u64),
+                );
+                replies.push(tokio::spawn(async move { c.call(call).await }));
+            }
+            for reply in replies {
+                let version = reply.await.unwrap().unwrap();
+                assert!(version["qemu"]["major"].is_u64(), "{version}");
+            }
+            let served = rss_kib(me);
+            for c in clients.drain(..) {
+                c.close().await;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            eprintln!(
+                "round {round}: RSS {start} KiB at first, {idle} KiB with {AT_ONCE} clients, \
+                 {served} KiB after a command each, {} KiB once closed",
+                rss_kib(me)
+            );
+            if round == 0 {
+                let each = idle.saturating_sub(start) as f64 / AT_ONCE as f64;
+                assert!(each < 16.0, "{each:.1} KiB per connected client");
+                peak = served;
+            } else {
+                assert!(
+                    served < peak + (peak - start) / 10,
+                    "the second round grew the process from {peak} KiB to {served} KiB"
+                );
+            }
+        }
+    });
 }
 
 /// A client that writes NUL bytes (one parse error each) and never reads:

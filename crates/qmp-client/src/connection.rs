@@ -5,8 +5,11 @@ use crate::transport::ReadHalf;
 use qmp_proto::{decoder, Decoder, Message};
 use std::sync::Arc;
 
-/// Size of one socket read. Large replies simply take several reads.
-const READ_CHUNK: usize = 64 * 1024;
+/// Sizes of one socket read: the buffer starts small (10,000 idle clients
+/// in one process cost little) and grows while reads fill it. Large
+/// replies simply take several reads.
+const FIRST_READ: usize = 1024;
+const LARGEST_READ: usize = 64 * 1024;
 
 pub(crate) struct FramedReader {
     io: ReadHalf,
@@ -19,7 +22,7 @@ impl FramedReader {
         FramedReader {
             io,
             decoder: Decoder::with_max_message_size(max_message_size),
-            buf: vec![0; READ_CHUNK].into_boxed_slice(),
+            buf: vec![0; FIRST_READ].into_boxed_slice(),
         }
     }
 
@@ -48,6 +51,9 @@ impl FramedReader {
                 });
             }
             self.decoder.feed(&self.buf[..n]);
+            if n == self.buf.len() && n < LARGEST_READ {
+                self.buf = vec![0; (n * 8).min(LARGEST_READ)].into_boxed_slice();
+            }
         }
     }
 }

@@ -56,6 +56,9 @@ pub(crate) struct Pending {
 pub(crate) struct State {
     pub(crate) pending: HashMap<IdKey, Pending>,
     pub(crate) subscribers: Vec<Subscriber>,
+    /// The length of `subscribers` at which the closed ones are next
+    /// forgotten.
+    pub(crate) prune_at: usize,
     /// Set by a graceful close: no new calls, pending ones still finish.
     pub(crate) closing: bool,
     pub(crate) closed: Option<Disconnect>,
@@ -66,7 +69,9 @@ pub(crate) struct Shared {
     /// With oob negotiated, at most this many in-band requests are on the
     /// wire at once (QEMU's queue holds 8, rule O3).
     pub(crate) window: Option<Arc<Semaphore>>,
-    unsolicited: broadcast::Sender<Response>,
+    /// Made when first asked for: its 64 slots are allocated up front,
+    /// and most clients never ask.
+    unsolicited: std::sync::OnceLock<broadcast::Sender<Response>>,
     closed_tx: watch::Sender<Option<Disconnect>>,
     /// Signalled when a reply is routed or the connection ends, for a
     /// graceful close waiting for its callers.
@@ -82,11 +87,12 @@ impl Shared {
             state: Mutex::new(State {
                 pending: HashMap::new(),
                 subscribers: Vec::new(),
+                prune_at: 16,
                 closing: false,
                 closed: None,
             }),
             window: window.map(|n| Arc::new(Semaphore::new(n))),
-            unsolicited: broadcast::channel(64).0,
+            unsolicited: std::sync::OnceLock::new(),
             closed_tx: watch::channel(None).0,
             progress: Notify::new(),
         }
@@ -109,17 +115,24 @@ impl Shared {
         if st.closed.is_some() {
             return EventStream::ended();
         }
-        // Forget the subscribers whose streams were dropped: otherwise their
-        // buffers would wait for the next event to be freed (a proxy whose
-        // clients come and go while QEMU is quiet would grow without end).
-        st.subscribers.retain(Subscriber::is_open);
+        // Forget the subscribers whose streams were dropped: otherwise they
+        // would wait for the next event to be freed (a proxy whose clients
+        // come and go while QEMU is quiet would grow without end). Only
+        // when the list has doubled since the last time, so that 10,000
+        // subscriptions cost linear time, not quadratic.
+        if st.subscribers.len() >= st.prune_at {
+            st.subscribers.retain(Subscriber::is_open);
+            st.prune_at = (st.subscribers.len() * 2).max(16);
+        }
         let (sub, stream) = Subscriber::new(filter, capacity);
         st.subscribers.push(sub);
         stream
     }
 
     pub(crate) fn unsolicited(&self) -> broadcast::Receiver<Response> {
-        self.unsolicited.subscribe()
+        self.unsolicited
+            .get_or_init(|| broadcast::channel(64).0)
+            .subscribe()
     }
 
     pub(crate) fn closed_watch(&self) -> watch::Receiver<Option<Disconnect>> {
@@ -181,7 +194,9 @@ impl Shared {
                 }
                 Ok(v) => tracing::warn!("reply without an id: {v}"),
             }
-            let _ = self.unsolicited.send(response);
+            if let Some(tx) = self.unsolicited.get() {
+                let _ = tx.send(response);
+            }
             return;
         };
         let entry = self.lock().pending.remove(&IdKey::of(id));

@@ -80,6 +80,9 @@ struct Scan {
     escaped: bool,
 }
 
+/// Buffer capacity a decoder keeps once empty; more is given back.
+const RETAINED_CAPACITY: usize = 256 * 1024;
+
 /// The framing state machine. Feed it bytes, then pull frames or messages.
 #[derive(Debug)]
 pub struct Decoder {
@@ -125,7 +128,8 @@ impl Decoder {
         self.max_message_size
     }
 
-    /// Appends received bytes.
+    /// Appends received bytes. (When everything fed before has been
+    /// consumed, the buffer keeps at most 256 KiB of its capacity.)
     pub fn feed(&mut self, bytes: &[u8]) {
         self.compact();
         self.buf.extend_from_slice(bytes);
@@ -197,7 +201,12 @@ impl Decoder {
             return;
         }
         if consumed == self.buf.len() {
-            self.buf.clear();
+            // After a large message, give its memory back.
+            if self.buf.capacity() > RETAINED_CAPACITY {
+                self.buf = Vec::new();
+            } else {
+                self.buf.clear();
+            }
         } else if consumed >= self.buf.len() - consumed {
             self.buf.drain(..consumed);
         } else {

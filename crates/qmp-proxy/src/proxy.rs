@@ -208,6 +208,7 @@ impl ProxyBuilder {
             clients: Arc::new(AtomicU64::new(0)),
             stop: watch::channel(false).0,
             recorder,
+            held: Held::default(),
         })
     }
 }
@@ -229,7 +230,12 @@ pub struct Proxy {
     clients: Arc<AtomicU64>,
     stop: watch::Sender<bool>,
     recorder: Option<Arc<Recorder>>,
+    /// Clients accepted just as QEMU went away: they are served by the
+    /// next QEMU (with `reconnect`), as if they had waited in the backlog.
+    held: Held,
 }
+
+type Held = Arc<std::sync::Mutex<Vec<(Arc<Bound>, qmp_server::connection::Stream)>>>;
 
 /// Stops a running proxy from elsewhere.
 #[derive(Clone)]
@@ -290,6 +296,11 @@ impl Proxy {
             }
             let upstream = Arc::new(upstream);
             let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+            let held = std::mem::take(&mut *self.held.lock().unwrap_or_else(|e| e.into_inner()));
+            let serving = self.serving();
+            for (bound, stream) in held {
+                serving.start(&bound, &upstream, stream, &done_tx);
+            }
             let mut accepting = JoinSet::new();
             for bound in &self.listeners {
                 accepting.spawn(self.accept_loop(bound.clone(), upstream.clone(), done_tx.clone()));
@@ -352,11 +363,8 @@ impl Proxy {
         upstream: Arc<Upstream>,
         done: mpsc::Sender<()>,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let clients = self.clients.clone();
-        let audit = self.audit.clone();
-        let buffer = self.client_buffer;
-        let stop = self.stop.subscribe();
-        let recorder = self.recorder.clone();
+        let serving = self.serving();
+        let held = self.held.clone();
         async move {
             loop {
                 let stream = match bound.listener.accept().await {
@@ -368,41 +376,82 @@ impl Proxy {
                         continue;
                     }
                 };
-                let cred = stream.peer_cred();
-                let who = ClientInfo {
-                    listener: bound.label.clone(),
-                    client: clients.fetch_add(1, Ordering::Relaxed) + 1,
-                    uid: cred.map(|c| c.uid),
-                    pid: cred.and_then(|c| c.pid),
-                };
-                let peer = match (who.uid, who.pid) {
-                    (Some(uid), Some(pid)) => format!("uid {uid}, pid {pid}"),
-                    (Some(uid), None) => format!("uid {uid}"),
-                    _ => "tcp".to_owned(),
-                };
-                tracing::info!(
-                    "client {} connected on {} ({peer})",
-                    who.client,
-                    who.listener
-                );
-                let downstream = Downstream {
-                    upstream: upstream.clone(),
-                    access: bound.policy.commands_for(who.uid).clone(),
-                    policy: bound.policy.clone(),
-                    audit: audit.clone(),
-                    who,
-                    buffer,
-                    stop: stop.clone(),
-                    recorder: recorder.clone(),
-                };
-                let done = done.clone();
-                tokio::spawn(async move {
-                    let n = downstream.who.client;
-                    qmp_server::connection::run(downstream, stream).await;
-                    tracing::info!("client {n} left");
-                    drop(done);
-                });
+                if upstream.client.is_closed() {
+                    // QEMU went away and this loop is about to be stopped:
+                    // the client waits for the next QEMU instead of being
+                    // greeted by the last one and dropped.
+                    held.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((bound.clone(), stream));
+                    continue;
+                }
+                serving.start(&bound, &upstream, stream, &done);
             }
         }
+    }
+
+    fn serving(&self) -> Serving {
+        Serving {
+            clients: self.clients.clone(),
+            audit: self.audit.clone(),
+            buffer: self.client_buffer,
+            stop: self.stop.subscribe(),
+            recorder: self.recorder.clone(),
+        }
+    }
+}
+
+/// What every client's connection shares.
+struct Serving {
+    clients: Arc<AtomicU64>,
+    audit: Option<Arc<AuditLog>>,
+    buffer: usize,
+    stop: watch::Receiver<bool>,
+    recorder: Option<Arc<Recorder>>,
+}
+
+impl Serving {
+    /// Starts serving a client accepted on `bound`, on its own task.
+    fn start(
+        &self,
+        bound: &Arc<Bound>,
+        upstream: &Arc<Upstream>,
+        stream: qmp_server::connection::Stream,
+        done: &mpsc::Sender<()>,
+    ) {
+        let cred = stream.peer_cred();
+        let who = ClientInfo {
+            listener: bound.label.clone(),
+            client: self.clients.fetch_add(1, Ordering::Relaxed) + 1,
+            uid: cred.map(|c| c.uid),
+            pid: cred.and_then(|c| c.pid),
+        };
+        let peer = match (who.uid, who.pid) {
+            (Some(uid), Some(pid)) => format!("uid {uid}, pid {pid}"),
+            (Some(uid), None) => format!("uid {uid}"),
+            _ => "tcp".to_owned(),
+        };
+        tracing::info!(
+            "client {} connected on {} ({peer})",
+            who.client,
+            who.listener
+        );
+        let downstream = Downstream {
+            upstream: upstream.clone(),
+            access: bound.policy.commands_for(who.uid).clone(),
+            policy: bound.policy.clone(),
+            audit: self.audit.clone(),
+            who,
+            buffer: self.buffer,
+            stop: self.stop.clone(),
+            recorder: self.recorder.clone(),
+        };
+        let done = done.clone();
+        tokio::spawn(async move {
+            let n = downstream.who.client;
+            qmp_server::connection::run(downstream, stream).await;
+            tracing::info!("client {n} left");
+            drop(done);
+        });
     }
 }

@@ -379,7 +379,7 @@ fn answer<C: CommandSet>(
 const PEER_PROBE: Duration = Duration::from_millis(100);
 
 /// The read buffer's first and largest sizes.
-const MIN_READ: usize = 4096;
+const MIN_READ: usize = 1024;
 const MAX_READ: usize = 256 * 1024;
 
 /// Runs one connection to its end.
@@ -458,7 +458,7 @@ pub async fn run<B: Backend>(backend: B, stream: Stream) {
                     Ok(n) => {
                         input.extend_from_slice(&buf[..n]);
                         if n == buf.len() && buf.len() < MAX_READ {
-                            buf = vec![0u8; buf.len() * 4];
+                            buf = vec![0u8; (buf.len() * 8).min(MAX_READ)];
                         }
                     }
                 }

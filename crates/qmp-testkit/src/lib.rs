@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod qemus;
+pub mod scale;
 pub use qemus::QemuVersion;
 
 pub const STORAGE_DAEMON: &str = "qemu-storage-daemon";

@@ -12,7 +12,7 @@ mod unix;
 use crate::error::Error;
 use nix::sys::socket::{self, MsgFlags};
 use qmp_proto::Address;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::{io, sync::Arc};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -51,16 +51,19 @@ impl Stream {
     /// every time the server read a request the kernel's "writable again"
     /// edge would wake the reader's `epoll_wait` for nothing: one spurious
     /// wake-up per command. Instead the read half is registered for
-    /// readability only, and the write half is a plain duplicate of the fd
-    /// written with non-blocking sends, registered (writability only) just
-    /// while a write waits for room.
+    /// readability only, and the write half shares the same descriptor,
+    /// written with non-blocking sends; only while a write waits for room
+    /// is a duplicate registered (writability only), as one epoll cannot
+    /// hold one descriptor twice. So a connection holds one descriptor, not
+    /// two (a process with 10,000 clients needs 10,000).
     pub(crate) fn split(self) -> io::Result<(ReadHalf, WriteHalf)> {
         let (fd, unix): (OwnedFd, bool) = match self {
             Stream::Unix(s) => (s.into_std()?.into(), true),
             Stream::Tcp(s) => (s.into_std()?.into(), false),
         };
+        let fd = Arc::new(fd);
         let write = WriteHalf {
-            fd: fd.try_clone()?,
+            fd: fd.clone(),
             unix,
         };
         let read = ReadHalf {
@@ -71,7 +74,7 @@ impl Stream {
 }
 
 pub(crate) struct ReadHalf {
-    fd: AsyncFd<OwnedFd>,
+    fd: AsyncFd<Arc<OwnedFd>>,
 }
 
 impl ReadHalf {
@@ -95,10 +98,12 @@ impl ReadHalf {
     }
 }
 
-/// Registers an fd we own with the reactor for one kind of readiness.
-fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
-    // SAFETY: an `OwnedFd` is open and keeps the same descriptor until it
-    // is dropped, which the `AsyncFd` that owns it does last.
+/// Registers an fd we own, alone or shared, with the reactor for one kind
+/// of readiness.
+fn register<F: AsFd + AsRawFd>(fd: F, interest: Interest) -> io::Result<AsyncFd<F>> {
+    // SAFETY: `F` is an `OwnedFd` or an `Arc` of one; either keeps the same
+    // descriptor open for as long as the `AsyncFd` holds it, and the
+    // `AsyncFd` deregisters before dropping it.
     Ok(unsafe { AsyncFd::register_with_interest(fd, interest) }?)
 }
 
@@ -107,7 +112,7 @@ fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 pub(crate) struct WriteHalf {
-    fd: OwnedFd,
+    fd: Arc<OwnedFd>,
     unix: bool,
 }
 

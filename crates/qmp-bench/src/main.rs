@@ -7,6 +7,7 @@
 mod proxy;
 mod raw;
 mod reader;
+mod scale;
 
 use raw::Raw;
 
@@ -48,6 +49,12 @@ pub(crate) struct Opts {
     /// Only the input reader's figures (ours, our server, qemu-storage-daemon)
     #[arg(long)]
     reader_only: bool,
+    /// Only the scale figures (many connections at once)
+    #[arg(long)]
+    scale_only: bool,
+    /// Connections at once, for the scale figures
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) connections: usize,
     /// The QEMU versions to measure (7.2, 10.0, 11.1); all three unless given
     #[arg(long = "qemu", value_name = "VERSION")]
     qemu: Vec<QemuVersion>,
@@ -413,6 +420,10 @@ fn main() {
     }
     if o.reader_only {
         reader::reader_figures(&o);
+        return;
+    }
+    if o.scale_only {
+        scale::scale_figures(&o);
         return;
     }
     for v in o.versions() {

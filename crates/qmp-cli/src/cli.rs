@@ -168,6 +168,27 @@ pub struct MockArgs {
     pub replies: Option<String>,
 }
 
+/// A size in bytes: `4096`, `64K`, `16M`, `1G` (powers of 1024).
+fn parse_bytes(text: &str) -> Result<usize, String> {
+    let (digits, unit) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c.to_ascii_uppercase()),
+        _ => (text, 'B'),
+    };
+    let shift = match unit {
+        'B' => 0,
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        other => return Err(format!("unknown unit '{other}' (use K, M or G)")),
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("'{text}' is not a size such as 4096, 64K or 16M"))
+}
+
 #[derive(Debug, Args)]
 pub struct ProxyArgs {
     /// QEMU's monitor: /path, unix:/path, host:port, tcp:host:port
@@ -193,6 +214,10 @@ pub struct ProxyArgs {
     /// Messages a client may leave unread before it is disconnected
     #[arg(long, value_name = "N", default_value_t = qmp_proxy::proxy::DEFAULT_CLIENT_BUFFER)]
     pub client_buffer: usize,
+    /// Bytes a client's input may hold (the request being read and those
+    /// queued) before it is disconnected; suffixes K, M, G
+    #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_bytes)]
+    pub client_input_budget: usize,
     /// Also write a transcript of the traffic to this file
     #[arg(long, value_name = "FILE")]
     pub record: Option<String>,
@@ -302,6 +327,7 @@ const VALUE_OPTIONS: &[&str] = &[
     "--policy",
     "--audit",
     "--client-buffer",
+    "--client-input-budget",
     "--record",
     "--out",
     "--match",

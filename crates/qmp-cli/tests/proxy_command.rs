@@ -707,6 +707,57 @@ fn ten_thousand_library_clients_in_one_process() {
     });
 }
 
+/// Writes an array of `1,` tokens that never closes, up to `limit` bytes;
+/// returns how many bytes went before the server closed the connection
+/// (`None` if it never did).
+fn endless_array(sock: &std::path::Path, limit: usize) -> Option<usize> {
+    use std::io::Write;
+    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    s.write_all(b"{\"execute\": \"qmp_capabilities\"}\n[")
+        .unwrap();
+    let chunk = b"1,".repeat(32 * 1024);
+    let mut sent = 0;
+    while sent < limit {
+        match s.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(_) => return Some(sent),
+        }
+    }
+    None
+}
+
+/// The input budget: a client whose one unfinished request grows without
+/// end (millions of one-byte tokens, each costing the reader tens of
+/// bytes; QEMU's own limit would let it reach 2 Mi tokens, some 150 MiB)
+/// is disconnected once its input holds 16 MiB, the proxy's default, and
+/// the proxy stays small and serves others.
+fn a_request_that_grows_without_end_is_cut_off_at_the_input_budget(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
+    let dir = qmp_testkit::test_dir();
+    let sock = dir.path().join("p.sock");
+    let proxy = proxy_for(&qsd, &sock);
+    let before = rss_kib(proxy.0.id());
+    let sent = endless_array(&sock, 64 << 20).expect("the proxy never cut the client off");
+    let after = rss_kib(proxy.0.id());
+    eprintln!("cut off after {sent} bytes; RSS {before} -> {after} KiB");
+    // 16 MiB of budget at tens of bytes per token: well under 4 MiB of input
+    assert!(sent < 4 << 20, "took {sent} bytes");
+    assert!(
+        after < before + 40 * 1024,
+        "grew from {before} KiB to {after} KiB"
+    );
+    let out = qmp(&["-s", &sock.display().to_string(), "query-version"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+per_qemu!(
+    #[test]
+    a_request_that_grows_without_end_is_cut_off_at_the_input_budget
+);
+
 /// A client that writes NUL bytes (one parse error each) and never reads:
 /// writes until the server stops taking them for 3 seconds, or 16 MiB.
 /// Returns how much was taken.

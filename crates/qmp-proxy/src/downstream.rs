@@ -49,6 +49,8 @@ pub(crate) struct Downstream {
     pub(crate) who: ClientInfo,
     /// Events a client may leave unread before it is disconnected.
     pub(crate) buffer: usize,
+    /// Memory a client's input may hold before it is disconnected.
+    pub(crate) input_budget: usize,
     pub(crate) stop: watch::Receiver<bool>,
     pub(crate) recorder: Option<Arc<Recorder>>,
 }
@@ -274,6 +276,10 @@ impl Backend for Downstream {
 
     fn max_unread(&self) -> usize {
         self.buffer
+    }
+
+    fn input_budget(&self) -> Option<usize> {
+        Some(self.input_budget)
     }
 
     fn cancel_on_disconnect(&self) -> bool {

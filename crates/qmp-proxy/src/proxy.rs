@@ -38,6 +38,11 @@ use tokio::task::JoinSet;
 /// disconnected, by default.
 pub const DEFAULT_CLIENT_BUFFER: usize = 1000;
 
+/// Memory a client's input may hold before it is disconnected, by
+/// default: far above any real request, far below what QEMU's own limits
+/// would let one client hold (a few hundred MiB).
+pub const DEFAULT_CLIENT_INPUT_BUDGET: usize = 16 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error(transparent)]
@@ -119,10 +124,19 @@ pub struct ProxyBuilder {
     audit_strict: bool,
     reconnect: bool,
     client_buffer: usize,
+    client_input_budget: usize,
     record: Option<PathBuf>,
 }
 
 impl ProxyBuilder {
+    /// Memory a client's input may hold (the request being read and those
+    /// queued, about) before the client is disconnected, with the reason
+    /// logged. Default [`DEFAULT_CLIENT_INPUT_BUDGET`].
+    pub fn client_input_budget(mut self, bytes: usize) -> Self {
+        self.client_input_budget = bytes;
+        self
+    }
+
     /// Writes a transcript of the traffic to this file (see
     /// [`transcript`](crate::transcript)).
     pub fn record(mut self, path: impl Into<PathBuf>) -> Self {
@@ -205,6 +219,7 @@ impl ProxyBuilder {
             audit,
             reconnect: self.reconnect,
             client_buffer: self.client_buffer,
+            client_input_budget: self.client_input_budget,
             clients: Arc::new(AtomicU64::new(0)),
             stop: watch::channel(false).0,
             recorder,
@@ -227,6 +242,7 @@ pub struct Proxy {
     audit: Option<Arc<AuditLog>>,
     reconnect: bool,
     client_buffer: usize,
+    client_input_budget: usize,
     clients: Arc<AtomicU64>,
     stop: watch::Sender<bool>,
     recorder: Option<Arc<Recorder>>,
@@ -259,6 +275,7 @@ impl Proxy {
             audit_strict: false,
             reconnect: false,
             client_buffer: DEFAULT_CLIENT_BUFFER,
+            client_input_budget: DEFAULT_CLIENT_INPUT_BUDGET,
             record: None,
         }
     }
@@ -395,6 +412,7 @@ impl Proxy {
             clients: self.clients.clone(),
             audit: self.audit.clone(),
             buffer: self.client_buffer,
+            input_budget: self.client_input_budget,
             stop: self.stop.subscribe(),
             recorder: self.recorder.clone(),
         }
@@ -406,6 +424,7 @@ struct Serving {
     clients: Arc<AtomicU64>,
     audit: Option<Arc<AuditLog>>,
     buffer: usize,
+    input_budget: usize,
     stop: watch::Receiver<bool>,
     recorder: Option<Arc<Recorder>>,
 }
@@ -443,6 +462,7 @@ impl Serving {
             audit: self.audit.clone(),
             who,
             buffer: self.buffer,
+            input_budget: self.input_budget,
             stop: self.stop.clone(),
             recorder: self.recorder.clone(),
         };

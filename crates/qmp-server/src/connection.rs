@@ -210,6 +210,14 @@ pub trait Backend: Send + 'static {
     fn max_unread(&self) -> usize {
         DEFAULT_MAX_UNREAD
     }
+    /// Memory a client's input may hold (the message being read and the
+    /// requests queued, see [`Session::input_held`]) before it is
+    /// disconnected, with the reason logged. `None`: only QEMU's own
+    /// limits apply, as QEMU's monitor has no other (a few hundred MiB at
+    /// worst per client).
+    fn input_budget(&self) -> Option<usize> {
+        None
+    }
     /// Whether calls still running when the client goes away are
     /// cancelled (a server's handlers) or left to finish (a proxy's
     /// commands, already in QEMU's hands).
@@ -378,6 +386,10 @@ fn answer<C: CommandSet>(
 /// still there to read their replies.
 const PEER_PROBE: Duration = Duration::from_millis(100);
 
+/// Input is offered to the session this much at a time, and the input
+/// budget checked after each.
+const FEED_SLICE: usize = 16 * 1024;
+
 /// The read buffer's first and largest sizes.
 const MIN_READ: usize = 1024;
 const MAX_READ: usize = 256 * 1024;
@@ -402,6 +414,8 @@ pub async fn run<B: Backend>(backend: B, stream: Stream) {
     let mut oob: JoinSet<(Call, HandlerResult, Arc<AtomicBool>)> = JoinSet::new();
     let mut events_open = true;
     let mut not_reading = false;
+    let mut over_budget = false;
+    let input_budget = backend.input_budget();
     let mut probe = tokio::time::interval(PEER_PROBE);
     probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     'session: loop {
@@ -410,12 +424,21 @@ pub async fn run<B: Backend>(backend: B, stream: Stream) {
         // work can make the session want input again.
         while !out.backed_up() {
             let mut ready = Vec::new();
-            let used = session.feed(&input, &mut ready);
+            // in slices, so that the budget is checked as a message grows
+            let used = session.feed(&input[..input.len().min(FEED_SLICE)], &mut ready);
             input.drain(..used);
             if input.is_empty() && input.capacity() > MIN_READ {
                 input = Vec::new();
             }
             let mut progressed = used > 0 || !ready.is_empty();
+            if let Some(budget) = input_budget.filter(|b| session.input_held() > *b) {
+                tracing::warn!(
+                    "disconnected a QMP client: its input holds about {} bytes, over its budget of {budget}",
+                    session.input_held()
+                );
+                over_budget = true;
+                break 'session;
+            }
             for step in ready {
                 match step {
                     Step::Reply(bytes) => out.send(bytes),
@@ -538,7 +561,7 @@ pub async fn run<B: Backend>(backend: B, stream: Stream) {
     }
     let queued = out.queued.clone();
     drop(out);
-    if not_reading {
+    if not_reading || over_budget {
         write_task.abort();
     } else if ending == Some(Ending::Now) && queued.load(Ordering::Relaxed) > 0 {
         // Flush what is queued, as QEMU would before exiting, but do not

@@ -82,6 +82,7 @@ pub(crate) struct Inner {
     socket_mode: u32,
     sessions: Mutex<usize>,
     throttle_period: std::time::Duration,
+    input_budget: Option<usize>,
     /// Argument checker for the commands that declared their types.
     checker: Schema,
     declared: std::collections::HashSet<String>,
@@ -119,6 +120,10 @@ impl Backend for Local {
 
     fn events(&self) -> BroadcastEvents {
         BroadcastEvents(self.0.events.subscribe())
+    }
+
+    fn input_budget(&self) -> Option<usize> {
+        self.0.input_budget
     }
 
     fn start(&self, call: Call, fds: Vec<OwnedFd>, close: Arc<AtomicBool>) -> CallFuture {
@@ -209,6 +214,7 @@ pub struct ServerBuilder {
     pretty: bool,
     one_at_a_time: bool,
     socket_mode: u32,
+    input_budget: Option<usize>,
     commands: HashMap<String, Command>,
     order: Vec<String>,
     /// `query-commands` order given by the embedder, if any.
@@ -244,6 +250,7 @@ impl ServerBuilder {
             pretty: false,
             one_at_a_time: false,
             socket_mode: 0o600,
+            input_budget: None,
             commands: HashMap::new(),
             order: Vec::new(),
             listed_order: None,
@@ -298,6 +305,22 @@ impl ServerBuilder {
     /// listed there without arguments and are not checked.
     pub fn declare(mut self, name: &str, args: Vec<Field>, returns: Option<Ty>) -> Self {
         self.declarations.insert(name.to_owned(), (args, returns));
+        self
+    }
+
+    /// Memory a client's input may hold (the message being read and its
+    /// queued requests, about) before the client is disconnected, with the
+    /// reason logged. Without one, only QEMU's own limits apply, as in
+    /// QEMU (a message of up to 64 MiB of tokens, 2 Mi tokens: a few
+    /// hundred MiB at worst per client); set one when clients may be
+    /// hostile and none sends large requests.
+    ///
+    /// ```
+    /// let server = qmp_server::Server::builder().input_budget(8 << 20).build();
+    /// # drop(server);
+    /// ```
+    pub fn input_budget(mut self, bytes: usize) -> Self {
+        self.input_budget = Some(bytes);
         self
     }
 
@@ -450,6 +473,7 @@ impl ServerBuilder {
                 socket_mode: b.socket_mode,
                 sessions: Mutex::new(0),
                 throttle_period: b.throttle_period,
+                input_budget: b.input_budget,
                 throttled: Mutex::new(HashMap::new()),
                 declared: b.declarations.keys().cloned().collect(),
                 checker,

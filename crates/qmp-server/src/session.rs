@@ -89,7 +89,8 @@ pub enum Step {
 
 /// A message waiting in the in-band queue.
 enum Queued {
-    Request(QObject),
+    /// A request, and about how much memory it holds.
+    Request(QObject, usize),
     Error(String),
 }
 
@@ -103,6 +104,8 @@ pub struct Session<C> {
     /// An in-band call handed out and not yet answered. Without oob QEMU
     /// reads no further input until it is.
     in_progress: bool,
+    /// About how much memory the queued requests hold.
+    queued_bytes: usize,
 }
 
 /// `qemu.KEY` (`major`, `minor`, `micro`) of a version object, as
@@ -131,6 +134,7 @@ impl<C: CommandSet> Session<C> {
             negotiated: false,
             oob: false,
             in_progress: false,
+            queued_bytes: 0,
         }
     }
 
@@ -163,6 +167,14 @@ impl<C: CommandSet> Session<C> {
         self.line(QObject::Dict(greeting))
     }
 
+    /// About how much memory this session's input holds, in bytes: the
+    /// message being read and the requests queued (see
+    /// [`Streamer::held_bytes`](qmp_proto::qemu_json::Streamer::held_bytes)).
+    /// What a server checks against a per-client input budget.
+    pub fn input_held(&self) -> usize {
+        self.streamer.held_bytes() + self.queued_bytes
+    }
+
     /// Whether nothing is queued or running in band.
     pub fn is_idle(&self) -> bool {
         self.queue.is_empty() && !self.in_progress
@@ -192,7 +204,11 @@ impl<C: CommandSet> Session<C> {
             for p in parsed {
                 match p {
                     Parsed::Value(v) if is_oob_request(&v) => ready.push(self.dispatch(v)),
-                    Parsed::Value(v) => self.queue.push_back(Queued::Request(v)),
+                    Parsed::Value(v) => {
+                        let size = v.approx_size();
+                        self.queued_bytes += size;
+                        self.queue.push_back(Queued::Request(v, size));
+                    }
                     Parsed::Error(e) => self.queue.push_back(Queued::Error(e)),
                 }
             }
@@ -207,7 +223,10 @@ impl<C: CommandSet> Session<C> {
         }
         let step = match self.queue.pop_front()? {
             Queued::Error(text) => Step::Reply(self.error_line(None, QmpFailure::generic(text))),
-            Queued::Request(v) => self.dispatch(v),
+            Queued::Request(v, size) => {
+                self.queued_bytes -= size;
+                self.dispatch(v)
+            }
         };
         self.in_progress = matches!(step, Step::Call(_));
         Some(step)

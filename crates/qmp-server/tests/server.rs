@@ -9,7 +9,14 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 fn test_server() -> Server {
-    Server::builder()
+    test_server_with(|b| b)
+}
+
+/// The test server, with something more set on its builder.
+fn test_server_with(
+    more: impl FnOnce(qmp_server::ServerBuilder) -> qmp_server::ServerBuilder,
+) -> Server {
+    more(Server::builder())
         .version(10, 0, 2, "test")
         .command("echo", |req| async move {
             Ok(Some(QObject::Dict(req.arguments)))
@@ -530,4 +537,29 @@ fn a_unix_listener_never_exists_with_wider_permissions() {
         .err()
         .expect("refused");
     assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}");
+}
+
+/// A server with an input budget disconnects a client whose request
+/// outgrows it (here one 4 MiB string in a 1 MiB budget), serves requests
+/// under it, and other clients all along; without one, as QEMU, it takes
+/// the same request.
+#[tokio::test]
+async fn a_request_over_the_input_budget_ends_its_connection_only() {
+    let big = "x".repeat(4 << 20);
+    let small = "y".repeat(256 << 10);
+    async fn echo(c: &Client, s: &str) -> qmp_client::Result<Value> {
+        c.call(Call::new("echo").arg("s", s.to_owned())).await
+    }
+
+    let budgeted = start(test_server_with(|b| b.input_budget(1 << 20))).await;
+    let other = Client::connect(&budgeted.address()).await.unwrap();
+    let c = Client::connect(&budgeted.address()).await.unwrap();
+    assert_eq!(echo(&c, &small).await.unwrap()["s"], json!(small));
+    let e = echo(&c, &big).await.unwrap_err();
+    assert!(e.is_disconnect(), "{e}");
+    assert_eq!(echo(&other, &small).await.unwrap()["s"], json!(small));
+
+    let unbudgeted = start(test_server()).await;
+    let c = Client::connect(&unbudgeted.address()).await.unwrap();
+    assert_eq!(echo(&c, &big).await.unwrap()["s"], json!(big));
 }

@@ -15,7 +15,8 @@ pub async fn run(a: &ProxyArgs) -> Result<(), Failure> {
         .map_err(|e: qmp_proto::AddressError| Failure::Usage(format!("--upstream: {e}")))?;
     let mut builder = Proxy::builder(upstream)
         .reconnect(a.reconnect)
-        .client_buffer(a.client_buffer);
+        .client_buffer(a.client_buffer)
+        .client_input_budget(a.client_input_budget);
     for listen in &a.listen {
         let spec: ListenSpec = listen
             .parse()
@@ -45,6 +46,7 @@ pub async fn record(a: &RecordArgs) -> Result<(), Failure> {
         audit_strict: false,
         reconnect: false,
         client_buffer: qmp_proxy::proxy::DEFAULT_CLIENT_BUFFER,
+        client_input_budget: qmp_proxy::proxy::DEFAULT_CLIENT_INPUT_BUDGET,
         record: Some(a.out.clone()),
     })
     .await

@@ -191,6 +191,11 @@ pub(crate) struct Lexer {
 }
 
 impl Lexer {
+    /// Bytes held for the token being read.
+    pub(crate) fn held(&self) -> usize {
+        self.token.capacity()
+    }
+
     pub(crate) fn new() -> Self {
         Lexer {
             state: State::Start,

@@ -19,6 +19,28 @@ pub enum QObject {
     Dict(QDict),
 }
 
+impl QObject {
+    /// About how much memory this value holds, in bytes: its nodes, its
+    /// strings' and containers' buffers. For budgets, not accounting: an
+    /// allocator's own overhead is left out.
+    pub fn approx_size(&self) -> usize {
+        let node = std::mem::size_of::<QObject>();
+        node + match self {
+            QObject::String(s) => s.capacity(),
+            QObject::List(items) => {
+                (items.capacity() - items.len()) * node
+                    + items.iter().map(QObject::approx_size).sum::<usize>()
+            }
+            QObject::Dict(d) => d
+                .entries
+                .iter()
+                .map(|(k, v)| k.capacity() + v.approx_size() + std::mem::size_of::<String>())
+                .sum(),
+            _ => 0,
+        }
+    }
+}
+
 /// An object. Members keep their insertion order here; the writer puts
 /// them in QEMU's output order.
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -154,6 +154,31 @@ impl Streamer {
         out
     }
 
+    /// About how much memory the message being read holds, in bytes: the
+    /// token being lexed, and the tokens (QEMU 10) or the value (QEMU 11)
+    /// so far. QEMU's own limits allow a message of 64 MiB of tokens and
+    /// 2 Mi tokens, which can hold a few hundred MiB; a server that must
+    /// bound each client's memory by less checks this as input arrives.
+    /// Constant time: it is estimated from counts, not measured.
+    pub fn held_bytes(&self) -> usize {
+        /// What an allocation costs beyond its bytes, about (malloc's
+        /// smallest chunk).
+        const ALLOCATION: usize = 32;
+        self.lexer.held()
+            + match &self.split {
+                Split::Collect(c) => {
+                    c.tokens.capacity() * std::mem::size_of::<Token>()
+                        + c.counts.size
+                        + c.counts.tokens * ALLOCATION
+                }
+                Split::Push(p) if p.skipping => 0,
+                // a node per token, in containers that grow by doubling
+                Split::Push(p) => {
+                    p.counts.size + p.counts.tokens * 2 * std::mem::size_of::<QObject>()
+                }
+            }
+    }
+
     /// Whether part of a message has been read (a token started or
     /// collected). Used to tell whether input ended cleanly.
     pub fn is_idle(&self) -> bool {

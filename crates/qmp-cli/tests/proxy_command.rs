@@ -758,6 +758,42 @@ per_qemu!(
     a_request_that_grows_without_end_is_cut_off_at_the_input_budget
 );
 
+/// Large replies left unread count by their bytes: a client that asks
+/// for the schema (about 90 KiB a reply) 300 times and reads nothing is
+/// held back once 1 MiB of replies waits for it (they used to be queued
+/// whole: 600 grew the proxy by 55 MB, so 300 by about 27 MB), and others
+/// are served meanwhile; once it reads, its replies come again.
+fn unread_large_replies_are_bounded_by_bytes(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
+    let dir = qmp_testkit::test_dir();
+    let sock = dir.path().join("p.sock");
+    let proxy = proxy_for(&qsd, &sock);
+    let before = rss_kib(proxy.0.id());
+    let mut c = qmp_testkit::scale::Idle::connect(&sock).unwrap();
+    c.send(&b"{\"execute\": \"query-qmp-schema\"}\n".repeat(300))
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let after = rss_kib(proxy.0.id());
+    eprintln!("RSS {before} -> {after} KiB with 300 schema requests sent and nothing read");
+    assert!(
+        after < before + 10 * 1024,
+        "grew from {before} KiB to {after} KiB"
+    );
+    let out = qmp(&["-s", &sock.display().to_string(), "query-version"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for _ in 0..20 {
+        assert!(c.reply().unwrap().starts_with("{\"return\": [{"));
+    }
+}
+per_qemu!(
+    #[test]
+    unread_large_replies_are_bounded_by_bytes
+);
+
 /// A client that writes NUL bytes (one parse error each) and never reads:
 /// writes until the server stops taking them for 3 seconds, or 16 MiB.
 /// Returns how much was taken.

@@ -66,11 +66,12 @@ impl Idle {
         Ok(line)
     }
 
-    /// Reads lines until a reply (`return` or `error`), skipping events.
+    /// Reads lines until a reply (`return` or `error`), skipping events
+    /// (which QEMU, and so our servers, start with their timestamp).
     pub fn reply(&mut self) -> std::io::Result<String> {
         loop {
             let line = self.line()?;
-            if !line.contains("\"event\"") {
+            if !line.starts_with("{\"timestamp\"") {
                 return Ok(line);
             }
         }

@@ -27,6 +27,20 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field(
+                "qemu",
+                &self.inner.greeting.as_ref().map(|g| &g.version.qemu),
+            )
+            .field("oob", &self.inner.oob)
+            .field("fd_passing", &self.inner.fd_passing)
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
 struct Inner {
     shared: Arc<Shared>,
     sink: Arc<Sink>,

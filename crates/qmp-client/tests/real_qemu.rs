@@ -615,18 +615,35 @@ async fn second_client_on_a_busy_monitor_times_out_with_a_clear_message(v: QemuV
 per_qemu!(#[tokio::test] async second_client_on_a_busy_monitor_times_out_with_a_clear_message);
 
 fn blocking_facade(v: QemuVersion) {
+    use qmp_client::blocking::Waited;
     let vm = Qemu::system(v);
     let client = qmp_client::blocking::Client::connect(&vm.address()).unwrap();
     let mut events = client.events(EventFilter::name("RESUME"));
     let status = client.execute("query-status", Value::Null).unwrap();
     assert_eq!(status["status"], "prelaunch");
+    // nothing yet: a timeout, told apart from the end of the stream
+    assert!(matches!(
+        events.next_timeout(Duration::from_millis(100)),
+        Waited::TimedOut
+    ));
     client.execute("cont", Value::Null).unwrap();
-    let e = events
-        .next_timeout(Duration::from_secs(5))
-        .unwrap()
-        .unwrap();
+    let e = events.next_timeout(Duration::from_secs(5)).event().unwrap();
     assert_eq!(e.name, "RESUME");
-    client.close();
+    // the command and the event it causes, in one call
+    let (ret, stop) = client
+        .execute_and_wait("stop", Value::Null, EventFilter::name("STOP"))
+        .unwrap();
+    assert_eq!((ret, stop.name.as_str()), (json!({}), "STOP"));
+    assert!(!client.is_closed());
+    // QEMU goes away: the stream ends, and the client says why
+    client.execute("quit", Value::Null).unwrap();
+    assert!(matches!(
+        events.next_timeout(Duration::from_secs(5)),
+        Waited::Ended
+    ));
+    let why = client.disconnected();
+    assert!(client.is_closed());
+    assert!(matches!(why, qmp_client::Disconnect::Eof), "{why}");
 }
 per_qemu!(
     #[test]

@@ -490,7 +490,7 @@ async fn fake_not_a_greeting_is_quoted_as_json() {
     let (a, mut b) = UnixStream::pair().unwrap();
     let client = tokio::spawn(ClientBuilder::new().from_stream(a));
     b.write_all(b"{\"hello\": 1}\r\n").await.unwrap();
-    let err = client.await.unwrap().err().expect("no client");
+    let err = client.await.unwrap().expect_err("no client");
     assert_eq!(
         err.to_string(),
         "handshake failed: expected the server's greeting, got {\"hello\":1}"

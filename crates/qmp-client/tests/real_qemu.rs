@@ -333,7 +333,7 @@ async fn already_connected_stream_and_inherited_fd(v: QemuVersion) {
     // an fd:N address is refused by the library: it cannot know the
     // descriptor is the caller's to give (a program's main does, and
     // passes it with from_fd)
-    let e = Client::connect("fd:0").await.err().expect("refused");
+    let e = Client::connect("fd:0").await.expect_err("refused");
     assert!(e.to_string().contains("ClientBuilder::from_fd"), "{e}");
 }
 per_qemu!(#[tokio::test] async already_connected_stream_and_inherited_fd);

@@ -28,6 +28,7 @@
 //! `qmp::wire` (`<-` received, `->` sent); when that level is off, no
 //! message is formatted.
 
+#[cfg(feature = "blocking")]
 pub mod blocking;
 mod builder;
 mod client;

@@ -156,7 +156,9 @@ impl Event {
         self.data.as_ref()?.pointer(pointer)
     }
 
-    /// The event as QEMU writes it: `{"timestamp", "event", "data"}`.
+    /// The event as QEMU writes it: `{"timestamp", "event", "data"}` (in
+    /// that order where serde_json keeps insertion order: its
+    /// `preserve_order` feature, which this crate leaves to its users).
     pub fn to_value(&self) -> Value {
         let mut m = Map::new();
         m.insert(
@@ -354,8 +356,8 @@ mod tests {
         let Message::Event(e) = m else { panic!() };
         assert_eq!(e.data_at("/id"), Some(&json!("j1")));
         assert_eq!(
-            serde_json::to_string(&e.to_value()).unwrap(),
-            r#"{"timestamp":{"seconds":1,"microseconds":2},"event":"JOB_STATUS_CHANGE","data":{"status":"concluded","id":"j1"}}"#
+            e.to_value(),
+            json!({"timestamp": {"seconds": 1, "microseconds": 2}, "event": "JOB_STATUS_CHANGE", "data": {"status": "concluded", "id": "j1"}})
         );
     }
 

@@ -169,6 +169,10 @@ impl QObject {
     /// members sharing a bucket come newest first. Inserting them here in
     /// reverse of the order they were written puts every bucket back in
     /// the order QEMU had it, whatever order QEMU inserted them in.
+    ///
+    /// The order "they came" is only there when serde_json keeps it (its
+    /// `preserve_order` feature, on in `qmp-proxy` and the tools); without
+    /// it the value is the same, its members' order alphabetical.
     pub fn from_qemu_output(v: &Value) -> QObject {
         convert(v, true)
     }

@@ -1,5 +1,9 @@
 //! An async QMP client on tokio, with a blocking facade.
 //!
+//! Comments and docs cite facts about QEMU's protocol by rule id ("rule
+//! R3", "P4"): they are the sections of `docs/protocol-notes.md` in the
+//! project's repository, each measured on real QEMU binaries.
+//!
 //! ```no_run
 //! # async fn demo() -> qmp_client::Result<()> {
 //! use qmp_client::{Client, EventFilter};

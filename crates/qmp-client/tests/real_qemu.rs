@@ -1,6 +1,6 @@
 //! The client against real QEMU processes: qemu-storage-daemon always,
 //! qemu-system-x86_64 for what only a VM has (STOP/RESUME, oob commands,
-//! getfd). Rule ids refer to ../shared/qmp-rules.md.
+//! getfd). Rule ids refer to docs/protocol-notes.md.
 
 use nix::sys::signal::Signal;
 use qmp_client::{

@@ -1,5 +1,9 @@
 //! The QEMU Monitor Protocol without I/O.
 //!
+//! Comments and docs cite facts about QEMU's protocol by rule id ("rule
+//! R3", "P4"): they are the sections of `docs/protocol-notes.md` in the
+//! project's repository, each measured on real QEMU binaries.
+//!
 //! This crate holds what every part of the project shares and nothing that
 //! touches a socket, so each piece can be tested (and fuzzed) byte by byte:
 //!

@@ -1,6 +1,10 @@
 //! A QMP proxy: many clients share one QEMU monitor, each as if it had
 //! QEMU to itself, under an access policy and with an audit log.
 //!
+//! Comments and docs cite facts about QEMU's protocol by rule id ("rule
+//! R3", "P4"): they are the sections of `docs/protocol-notes.md` in the
+//! project's repository, each measured on real QEMU binaries.
+//!
 //! * [`proxy`]: listeners, the upstream connection, reconnecting.
 //! * [`upstream`]: the connection to QEMU and what it tells the proxy
 //!   (greeting, command table).

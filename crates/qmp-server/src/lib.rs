@@ -1,5 +1,9 @@
 //! A QMP server that answers like QEMU's own monitor.
 //!
+//! Comments and docs cite facts about QEMU's protocol by rule id ("rule
+//! R3", "P4"): they are the sections of `docs/protocol-notes.md` in the
+//! project's repository, each measured on real QEMU binaries.
+//!
 //! * [`session`]: the protocol without I/O: greeting, capability
 //!   negotiation, request checks, the in-band queue and out-of-band
 //!   dispatch, with QEMU's texts and QEMU's order.

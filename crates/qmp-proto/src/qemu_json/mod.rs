@@ -4,7 +4,7 @@
 //! input with QEMU's rules, not a standard JSON parser's: single-quoted
 //! strings, the same lexical and parse error texts, recovery after an
 //! error, the 0x01/0xFF reset bytes, top-level scalars seen only on the next
-//! byte, and three per-message limits (rules J1–J9 of qmp-rules.md). It must
+//! byte, and three per-message limits (rules J1–J9). It must
 //! also write like QEMU (S1–S3): `", "` and `": "`, ASCII-only output with
 //! upper-case `\uXXXX`, floats as C's `%.17g`, and object members in the
 //! iteration order of QEMU's hash table, which is where the "fixed member

@@ -49,6 +49,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl ClientBuilder {
+    /// The defaults: a 30 s timeout per command, oob when offered, the full
+    /// handshake.
     pub fn new() -> Self {
         ClientBuilder {
             timeout: Some(DEFAULT_TIMEOUT),
@@ -78,6 +80,7 @@ impl ClientBuilder {
         self
     }
 
+    /// How much of the handshake the client does itself (see [`Handshake`]).
     pub fn handshake(mut self, handshake: Handshake) -> Self {
         self.handshake = handshake;
         self
@@ -105,6 +108,7 @@ impl ClientBuilder {
         self.connect_to(&address).await
     }
 
+    /// Connects to an address already parsed.
     pub async fn connect_to(self, address: &Address) -> Result<Client> {
         let limit = self.connect_timeout;
         let what = address.to_string();

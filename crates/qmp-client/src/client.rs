@@ -75,6 +75,8 @@ pub struct Call {
 }
 
 impl Call {
+    /// A call of `command`, without arguments, in band, with the client's
+    /// own id and its default timeout.
     pub fn new(command: impl Into<String>) -> Call {
         Call {
             command: command.into(),

@@ -3,6 +3,7 @@
 use qmp_proto::{DecodeError, QmpError};
 use std::{fmt, io, sync::Arc, time::Duration};
 
+/// This crate's results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Why a connection is gone. Every call pending when it went away fails
@@ -31,6 +32,7 @@ impl fmt::Display for Disconnect {
     }
 }
 
+/// What went wrong with a call or a connection.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// The server answered with `{"error": {"class", "desc"}}`.
@@ -39,14 +41,21 @@ pub enum Error {
     /// No reply within the timeout. The request may still run on the
     /// server; its late reply is dropped.
     #[error("no reply to '{command}' within {timeout:?}")]
-    Timeout { command: String, timeout: Duration },
+    Timeout {
+        /// The command that got no reply.
+        command: String,
+        /// How long it was given.
+        timeout: Duration,
+    },
     /// The connection is gone (see [`Disconnect`] for why).
     #[error("disconnected: {0}")]
     Disconnected(Disconnect),
     /// Could not connect, bind or accept.
     #[error("cannot connect to {address}: {source}")]
     Connect {
+        /// Where to.
         address: String,
+        /// What the system said.
         #[source]
         source: Arc<io::Error>,
     },
@@ -84,6 +93,7 @@ impl Error {
         }
     }
 
+    /// Whether the connection is gone (the call may or may not have run).
     pub fn is_disconnect(&self) -> bool {
         matches!(self, Error::Disconnected(_))
     }

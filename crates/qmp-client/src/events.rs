@@ -75,6 +75,7 @@ impl EventFilter {
         self
     }
 
+    /// Whether `event` passes this filter.
     pub fn matches(&self, event: &Event) -> bool {
         (self.names.is_empty() || self.names.contains(&event.name))
             && self.predicates.iter().all(|p| p(event))

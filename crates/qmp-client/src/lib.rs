@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! An async QMP client on tokio, with a blocking facade.
 //!
 //! Comments and docs cite facts about QEMU's protocol by rule id ("rule

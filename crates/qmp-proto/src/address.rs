@@ -14,15 +14,22 @@
 use std::{fmt, path::PathBuf, str::FromStr};
 
 /// A text that is none of the address forms.
+/// An address that could not be read; it holds the text as given.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid address '{0}': expected /path, unix:/path, host:port, tcp:host:port, [v6]:port or fd:N")]
 pub struct AddressError(pub String);
 
+/// Where a QMP server is: the one address syntax of every tool and crate
+/// (`/path`, `unix:/path`, `host:port`, `tcp:host:port`, `[v6]:port`,
+/// `fd:N`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Address {
+    /// A unix socket at this path.
     Unix(PathBuf),
     /// Host (without IPv6 brackets) and port.
     Tcp(String, u16),
+    /// A connected socket inherited as this descriptor number (a program's
+    /// `main` adopts it; the libraries refuse to).
     Fd(i32),
 }
 

@@ -12,16 +12,27 @@
 
 use serde_json::{Map, Value};
 
+/// Why `key=value` arguments could not be turned into a JSON object.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ArgError {
+    /// A word without `=`.
     #[error("argument '{0}' is not of the form key=value")]
     NotAnAssignment(String),
+    /// A key, or a part of a dotted key, that is empty (`=1`, `a..b=1`).
     #[error("argument '{0}' has an empty key or key part")]
     EmptyKey(String),
+    /// The same key twice.
     #[error("argument '{0}' is given more than once")]
     Duplicate(String),
+    /// A dotted key under a key that already holds a value that is not an
+    /// object (`a=1 a.b=2`).
     #[error("argument '{path}' cannot nest under '{parent}', which is not an object")]
-    NotAnObject { path: String, parent: String },
+    NotAnObject {
+        /// The dotted key.
+        path: String,
+        /// The key above it that holds a value.
+        parent: String,
+    },
 }
 
 /// Reads a value: JSON when it parses as JSON, else the text as a string.

@@ -26,36 +26,59 @@ pub const DEFAULT_MAX_NESTING: usize = 1024;
 /// How many bytes of a bad input an error quotes.
 const PREVIEW_LEN: usize = 64;
 
+/// Why the decoder could not give the next message. Offsets count bytes
+/// from the start of the stream.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     /// Bytes outside any JSON object that are not whitespace.
     #[error("unexpected bytes at offset {offset} outside a JSON object: {preview}")]
-    Garbage { offset: u64, preview: String },
+    Garbage {
+        /// Where the bytes began.
+        offset: u64,
+        /// The first of them, escaped.
+        preview: String,
+    },
     /// A balanced `{...}` that is not valid JSON or not a valid message.
     #[error("malformed message at offset {offset}: {reason}; bytes: {preview}")]
     Malformed {
+        /// Where the message began.
         offset: u64,
+        /// What is wrong with it.
         reason: String,
+        /// Its first bytes, escaped.
         preview: String,
     },
     /// A message grew past the configured limit.
     #[error("message at offset {offset} exceeds the size limit of {limit} bytes")]
-    TooLarge { offset: u64, limit: usize },
+    TooLarge {
+        /// Where the message began.
+        offset: u64,
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// A message nests deeper than the configured limit. It was skipped
     /// whole, so the stream is still in step: `id` is the message's
     /// top-level id, if it has one, so the call it answers can be failed.
     #[error("message at offset {offset} nests deeper than the limit of {limit} levels")]
     TooDeep {
+        /// Where the message began.
         offset: u64,
+        /// The limit, in levels.
         limit: usize,
+        /// The message's top-level id, if it has one.
         id: Option<serde_json::Value>,
     },
     /// The stream ended inside a message.
     #[error("connection closed in the middle of a message ({buffered} bytes received: {preview})")]
-    Truncated { buffered: usize, preview: String },
+    Truncated {
+        /// How many bytes of it had come.
+        buffered: usize,
+        /// Its first bytes, escaped.
+        preview: String,
+    },
 }
 
-/// Renders up to [`PREVIEW_LEN`] bytes for an error message, escaping what
+/// Renders up to `PREVIEW_LEN` bytes for an error message, escaping what
 /// is not printable ASCII so the text stays on one line.
 pub fn preview(bytes: &[u8]) -> String {
     let shown = &bytes[..bytes.len().min(PREVIEW_LEN)];
@@ -103,10 +126,12 @@ impl Default for Decoder {
 }
 
 impl Decoder {
+    /// A decoder with the default size limit ([`DEFAULT_MAX_MESSAGE_SIZE`]).
     pub fn new() -> Self {
         Self::with_max_message_size(DEFAULT_MAX_MESSAGE_SIZE)
     }
 
+    /// A decoder that refuses messages larger than `max_message_size` bytes.
     pub fn with_max_message_size(max_message_size: usize) -> Self {
         Decoder {
             buf: Vec::new(),
@@ -124,6 +149,7 @@ impl Decoder {
         self
     }
 
+    /// The size limit, in bytes.
     pub fn max_message_size(&self) -> usize {
         self.max_message_size
     }

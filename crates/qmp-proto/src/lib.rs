@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! The QEMU Monitor Protocol without I/O.
 //!
 //! Comments and docs cite facts about QEMU's protocol by rule id ("rule

@@ -24,11 +24,15 @@ pub type Arguments = Map<String, Value>;
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
 )]
+/// QEMU's release numbers.
 pub struct QemuVersion {
+    /// The third number (`2` in 10.0.2).
     #[serde(default)]
     pub micro: u64,
+    /// The second number.
     #[serde(default)]
     pub minor: u64,
+    /// The first number.
     #[serde(default)]
     pub major: u64,
 }
@@ -42,6 +46,7 @@ impl fmt::Display for QemuVersion {
 /// The version object of the greeting and of `query-version`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Version {
+    /// The release.
     pub qemu: QemuVersion,
     /// Distribution suffix such as `Debian 1:10.0.2+ds-2`; may be empty.
     #[serde(default)]
@@ -52,6 +57,7 @@ pub struct Version {
 /// `{"QMP": {"version": {...}, "capabilities": ["oob"]}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Greeting {
+    /// The server's version, as `query-version` returns it (rule G2).
     pub version: Version,
     /// Capabilities the server offers. `oob` is the only one QEMU knows
     /// today (rule G3), but unknown strings are kept, not rejected.
@@ -69,6 +75,7 @@ impl Greeting {
 /// A client request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
+    /// The command's name, as in `execute`.
     pub command: String,
     /// `None` sends no `arguments` member, which QEMU reads as `{}` (R6).
     pub arguments: Option<Arguments>,
@@ -79,6 +86,7 @@ pub struct Request {
 }
 
 impl Request {
+    /// A request for `command`, without arguments or id, in band.
     pub fn new(command: impl Into<String>) -> Self {
         Request {
             command: command.into(),
@@ -88,16 +96,19 @@ impl Request {
         }
     }
 
+    /// Sets the arguments.
     pub fn with_arguments(mut self, arguments: Arguments) -> Self {
         self.arguments = Some(arguments);
         self
     }
 
+    /// Sets the id.
     pub fn with_id(mut self, id: Value) -> Self {
         self.id = Some(id);
         self
     }
 
+    /// Sends it as `exec-oob`.
     pub fn out_of_band(mut self) -> Self {
         self.oob = true;
         self
@@ -110,8 +121,10 @@ impl Request {
 /// `desc`; both are kept exactly as the server sent them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QmpError {
+    /// The error class, such as `GenericError` or `CommandNotFound`.
     #[serde(default)]
     pub class: String,
+    /// The text meant for people.
     #[serde(default)]
     pub desc: String,
 }
@@ -130,22 +143,27 @@ pub struct Response {
     /// The id echoed back; `None` when the request had none or the server
     /// could not read it (a parse error is answered without an id).
     pub id: Option<Value>,
+    /// The `return` value, or the `error`.
     pub result: Result<Value, QmpError>,
 }
 
 /// When the server raised an event (wall-clock time, rule E2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Timestamp {
+    /// Seconds since the Unix epoch.
     pub seconds: i64,
+    /// Microseconds within that second.
     pub microseconds: i64,
 }
 
 /// An asynchronous event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
+    /// The event's name, such as `STOP`.
     pub name: String,
     /// `None` when the server left `data` out (it does when it is empty).
     pub data: Option<Value>,
+    /// When it was raised.
     pub timestamp: Timestamp,
 }
 
@@ -176,9 +194,13 @@ impl Event {
 /// Any message on a QMP connection.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
+    /// The greeting (`{"QMP": ...}`).
     Greeting(Greeting),
+    /// A request (`execute` or `exec-oob`), as a server reads them.
     Request(Request),
+    /// A reply (`return` or `error`).
     Response(Response),
+    /// An event.
     Event(Event),
     /// A well-formed JSON object with none of the members that identify a
     /// QMP message. Kept rather than rejected so that a newer or odder

@@ -23,7 +23,9 @@ pub use unix::socketpair;
 /// A connected stream.
 #[derive(Debug)]
 pub enum Stream {
+    /// A unix socket (file descriptors can pass).
     Unix(UnixStream),
+    /// A TCP connection.
     Tcp(TcpStream),
 }
 

@@ -5,7 +5,9 @@ use serde_json::{Map, Number, Value};
 /// A JSON value as QEMU holds it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum QObject {
+    /// `null`.
     Null,
+    /// `true` or `false`.
     Bool(bool),
     /// An integer that fits in int64.
     Int(i64),
@@ -14,8 +16,11 @@ pub enum QObject {
     /// A number written with a fraction or exponent, or an integer beyond
     /// uint64. May be infinite (`1e400`).
     Double(f64),
+    /// A string.
     String(String),
+    /// An array.
     List(Vec<QObject>),
+    /// An object.
     Dict(QDict),
 }
 
@@ -49,14 +54,17 @@ pub struct QDict {
 }
 
 impl QDict {
+    /// An empty object.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// The member named `key`.
     pub fn get(&self, key: &str) -> Option<&QObject> {
         self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
+    /// Whether there is a member named `key`.
     pub fn contains_key(&self, key: &str) -> bool {
         self.get(key).is_some()
     }
@@ -70,6 +78,7 @@ impl QDict {
         }
     }
 
+    /// Takes the member named `key` out.
     pub fn remove(&mut self, key: &str) -> Option<QObject> {
         let i = self.entries.iter().position(|(k, _)| k == key)?;
         Some(self.entries.remove(i).1)
@@ -86,10 +95,12 @@ impl QDict {
         self.entries.iter().map(|(k, v)| (k.as_str(), v))
     }
 
+    /// How many members.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// Whether it has no member.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -118,6 +129,7 @@ impl QObject {
         }
     }
 
+    /// The object, if this is one.
     pub fn as_dict(&self) -> Option<&QDict> {
         match self {
             QObject::Dict(d) => Some(d),
@@ -125,6 +137,7 @@ impl QObject {
         }
     }
 
+    /// The string, if this is one.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             QObject::String(s) => Some(s),

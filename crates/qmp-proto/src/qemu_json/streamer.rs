@@ -32,7 +32,9 @@ pub const MAX_NESTING: i64 = 1 << 10;
 /// could not read one.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Parsed {
+    /// A complete value.
     Value(QObject),
+    /// The error reply's text.
     Error(String),
 }
 

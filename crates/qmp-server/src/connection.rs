@@ -1,7 +1,7 @@
 //! One client connection: reads bytes into a [`Session`], runs the calls it
 //! hands out, writes replies and events.
 //!
-//! The loop is the same whoever answers the calls: the [`Server`]'s own
+//! The loop is the same whoever answers the calls: the [`Server`](crate::Server)'s own
 //! handlers, or a proxy forwarding them to a real QEMU. What differs is a
 //! [`Backend`], made once per connection.
 //!
@@ -29,15 +29,20 @@ use tokio::task::{JoinHandle, JoinSet};
 
 /// A connected client.
 pub enum Stream {
+    /// A unix socket (file descriptors can pass).
     Unix(UnixStream),
+    /// A TCP connection.
     Tcp(TcpStream),
 }
 
 /// Who is at the other end of a unix socket (SO_PEERCRED).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerCred {
+    /// The peer's user id.
     pub uid: u32,
+    /// The peer's group id.
     pub gid: u32,
+    /// The peer's process id, when the system tells it.
     pub pid: Option<i32>,
 }
 
@@ -189,7 +194,9 @@ impl EventSource for BroadcastEvents {
 /// What answers one connection's calls. Made once per connection, so it
 /// can carry who the peer is.
 pub trait Backend: Send + 'static {
+    /// The command table its sessions check requests against.
     type Commands: CommandSet + Send + 'static;
+    /// Where its events come from.
     type Events: EventSource;
 
     /// A fresh session: its configuration and command table.

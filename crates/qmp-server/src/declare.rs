@@ -13,34 +13,55 @@ use qmp_proto::qemu_json::{QDict, QObject};
 /// A type, as QAPI has them.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ty {
+    /// A string (`str`).
     Str,
+    /// A boolean.
     Bool,
+    /// Any number (`number`).
     Number,
+    /// `null`.
     Null,
+    /// Any value (`any`).
     Any,
+    /// An integer in int64 (`int`).
     Int,
+    /// An integer in int8.
     Int8,
+    /// An integer in int16.
     Int16,
+    /// An integer in int32.
     Int32,
+    /// An integer in uint8.
     Uint8,
+    /// An integer in uint16.
     Uint16,
+    /// An integer in uint32.
     Uint32,
+    /// An integer in uint64.
     Uint64,
+    /// A size (uint64, also written with a suffix on the command line).
     Size,
+    /// One of these strings.
     Enum(Vec<String>),
+    /// An array of this type.
     List(Box<Ty>),
+    /// An object with these members.
     Object(Vec<Field>),
 }
 
 /// A member of an object type.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Field {
+    /// The member's name.
     pub name: String,
+    /// Its type.
     pub ty: Ty,
+    /// Whether it may be left out.
     pub optional: bool,
 }
 
 impl Field {
+    /// A member that must be given.
     pub fn required(name: &str, ty: Ty) -> Field {
         Field {
             name: name.into(),
@@ -49,6 +70,7 @@ impl Field {
         }
     }
 
+    /// A member that may be left out.
     pub fn optional(name: &str, ty: Ty) -> Field {
         Field {
             name: name.into(),
@@ -59,10 +81,12 @@ impl Field {
 }
 
 impl Ty {
+    /// An enumeration of these values.
     pub fn enumeration(values: &[&str]) -> Ty {
         Ty::Enum(values.iter().map(|v| v.to_string()).collect())
     }
 
+    /// An array of `element`.
     pub fn list(element: Ty) -> Ty {
         Ty::List(Box::new(element))
     }
@@ -103,9 +127,13 @@ impl Ty {
 /// A command's declaration.
 #[derive(Debug, Clone)]
 pub struct CommandDecl {
+    /// The command's name.
     pub name: String,
+    /// Its arguments.
     pub args: Vec<Field>,
+    /// What it returns (`None`: `{}`).
     pub returns: Option<Ty>,
+    /// Whether it may run out of band.
     pub allow_oob: bool,
 }
 

@@ -48,6 +48,7 @@ struct Machine {
     objects: BTreeMap<String, BTreeMap<String, Property>>,
 }
 
+/// The UUID the demo machine reports (`query-uuid`).
 pub const DEMO_UUID: &str = "4a3f5c0e-6d1b-4c2a-9e7f-0123456789ab";
 
 fn string(s: &str) -> QObject {

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! A QMP server that answers like QEMU's own monitor.
 //!
 //! Comments and docs cite facts about QEMU's protocol by rule id ("rule

@@ -50,6 +50,8 @@ pub struct Replies {
 }
 
 impl Replies {
+    /// Reads the rules from their JSON form (see the README's `qmp mock
+    /// --replies`); the error says which rule is wrong.
     pub fn from_qobject(v: &QObject) -> Result<Replies, String> {
         let QObject::List(items) = v else {
             return Err("a replies file is a JSON array of rules".into());

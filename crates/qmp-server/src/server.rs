@@ -39,6 +39,7 @@ type Handler = Arc<dyn Fn(Request) -> BoxFuture + Send + Sync>;
 
 /// What a handler gets.
 pub struct Request {
+    /// The command's name.
     pub command: String,
     /// `{}` when the client sent none.
     pub arguments: QDict,
@@ -65,9 +66,13 @@ struct Command {
 /// An event, with the wall-clock time it was raised (rule E2).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
+    /// Its name.
     pub name: String,
+    /// Its `data` (left out when `None`, rule E1).
     pub data: Option<QObject>,
+    /// When it was raised: seconds since the Unix epoch…
     pub seconds: i64,
+    /// …and microseconds within that second.
     pub microseconds: i64,
 }
 
@@ -243,6 +248,9 @@ pub fn version_object(major: u64, minor: u64, micro: u64, package: &str) -> QObj
 }
 
 impl ServerBuilder {
+    /// A builder for a server with no commands but the built-in ones
+    /// (`qmp_capabilities`, `query-version`, `query-commands`,
+    /// `query-qmp-schema`), whose greeting says QEMU 10.0.0.
     pub fn new() -> Self {
         ServerBuilder {
             version: version_object(10, 0, 0, ""),
@@ -384,6 +392,7 @@ impl ServerBuilder {
         })
     }
 
+    /// The server, ready to bind and serve.
     pub fn build(self) -> Server {
         let version = self.version.clone();
         let mut b = self;
@@ -495,7 +504,9 @@ fn no_arguments(req: &Request) -> Result<(), QmpFailure> {
 
 /// A bound listener.
 pub enum Listener {
+    /// A unix socket, and its path (removed when the listener is dropped).
     Unix(tokio::net::UnixListener, PathBuf),
+    /// A TCP socket.
     Tcp(tokio::net::TcpListener),
 }
 
@@ -575,6 +586,7 @@ pub struct Server {
 }
 
 impl Server {
+    /// A builder (see [`ServerBuilder`]).
     pub fn builder() -> ServerBuilder {
         ServerBuilder::new()
     }

@@ -33,6 +33,8 @@ pub trait CommandSet {
     fn allow_oob(&self, command: &str) -> Option<bool>;
 }
 
+/// What every session of a server shares: what the greeting says, and how
+/// output is written.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
     /// What `query-version` returns; the greeting carries it (rule G2).
@@ -48,11 +50,14 @@ pub struct SessionConfig {
 /// An error reply: a class and a text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QmpFailure {
+    /// The error class, such as `GenericError`.
     pub class: String,
+    /// The text meant for people.
     pub desc: String,
 }
 
 impl QmpFailure {
+    /// A GenericError.
     pub fn generic(desc: impl Into<String>) -> Self {
         QmpFailure {
             class: "GenericError".into(),
@@ -60,6 +65,7 @@ impl QmpFailure {
         }
     }
 
+    /// A CommandNotFound.
     pub fn not_found(desc: impl Into<String>) -> Self {
         QmpFailure {
             class: "CommandNotFound".into(),
@@ -71,10 +77,13 @@ impl QmpFailure {
 /// A command for the embedder to run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Call {
+    /// The command's name.
     pub command: String,
     /// `{}` when the request had no `arguments` (rule R6).
     pub arguments: QDict,
+    /// The request's id, echoed in the reply.
     pub id: Option<QObject>,
+    /// Whether it came as `exec-oob`.
     pub oob: bool,
 }
 
@@ -94,6 +103,8 @@ enum Queued {
     Error(String),
 }
 
+/// One client's session, without I/O: feed it input, run the calls it
+/// hands out, send what it returns (see the module's notes).
 pub struct Session<C> {
     config: SessionConfig,
     commands: C,
@@ -125,6 +136,7 @@ fn dialect_of(version: &QObject) -> Dialect {
 }
 
 impl<C: CommandSet> Session<C> {
+    /// A session that has not yet greeted; `commands` is its command table.
     pub fn new(config: SessionConfig, commands: C) -> Self {
         Session {
             streamer: Streamer::with_dialect(dialect_of(&config.version)),
@@ -138,6 +150,7 @@ impl<C: CommandSet> Session<C> {
         }
     }
 
+    /// Its command table.
     pub fn commands(&self) -> &C {
         &self.commands
     }

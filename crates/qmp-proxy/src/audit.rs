@@ -28,18 +28,26 @@ use std::time::{Duration, SystemTime};
 /// What became of a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
+    /// QEMU returned a value.
     Return,
+    /// QEMU answered with an error of this class.
     Error(String),
+    /// The policy refused it (or strict auditing could not log it).
     Denied,
+    /// QEMU went away before answering.
     Lost,
 }
 
 /// Who sent a command, and through which listener.
 #[derive(Debug, Clone)]
 pub struct ClientInfo {
+    /// The listener it came through, as written.
     pub listener: String,
+    /// The proxy's number for the connection (1, 2, ... from start-up).
     pub client: u64,
+    /// The peer's uid (unix listeners only).
     pub uid: Option<u32>,
+    /// The peer's pid (unix listeners only).
     pub pid: Option<i32>,
 }
 

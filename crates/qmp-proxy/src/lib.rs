@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! A QMP proxy: many clients share one QEMU monitor, each as if it had
 //! QEMU to itself, under an access policy and with an audit log.
 //!
@@ -6,22 +7,22 @@
 //! project's repository, each measured on real QEMU binaries.
 //!
 //! * [`proxy`]: listeners, the upstream connection, reconnecting.
-//! * [`upstream`]: the connection to QEMU and what it tells the proxy
+//! * `upstream`: the connection to QEMU and what it tells the proxy
 //!   (greeting, command table).
 //! * `downstream`: one client, served by the server framework's connection
 //!   loop with QEMU answering its calls.
 //! * [`policy`]: the policy file and the built-in `read-only` policy.
-//! * [`audit`]: the audit log.
+//! * `audit`: the audit log.
 //! * [`transcript`]: recorded traffic, and the recorder.
 //! * [`replay`]: a server that plays a transcript back.
 
-pub mod audit;
+mod audit;
 mod downstream;
 pub mod policy;
 pub mod proxy;
 pub mod replay;
 pub mod transcript;
-pub mod upstream;
+mod upstream;
 
 pub use policy::PolicyFile;
 pub use proxy::{ListenSpec, Proxy, ProxyBuilder, ProxyError, ProxyHandle};

@@ -63,19 +63,31 @@ pub const READ_ONLY_COMMANDS: &[&str] = &[
     "device-list-properties",
 ];
 
+/// Why a policy file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
+    /// It could not be read.
     #[error("cannot read the policy file {path}: {source}")]
     Read {
+        /// The file.
         path: String,
+        /// What the system said.
         source: std::io::Error,
     },
     #[error("policy file {path}: {message}")]
-    Parse { path: String, message: String },
+    /// It is not a valid policy file.
+    Parse {
+        /// The file.
+        path: String,
+        /// What is wrong, and where.
+        message: String,
+    },
     #[error(
         "no policy named '{0}' (the file defines none such, and the built-in one is 'read-only')"
     )]
+    /// A listener names a policy the file does not define.
     Unknown(String),
+    /// The file defines a policy under a built-in name.
     #[error("policy '{0}' is built in; give yours another name")]
     Reserved(String),
 }
@@ -139,6 +151,7 @@ impl Uids {
 }
 
 impl PolicyFile {
+    /// Reads and checks the policy file at `path`.
     pub fn load(path: &Path) -> Result<PolicyFile, PolicyError> {
         let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
             path: path.display().to_string(),
@@ -150,6 +163,7 @@ impl PolicyFile {
         })
     }
 
+    /// Reads and checks a policy file's text.
     pub fn parse(text: &str) -> Result<PolicyFile, String> {
         let file: PolicyFile = toml::from_str(text).map_err(|e| e.to_string())?;
         if file.policy.contains_key(READ_ONLY) {
@@ -212,6 +226,8 @@ impl Access {
         Access { allow, deny }
     }
 
+    /// Whether a name (a command's, an event's) is allowed: it matches an
+    /// allow glob and no deny glob.
     pub fn permits(&self, name: &str) -> bool {
         self.allow.iter().any(|g| glob(g, name)) && !self.deny.iter().any(|g| glob(g, name))
     }
@@ -309,6 +325,7 @@ impl Policy {
         .unwrap_or(&self.commands)
     }
 
+    /// The events this policy delivers.
     pub fn events(&self) -> &Access {
         &self.events
     }

@@ -43,30 +43,45 @@ pub const DEFAULT_CLIENT_BUFFER: usize = 1000;
 /// would let one client hold (a few hundred MiB).
 pub const DEFAULT_CLIENT_INPUT_BUDGET: usize = 16 << 20;
 
+/// Why the proxy could not start, or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    /// A listener's policy could not be used.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// A listener could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
+        /// The listener, as written.
         address: String,
+        /// What the system said.
         source: std::io::Error,
     },
+    /// The transcript could not be created.
     #[error("cannot create the transcript {path}: {source}")]
     Record {
+        /// The transcript's path.
         path: String,
+        /// What the system said.
         source: std::io::Error,
     },
+    /// The audit log could not be opened.
     #[error("cannot open the audit log {path}: {source}")]
     Audit {
+        /// The audit log's path.
         path: String,
+        /// What the system said.
         source: std::io::Error,
     },
+    /// QEMU could not be reached at start-up.
     #[error("cannot reach QEMU at {address}: {source}")]
     Upstream {
+        /// QEMU's address.
         address: String,
+        /// Why it could not be reached.
         source: qmp_client::Error,
     },
+    /// QEMU went away (and the proxy was not reconnecting).
     #[error("QEMU went away: {0} (with --reconnect the proxy would wait for it)")]
     UpstreamLost(String),
 }
@@ -74,9 +89,11 @@ pub enum ProxyError {
 /// One `--listen ADDR[,policy=NAME][,mode=OCTAL]`.
 #[derive(Debug, Clone)]
 pub struct ListenSpec {
+    /// Where clients connect.
     pub address: Address,
     /// As written, for logs and the audit log.
     pub label: String,
+    /// The policy its clients get (`None`: everything allowed).
     pub policy: Option<String>,
     /// Permissions of a unix socket file.
     pub mode: u32,
@@ -144,6 +161,7 @@ impl ProxyBuilder {
         self
     }
 
+    /// Adds a listener.
     pub fn listen(mut self, spec: ListenSpec) -> Self {
         self.listeners.push(spec);
         self
@@ -266,6 +284,7 @@ impl ProxyHandle {
 }
 
 impl Proxy {
+    /// A builder for a proxy of the QEMU monitor at `upstream`.
     pub fn builder(upstream: Address) -> ProxyBuilder {
         ProxyBuilder {
             upstream,
@@ -280,6 +299,7 @@ impl Proxy {
         }
     }
 
+    /// A handle that stops it from elsewhere.
     pub fn handle(&self) -> ProxyHandle {
         ProxyHandle(self.stop.clone())
     }

@@ -46,9 +46,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 
+/// How requests are matched to recorded exchanges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MatchMode {
+    /// The next exchange in recorded order, same command and arguments.
     Strict,
+    /// The first unused exchange with the same command and arguments.
     ByCommand,
 }
 
@@ -75,17 +78,22 @@ struct Exchange {
 /// A request that matched nothing.
 #[derive(Debug, Clone)]
 pub struct Mismatch {
+    /// The request's command.
     pub command: String,
+    /// Its arguments.
     pub arguments: Value,
     /// What was expected instead, if anything was.
     pub expected: Option<(String, Value)>,
+    /// Why nothing matched.
     pub reason: String,
 }
 
 /// What happened during a replay.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
+    /// Requests answered from the recording.
     pub matched: usize,
+    /// Requests that matched nothing.
     pub mismatched: Vec<Mismatch>,
     /// Exchanges never used: command and arguments.
     pub unused: Vec<(String, Value)>,
@@ -195,6 +203,7 @@ impl Replay {
         Ok(Replay::from_transcript(&Transcript::load(path)?))
     }
 
+    /// A replay of a transcript already read.
     pub fn from_transcript(t: &Transcript) -> Replay {
         let mut exchanges: Vec<Exchange> = Vec::new();
         // requests waiting for their reply: (client, id text) -> exchange
@@ -284,6 +293,7 @@ impl Replay {
         }
     }
 
+    /// How requests are matched ([`MatchMode::Strict`] unless changed).
     pub fn mode(mut self, mode: MatchMode) -> Self {
         self.mode = mode;
         self

@@ -59,10 +59,6 @@ impl Commands {
     pub fn len(&self) -> usize {
         self.0.len()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 /// A negotiated connection to QEMU.

@@ -25,14 +25,14 @@
 //! `t` is optional: a [`normalize`]d transcript has none, and its events'
 //! timestamps are zero (a replay stamps those with its own clock).
 //!
-//! * `recorder`: [`Recorder`], which the proxy writes transcripts with.
+//! * `recorder`: `Recorder`, which the proxy writes transcripts with.
 //! * `review`: [`show`], [`normalize`] and [`check`], for people reading
 //!   transcripts and for review diffs.
 
 mod recorder;
 mod review;
 
-pub use recorder::Recorder;
+pub(crate) use recorder::Recorder;
 pub use review::{check, normalize, show, Problem};
 
 use qmp_server::session::QmpFailure;
@@ -43,8 +43,11 @@ use std::path::Path;
 /// Direction of a recorded message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dir {
+    /// A client's request.
     Request,
+    /// The reply that client got.
     Reply,
+    /// An event (every client got it).
     Event,
 }
 
@@ -92,8 +95,11 @@ pub(crate) fn reply_of(msg: &Value) -> Result<Value, QmpFailure> {
 pub struct Entry {
     /// Seconds since the recording began; none once normalized.
     pub t: Option<f64>,
+    /// The client it belongs to; none for events.
     pub client: Option<u64>,
+    /// Which way it went.
     pub dir: Dir,
+    /// The message, with the client's own id.
     pub msg: Value,
     /// How many file descriptors came with a request.
     pub fds: usize,
@@ -102,6 +108,7 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The entry as its transcript line.
     pub fn to_line(&self) -> Value {
         let mut line = json!({});
         if let Some(t) = self.t {
@@ -124,18 +131,33 @@ impl Entry {
 pub struct Transcript {
     /// The greeting as QEMU sent it.
     pub greeting: Value,
+    /// Every message after it, in order.
     pub entries: Vec<Entry>,
 }
 
+/// Why a transcript could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum TranscriptError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: io::Error },
+    /// The file could not be read.
+    Read {
+        /// The file.
+        path: String,
+        /// What the system said.
+        source: io::Error,
+    },
     #[error("line {line}: {message}")]
-    Line { line: usize, message: String },
+    /// A line is not a transcript line.
+    Line {
+        /// Its number, from 1.
+        line: usize,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 impl Transcript {
+    /// Reads the transcript in the file at `path`.
     pub fn load(path: &Path) -> Result<Transcript, TranscriptError> {
         let text = std::fs::read_to_string(path).map_err(|source| TranscriptError::Read {
             path: path.display().to_string(),

@@ -165,8 +165,11 @@ pub fn normalize(t: &Transcript) -> Transcript {
 pub struct Problem {
     /// Where the request is in the file (0 if not read from one).
     pub line: usize,
+    /// The client that sent it.
     pub client: Option<u64>,
+    /// Its command.
     pub command: String,
+    /// Its arguments.
     pub arguments: Value,
     /// What that QEMU would answer.
     pub failure: QmpFailure,

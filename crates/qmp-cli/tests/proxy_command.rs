@@ -386,6 +386,53 @@ fn replay_stops_on_sigterm_and_exchanges_left_unused_fail_it() {
     }
 }
 
+/// CPU time (user + system) process `pid` has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // after the command name in parentheses: fields 14 and 15 are utime, stime
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Out of descriptors, a replay's accept fails again and again: it must
+/// wait between tries, not spin (it used to take a whole core). Run with a
+/// limit of 24 descriptors and 40 clients knocking.
+#[test]
+fn a_replay_out_of_descriptors_waits_instead_of_spinning() {
+    use std::os::unix::process::CommandExt;
+    let dir = qmp_testkit::test_dir();
+    let at = |name: &str| dir.path().join(name).display().to_string();
+    std::fs::write(at("two.qmp"), TWO_EXCHANGES).unwrap();
+    let socket = dir.path().join("r.sock");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_qmp"));
+    command
+        .args(["replay", &at("two.qmp"), "--listen"])
+        .arg(&socket)
+        .stderr(Stdio::null());
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs here.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, 24, 24)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let replay = Started(command.spawn().unwrap());
+    qmp_testkit::wait_listening(&socket);
+    let _knocking: Vec<_> = (0..40)
+        .map(|_| std::os::unix::net::UnixStream::connect(&socket).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(replay.0.id());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(replay.0.id()) - before;
+    // a spinning loop uses about 200 ticks in 2 s (100 per second)
+    assert!(
+        used < 50,
+        "the replay used {used} clock ticks in 2 s while out of descriptors"
+    );
+}
+
 /// A command whose reply QEMU gave an hour later.
 const HOUR_LONG_REPLY: &str = r#"{"qmp-transcript": 1, "greeting": {"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": []}}}
 {"t": 0.1, "client": 1, "dir": "request", "msg": {"execute": "stop", "id": 1}}

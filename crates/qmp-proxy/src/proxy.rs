@@ -404,15 +404,7 @@ impl Proxy {
         let held = self.held.clone();
         async move {
             loop {
-                let stream = match bound.listener.accept().await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        // Out of descriptors, say: do not spin.
-                        tracing::warn!("accept on {} failed: {e}", bound.label);
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
+                let stream = bound.listener.next_client().await;
                 if upstream.client.is_closed() {
                     // QEMU went away and this loop is about to be stopped:
                     // the client waits for the next QEMU instead of being

@@ -357,14 +357,11 @@ impl Replay {
             loop {
                 tokio::select! {
                     _ = stop.wait_for(|s| *s) => break,
-                    accepted = listener.accept() => match accepted {
-                        Ok(stream) => {
-                            seen = true;
-                            let backend = Connection(serving.clone());
-                            sessions.spawn(qmp_server::connection::run(backend, stream));
-                        }
-                        Err(e) => tracing::warn!("accept failed: {e}"),
-                    },
+                    stream = listener.next_client() => {
+                        seen = true;
+                        let backend = Connection(serving.clone());
+                        sessions.spawn(qmp_server::connection::run(backend, stream));
+                    }
                     Some(_) = sessions.join_next(), if !sessions.is_empty() => {
                         if seen && sessions.is_empty() && exit_when_idle {
                             idle_tx.send_replace(true);

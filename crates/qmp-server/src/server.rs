@@ -544,6 +544,24 @@ impl Listener {
         }
     }
 
+    /// The next client, waiting out failures: an accept that fails (out
+    /// of descriptors, EMFILE, say) is logged and retried after a pause
+    /// that doubles up to a second, rather than in a busy loop. The one
+    /// accept loop of the server, the proxy and the replay.
+    pub async fn next_client(&self) -> connection::Stream {
+        let mut pause = std::time::Duration::from_millis(50);
+        loop {
+            match self.accept().await {
+                Ok(stream) => return stream,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}; trying again in {pause:?}");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
     /// The TCP port actually bound (for `host:0`).
     pub fn port(&self) -> Option<u16> {
         match self {
@@ -608,22 +626,12 @@ impl Server {
         let mut stop = self.inner.shutdown.subscribe();
         let mut sessions = tokio::task::JoinSet::new();
         loop {
-            let accepted = tokio::select! {
+            let stream = tokio::select! {
                 _ = stop.wait_for(|s| *s) => break,
                 // sessions are reaped as they end: a server that runs for
                 // months keeps nothing of the clients it had
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
-                a = listener.accept() => a,
-            };
-            let stream = match accepted {
-                Ok(s) => s,
-                Err(e) => {
-                    // out of descriptors (EMFILE) and the like: wait a
-                    // little rather than spin
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
+                s = listener.next_client() => s,
             };
             let server = self.clone();
             let session = sessions.spawn(async move { server.serve_connection(stream).await });

@@ -13,7 +13,7 @@ use crate::server::{Request, Server, ServerBuilder};
 use crate::session::QmpFailure;
 use qmp_proto::qemu_json::{QDict, QObject};
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RunState {
@@ -173,11 +173,8 @@ fn arg_str<'a>(req: &'a Request, name: &str) -> Result<&'a str, QmpFailure> {
 /// Builds the demo server (version 10.1.0, package "qmp-rs demo").
 pub fn server() -> Server {
     let machine = Arc::new(Mutex::new(Machine::new()));
-    // Handlers that raise events need the server, which exists only once
-    // built: they reach it through this slot.
-    let slot: Arc<OnceLock<Server>> = Arc::default();
     let b = ServerBuilder::new().version(10, 1, 0, "qmp-rs demo");
-    let b = with_run_state(b, &machine, &slot);
+    let b = with_run_state(b, &machine);
     let b = declare_types(b);
     let built = b
         .command("query-name", |_| async {
@@ -289,7 +286,6 @@ pub fn server() -> Server {
             }
         })
         .build();
-    let _ = slot.set(built.clone());
     built
 }
 
@@ -352,11 +348,7 @@ fn declare_types(b: ServerBuilder) -> ServerBuilder {
 }
 
 /// The run-state commands and their events.
-fn with_run_state(
-    b: ServerBuilder,
-    machine: &Arc<Mutex<Machine>>,
-    slot: &Arc<OnceLock<Server>>,
-) -> ServerBuilder {
+fn with_run_state(b: ServerBuilder, machine: &Arc<Mutex<Machine>>) -> ServerBuilder {
     // Each transition: the new state (or an error) and the events to send.
     type Transition =
         fn(RunState) -> Result<(RunState, Vec<(&'static str, Option<QObject>)>), QmpFailure>;
@@ -410,8 +402,8 @@ fn with_run_state(
     ];
     let mut b = b;
     for (name, transition) in transitions {
-        let (machine, slot) = (machine.clone(), slot.clone());
-        b = b.command(name, move |_req| {
+        let machine = machine.clone();
+        b = b.command(name, move |req: Request| {
             let result = {
                 let mut m = machine.lock().unwrap_or_else(|e| e.into_inner());
                 transition(m.state).map(|(next, events)| {
@@ -419,12 +411,9 @@ fn with_run_state(
                     events
                 })
             };
-            let server = slot.get().cloned();
             async move {
                 for (event, data) in result? {
-                    if let Some(s) = &server {
-                        s.emit(event, data);
-                    }
+                    req.server().emit(event, data);
                 }
                 Ok(None)
             }
@@ -440,22 +429,17 @@ fn with_run_state(
             ])))
         }
     });
-    let slot = slot.clone();
-    b.command("quit", move |req: Request| {
-        let server = slot.get().cloned();
-        async move {
-            req.close_after_reply();
-            if let Some(s) = server {
-                s.emit(
-                    "SHUTDOWN",
-                    Some(dict(&[
-                        ("guest", QObject::Bool(false)),
-                        ("reason", string("host-qmp-quit")),
-                    ])),
-                );
-                s.shutdown();
-            }
-            Ok(None)
-        }
+    b.command("quit", move |req: Request| async move {
+        req.close_after_reply();
+        let server = req.server();
+        server.emit(
+            "SHUTDOWN",
+            Some(dict(&[
+                ("guest", QObject::Bool(false)),
+                ("reason", string("host-qmp-quit")),
+            ])),
+        );
+        server.shutdown();
+        Ok(None)
     })
 }

@@ -32,7 +32,7 @@ use crate::schema::Schema;
 use crate::server::{Server, ServerBuilder};
 use crate::session::QmpFailure;
 use qmp_proto::qemu_json::{QDict, QObject};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 /// One rule of the replies file.
 #[derive(Debug, Clone)]
@@ -209,7 +209,6 @@ pub fn server(
     let schema_dump = dump.schema;
     let schema = Arc::new(Schema::from_qobject(&schema_dump)?);
     let replies = Arc::new(replies);
-    let slot: Arc<OnceLock<Server>> = Arc::default();
     let mut b = ServerBuilder::new().version(version.0, version.1, version.2, version.3);
     if let Some(order) = dump.commands {
         b = b.list_commands_in(order);
@@ -220,25 +219,17 @@ pub fn server(
             continue;
         }
         let allow_oob = schema.allow_oob(command) == Some(true);
-        let (name, checker, replies, slot) = (
-            command.clone(),
-            schema.clone(),
-            replies.clone(),
-            slot.clone(),
-        );
+        let (name, checker, replies) = (command.clone(), schema.clone(), replies.clone());
         let handler = move |req: crate::server::Request| {
             let checked = checker.check_arguments(&name, &req.arguments);
             let rule = replies.find(&name, &req.arguments).cloned();
-            let server = slot.get().cloned();
             async move {
                 checked?;
                 let Some(rule) = rule else {
                     return Ok(None);
                 };
-                if let Some(server) = server {
-                    for (event, data) in rule.events {
-                        server.emit(&event, data);
-                    }
+                for (event, data) in rule.events {
+                    req.server().emit(&event, data);
                 }
                 rule.outcome.map(Some)
             }
@@ -260,7 +251,5 @@ pub fn server(
             async move { result }
         });
     }
-    let server = b.build();
-    let _ = slot.set(server.clone());
-    Ok(server)
+    Ok(b.build())
 }

@@ -48,9 +48,29 @@ pub struct Request {
     pub fds: Vec<OwnedFd>,
     /// Close the connection once this command's reply is sent (`quit`).
     pub close_after_reply: Arc<std::sync::atomic::AtomicBool>,
+    /// The server running the handler.
+    server: Server,
 }
 
 impl Request {
+    /// The server running this handler: to raise events (an event a
+    /// command causes, raised before the handler returns, reaches the
+    /// client before the reply, rule P4), or to shut down.
+    ///
+    /// ```
+    /// use qmp_server::{QObject, Server};
+    /// let server = Server::builder()
+    ///     .command("stop", |req| async move {
+    ///         req.server().emit("STOP", None);
+    ///         Ok(None)
+    ///     })
+    ///     .build();
+    /// # drop(server);
+    /// ```
+    pub fn server(&self) -> &Server {
+        &self.server
+    }
+
     /// Asks for the connection to close after the reply (rule P5).
     pub fn close_after_reply(&self) {
         self.close_after_reply
@@ -139,6 +159,9 @@ impl Backend for Local {
             arguments: call.arguments,
             fds,
             close_after_reply: close,
+            server: Server {
+                inner: self.0.clone(),
+            },
         };
         match (checked, handler) {
             (Err(e), _) => Box::pin(async move { Err(e) }),

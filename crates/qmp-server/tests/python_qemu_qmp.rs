@@ -3,7 +3,6 @@
 //! negotiation, commands, errors, events and out-of-band execution.
 
 use qmp_server::{QDict, QObject, QmpFailure, Server};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 const SCRIPT: &str = r#"
@@ -40,10 +39,7 @@ asyncio.run(main(sys.argv[1]))
 
 #[tokio::test]
 async fn python_qemu_qmp_drives_our_server() {
-    // `emit` raises an event from inside a handler; it finds the server
-    // through a slot filled once the server is built.
-    let slot: Arc<OnceLock<Server>> = Default::default();
-    let for_emit = slot.clone();
+    // `emit` raises an event from inside a handler.
     let server = Server::builder()
         .version(10, 0, 2, "")
         .command("echo", |req| async move {
@@ -57,19 +53,13 @@ async fn python_qemu_qmp_drives_our_server() {
         .oob_command("ping", |_| async {
             Ok(Some(QObject::String("pong".into())))
         })
-        .command("emit", move |_| {
-            let server = for_emit.get().cloned();
-            async move {
-                let mut data = QDict::new();
-                data.insert("answer", QObject::Int(42));
-                if let Some(server) = server {
-                    server.emit("TEST_EVENT", Some(QObject::Dict(data)));
-                }
-                Ok(None)
-            }
+        .command("emit", |req| async move {
+            let mut data = QDict::new();
+            data.insert("answer", QObject::Int(42));
+            req.server().emit("TEST_EVENT", Some(QObject::Dict(data)));
+            Ok(None)
         })
         .build();
-    let _ = slot.set(server.clone());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("qmp.sock");
     let listener = server

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 /// What happens when a connection opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Handshake {
     /// Read the greeting, then negotiate with `qmp_capabilities` (default).
     #[default]

@@ -9,6 +9,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Why a connection is gone. Every call pending when it went away fails
 /// with this, so callers learn the real cause rather than "disconnected".
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Disconnect {
     /// The server closed the connection between messages.
     Eof,
@@ -34,6 +35,7 @@ impl fmt::Display for Disconnect {
 
 /// What went wrong with a call or a connection.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The server answered with `{"error": {"class", "desc"}}`.
     #[error("{0}")]

@@ -25,7 +25,7 @@ pub(crate) async fn read_greeting(reader: &mut FramedReader) -> Result<Greeting>
                     },
                     Message::Request(r) => format!("a request for '{}'", r.command),
                     Message::Other(v) => preview(v),
-                    Message::Greeting(_) | Message::Event(_) => "another message".into(),
+                    _ => "another message".into(),
                 };
                 return Err(Error::Handshake(format!(
                     "expected the server's greeting, got {got}"

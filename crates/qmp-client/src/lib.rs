@@ -1,4 +1,4 @@
-#![warn(missing_docs)]
+#![warn(missing_docs, missing_debug_implementations)]
 //! An async QMP client on tokio, with a blocking facade.
 //!
 //! Comments and docs cite facts about QEMU's protocol by rule id ("rule

@@ -23,6 +23,7 @@ pub struct AddressError(pub String);
 /// (`/path`, `unix:/path`, `host:port`, `tcp:host:port`, `[v6]:port`,
 /// `fd:N`).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Address {
     /// A unix socket at this path.
     Unix(PathBuf),

@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 /// Why `key=value` arguments could not be turned into a JSON object.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ArgError {
     /// A word without `=`.
     #[error("argument '{0}' is not of the form key=value")]

@@ -29,6 +29,7 @@ const PREVIEW_LEN: usize = 64;
 /// Why the decoder could not give the next message. Offsets count bytes
 /// from the start of the stream.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// Bytes outside any JSON object that are not whitespace.
     #[error("unexpected bytes at offset {offset} outside a JSON object: {preview}")]

@@ -1,4 +1,4 @@
-#![warn(missing_docs)]
+#![warn(missing_docs, missing_debug_implementations)]
 //! The QEMU Monitor Protocol without I/O.
 //!
 //! Comments and docs cite facts about QEMU's protocol by rule id ("rule

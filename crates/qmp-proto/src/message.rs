@@ -193,6 +193,7 @@ impl Event {
 
 /// Any message on a QMP connection.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Message {
     /// The greeting (`{"QMP": ...}`).
     Greeting(Greeting),

@@ -1,4 +1,4 @@
-#![warn(missing_docs)]
+#![warn(missing_docs, missing_debug_implementations)]
 //! A QMP proxy: many clients share one QEMU monitor, each as if it had
 //! QEMU to itself, under an access policy and with an audit log.
 //!

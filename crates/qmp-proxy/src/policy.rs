@@ -65,6 +65,7 @@ pub const READ_ONLY_COMMANDS: &[&str] = &[
 
 /// Why a policy file could not be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PolicyError {
     /// It could not be read.
     #[error("cannot read the policy file {path}: {source}")]

@@ -45,6 +45,7 @@ pub const DEFAULT_CLIENT_INPUT_BUDGET: usize = 16 << 20;
 
 /// Why the proxy could not start, or stopped.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProxyError {
     /// A listener's policy could not be used.
     #[error(transparent)]
@@ -272,7 +273,7 @@ pub struct Proxy {
 type Held = Arc<std::sync::Mutex<Vec<(Arc<Bound>, qmp_server::connection::Stream)>>>;
 
 /// Stops a running proxy from elsewhere.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct ProxyHandle(watch::Sender<bool>);
 
 impl ProxyHandle {
@@ -485,5 +486,26 @@ impl Serving {
             tracing::info!("client {n} left");
             drop(done);
         });
+    }
+}
+
+impl std::fmt::Debug for ProxyBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyBuilder")
+            .field("upstream", &self.upstream)
+            .field("listeners", &self.listeners)
+            .field("reconnect", &self.reconnect)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let labels: Vec<&str> = self.listeners.iter().map(|b| b.label.as_str()).collect();
+        f.debug_struct("Proxy")
+            .field("upstream", &self.upstream)
+            .field("listeners", &labels)
+            .field("reconnect", &self.reconnect)
+            .finish_non_exhaustive()
     }
 }

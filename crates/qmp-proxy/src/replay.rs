@@ -48,6 +48,7 @@ use tokio::sync::{broadcast, watch};
 
 /// How requests are matched to recorded exchanges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MatchMode {
     /// The next exchange in recorded order, same command and arguments.
     Strict,
@@ -687,5 +688,23 @@ impl Backend for Connection {
             // waiting out a recorded minute
             Ending::Now
         }
+    }
+}
+
+impl fmt::Debug for Replay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Replay")
+            .field("exchanges", &self.exchanges.len())
+            .field("mode", &self.mode)
+            .field("realtime", &self.realtime)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for ReplayServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplayServer")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
     }
 }

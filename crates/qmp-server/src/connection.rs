@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
 /// A connected client.
+#[derive(Debug)]
 pub enum Stream {
     /// A unix socket (file descriptors can pass).
     Unix(UnixStream),
@@ -169,6 +170,7 @@ pub trait EventSource: Send + 'static {
 
 /// One session's share of a broadcast of events (the server's, a
 /// replay's).
+#[derive(Debug)]
 pub struct BroadcastEvents(pub tokio::sync::broadcast::Receiver<Event>);
 
 impl EventSource for BroadcastEvents {
@@ -235,6 +237,7 @@ pub trait Backend: Send + 'static {
 
 /// How a connection is told to end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Ending {
     /// Stop reading; answer what was read, then close.
     Drain,

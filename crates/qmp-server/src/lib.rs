@@ -1,4 +1,4 @@
-#![warn(missing_docs)]
+#![warn(missing_docs, missing_debug_implementations)]
 //! A QMP server that answers like QEMU's own monitor.
 //!
 //! Comments and docs cite facts about QEMU's protocol by rule id ("rule

@@ -38,6 +38,7 @@ type BoxFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send>>;
 type Handler = Arc<dyn Fn(Request) -> BoxFuture + Send + Sync>;
 
 /// What a handler gets.
+#[derive(Debug)]
 pub struct Request {
     /// The command's name.
     pub command: String,
@@ -526,6 +527,7 @@ fn no_arguments(req: &Request) -> Result<(), QmpFailure> {
 }
 
 /// A bound listener.
+#[derive(Debug)]
 pub enum Listener {
     /// A unix socket, and its path (removed when the listener is dropped).
     Unix(tokio::net::UnixListener, PathBuf),
@@ -549,9 +551,9 @@ impl Listener {
             Address::Tcp(host, port) => Ok(Listener::Tcp(
                 tokio::net::TcpListener::bind((host.as_str(), *port)).await?,
             )),
-            Address::Fd(_) => Err(io::Error::new(
+            other => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "cannot listen on an fd: address",
+                format!("cannot listen on {other}"),
             )),
         }
     }
@@ -760,5 +762,23 @@ impl Event {
             seconds: now.as_secs() as i64,
             microseconds: now.subsec_micros() as i64,
         }
+    }
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("version", &self.version)
+            .field("commands", &self.order)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("version", &self.inner.config.version)
+            .field("commands", &self.inner.order)
+            .finish_non_exhaustive()
     }
 }

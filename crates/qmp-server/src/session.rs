@@ -463,6 +463,17 @@ fn is_oob_request(v: &QObject) -> bool {
         .is_some_and(|d| d.contains_key("exec-oob") && !d.contains_key("execute"))
 }
 
+impl<C> std::fmt::Debug for Session<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("negotiated", &self.negotiated)
+            .field("oob", &self.oob)
+            .field("queued", &self.queue.len())
+            .field("in_progress", &self.in_progress)
+            .finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

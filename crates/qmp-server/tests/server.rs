@@ -534,8 +534,7 @@ fn a_unix_listener_never_exists_with_wider_permissions() {
     std::fs::write(&path, b"").unwrap();
     let e = rt
         .block_on(qmp_server::Listener::bind(&address, 0o600))
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}");
 }
 

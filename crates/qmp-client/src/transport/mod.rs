@@ -200,6 +200,10 @@ pub async fn connect(address: &Address) -> Result<Stream, Error> {
                  pass it as an OwnedFd to ClientBuilder::from_fd"
             ),
         )),
+        other => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("this client cannot connect to {other}"),
+        )),
     };
     r.map_err(|e| connect_error(address, e))
 }
@@ -230,9 +234,9 @@ impl Listener {
                 inner: ListenerInner::Tcp(l),
                 address: Address::Tcp(host.clone(), port),
             }),
-            Address::Fd(_) => Err(io::Error::new(
+            other => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "cannot listen on an fd: address",
+                format!("cannot listen on {other}"),
             )),
         };
         r.map_err(|e| connect_error(address, e))

@@ -71,3 +71,9 @@ pub fn first_unexpected(args: &QDict, visited: &[&str]) -> Option<String> {
     }
     left.first()
 }
+
+impl std::fmt::Debug for LeftoverKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeftoverKeys").finish_non_exhaustive()
+    }
+}

@@ -351,6 +351,19 @@ impl Push {
     }
 }
 
+impl std::fmt::Debug for Streamer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let dialect = match self.split {
+            Split::Collect(_) => Dialect::Collecting,
+            Split::Push(_) => Dialect::Pushing,
+        };
+        f.debug_struct("Streamer")
+            .field("dialect", &dialect)
+            .field("held_bytes", &self.held_bytes())
+            .finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -137,6 +137,7 @@ pub struct Transcript {
 
 /// Why a transcript could not be read.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TranscriptError {
     #[error("cannot read {path}: {source}")]
     /// The file could not be read.

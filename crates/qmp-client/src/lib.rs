@@ -5,17 +5,35 @@
 //! R3", "P4"): they are the sections of `docs/protocol-notes.md` in the
 //! project's repository, each measured on real QEMU binaries.
 //!
-//! ```no_run
-//! # async fn demo() -> qmp_client::Result<()> {
-//! use qmp_client::{Client, EventFilter};
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # // The demo machine of qmp-server stands in for QEMU here.
+//! # let dir = tempfile::tempdir()?;
+//! # let address = dir.path().join("qmp.sock").display().to_string();
+//! # let demo = qmp_server::demo::server();
+//! # let listener = demo.bind(&address.parse()?).await?;
+//! # tokio::spawn(async move { demo.serve(listener).await });
+//! use qmp_client::{Call, Client, EventFilter};
 //! use serde_json::json;
 //!
-//! let client = Client::connect("/run/vm/qmp.sock").await?;
+//! // an address: "/run/vm/qmp.sock", "unix:/path", "localhost:4444", ...
+//! let client = Client::connect(&address).await?;
 //! println!("QEMU {}", client.greeting().unwrap().version.qemu);
-//! let status = client.execute("query-status", json!(null)).await?;
-//! let mut stops = client.events(EventFilter::name("STOP"));
-//! client.execute("stop", json!(null)).await?;
-//! let stop = stops.next().await;
+//! let status = client.execute("query-status", json!({})).await?;
+//! assert_eq!(status["status"], "prelaunch");
+//!
+//! // Subscribe first: an event a command causes comes before its reply.
+//! let mut events = client.events(EventFilter::names(["RESUME", "STOP"]));
+//! client.execute("cont", json!({})).await?;
+//! client.call(Call::new("stop").id("my-own-id")).await?;
+//! assert_eq!(events.next().await.unwrap()?.name, "RESUME");
+//! assert_eq!(events.next().await.unwrap()?.name, "STOP");
+//!
+//! // QEMU's errors come back as errors, with their class and text
+//! let e = client.execute("no-such-command", json!({})).await.unwrap_err();
+//! assert_eq!(e.qmp().unwrap().class, "CommandNotFound");
+//! client.close().await;
 //! # Ok(()) }
 //! ```
 //!

@@ -14,7 +14,34 @@
 //! * [`args`]: the `key=value` argument syntax of the command-line tools;
 //! * [`address`]: the one address syntax (`/path`, `host:port`, ...).
 //!
-//! The tokio client in `qmp-client` wraps these thinly.
+//! The tokio client in `qmp-client` wraps these thinly. Driving the
+//! decoder by hand, as a client reads a server's bytes in whatever chunks
+//! they come:
+//!
+//! ```
+//! use qmp_proto::{Decoder, Message};
+//! use serde_json::json;
+//!
+//! let mut decoder = Decoder::new();
+//! let mut messages = Vec::new();
+//! let wire: &[u8] = b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 2, \"minor\": 0, \"major\": 10}, \"package\": \"\"}, \"capabilities\": [\"oob\"]}}\r\n\
+//!     {\"timestamp\": {\"seconds\": 1, \"microseconds\": 0}, \"event\": \"STOP\"}\r\n{\"return\": {}, \"id\": 1}\r\n";
+//! for chunk in wire.chunks(7) {
+//!     decoder.feed(chunk);
+//!     while let Some(message) = decoder.next_message()? {
+//!         messages.push(message);
+//!     }
+//! }
+//! assert!(matches!(&messages[0], Message::Greeting(g) if g.offers("oob")));
+//! assert!(matches!(&messages[1], Message::Event(e) if e.name == "STOP"));
+//! assert!(matches!(&messages[2], Message::Response(r) if r.id == Some(json!(1))));
+//!
+//! // and the other way: a request as one line
+//! let mut line = Vec::new();
+//! qmp_proto::encode_request(&mut line, "stop", None::<&()>, Some(&2), false)?;
+//! assert_eq!(line, b"{\"execute\":\"stop\",\"id\":2}\n");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod address;
 pub mod args;

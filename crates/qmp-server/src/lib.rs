@@ -17,6 +17,36 @@
 //! * [`schema`]: arguments checked against a QEMU schema with QEMU's texts.
 //! * [`mock`]: a mock QEMU from a real QEMU's schema dump.
 //! * [`demo`]: a demo machine built on the server, the framework's showcase.
+//!
+//! A server with a typed handler, and a client of it:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use qmp_server::Server;
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Add { a: i64, b: i64 }
+//!
+//! let server = Server::builder()
+//!     .version(10, 0, 0, "my-emulator")
+//!     .typed("add", |args: Add| async move { Ok(args.a + args.b) })
+//!     .build();
+//! let dir = tempfile::tempdir()?;
+//! let address = format!("unix:{}", dir.path().join("qmp.sock").display());
+//! let listener = server.bind(&address.parse()?).await?;
+//! tokio::spawn({
+//!     let server = server.clone();
+//!     async move { server.serve(listener).await }
+//! });
+//!
+//! let client = qmp_client::Client::connect(&address).await?;
+//! let sum = client.execute("add", serde_json::json!({"a": 2, "b": 3})).await?;
+//! assert_eq!(sum, 5);
+//! let e = client.execute("add", serde_json::json!({"a": 2})).await.unwrap_err();
+//! assert_eq!(e.qmp().unwrap().desc, "missing field `b`");
+//! # Ok(()) }
+//! ```
 
 pub mod connection;
 pub mod declare;

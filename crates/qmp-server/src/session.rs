@@ -1,5 +1,48 @@
 //! One QMP session as QEMU's monitor runs it, without I/O.
 //!
+//! ```
+//! use qmp_server::session::{CommandSet, Session, SessionConfig, Step};
+//! use qmp_server::QObject;
+//!
+//! /// One command, `stop`, not allowed out of band.
+//! struct Commands;
+//! impl CommandSet for Commands {
+//!     fn allow_oob(&self, command: &str) -> Option<bool> {
+//!         (command == "stop").then_some(false)
+//!     }
+//! }
+//!
+//! let config = SessionConfig {
+//!     version: qmp_server::server::version_object(10, 0, 0, ""),
+//!     offer_oob: false,
+//!     pretty: false,
+//! };
+//! let mut session = Session::new(config, Commands);
+//! let mut out = session.greeting();
+//! let input = b"{'execute': 'qmp_capabilities'} {'execute': 'stop', 'id': 7} {'execute': 'nope'}";
+//! let mut rest: &[u8] = input;
+//! while !rest.is_empty() || !session.is_idle() {
+//!     let mut ready = Vec::new(); // exec-oob requests, dispatched as read
+//!     let used = session.feed(rest, &mut ready);
+//!     rest = &rest[used..];
+//!     while let Some(step) = session.next_inband() {
+//!         match step {
+//!             Step::Reply(bytes) => out.extend(bytes),
+//!             // run it (here: at once), then answer
+//!             Step::Call(call) => out.extend(session.reply(&call, Ok(None))),
+//!         }
+//!     }
+//! }
+//! let text = String::from_utf8(out).unwrap();
+//! let lines: Vec<&str> = text.lines().collect();
+//! assert_eq!(lines[1], r#"{"return": {}}"#);
+//! assert_eq!(lines[2], r#"{"return": {}, "id": 7}"#);
+//! assert_eq!(
+//!     lines[3],
+//!     r#"{"error": {"class": "CommandNotFound", "desc": "The command nope has not been found"}}"#
+//! );
+//! ```
+//!
 //! The transport feeds input with [`Session::feed`], which reads it the way
 //! QEMU does: byte by byte, stopping as soon as the in-band queue is full
 //! (one request without oob, eight with it, rule O3). The caller keeps the

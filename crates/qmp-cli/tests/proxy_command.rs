@@ -754,6 +754,17 @@ fn ten_thousand_library_clients_in_one_process() {
     });
 }
 
+/// Another client is served at `sock` meanwhile: `qmp query-version`
+/// succeeds.
+fn assert_serves_others(sock: &std::path::Path) {
+    let out = qmp(&["-s", &sock.display().to_string(), "query-version"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Writes an array of `1,` tokens that never closes, up to `limit` bytes;
 /// returns how many bytes went before the server closed the connection
 /// (`None` if it never did).
@@ -793,12 +804,7 @@ fn a_request_that_grows_without_end_is_cut_off_at_the_input_budget(v: QemuVersio
         after < before + 40 * 1024,
         "grew from {before} KiB to {after} KiB"
     );
-    let out = qmp(&["-s", &sock.display().to_string(), "query-version"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_serves_others(sock.as_path());
 }
 per_qemu!(
     #[test]
@@ -826,12 +832,7 @@ fn unread_large_replies_are_bounded_by_bytes(v: QemuVersion) {
         after < before + 10 * 1024,
         "grew from {before} KiB to {after} KiB"
     );
-    let out = qmp(&["-s", &sock.display().to_string(), "query-version"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_serves_others(sock.as_path());
     for _ in 0..20 {
         assert!(c.reply().unwrap().starts_with("{\"return\": [{"));
     }
@@ -898,12 +899,7 @@ fn a_garbage_flood_from_a_client_that_never_reads_costs_others_nothing(v: QemuVe
             sock.display()
         );
         assert!(sent < 16 << 20, "it stopped reading: took {sent} bytes");
-        let out = qmp(&["-s", &sock.display().to_string(), "query-version"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_serves_others(sock.as_path());
     }
 }
 per_qemu!(

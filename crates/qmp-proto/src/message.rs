@@ -129,6 +129,24 @@ pub struct QmpError {
     pub desc: String,
 }
 
+impl QmpError {
+    /// An error of class `GenericError`, the class of most of QEMU's.
+    pub fn generic(desc: impl Into<String>) -> Self {
+        QmpError {
+            class: "GenericError".into(),
+            desc: desc.into(),
+        }
+    }
+
+    /// An error of class `CommandNotFound`.
+    pub fn not_found(desc: impl Into<String>) -> Self {
+        QmpError {
+            class: "CommandNotFound".into(),
+            desc: desc.into(),
+        }
+    }
+}
+
 impl fmt::Display for QmpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.class, self.desc)

@@ -28,7 +28,7 @@ use crate::transcript::Recorder;
 use crate::upstream::{Commands, Upstream};
 use qmp_client::{EventFilter, EventStream};
 use qmp_server::connection::{Backend, CallFuture, Ending, EventItem, EventSource};
-use qmp_server::session::{Call, QmpFailure, Session};
+use qmp_server::session::{Call, QmpError, Session};
 use qmp_server::{Event, QObject};
 use std::future::Future;
 use std::os::fd::OwnedFd;
@@ -84,15 +84,15 @@ impl Downstream {
     /// The answer the proxy gives itself, if any: to a command QEMU lacks
     /// (the session lets every name through, see `Commands`), to one the
     /// policy refuses, and, when strict auditing cannot log it, to any.
-    fn answer_here(&self, call: &Call, shown: &serde_json::Value) -> Option<(Outcome, QmpFailure)> {
+    fn answer_here(&self, call: &Call, shown: &serde_json::Value) -> Option<(Outcome, QmpError)> {
         if !self.upstream.commands.contains(&call.command) {
             let failure =
-                QmpFailure::not_found(format!("The command {} has not been found", call.command));
+                QmpError::not_found(format!("The command {} has not been found", call.command));
             return Some((Outcome::Error(failure.class.clone()), failure));
         }
         if let Some(refusal) = self.access.refusal(&call.command, &call.arguments) {
             let desc = refusal.describe(self.policy.name.as_deref().unwrap_or_default());
-            return Some((Outcome::Denied, QmpFailure::not_found(desc)));
+            return Some((Outcome::Denied, QmpError::not_found(desc)));
         }
         let log = self.audit.as_ref().filter(|log| log.is_strict())?;
         let e = log
@@ -100,7 +100,7 @@ impl Downstream {
             .err()?;
         tracing::error!("refused {}: cannot write the audit log: {e}", call.command);
         let desc = format!("The proxy cannot write its audit log, so it runs no command: {e}");
-        Some((Outcome::Denied, QmpFailure::generic(desc)))
+        Some((Outcome::Denied, QmpError::generic(desc)))
     }
 }
 
@@ -240,10 +240,7 @@ impl Backend for Downstream {
                         "error": {"class": e.class.clone(), "desc": e.desc.clone()}
                     });
                     record(&Outcome::Error(e.class.clone()), reply);
-                    Err(QmpFailure {
-                        class: e.class,
-                        desc: e.desc,
-                    })
+                    Err(e)
                 }
                 Err(e) if e.is_disconnect() => {
                     // QEMU is gone: the connection ends unanswered, as a
@@ -252,7 +249,7 @@ impl Backend for Downstream {
                     std::future::pending().await
                 }
                 Err(e) => {
-                    let failure = QmpFailure::generic(format!("proxy: {e}"));
+                    let failure = QmpError::generic(format!("proxy: {e}"));
                     let reply = serde_json::json!({
                         "error": {"class": failure.class.clone(), "desc": failure.desc.clone()}
                     });

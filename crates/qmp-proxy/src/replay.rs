@@ -34,7 +34,7 @@ use crate::transcript::{command_of, pairing_key, reply_of, Dir, Transcript, Tran
 use qmp_proto::Address;
 use qmp_server::connection::{Backend, BroadcastEvents, CallFuture, Ending};
 use qmp_server::schema::Schema;
-use qmp_server::session::{Call, CommandSet, QmpFailure, Session, SessionConfig};
+use qmp_server::session::{Call, CommandSet, QmpError, Session, SessionConfig};
 use qmp_server::{Event, Listener, QObject};
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
@@ -64,7 +64,7 @@ struct Exchange {
     oob: bool,
     /// How many file descriptors came with the request.
     fds: usize,
-    reply: Result<Value, QmpFailure>,
+    reply: Result<Value, QmpError>,
     /// Events recorded after the previous reply and before this one, with
     /// their offsets from the request.
     before: Vec<(Duration, Event)>,
@@ -649,7 +649,7 @@ impl Backend for Connection {
                     .map(|s| s.check_arguments(&call.command, &call.arguments));
                 let failure = match checked {
                     Some(Err(e)) => e,
-                    _ => QmpFailure::generic(format!(
+                    _ => QmpError::generic(format!(
                         "replay: unexpected {} {}: {}",
                         m.command, m.arguments, m.reason
                     )),

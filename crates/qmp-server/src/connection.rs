@@ -13,7 +13,7 @@
 //! is dropped (J9).
 
 use crate::server::{Event, HandlerResult};
-use crate::session::{Call, CommandSet, QmpFailure, Session, Step};
+use crate::session::{Call, CommandSet, QmpError, Session, Step};
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
 use std::future::Future;
 use std::io::{self, IoSliceMut};
@@ -275,7 +275,7 @@ fn start<B: Backend>(backend: &B, call: Call, fds: &mut Vec<OwnedFd>) -> Running
 
 fn outcome(r: Result<HandlerResult, tokio::task::JoinError>) -> HandlerResult {
     r.unwrap_or_else(|e| {
-        Err(QmpFailure::generic(format!(
+        Err(QmpError::generic(format!(
             "internal error: the command failed: {e}"
         )))
     })

@@ -10,7 +10,7 @@
 
 use crate::declare::{Field, Ty};
 use crate::server::{Request, Server, ServerBuilder};
-use crate::session::QmpFailure;
+use crate::session::QmpError;
 use qmp_proto::qemu_json::{QDict, QObject};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -121,28 +121,28 @@ impl Machine {
 
     /// A property's value as `qom-get` gives it: a child's path, or the
     /// value, or QEMU's error for a property that cannot be read.
-    fn value(&self, path: &str, name: &str) -> Result<QObject, QmpFailure> {
+    fn value(&self, path: &str, name: &str) -> Result<QObject, QmpError> {
         let props = self.object(path)?;
         let p = props
             .get(name)
-            .ok_or_else(|| QmpFailure::generic(format!("Property '{name}' not found")))?;
+            .ok_or_else(|| QmpError::generic(format!("Property '{name}' not found")))?;
         if p.kind.starts_with("child<") {
             return Ok(string(&format!("{}/{name}", path.trim_end_matches('/'))));
         }
         p.value.clone().ok_or_else(|| {
             let kind = props.get("type").and_then(|t| t.value.as_ref());
             let kind = kind.and_then(QObject::as_str).unwrap_or("object");
-            QmpFailure::generic(format!("Property '{kind}.{name}' is not readable"))
+            QmpError::generic(format!("Property '{kind}.{name}' is not readable"))
         })
     }
 
-    fn object(&self, path: &str) -> Result<&BTreeMap<String, Property>, QmpFailure> {
+    fn object(&self, path: &str) -> Result<&BTreeMap<String, Property>, QmpError> {
         let normalized = if path.len() > 1 {
             path.trim_end_matches('/')
         } else {
             path
         };
-        self.objects.get(normalized).ok_or_else(|| QmpFailure {
+        self.objects.get(normalized).ok_or_else(|| QmpError {
             class: "DeviceNotFound".into(),
             desc: format!("Device '{path}' not found"),
         })
@@ -156,15 +156,15 @@ fn container() -> BTreeMap<String, Property> {
     props
 }
 
-fn arg<'a>(req: &'a Request, name: &str) -> Result<&'a QObject, QmpFailure> {
+fn arg<'a>(req: &'a Request, name: &str) -> Result<&'a QObject, QmpError> {
     req.arguments
         .get(name)
-        .ok_or_else(|| QmpFailure::generic(format!("Parameter '{name}' is missing")))
+        .ok_or_else(|| QmpError::generic(format!("Parameter '{name}' is missing")))
 }
 
-fn arg_str<'a>(req: &'a Request, name: &str) -> Result<&'a str, QmpFailure> {
+fn arg_str<'a>(req: &'a Request, name: &str) -> Result<&'a str, QmpError> {
     arg(req, name)?.as_str().ok_or_else(|| {
-        QmpFailure::generic(format!(
+        QmpError::generic(format!(
             "Invalid parameter type for '{name}', expected: string"
         ))
     })
@@ -220,7 +220,7 @@ pub fn server() -> Server {
                 let result = (|| {
                     let machine = machine.lock().unwrap_or_else(|e| e.into_inner());
                     let QObject::List(paths) = arg(&req, "paths")? else {
-                        return Err(QmpFailure::generic(
+                        return Err(QmpError::generic(
                             "Invalid parameter type for 'paths', expected: array",
                         ));
                     };
@@ -262,10 +262,10 @@ pub fn server() -> Server {
                     };
                     let props = machine.objects.get_mut(normalized).expect("checked above");
                     let p = props.get_mut(&property).ok_or_else(|| {
-                        QmpFailure::generic(format!("Property '{property}' not found"))
+                        QmpError::generic(format!("Property '{property}' not found"))
                     })?;
                     if !p.writable {
-                        return Err(QmpFailure::generic(format!(
+                        return Err(QmpError::generic(format!(
                             "Property '{property}' is not writable"
                         )));
                     }
@@ -274,7 +274,7 @@ pub fn server() -> Server {
                         ("string", QObject::String(_)) | ("bool", QObject::Bool(_))
                     );
                     if !fits {
-                        return Err(QmpFailure::generic(format!(
+                        return Err(QmpError::generic(format!(
                             "Invalid parameter type for '{property}', expected: {}",
                             if p.kind == "bool" { "boolean" } else { p.kind }
                         )));
@@ -351,7 +351,7 @@ fn declare_types(b: ServerBuilder) -> ServerBuilder {
 fn with_run_state(b: ServerBuilder, machine: &Arc<Mutex<Machine>>) -> ServerBuilder {
     // Each transition: the new state (or an error) and the events to send.
     type Transition =
-        fn(RunState) -> Result<(RunState, Vec<(&'static str, Option<QObject>)>), QmpFailure>;
+        fn(RunState) -> Result<(RunState, Vec<(&'static str, Option<QObject>)>), QmpError>;
     let transitions: [(&str, Transition); 4] = [
         ("stop", |s| {
             Ok(match s {
@@ -361,7 +361,7 @@ fn with_run_state(b: ServerBuilder, machine: &Arc<Mutex<Machine>>) -> ServerBuil
             })
         }),
         ("cont", |s| match s {
-            RunState::Shutdown => Err(QmpFailure::generic(
+            RunState::Shutdown => Err(QmpError::generic(
                 "Resetting the Virtual Machine is required",
             )),
             // QEMU's quirk: cont on a running machine sends STOP and RESUME

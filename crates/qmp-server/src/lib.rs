@@ -59,4 +59,4 @@ pub mod session;
 pub use connection::{Backend, Stream};
 pub use qmp_proto::qemu_json::{QDict, QObject};
 pub use server::{Event, Listener, Request, Server, ServerBuilder};
-pub use session::{Call, CommandSet, QmpFailure, Session, SessionConfig, Step};
+pub use session::{Call, CommandSet, QmpError, Session, SessionConfig, Step};

@@ -30,7 +30,7 @@
 
 use crate::schema::Schema;
 use crate::server::{Server, ServerBuilder};
-use crate::session::QmpFailure;
+use crate::session::QmpError;
 use qmp_proto::qemu_json::{QDict, QObject};
 use std::sync::Arc;
 
@@ -39,7 +39,7 @@ use std::sync::Arc;
 struct Rule {
     command: String,
     arguments: Option<QDict>,
-    outcome: Result<QObject, QmpFailure>,
+    outcome: Result<QObject, QmpError>,
     events: Vec<(String, Option<QObject>)>,
 }
 
@@ -92,7 +92,7 @@ impl Replies {
                         Some(QObject::String(s)) => Ok(s.clone()),
                         Some(_) => Err(format!("rule {i}: \"error\".\"{key}\" must be a string")),
                     };
-                    Err(QmpFailure {
+                    Err(QmpError {
                         class: text("class", "GenericError")?,
                         desc: text("desc", "")?,
                     })

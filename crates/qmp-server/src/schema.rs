@@ -23,7 +23,7 @@
 //! BlockdevRef`), which the masked schema does not carry; the masked
 //! name stands in.
 
-use crate::session::QmpFailure;
+use crate::session::QmpError;
 use qmp_proto::qemu_json::{QDict, QObject};
 use std::collections::HashMap;
 
@@ -158,9 +158,9 @@ impl Schema {
     }
 
     /// Checks a command's arguments; the error is the one QEMU gives.
-    pub fn check_arguments(&self, command: &str, args: &QDict) -> Result<(), QmpFailure> {
+    pub fn check_arguments(&self, command: &str, args: &QDict) -> Result<(), QmpError> {
         let Some(Entry::Command { arg_type, .. }) = self.entries.get(command) else {
-            return Err(QmpFailure::not_found(format!(
+            return Err(QmpError::not_found(format!(
                 "The command {command} has not been found"
             )));
         };
@@ -169,7 +169,7 @@ impl Schema {
             stack: Vec::new(),
         };
         walk.struct_at(None, args, arg_type)
-            .map_err(QmpFailure::generic)
+            .map_err(QmpError::generic)
     }
 }
 

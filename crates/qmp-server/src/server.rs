@@ -15,7 +15,7 @@
 use crate::connection::{self, Backend, BroadcastEvents, CallFuture, Ending};
 use crate::declare::{schema_info, CommandDecl, Field, Ty};
 use crate::schema::Schema;
-use crate::session::{Call, CommandSet, QmpFailure, Session, SessionConfig};
+use crate::session::{Call, CommandSet, QmpError, Session, SessionConfig};
 use qmp_proto::qemu_json::{QDict, QObject};
 use qmp_proto::Address;
 use serde::{de::DeserializeOwned, Serialize};
@@ -33,7 +33,7 @@ use tokio::sync::{broadcast, watch};
 
 /// What a handler returns: a result (`None` for commands without one,
 /// answered `{}`), or an error with its class and text.
-pub type HandlerResult = Result<Option<QObject>, QmpFailure>;
+pub type HandlerResult = Result<Option<QObject>, QmpError>;
 type BoxFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send>>;
 type Handler = Arc<dyn Fn(Request) -> BoxFuture + Send + Sync>;
 
@@ -169,7 +169,7 @@ impl Backend for Local {
             (Ok(()), Some(handler)) => handler(request),
             // The session only hands out registered commands.
             (Ok(()), None) => {
-                Box::pin(async { Err(QmpFailure::generic("internal error: no handler")) })
+                Box::pin(async { Err(QmpError::generic("internal error: no handler")) })
             }
         }
     }
@@ -195,7 +195,7 @@ impl Inner {
     }
 
     /// Checks a declared command's arguments.
-    pub(crate) fn check(&self, command: &str, args: &QDict) -> Result<(), QmpFailure> {
+    pub(crate) fn check(&self, command: &str, args: &QDict) -> Result<(), QmpError> {
         if self.declared.contains(command) {
             self.checker.check_arguments(command, args)
         } else {
@@ -399,7 +399,7 @@ impl ServerBuilder {
         A: DeserializeOwned + Send + 'static,
         R: Serialize + Send + 'static,
         F: Fn(A) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<R, QmpFailure>> + Send + 'static,
+        Fut: Future<Output = Result<R, QmpError>> + Send + 'static,
     {
         let f = Arc::new(f);
         self.command(name, move |req: Request| {
@@ -407,10 +407,10 @@ impl ServerBuilder {
             async move {
                 let args = QObject::Dict(req.arguments).to_value();
                 let args: A =
-                    serde_json::from_value(args).map_err(|e| QmpFailure::generic(e.to_string()))?;
+                    serde_json::from_value(args).map_err(|e| QmpError::generic(e.to_string()))?;
                 let ret = f(args).await?;
                 let ret =
-                    serde_json::to_value(ret).map_err(|e| QmpFailure::generic(e.to_string()))?;
+                    serde_json::to_value(ret).map_err(|e| QmpError::generic(e.to_string()))?;
                 Ok(Some(QObject::from(&ret)))
             }
         })
@@ -517,9 +517,9 @@ impl ServerBuilder {
 
 /// QEMU's check for a command without arguments: the first extra one is
 /// named unexpected.
-fn no_arguments(req: &Request) -> Result<(), QmpFailure> {
+fn no_arguments(req: &Request) -> Result<(), QmpError> {
     match qmp_proto::qemu_json::first_unexpected(&req.arguments, &[]) {
-        Some(extra) => Err(QmpFailure::generic(format!(
+        Some(extra) => Err(QmpError::generic(format!(
             "Parameter '{extra}' is unexpected"
         ))),
         None => Ok(()),

@@ -90,32 +90,8 @@ pub struct SessionConfig {
     pub pretty: bool,
 }
 
-/// An error reply: a class and a text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QmpFailure {
-    /// The error class, such as `GenericError`.
-    pub class: String,
-    /// The text meant for people.
-    pub desc: String,
-}
-
-impl QmpFailure {
-    /// A GenericError.
-    pub fn generic(desc: impl Into<String>) -> Self {
-        QmpFailure {
-            class: "GenericError".into(),
-            desc: desc.into(),
-        }
-    }
-
-    /// A CommandNotFound.
-    pub fn not_found(desc: impl Into<String>) -> Self {
-        QmpFailure {
-            class: "CommandNotFound".into(),
-            desc: desc.into(),
-        }
-    }
-}
+/// An error reply: a class and a text (the client's type, shared).
+pub use qmp_proto::QmpError;
 
 /// A command for the embedder to run.
 #[derive(Debug, Clone, PartialEq)]
@@ -278,7 +254,7 @@ impl<C: CommandSet> Session<C> {
             return None;
         }
         let step = match self.queue.pop_front()? {
-            Queued::Error(text) => Step::Reply(self.error_line(None, QmpFailure::generic(text))),
+            Queued::Error(text) => Step::Reply(self.error_line(None, QmpError::generic(text))),
             Queued::Request(v, size) => {
                 self.queued_bytes -= size;
                 self.dispatch(v)
@@ -290,7 +266,7 @@ impl<C: CommandSet> Session<C> {
 
     /// The reply to a call; `Ok(None)` for a command without a result
     /// (QEMU answers `{}`, rule P1).
-    pub fn reply(&mut self, call: &Call, result: Result<Option<QObject>, QmpFailure>) -> Vec<u8> {
+    pub fn reply(&mut self, call: &Call, result: Result<Option<QObject>, QmpError>) -> Vec<u8> {
         if !call.oob {
             self.in_progress = false;
         }
@@ -330,7 +306,7 @@ impl<C: CommandSet> Session<C> {
     fn dispatch(&mut self, request: QObject) -> Step {
         let QObject::Dict(dict) = request else {
             return Step::Reply(
-                self.error_line(None, QmpFailure::generic("QMP input must be a JSON object")),
+                self.error_line(None, QmpError::generic("QMP input must be a JSON object")),
             );
         };
         let id = dict.get("id").cloned();
@@ -355,18 +331,18 @@ impl<C: CommandSet> Session<C> {
     }
 
     /// Request checks in QEMU's order (rules R3–R6).
-    fn check(&self, dict: &QDict) -> Result<Call, QmpFailure> {
+    fn check(&self, dict: &QDict) -> Result<Call, QmpError> {
         let mut exec_key: Option<&str> = None;
         for (key, value) in dict.qemu_order() {
             match key {
                 "execute" | "exec-oob" if key == "execute" || self.oob => {
                     if !matches!(value, QObject::String(_)) {
-                        return Err(QmpFailure::generic(format!(
+                        return Err(QmpError::generic(format!(
                             "QMP input member '{key}' must be a string"
                         )));
                     }
                     if let Some(first) = exec_key {
-                        return Err(QmpFailure::generic(format!(
+                        return Err(QmpError::generic(format!(
                             "QMP input member '{key}' clashes with '{first}'"
                         )));
                     }
@@ -374,21 +350,21 @@ impl<C: CommandSet> Session<C> {
                 }
                 "arguments" => {
                     if !matches!(value, QObject::Dict(_)) {
-                        return Err(QmpFailure::generic(
+                        return Err(QmpError::generic(
                             "QMP input member 'arguments' must be an object",
                         ));
                     }
                 }
                 "id" => {}
                 _ => {
-                    return Err(QmpFailure::generic(format!(
+                    return Err(QmpError::generic(format!(
                         "QMP input member '{key}' is unexpected"
                     )))
                 }
             }
         }
         let Some(exec_key) = exec_key else {
-            return Err(QmpFailure::generic("QMP input lacks member 'execute'"));
+            return Err(QmpError::generic("QMP input lacks member 'execute'"));
         };
         let oob = exec_key == "exec-oob";
         let command = dict
@@ -399,13 +375,13 @@ impl<C: CommandSet> Session<C> {
         let allow_oob = match self.lookup(&command) {
             Some(allow_oob) => allow_oob,
             None => {
-                return Err(QmpFailure::not_found(format!(
+                return Err(QmpError::not_found(format!(
                     "The command {command} has not been found"
                 )))
             }
         };
         if oob && !allow_oob {
-            return Err(QmpFailure::generic(format!(
+            return Err(QmpError::generic(format!(
                 "The command {command} does not support OOB"
             )));
         }
@@ -432,23 +408,23 @@ impl<C: CommandSet> Session<C> {
 
     /// `qmp_capabilities`: its arguments checked as QEMU's generated code
     /// checks them, then negotiation (rules N4–N7).
-    fn qmp_capabilities(&mut self, args: &QDict) -> Result<(), QmpFailure> {
+    fn qmp_capabilities(&mut self, args: &QDict) -> Result<(), QmpError> {
         let mut enable_oob = false;
         if let Some(enable) = args.get("enable") {
             let QObject::List(items) = enable else {
-                return Err(QmpFailure::generic(
+                return Err(QmpError::generic(
                     "Invalid parameter type for 'enable', expected: array",
                 ));
             };
             for (i, item) in items.iter().enumerate() {
                 let QObject::String(name) = item else {
-                    return Err(QmpFailure::generic(format!(
+                    return Err(QmpError::generic(format!(
                         "Invalid parameter type for 'enable[{i}]', expected: string"
                     )));
                 };
                 // QEMU names list elements 'null' in this one message.
                 if name != "oob" {
-                    return Err(QmpFailure::generic(format!(
+                    return Err(QmpError::generic(format!(
                         "Parameter 'null' does not accept value '{name}'"
                     )));
                 }
@@ -456,17 +432,17 @@ impl<C: CommandSet> Session<C> {
             }
         }
         if let Some(extra) = first_unexpected(args, &["enable"]) {
-            return Err(QmpFailure::generic(format!(
+            return Err(QmpError::generic(format!(
                 "Parameter '{extra}' is unexpected"
             )));
         }
         if self.negotiated {
-            return Err(QmpFailure::not_found(
+            return Err(QmpError::not_found(
                 "Capabilities negotiation is already complete, command ignored",
             ));
         }
         if enable_oob && !self.config.offer_oob {
-            return Err(QmpFailure::generic("Capability oob not available"));
+            return Err(QmpError::generic("Capability oob not available"));
         }
         self.negotiated = true;
         self.oob = enable_oob;
@@ -482,7 +458,7 @@ impl<C: CommandSet> Session<C> {
         self.line(QObject::Dict(reply))
     }
 
-    fn error_line(&self, id: Option<&QObject>, e: QmpFailure) -> Vec<u8> {
+    fn error_line(&self, id: Option<&QObject>, e: QmpError) -> Vec<u8> {
         let mut error = QDict::new();
         error.insert("class", QObject::String(e.class));
         error.insert("desc", QObject::String(e.desc));

@@ -2,7 +2,7 @@
 //! (`pip install qemu.qmp`, as .ci/run does) drives our server through
 //! negotiation, commands, errors, events and out-of-band execution.
 
-use qmp_server::{QDict, QObject, QmpFailure, Server};
+use qmp_server::{QDict, QObject, QmpError, Server};
 use std::time::Duration;
 
 const SCRIPT: &str = r#"
@@ -45,7 +45,7 @@ async fn python_qemu_qmp_drives_our_server() {
         .command("echo", |req| async move {
             Ok(Some(QObject::Dict(req.arguments)))
         })
-        .command("fail", |_| async { Err(QmpFailure::generic("it failed")) })
+        .command("fail", |_| async { Err(QmpError::generic("it failed")) })
         .command("sleep", |_| async {
             tokio::time::sleep(Duration::from_millis(500)).await;
             Ok(None)

@@ -2,7 +2,7 @@
 //! bytes where a client would hide what is being checked.
 
 use qmp_client::{Call, Client, ClientBuilder, EventFilter, Handshake};
-use qmp_server::{QDict, QObject, QmpFailure, Server};
+use qmp_server::{QDict, QObject, QmpError, Server};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -22,7 +22,7 @@ fn test_server_with(
             Ok(Some(QObject::Dict(req.arguments)))
         })
         .command("fail", |_| async {
-            Err(QmpFailure {
+            Err(QmpError {
                 class: "DeviceNotFound".into(),
                 desc: "no such thing".into(),
             })
@@ -43,11 +43,11 @@ fn test_server_with(
             let fd = req
                 .fds
                 .pop()
-                .ok_or_else(|| QmpFailure::generic("no fd was passed"))?;
+                .ok_or_else(|| QmpError::generic("no fd was passed"))?;
             let mut text = String::new();
             std::fs::File::from(fd)
                 .read_to_string(&mut text)
-                .map_err(|e| QmpFailure::generic(e.to_string()))?;
+                .map_err(|e| QmpError::generic(e.to_string()))?;
             Ok(Some(QObject::String(text)))
         })
         .command("quit", |req| async move {

@@ -9,7 +9,7 @@
 
 use qmp_proto::qemu_json::{Parsed, QDict, QObject, Streamer};
 use qmp_server::schema::Schema;
-use qmp_server::{Call, QmpFailure, Session, SessionConfig, Step};
+use qmp_server::{Call, QmpError, Session, SessionConfig, Step};
 use qmp_testkit::{per_qemu, Lcg, Qemu, QemuVersion, RawPeer};
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -65,13 +65,13 @@ fn model(s: &mut Session<Schema>, version: &QObject, input: &[u8]) -> (Vec<u8>, 
 
 /// The only command the corpus runs: query-version, which takes no
 /// arguments (QEMU names the first extra one, in its member order).
-fn run(call: &Call, version: &QObject) -> Result<Option<QObject>, QmpFailure> {
+fn run(call: &Call, version: &QObject) -> Result<Option<QObject>, QmpError> {
     assert_eq!(
         call.command, "query-version",
         "corpus runs a command this test does not model"
     );
     if let Some(extra) = qmp_proto::qemu_json::first_unexpected(&call.arguments, &[]) {
-        return Err(QmpFailure::generic(format!(
+        return Err(QmpError::generic(format!(
             "Parameter '{extra}' is unexpected"
         )));
     }

@@ -35,7 +35,7 @@ mod review;
 pub(crate) use recorder::Recorder;
 pub use review::{check, normalize, show, Problem};
 
-use qmp_server::session::QmpFailure;
+use qmp_server::session::QmpError;
 use serde_json::{json, Value};
 use std::io;
 use std::path::Path;
@@ -80,9 +80,9 @@ pub(crate) fn command_of(msg: &Value) -> Option<(&str, bool)> {
 }
 
 /// A recorded reply: its return value, or its error.
-pub(crate) fn reply_of(msg: &Value) -> Result<Value, QmpFailure> {
+pub(crate) fn reply_of(msg: &Value) -> Result<Value, QmpError> {
     match msg.get("error") {
-        Some(err) => Err(QmpFailure {
+        Some(err) => Err(QmpError {
             class: err["class"].as_str().unwrap_or("GenericError").into(),
             desc: err["desc"].as_str().unwrap_or_default().into(),
         }),

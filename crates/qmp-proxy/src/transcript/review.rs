@@ -4,7 +4,7 @@
 
 use super::{command_of, pairing_key, reply_of, Dir, Entry, Transcript};
 use qmp_server::schema::Schema;
-use qmp_server::session::QmpFailure;
+use qmp_server::session::QmpError;
 use qmp_server::QObject;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -172,7 +172,7 @@ pub struct Problem {
     /// Its arguments.
     pub arguments: Value,
     /// What that QEMU would answer.
-    pub failure: QmpFailure,
+    pub failure: QmpError,
     /// The recorded reply was this very error: the recording's QEMU
     /// refused it too.
     pub as_recorded: bool,
@@ -195,21 +195,21 @@ impl fmt::Display for Problem {
 /// What a QEMU with `schema` would say to a request before running it:
 /// an unknown command, `exec-oob` of a command without oob, or arguments
 /// its schema does not accept.
-fn refusal(schema: &Schema, command: &str, oob: bool, msg: &Value) -> Option<QmpFailure> {
+fn refusal(schema: &Schema, command: &str, oob: bool, msg: &Value) -> Option<QmpError> {
     let Some(allows_oob) = schema.allow_oob(command) else {
-        return Some(QmpFailure::not_found(format!(
+        return Some(QmpError::not_found(format!(
             "The command {command} has not been found"
         )));
     };
     if oob && !allows_oob {
-        return Some(QmpFailure::generic(format!(
+        return Some(QmpError::generic(format!(
             "The command {command} does not support OOB"
         )));
     }
     let arguments = msg.get("arguments").cloned().unwrap_or_else(|| json!({}));
     match QObject::from(&arguments) {
         QObject::Dict(args) => schema.check_arguments(command, &args).err(),
-        _ => Some(QmpFailure::generic(
+        _ => Some(QmpError::generic(
             "QMP input member 'arguments' must be an object",
         )),
     }
@@ -220,7 +220,7 @@ fn refusal(schema: &Schema, command: &str, oob: bool, msg: &Value) -> Option<Qmp
 pub fn check(t: &Transcript, schema: &Schema) -> Vec<Problem> {
     // the recorded error for each request, found by pairing replies
     let mut open: HashMap<(Option<u64>, String), usize> = HashMap::new();
-    let mut recorded: HashMap<usize, QmpFailure> = HashMap::new();
+    let mut recorded: HashMap<usize, QmpError> = HashMap::new();
     for (i, e) in t.entries.iter().enumerate() {
         match e.dir {
             Dir::Request => {

@@ -100,9 +100,7 @@ impl ReadSide {
             }
         }
     }
-}
 
-impl ReadSide {
     /// Whether the peer has closed its end entirely, not just its writing
     /// half (which still wants the replies to what it sent). Unix sockets
     /// report that as a hang-up; over TCP it cannot be told without

@@ -96,6 +96,12 @@ fn sample(n: usize, wall: Duration, cpu: Duration) -> Sample {
     }
 }
 
+/// The value at quantile `p` (0.5 the median, 0.99 the p99) of sorted
+/// samples.
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
 pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]

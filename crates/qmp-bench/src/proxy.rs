@@ -14,7 +14,7 @@
 //! the extra hop: two more process wake-ups and four more syscalls.
 
 use crate::raw::Raw;
-use crate::{median, Opts};
+use crate::{median, percentile, Opts};
 use qmp_testkit::{Qemu, QemuVersion};
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -42,10 +42,6 @@ pub fn relay(upstream: &Path, listen: &Path) {
     let up = std::thread::spawn(copy(client.try_clone().unwrap(), qemu.try_clone().unwrap()));
     copy(qemu, client)();
     let _ = up.join();
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 /// Commands per second of `clients` connections, each one at a time,

@@ -5,7 +5,7 @@
 //! of the crowd at once, and memory after they leave.
 
 use crate::raw::Raw;
-use crate::{median, Opts};
+use crate::{median, percentile, Opts};
 use qmp_testkit::scale::{idle_connections, raise_fd_limit, rss_kib};
 use qmp_testkit::{Qemu, QemuVersion};
 use std::path::{Path, PathBuf};
@@ -19,10 +19,6 @@ fn latencies(path: &Path, n: usize) -> Vec<f64> {
     let mut l: Vec<f64> = (0..n).map(|_| c.roundtrip().as_secs_f64() * 1e6).collect();
     l.sort_by(f64::total_cmp);
     l
-}
-
-fn p(sorted: &[f64], q: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
 struct Figures {
@@ -59,7 +55,7 @@ fn measure(pid: u32, path: &Path, at_once: usize, n: usize, rounds: usize) -> Fi
     drop(crowd);
     std::thread::sleep(Duration::from_millis(500));
     let closed = rss_kib(pid);
-    let pct = |runs: &[Vec<f64>], q: f64| median(runs.iter().map(|l| p(l, q)).collect());
+    let pct = |runs: &[Vec<f64>], q: f64| median(runs.iter().map(|l| percentile(l, q)).collect());
     Figures {
         per_idle_kib: (idle - start) as f64 / at_once as f64,
         alone: (pct(&alone, 0.5), pct(&alone, 0.99)),
@@ -202,13 +198,13 @@ pub fn scale_figures(o: &Opts) {
     println!("| connecting them one after another | {connect_s:.1} s |");
     println!(
         "| one more client's latency p50 (p99), alone | {:.1} ({:.1}) µs |",
-        p(&alone, 0.5),
-        p(&alone, 0.99)
+        percentile(&alone, 0.5),
+        percentile(&alone, 0.99)
     );
     println!(
         "| the same with the crowd connected | {:.1} ({:.1}) µs |",
-        p(&crowded, 0.5),
-        p(&crowded, 0.99)
+        percentile(&crowded, 0.5),
+        percentile(&crowded, 0.99)
     );
     println!("| one command from each at once | {burst:.0} commands/s |");
     println!("| this process's RSS once they closed | {left:.1} MiB |");

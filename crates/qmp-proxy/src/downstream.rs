@@ -163,30 +163,33 @@ impl Backend for Downstream {
         });
         // Both logs get every exchange this client saw, including those
         // the proxy answered itself: a replay must answer them the same.
-        let record = move |outcome: &Outcome, reply: serde_json::Value| {
-            if let Some((log, who, command, shown, oob)) = &audit {
-                log.record(
-                    who,
-                    command,
-                    shown.clone(),
-                    *oob,
-                    outcome,
-                    started.elapsed(),
-                );
-            }
-            if let (Some((r, client)), false) = (&recorder, reply.is_null()) {
-                let mut msg = reply;
-                if let Some(id) = id {
-                    msg["id"] = id;
+        // `reply` is `None` when none came (QEMU went away); the reply's
+        // JSON is made only when there is a transcript to write it to.
+        let record =
+            move |outcome: &Outcome, reply: Option<Result<&serde_json::Value, &QmpError>>| {
+                if let Some((log, who, command, shown, oob)) = &audit {
+                    log.record(
+                        who,
+                        command,
+                        shown.clone(),
+                        *oob,
+                        outcome,
+                        started.elapsed(),
+                    );
                 }
-                r.reply(*client, msg);
-            }
-        };
+                if let (Some((r, client)), Some(reply)) = (&recorder, reply) {
+                    let mut msg = match reply {
+                        Ok(value) => serde_json::json!({ "return": value }),
+                        Err(e) => serde_json::json!({ "error": e }),
+                    };
+                    if let Some(id) = id {
+                        msg["id"] = id;
+                    }
+                    r.reply(*client, msg);
+                }
+            };
         if let Some((outcome, failure)) = self.answer_here(&call, &shown) {
-            let reply = serde_json::json!({
-                "error": {"class": failure.class.clone(), "desc": failure.desc.clone()}
-            });
-            record(&outcome, reply);
+            record(&outcome, Some(Err(&failure)));
             return Box::pin(async move { Err(failure) });
         }
         let mut forward = qmp_client::Call::new(call.command.clone())
@@ -212,10 +215,7 @@ impl Backend for Downstream {
             };
             match client.call(forward).await {
                 Ok(value) => {
-                    record(
-                        &Outcome::Return,
-                        serde_json::json!({ "return": value.clone() }),
-                    );
+                    record(&Outcome::Return, Some(Ok(&value)));
                     let mut value = QObject::from_qemu_output(&value);
                     if let (Some((access, events)), QObject::List(entries)) = (&listing, &mut value)
                     {
@@ -236,24 +236,18 @@ impl Backend for Downstream {
                     Ok(Some(value))
                 }
                 Err(qmp_client::Error::Qmp(e)) => {
-                    let reply = serde_json::json!({
-                        "error": {"class": e.class.clone(), "desc": e.desc.clone()}
-                    });
-                    record(&Outcome::Error(e.class.clone()), reply);
+                    record(&Outcome::Error(e.class.clone()), Some(Err(&e)));
                     Err(e)
                 }
                 Err(e) if e.is_disconnect() => {
                     // QEMU is gone: the connection ends unanswered, as a
                     // direct client would have seen it.
-                    record(&Outcome::Lost, serde_json::Value::Null);
+                    record(&Outcome::Lost, None);
                     std::future::pending().await
                 }
                 Err(e) => {
                     let failure = QmpError::generic(format!("proxy: {e}"));
-                    let reply = serde_json::json!({
-                        "error": {"class": failure.class.clone(), "desc": failure.desc.clone()}
-                    });
-                    record(&Outcome::Error(failure.class.clone()), reply);
+                    record(&Outcome::Error(failure.class.clone()), Some(Err(&failure)));
                     Err(failure)
                 }
             }

@@ -59,7 +59,7 @@ impl Request {
     /// client before the reply, rule P4), or to shut down.
     ///
     /// ```
-    /// use qmp_server::{QObject, Server};
+    /// use qmp_server::Server;
     /// let server = Server::builder()
     ///     .command("stop", |req| async move {
     ///         req.server().emit("STOP", None);

@@ -2,7 +2,6 @@
 //!
 //! ```
 //! use qmp_server::session::{CommandSet, Session, SessionConfig, Step};
-//! use qmp_server::QObject;
 //!
 //! /// One command, `stop`, not allowed out of band.
 //! struct Commands;

@@ -74,9 +74,7 @@ impl Client {
 
     /// Connects with the settings of `builder`.
     pub fn connect_with(builder: ClientBuilder, address: &str) -> Result<Client> {
-        let runtime = Arc::new(runtime()?);
-        let inner = runtime.block_on(builder.connect(address))?;
-        Ok(Client { inner, runtime })
+        Self::start(builder.connect(address))
     }
 
     /// Runs QMP over a unix socket already connected (one end of a
@@ -91,8 +89,15 @@ impl Client {
     /// Runs QMP over a connected unix or TCP socket the caller owns (an
     /// inherited descriptor: only a program's `main` can know it owns one).
     pub fn from_fd(builder: ClientBuilder, fd: OwnedFd) -> Result<Client> {
+        Self::start(builder.from_fd(fd))
+    }
+
+    /// Makes the client's runtime and connects on it.
+    fn start(
+        connecting: impl std::future::Future<Output = Result<crate::Client>>,
+    ) -> Result<Client> {
         let runtime = Arc::new(runtime()?);
-        let inner = runtime.block_on(builder.from_fd(fd))?;
+        let inner = runtime.block_on(connecting)?;
         Ok(Client { inner, runtime })
     }
 

@@ -6,7 +6,7 @@
 
 use crate::raw::Raw;
 use crate::{median, percentile, Opts};
-use qmp_testkit::scale::{idle_connections, raise_fd_limit, rss_kib};
+use qmp_testkit::scale::{idle_connections, query_version_on_each, raise_fd_limit, rss_kib};
 use qmp_testkit::{Qemu, QemuVersion};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -43,13 +43,7 @@ fn measure(pid: u32, path: &Path, at_once: usize, n: usize, rounds: usize) -> Fi
         crowded.push(latencies(path, n));
     }
     let t0 = Instant::now();
-    for (i, c) in crowd.iter_mut().enumerate() {
-        c.send(format!("{{\"execute\": \"query-version\", \"id\": {i}}}\n").as_bytes())
-            .unwrap();
-    }
-    for c in crowd.iter_mut() {
-        c.reply().unwrap();
-    }
+    query_version_on_each(&mut crowd).unwrap();
     let burst_per_s = at_once as f64 / t0.elapsed().as_secs_f64();
     let served = rss_kib(pid);
     drop(crowd);

@@ -533,7 +533,7 @@ per_qemu!(
     record_replaces_its_file_only_once_recording_starts
 );
 
-use qmp_testkit::scale::{idle_connections, raise_fd_limit, rss_kib};
+use qmp_testkit::scale::{idle_connections, query_version_on_each, raise_fd_limit, rss_kib};
 
 /// `qmp ARGS...` in the background, serving on `sock` by the time this
 /// returns; stopped when dropped.
@@ -621,11 +621,9 @@ const AT_ONCE: usize = 10_000;
 /// `pid`), twice: checks that each connection costs under 16 KiB of the
 /// process, that with all of them open one command from each is answered,
 /// and that the second round, after the first closed, grows it by less
-/// than a tenth of the first (memory is reused, not kept). Returns the
-/// resident memory per connection, in KiB.
-fn ten_thousand_at_once(pid: u32, sock: &std::path::Path) -> f64 {
+/// than a tenth of the first (memory is reused, not kept).
+fn ten_thousand_at_once(pid: u32, sock: &std::path::Path) {
     let start = rss_kib(pid);
-    let mut per_connection = 0.0;
     let mut peak = 0;
     for round in 0..2 {
         let began = std::time::Instant::now();
@@ -633,12 +631,8 @@ fn ten_thousand_at_once(pid: u32, sock: &std::path::Path) -> f64 {
         let connected = began.elapsed();
         std::thread::sleep(Duration::from_millis(300));
         let idle = rss_kib(pid);
-        for (i, c) in clients.iter_mut().enumerate() {
-            c.send(format!("{{\"execute\": \"query-version\", \"id\": {i}}}\n").as_bytes())
-                .unwrap();
-        }
-        for (i, c) in clients.iter_mut().enumerate() {
-            let reply = c.reply().unwrap();
+        let replies = query_version_on_each(&mut clients).unwrap();
+        for (i, reply) in replies.iter().enumerate() {
             assert!(
                 reply.contains("\"qemu\"") && reply.contains(&format!("\"id\": {i}}}")),
                 "{reply}"
@@ -653,7 +647,7 @@ fn ten_thousand_at_once(pid: u32, sock: &std::path::Path) -> f64 {
              {idle} KiB with them idle, {served} KiB after a command each, {closed} KiB once closed"
         );
         if round == 0 {
-            per_connection = idle.saturating_sub(start) as f64 / AT_ONCE as f64;
+            let per_connection = idle.saturating_sub(start) as f64 / AT_ONCE as f64;
             peak = served;
             assert!(
                 per_connection < 16.0,
@@ -666,7 +660,6 @@ fn ten_thousand_at_once(pid: u32, sock: &std::path::Path) -> f64 {
             );
         }
     }
-    per_connection
 }
 
 /// Scale: 10,000 clients at once on one proxy (whose QEMU serves their

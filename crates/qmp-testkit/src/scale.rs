@@ -98,6 +98,16 @@ pub fn idle_connections(socket: &Path, count: usize) -> Vec<Idle> {
         .collect()
 }
 
+/// Sends one `query-version` on each connection, with its index as id,
+/// then reads every reply: all of them in flight at once. The replies,
+/// in connection order.
+pub fn query_version_on_each(crowd: &mut [Idle]) -> std::io::Result<Vec<String>> {
+    for (i, c) in crowd.iter_mut().enumerate() {
+        c.send(format!("{{\"execute\": \"query-version\", \"id\": {i}}}\n").as_bytes())?;
+    }
+    crowd.iter_mut().map(Idle::reply).collect()
+}
+
 /// Resident memory of process `pid`, in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

@@ -59,7 +59,7 @@ impl ClientBuilder {
             oob: true,
             handshake: Handshake::Negotiate,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-            inband_window: Some(crate::INBAND_WINDOW),
+            inband_window: Some(qmp_proto::QUEUE_SIZE),
         }
     }
 
@@ -171,7 +171,7 @@ impl ClientBuilder {
         let shared = Arc::new(Shared::new(window));
         let sink = writer::Sink::new(write);
         tokio::spawn(writer::run(sink.clone(), shared.clone()));
-        let router = tokio::spawn(router::run(reader, shared.clone())).abort_handle();
+        let router = tokio::spawn(router::run(reader, shared.clone(), sink.clone())).abort_handle();
         let mut client = Client::start(
             shared,
             sink,

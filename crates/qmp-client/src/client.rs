@@ -8,16 +8,16 @@
 
 use crate::error::{Disconnect, Error, Result};
 use crate::events::{EventFilter, EventStream, DEFAULT_EVENT_BUFFER};
-use crate::router::{IdKey, Pending, Shared};
-use crate::writer::{Outgoing, Sink, SinkClosed};
-use qmp_proto::{encode_request, Event, Greeting, Response};
+use crate::router::Shared;
+use crate::session::{Outgoing, Ticket, Transmit};
+use crate::writer::{self, Sink, SinkClosed};
+use qmp_proto::{Event, Greeting, Response};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, oneshot, OwnedSemaphorePermit};
+use tokio::sync::{broadcast, oneshot};
 use tokio::task::AbortHandle;
 
 /// A QMP connection. Cheap to clone; all clones share the connection,
@@ -48,7 +48,6 @@ struct Inner {
     oob: bool,
     fd_passing: bool,
     default_timeout: Option<Duration>,
-    next_id: AtomicU64,
     router: AbortHandle,
 }
 
@@ -149,7 +148,6 @@ impl Client {
                 oob: false,
                 fd_passing,
                 default_timeout,
-                next_id: AtomicU64::new(1),
                 router,
             }),
         }
@@ -337,21 +335,16 @@ impl Client {
             return Err(Error::FdPassingUnsupported);
         }
         let timeout = timeout.unwrap_or(self.inner.default_timeout);
+        let mut request = Outgoing::new(command).out_of_band(oob).fds(fds);
+        if let Some(id) = id {
+            request = request.id(id);
+        }
+        let request = request.arguments_or_none(arguments);
         let work = async {
-            let permit = match (&self.inner.shared.window, oob) {
-                (Some(window), false) => Some(
-                    window
-                        .clone()
-                        .acquire_owned()
-                        .await
-                        .map_err(|_| self.inner.shared.disconnected())?,
-                ),
-                _ => None,
-            };
-            let (key, reply) = self.submit(command, arguments, id, oob, fds, permit)?;
+            let (ticket, reply) = self.submit(request)?;
             let guard = GiveUpGuard {
-                shared: &self.inner.shared,
-                key: Some(key),
+                client: self,
+                ticket: Some(ticket),
             };
             let result = match reply.await {
                 Ok(result) => result,
@@ -371,106 +364,77 @@ impl Client {
         }
     }
 
-    /// Encodes, registers and queues one request, all without awaiting, so
-    /// a cancelled caller can never leave a request half-registered.
+    /// Registers one request with the session and writes it (or leaves it
+    /// queued in the session for a place in the in-band window), all
+    /// without awaiting, so a cancelled caller can never leave a request
+    /// half-registered.
     fn submit<A: Serialize + ?Sized>(
         &self,
-        command: &str,
-        arguments: Option<&A>,
-        id: Option<Value>,
-        oob: bool,
-        fds: Vec<OwnedFd>,
-        permit: Option<OwnedSemaphorePermit>,
-    ) -> Result<(IdKey, oneshot::Receiver<Result<Value>>)> {
-        let mut frame = Vec::with_capacity(64 + command.len());
-        let mut key = match &id {
-            Some(id) => {
-                encode_request(&mut frame, command, arguments, Some(id), oob)?;
-                IdKey::of(id)
-            }
-            None => self.encode_with_fresh_id(&mut frame, command, arguments, oob)?,
-        };
+        request: Outgoing<'_, A>,
+    ) -> Result<(Ticket, oneshot::Receiver<Result<Value>>)> {
         let (tx, rx) = oneshot::channel();
-        let mut st = self.inner.shared.lock();
+        let shared = &self.inner.shared;
+        let mut st = shared.lock();
         if let Some(reason) = &st.closed {
             return Err(Error::Disconnected(reason.clone()));
         }
         if st.closing {
             return Err(Error::Disconnected(Disconnect::Closed));
         }
-        while st.pending.contains_key(&key) {
-            if let Some(id) = &id {
-                return Err(Error::DuplicateId(id.to_string()));
-            }
-            // A caller chose a number equal to our next automatic id.
-            frame.clear();
-            key = self.encode_with_fresh_id(&mut frame, command, arguments, oob)?;
-        }
-        tracing::debug!(target: "qmp::wire", "-> {}", String::from_utf8_lossy(frame.trim_ascii_end()));
-        let out = if fds.is_empty() {
-            Outgoing::Frame(frame)
-        } else {
-            Outgoing::FrameWithFds(frame, fds)
-        };
         // Write directly only when no other caller waits for a reply;
         // otherwise let the writer task batch this with its neighbours.
-        // (Entries of callers that gave up do not count: a reply that
-        // never comes must not end the fast path for good.)
-        let direct = st.pending.values().all(|p| p.tx.is_closed());
+        let direct = st.session.is_idle();
+        let started = st.session.start(request, tx)?;
+        let Some(Transmit { frame, fds }) = started.transmit else {
+            return Ok((started.ticket, rx));
+        };
+        tracing::debug!(target: "qmp::wire", "-> {}", String::from_utf8_lossy(frame.trim_ascii_end()));
+        let out = if fds.is_empty() {
+            writer::Outgoing::Frame(frame)
+        } else {
+            writer::Outgoing::FrameWithFds(frame, fds)
+        };
         if let Err(SinkClosed(cause)) = self.inner.sink.send(out, direct) {
+            st.session.abandon(&started.ticket);
             drop(st);
             if let Some(e) = cause {
-                self.inner.shared.close(Disconnect::Io(Arc::new(e)));
+                shared.close(Disconnect::Io(Arc::new(e)));
             }
-            return Err(self.inner.shared.disconnected());
+            return Err(shared.disconnected());
         }
-        st.pending.insert(
-            key.clone(),
-            Pending {
-                tx,
-                command: command.to_owned(),
-                permit,
-            },
-        );
-        Ok((key, rx))
-    }
-
-    fn encode_with_fresh_id<A: Serialize + ?Sized>(
-        &self,
-        frame: &mut Vec<u8>,
-        command: &str,
-        arguments: Option<&A>,
-        oob: bool,
-    ) -> Result<IdKey> {
-        let n = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        encode_request(frame, command, arguments, Some(&n), oob)?;
-        Ok(IdKey::Num(n))
+        Ok((started.ticket, rx))
     }
 }
 
 /// Runs when a caller stops waiting before its reply came (timeout or
-/// cancellation). The request stays registered, so its late reply is
-/// recognised and dropped, but its place in the in-band window is freed:
-/// a reply that never comes (QEMU could not parse the request) must not
-/// shrink the window for good. Freeing it early is safe, since QEMU stops
-/// reading when its queue is full and drops nothing (rule O3).
+/// cancellation): the session forgets a request not yet sent, and frees
+/// the window place of a sent one (see [`ClientSession::abandon`]), which
+/// may let a queued request go.
+///
+/// [`ClientSession::abandon`]: crate::session::ClientSession::abandon
 struct GiveUpGuard<'a> {
-    shared: &'a Shared,
-    key: Option<IdKey>,
+    client: &'a Client,
+    ticket: Option<Ticket>,
 }
 
 impl GiveUpGuard<'_> {
     fn disarm(mut self) {
-        self.key = None;
+        self.ticket = None;
     }
 }
 
 impl Drop for GiveUpGuard<'_> {
     fn drop(&mut self) {
-        if let Some(key) = &self.key {
-            if let Some(p) = self.shared.lock().pending.get_mut(key) {
-                p.permit = None;
-            }
+        let Some(ticket) = &self.ticket else { return };
+        let inner = &self.client.inner;
+        let mut st = inner.shared.lock();
+        st.session.abandon(ticket);
+        // The freed place may let a queued request go.
+        let failed = inner.shared.transmit(&mut st, &inner.sink).err();
+        drop(st);
+        if let Some(reason) = failed {
+            inner.shared.close(reason);
         }
+        inner.shared.progress.notify_waiters();
     }
 }

@@ -42,8 +42,10 @@
 //! * [`transport`]: unix and TCP streams, accept mode, fd passing;
 //! * `connection`: framed reads over the sans-IO decoder of `qmp-proto`;
 //! * `handshake`: greeting and capability negotiation;
-//! * `router`: the reader task that routes replies by id and events to
-//!   subscribers; `writer`: the task that batches writes;
+//! * [`session`]: ids, pending calls, the in-band window and routing,
+//!   as a sans-IO state machine;
+//! * `router`: the reader task that feeds the session and delivers
+//!   replies and events; `writer`: the task that batches writes;
 //! * [`Client`] and [`ClientBuilder`]: the API; [`blocking`]: the same
 //!   without async.
 //!
@@ -60,6 +62,7 @@ mod error;
 mod events;
 mod handshake;
 mod router;
+pub mod session;
 pub mod transport;
 mod writer;
 
@@ -69,5 +72,4 @@ pub use error::{Disconnect, Error, Result};
 pub use events::{EventFilter, EventStream, Lagged, DEFAULT_EVENT_BUFFER};
 pub use qmp_proto::address::{self, Address};
 pub use qmp_proto::{self as proto, Event, Greeting, QmpError, Response};
-pub use router::INBAND_WINDOW;
 pub use transport::{Listener, Stream};

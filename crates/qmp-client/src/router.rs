@@ -15,46 +15,19 @@
 use crate::connection::FramedReader;
 use crate::error::{Disconnect, Error, Result};
 use crate::events::{EventStream, Subscriber};
+use crate::session::{ClientSession, Routed, Transmit};
+use crate::writer::{Outgoing, Sink, SinkClosed};
 use qmp_proto::{DecodeError, Event, Message, Response};
 use serde_json::Value;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::{broadcast, oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{broadcast, oneshot, watch, Notify};
 
-/// Key of the pending table. Unsigned integers (our automatic ids, and
-/// caller ids that happen to be such) are compared as numbers; any other id
-/// by its compact JSON text with object members sorted, since QEMU echoes
-/// an object id with its members in an order of its own (its hash table's).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum IdKey {
-    Num(u64),
-    Json(String),
-}
-
-impl IdKey {
-    pub(crate) fn of(id: &Value) -> IdKey {
-        match id.as_u64() {
-            Some(n) => IdKey::Num(n),
-            None => {
-                let mut sorted = id.clone();
-                sorted.sort_all_objects();
-                IdKey::Json(sorted.to_string())
-            }
-        }
-    }
-}
-
-/// A call waiting for its reply.
-pub(crate) struct Pending {
-    pub(crate) tx: oneshot::Sender<Result<Value>>,
-    pub(crate) command: String,
-    /// A place in the in-band window, freed when the reply arrives or the
-    /// caller gives up.
-    pub(crate) permit: Option<OwnedSemaphorePermit>,
-}
+/// How a waiting caller is completed.
+pub(crate) type Waiter = oneshot::Sender<Result<Value>>;
 
 pub(crate) struct State {
-    pub(crate) pending: HashMap<IdKey, Pending>,
+    /// Ids, pending calls and the in-band window: the sans-IO core.
+    pub(crate) session: ClientSession<Waiter>,
     pub(crate) subscribers: Vec<Subscriber>,
     /// The length of `subscribers` at which the closed ones are next
     /// forgotten.
@@ -66,9 +39,6 @@ pub(crate) struct State {
 
 pub(crate) struct Shared {
     state: Mutex<State>,
-    /// With oob negotiated, at most this many in-band requests are on the
-    /// wire at once (QEMU's queue holds 8, rule O3).
-    pub(crate) window: Option<Arc<Semaphore>>,
     /// Made when first asked for: its 64 slots are allocated up front,
     /// and most clients never ask.
     unsolicited: std::sync::OnceLock<broadcast::Sender<Response>>,
@@ -78,20 +48,16 @@ pub(crate) struct Shared {
     pub(crate) progress: Notify,
 }
 
-/// How many in-band requests may be outstanding with oob on, by default.
-pub const INBAND_WINDOW: usize = 8;
-
 impl Shared {
     pub(crate) fn new(window: Option<usize>) -> Shared {
         Shared {
             state: Mutex::new(State {
-                pending: HashMap::new(),
+                session: ClientSession::new(window),
                 subscribers: Vec::new(),
                 prune_at: 16,
                 closing: false,
                 closed: None,
             }),
-            window: window.map(|n| Arc::new(Semaphore::new(n))),
             unsolicited: std::sync::OnceLock::new(),
             closed_tx: watch::channel(None).0,
             progress: Notify::new(),
@@ -159,7 +125,7 @@ impl Shared {
             };
             st.closed = Some(reason.clone());
             (
-                std::mem::take(&mut st.pending),
+                st.session.close(),
                 std::mem::take(&mut st.subscribers),
                 reason,
             )
@@ -168,12 +134,9 @@ impl Shared {
             Disconnect::Closed => tracing::debug!("QMP connection closed"),
             other => tracing::debug!("QMP connection lost: {other}"),
         }
-        if let Some(w) = &self.window {
-            w.close();
-        }
         drop(subscribers);
-        for (_, p) in pending {
-            let _ = p.tx.send(Err(Error::Disconnected(reason.clone())));
+        for waiter in pending {
+            let _ = waiter.send(Err(Error::Disconnected(reason.clone())));
         }
         self.closed_tx.send_replace(Some(reason));
         self.progress.notify_waiters();
@@ -183,51 +146,82 @@ impl Shared {
     /// that gave up do not count), or the connection is gone.
     pub(crate) fn idle(&self) -> bool {
         let st = self.lock();
-        st.closed.is_some() || st.pending.values().all(|p| p.tx.is_closed())
+        st.closed.is_some() || st.session.is_idle()
     }
 
-    fn route_response(&self, response: Response) {
-        let Some(id) = &response.id else {
-            match &response.result {
-                Err(e) => {
-                    tracing::warn!("server error without an id (a request it could not read?): {e}")
-                }
-                Ok(v) => tracing::warn!("reply without an id: {v}"),
+    /// Writes what the session released, in order. Called with the state
+    /// locked, so nothing a caller starts meanwhile can overtake it.
+    pub(crate) fn transmit(&self, st: &mut State, sink: &Sink) -> Result<(), Disconnect> {
+        while let Some(Transmit { frame, fds }) = st.session.poll_transmit() {
+            tracing::debug!(target: "qmp::wire", "-> {}", String::from_utf8_lossy(frame.trim_ascii_end()));
+            let out = if fds.is_empty() {
+                Outgoing::Frame(frame)
+            } else {
+                Outgoing::FrameWithFds(frame, fds)
+            };
+            if let Err(SinkClosed(cause)) = sink.send(out, false) {
+                return Err(cause.map_or(Disconnect::Closed, |e| Disconnect::Io(Arc::new(e))));
             }
-            if let Some(tx) = self.unsolicited.get() {
-                let _ = tx.send(response);
-            }
-            return;
-        };
-        let entry = self.lock().pending.remove(&IdKey::of(id));
-        match entry {
-            Some(p) => {
-                if p.tx.send(response.result.map_err(Error::Qmp)).is_err() {
-                    tracing::debug!(
-                        "dropped the late reply to '{}' (id {id}): its caller gave up",
-                        p.command
-                    );
-                }
-            }
-            None => tracing::warn!("dropped a reply with an id nobody is waiting for: {id}"),
         }
-        self.progress.notify_waiters();
+        Ok(())
     }
 
-    /// A reply that could not be read fails the call with its id, if any.
-    fn fail_unreadable(&self, e: DecodeError) {
-        let DecodeError::TooDeep { id: Some(id), .. } = &e else {
-            tracing::warn!("skipped a message: {e}");
-            return;
+    /// Routes one message (or an unreadable one) and delivers it, outside
+    /// the lock.
+    fn route(&self, sink: &Sink, message: Result<Message, DecodeError>) -> Result<(), Disconnect> {
+        let routed = {
+            let mut st = self.lock();
+            let routed = match message {
+                Ok(m) => st.session.receive(m),
+                Err(e) => st
+                    .session
+                    .receive_unreadable(e)
+                    .map_err(Disconnect::Protocol)?,
+            };
+            self.transmit(&mut st, sink)?;
+            routed
         };
-        let entry = self.lock().pending.remove(&IdKey::of(id));
-        match entry {
-            Some(p) => {
-                let _ = p.tx.send(Err(Error::Unreadable(e)));
+        match routed {
+            Routed::Reply { waiter, result } => {
+                if waiter.send(result).is_err() {
+                    tracing::debug!("dropped a reply: its caller gave up as it came");
+                }
             }
-            None => tracing::warn!("skipped a message for an id nobody is waiting for: {e}"),
+            Routed::Late { command, id } => {
+                tracing::debug!(
+                    "dropped the late reply to '{command}' (id {id}): its caller gave up"
+                )
+            }
+            Routed::Unknown { id } => {
+                tracing::warn!("dropped a reply with an id nobody is waiting for: {id}")
+            }
+            Routed::Unsolicited(response) => {
+                match &response.result {
+                    Err(e) => tracing::warn!(
+                        "server error without an id (a request it could not read?): {e}"
+                    ),
+                    Ok(v) => tracing::warn!("reply without an id: {v}"),
+                }
+                if let Some(tx) = self.unsolicited.get() {
+                    let _ = tx.send(response);
+                }
+                return Ok(());
+            }
+            Routed::Event(e) => {
+                self.dispatch_event(e);
+                return Ok(());
+            }
+            Routed::Skipped(e) => {
+                tracing::warn!("skipped a message: {e}");
+                return Ok(());
+            }
+            other => {
+                tracing::warn!("ignored an unexpected message: {other:?}");
+                return Ok(());
+            }
         }
         self.progress.notify_waiters();
+        Ok(())
     }
 
     fn dispatch_event(&self, event: Event) {
@@ -237,16 +231,17 @@ impl Shared {
 }
 
 /// The reader task: routes messages until the connection ends.
-pub(crate) async fn run(mut reader: FramedReader, shared: Arc<Shared>) {
+pub(crate) async fn run(mut reader: FramedReader, shared: Arc<Shared>, sink: Arc<Sink>) {
     let reason = loop {
-        match reader.next().await {
-            Ok(Message::Response(r)) => shared.route_response(r),
-            Ok(Message::Event(e)) => shared.dispatch_event(e),
-            Ok(other) => tracing::warn!("ignored an unexpected message: {other:?}"),
+        let message = match reader.next().await {
+            Ok(m) => Ok(m),
             // A message too deep to read was skipped whole: the stream is
             // still in step, so only the call it answers fails.
-            Err(Disconnect::Protocol(e @ DecodeError::TooDeep { .. })) => shared.fail_unreadable(e),
+            Err(Disconnect::Protocol(e @ DecodeError::TooDeep { .. })) => Err(e),
             Err(reason) => break reason,
+        };
+        if let Err(reason) = shared.route(&sink, message) {
+            break reason;
         }
     };
     shared.close(reason);

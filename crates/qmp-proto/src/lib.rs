@@ -51,6 +51,12 @@ pub mod message;
 pub mod qemu_json;
 
 pub use address::{Address, AddressError};
+
+/// How many in-band requests QEMU queues per monitor with oob on (rule
+/// O3): past them it reads nothing until one finishes. A server that
+/// behaves as QEMU does queues this many; a client keeps at most this many
+/// in flight.
+pub const QUEUE_SIZE: usize = 8;
 pub use decoder::{DecodeError, Decoder, DEFAULT_MAX_MESSAGE_SIZE};
 pub use encoder::encode_request;
 pub use message::{

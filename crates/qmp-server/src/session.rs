@@ -65,9 +65,6 @@
 use qmp_proto::qemu_json::{first_unexpected, to_line, Dialect, Parsed, QDict, QObject, Streamer};
 use std::collections::VecDeque;
 
-/// In-band requests QEMU queues per monitor with oob on.
-pub const QUEUE_WITH_OOB: usize = 8;
-
 /// What the session needs to know about the commands it serves.
 pub trait CommandSet {
     /// `None` if there is no such command; otherwise whether it may run
@@ -214,7 +211,7 @@ impl<C: CommandSet> Session<C> {
     /// Whether QEMU would read more input now.
     pub fn wants_input(&self) -> bool {
         if self.oob {
-            self.queue.len() < QUEUE_WITH_OOB
+            self.queue.len() < qmp_proto::QUEUE_SIZE
         } else {
             self.queue.is_empty() && !self.in_progress
         }

@@ -3,7 +3,6 @@
 //! out can be answered.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use qmp_server::server::version_object;
 use qmp_server::{CommandSet, Session, SessionConfig, Step};
 
 struct Commands;
@@ -22,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     for major in [10, 11] {
         let mut s = Session::new(
             SessionConfig {
-                version: version_object(major, 0, 0, ""),
+                version: qmp_proto::Version::new(major, 0, 0, ""),
                 offer_oob: true,
                 pretty: data.len() % 2 == 0,
             },

@@ -97,7 +97,7 @@ fn session_rate(input: &[u8]) -> f64 {
         }
     }
     let config = qmp_server::SessionConfig {
-        version: qmp_server::server::version_object(10, 0, 0, ""),
+        version: qmp_proto::Version::new(10, 0, 0, ""),
         offer_oob: true,
         pretty: false,
     };

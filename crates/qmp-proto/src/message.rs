@@ -13,6 +13,7 @@
 //! it carries, never by its position in the stream (rule P4): an event can
 //! arrive between any request and its reply.
 
+use crate::qemu_json::{QDict, QObject};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 use std::fmt;
@@ -51,6 +52,59 @@ pub struct Version {
     /// Distribution suffix such as `Debian 1:10.0.2+ds-2`; may be empty.
     #[serde(default)]
     pub package: String,
+}
+
+impl Version {
+    /// QEMU `major.minor.micro` with a package suffix (may be empty).
+    ///
+    /// ```
+    /// use qmp_proto::Version;
+    /// let v = Version::new(10, 0, 2, "Debian 1:10.0.2+ds-2");
+    /// assert_eq!(v.qemu.to_string(), "10.0.2");
+    /// // As QEMU writes it: the same members, in QEMU's order.
+    /// assert_eq!(
+    ///     qmp_proto::qemu_json::to_line(&v.to_qobject(), false),
+    ///     r#"{"qemu": {"micro": 2, "minor": 0, "major": 10}, "package": "Debian 1:10.0.2+ds-2"}"#
+    /// );
+    /// ```
+    pub fn new(major: u64, minor: u64, micro: u64, package: impl Into<String>) -> Version {
+        Version {
+            qemu: QemuVersion {
+                micro,
+                minor,
+                major,
+            },
+            package: package.into(),
+        }
+    }
+
+    /// As a QEMU object, members inserted in QAPI order (which decides
+    /// their output order where they share a hash bucket), so a server
+    /// writes it as QEMU does.
+    pub fn to_qobject(&self) -> QObject {
+        let mut qemu = QDict::new();
+        qemu.insert("major", QObject::Int(self.qemu.major as i64));
+        qemu.insert("minor", QObject::Int(self.qemu.minor as i64));
+        qemu.insert("micro", QObject::Int(self.qemu.micro as i64));
+        let mut v = QDict::new();
+        v.insert("qemu", QObject::Dict(qemu));
+        v.insert("package", QObject::String(self.package.clone()));
+        QObject::Dict(v)
+    }
+
+    /// Reads a `query-version` reply held as a QEMU object; `None` when it
+    /// is not one.
+    pub fn from_qobject(v: &QObject) -> Option<Version> {
+        let d = v.as_dict()?;
+        let qemu = d.get("qemu")?.as_dict()?;
+        let n = |key| match qemu.get(key)? {
+            QObject::Int(n) => u64::try_from(*n).ok(),
+            QObject::UInt(n) => Some(*n),
+            _ => None,
+        };
+        let package = d.get("package")?.as_str()?;
+        Some(Version::new(n("major")?, n("minor")?, n("micro")?, package))
+    }
 }
 
 /// The first message of every connection:

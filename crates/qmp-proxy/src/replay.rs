@@ -271,14 +271,8 @@ impl Replay {
             exchanges[i].after.extend(rest);
         }
         let g = &t.greeting["QMP"];
-        let v = &g["version"];
         let config = SessionConfig {
-            version: qmp_server::server::version_object(
-                v["qemu"]["major"].as_u64().unwrap_or(0),
-                v["qemu"]["minor"].as_u64().unwrap_or(0),
-                v["qemu"]["micro"].as_u64().unwrap_or(0),
-                v["package"].as_str().unwrap_or_default(),
-            ),
+            version: serde::Deserialize::deserialize(&g["version"]).unwrap_or_default(),
             offer_oob: g["capabilities"]
                 .as_array()
                 .is_some_and(|c| c.iter().any(|c| c == "oob")),

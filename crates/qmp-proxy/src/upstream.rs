@@ -96,20 +96,14 @@ impl Upstream {
                 version: Default::default(),
                 capabilities: Vec::new(),
             });
-        let v = &greeting.version;
         let config = SessionConfig {
-            version: qmp_server::server::version_object(
-                v.qemu.major,
-                v.qemu.minor,
-                v.qemu.micro,
-                &v.package,
-            ),
+            version: greeting.version.clone(),
             offer_oob: client.oob_enabled(),
             pretty: false,
         };
         tracing::info!(
             "upstream QEMU {} ({} commands, oob {})",
-            v.qemu,
+            greeting.version.qemu,
             commands.len(),
             if client.oob_enabled() { "on" } else { "off" }
         );

@@ -32,6 +32,7 @@ use crate::schema::Schema;
 use crate::server::{Server, ServerBuilder};
 use crate::session::QmpError;
 use qmp_proto::qemu_json::{QDict, QObject};
+use qmp_proto::Version;
 use std::sync::Arc;
 
 /// One rule of the replies file.
@@ -142,8 +143,8 @@ impl Replies {
 pub struct Dump {
     /// The `query-qmp-schema` reply.
     pub schema: QObject,
-    /// `(major, minor, micro, package)`, when the dump has it.
-    pub version: Option<(u64, u64, u64, String)>,
+    /// The `query-version` reply, when the dump has it.
+    pub version: Option<Version>,
     /// The command names as `query-commands` lists them, when known.
     pub commands: Option<Vec<String>>,
 }
@@ -165,7 +166,7 @@ impl Dump {
             .ok_or("a dump needs \"schema\" (the query-qmp-schema reply)")?;
         let version = match d.get("version") {
             None => None,
-            Some(v) => Some(version_of(v).ok_or(
+            Some(v) => Some(Version::from_qobject(v).ok_or(
                 "\"version\" must be a query-version reply: {\"qemu\": {\"major\", \"minor\", \"micro\"}, \"package\"}",
             )?),
         };
@@ -192,24 +193,18 @@ impl Dump {
     }
 }
 
-/// `(major, minor, micro, package)` of a query-version reply.
-fn version_of(v: &QObject) -> Option<(u64, u64, u64, String)> {
-    let n = |key| crate::session::version_number(v, key);
-    let package = v.as_dict()?.get("package")?.as_str()?.to_owned();
-    Some((n("major")?, n("minor")?, n("micro")?, package))
-}
-
-/// Builds a mock QEMU: `version` is what it claims (`major, minor, micro,
-/// package`), which also picks how malformed input is answered.
-pub fn server(
-    dump: Dump,
-    version: (u64, u64, u64, &str),
-    replies: Replies,
-) -> Result<Server, String> {
+/// Builds a mock QEMU: `version` is what it claims, which also picks how
+/// malformed input is answered.
+pub fn server(dump: Dump, version: &Version, replies: Replies) -> Result<Server, String> {
     let schema_dump = dump.schema;
     let schema = Arc::new(Schema::from_qobject(&schema_dump)?);
     let replies = Arc::new(replies);
-    let mut b = ServerBuilder::new().version(version.0, version.1, version.2, version.3);
+    let mut b = ServerBuilder::new().version(
+        version.qemu.major,
+        version.qemu.minor,
+        version.qemu.micro,
+        &version.package,
+    );
     if let Some(order) = dump.commands {
         b = b.list_commands_in(order);
     }

@@ -18,6 +18,7 @@ use crate::schema::Schema;
 use crate::session::{Call, CommandSet, QmpError, Session, SessionConfig};
 use qmp_proto::qemu_json::{QDict, QObject};
 use qmp_proto::Address;
+use qmp_proto::Version;
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::HashMap;
 use std::future::Future;
@@ -238,7 +239,7 @@ fn builtin_declarations() -> Vec<(&'static str, Vec<Field>, Option<Ty>)> {
 
 /// Builds a [`Server`].
 pub struct ServerBuilder {
-    version: QObject,
+    version: Version,
     offer_oob: bool,
     pretty: bool,
     one_at_a_time: bool,
@@ -258,26 +259,13 @@ impl Default for ServerBuilder {
     }
 }
 
-/// QEMU's version object, members inserted in QAPI order (which decides
-/// their output order where they share a hash bucket).
-pub fn version_object(major: u64, minor: u64, micro: u64, package: &str) -> QObject {
-    let mut qemu = QDict::new();
-    qemu.insert("major", QObject::Int(major as i64));
-    qemu.insert("minor", QObject::Int(minor as i64));
-    qemu.insert("micro", QObject::Int(micro as i64));
-    let mut v = QDict::new();
-    v.insert("qemu", QObject::Dict(qemu));
-    v.insert("package", QObject::String(package.into()));
-    QObject::Dict(v)
-}
-
 impl ServerBuilder {
     /// A builder for a server with no commands but the built-in ones
     /// (`qmp_capabilities`, `query-version`, `query-commands`,
     /// `query-qmp-schema`), whose greeting says QEMU 10.0.0.
     pub fn new() -> Self {
         ServerBuilder {
-            version: version_object(10, 0, 0, ""),
+            version: Version::new(10, 0, 0, ""),
             offer_oob: true,
             pretty: false,
             one_at_a_time: false,
@@ -302,7 +290,7 @@ impl ServerBuilder {
     /// The version in the greeting and `query-version`; it also picks how
     /// malformed input is answered (see [`SessionConfig::version`]).
     pub fn version(mut self, major: u64, minor: u64, micro: u64, package: &str) -> Self {
-        self.version = version_object(major, minor, micro, package);
+        self.version = Version::new(major, minor, micro, package);
         self
     }
 
@@ -421,7 +409,7 @@ impl ServerBuilder {
         let version = self.version.clone();
         let mut b = self;
         // Built-ins, as QEMU has them. qmp_capabilities is the session's.
-        let v = version.clone();
+        let v = version.to_qobject();
         b = b.command("query-version", move |req| {
             let result = no_arguments(&req).map(|()| Some(v.clone()));
             async move { result }

@@ -12,7 +12,7 @@
 //! }
 //!
 //! let config = SessionConfig {
-//!     version: qmp_server::server::version_object(10, 0, 0, ""),
+//!     version: qmp_proto::Version::new(10, 0, 0, ""),
 //!     offer_oob: false,
 //!     pretty: false,
 //! };
@@ -63,6 +63,7 @@
 //! commands is the embedder's (or its schema validator's) job.
 
 use qmp_proto::qemu_json::{first_unexpected, to_line, Dialect, Parsed, QDict, QObject, Streamer};
+use qmp_proto::Version;
 use std::collections::VecDeque;
 
 /// What the session needs to know about the commands it serves.
@@ -79,7 +80,7 @@ pub struct SessionConfig {
     /// What `query-version` returns; the greeting carries it (rule G2).
     /// Its `qemu` member also picks how malformed input is answered: as
     /// QEMU 11 does from major version 11 on, else as QEMU 10 and older.
-    pub version: QObject,
+    pub version: Version,
     /// Whether to offer the `oob` capability.
     pub offer_oob: bool,
     /// Pretty output, as a monitor with `pretty=on` writes it.
@@ -134,27 +135,14 @@ pub struct Session<C> {
     queued_bytes: usize,
 }
 
-/// `qemu.KEY` (`major`, `minor`, `micro`) of a version object, as
-/// `query-version` returns it.
-pub(crate) fn version_number(version: &QObject, key: &str) -> Option<u64> {
-    match version.as_dict()?.get("qemu")?.as_dict()?.get(key)? {
-        QObject::Int(n) => u64::try_from(*n).ok(),
-        QObject::UInt(n) => Some(*n),
-        _ => None,
-    }
-}
-
-/// The JSON reader dialect of the QEMU a version object names.
-fn dialect_of(version: &QObject) -> Dialect {
-    let number = |key| version_number(version, key).unwrap_or(0);
-    Dialect::of_qemu(number("major"), number("minor"))
-}
-
 impl<C: CommandSet> Session<C> {
     /// A session that has not yet greeted; `commands` is its command table.
     pub fn new(config: SessionConfig, commands: C) -> Self {
         Session {
-            streamer: Streamer::with_dialect(dialect_of(&config.version)),
+            streamer: Streamer::with_dialect(Dialect::of_qemu(
+                config.version.qemu.major,
+                config.version.qemu.minor,
+            )),
             config,
             commands,
             queue: VecDeque::new(),
@@ -188,7 +176,7 @@ impl<C: CommandSet> Session<C> {
             vec![]
         };
         let mut body = QDict::new();
-        body.insert("version", self.config.version.clone());
+        body.insert("version", self.config.version.to_qobject());
         body.insert("capabilities", QObject::List(capabilities));
         let mut greeting = QDict::new();
         greeting.insert("QMP", QObject::Dict(body));
@@ -505,7 +493,7 @@ mod tests {
     }
 
     fn session(offer_oob: bool) -> Session<Commands> {
-        let version = QObject::Dict(QDict::new());
+        let version = qmp_proto::Version::new(10, 0, 0, "");
         Session::new(
             SessionConfig {
                 version,
@@ -543,7 +531,7 @@ mod tests {
         let mut s = session(false);
         assert_eq!(
             String::from_utf8(s.greeting()).unwrap(),
-            "{\"QMP\": {\"version\": {}, \"capabilities\": []}}\r\n"
+            "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 0, \"major\": 10}, \"package\": \"\"}, \"capabilities\": []}}\r\n"
         );
         // N6: known but not offered; the session stays in negotiation
         assert_eq!(

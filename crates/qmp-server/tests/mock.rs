@@ -37,7 +37,7 @@ async fn replies_file_rules() {
     let replies = Replies::from_qobject(&parse(REPLIES)).unwrap();
     let server = mock::server(
         mock::Dump::from_qobject(parse(SCHEMA)).unwrap(),
-        (9, 1, 0, ""),
+        &qmp_proto::Version::new(9, 1, 0, ""),
         replies,
     )
     .unwrap();

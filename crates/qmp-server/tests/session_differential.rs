@@ -7,7 +7,7 @@
 //! QEMU runs out-of-band requests on another thread and their order against
 //! in-band replies is a race there.
 
-use qmp_proto::qemu_json::{Parsed, QDict, QObject, Streamer};
+use qmp_proto::qemu_json::{Parsed, QObject, Streamer};
 use qmp_server::schema::Schema;
 use qmp_server::{Call, QmpError, Session, SessionConfig, Step};
 use qmp_testkit::{per_qemu, Lcg, Qemu, QemuVersion, RawPeer};
@@ -78,22 +78,6 @@ fn run(call: &Call, version: &QObject) -> Result<Option<QObject>, QmpError> {
     Ok(Some(version.clone()))
 }
 
-/// The version object built as QEMU builds it: members inserted in QAPI
-/// declaration order (major, minor, micro; then package). Members sharing
-/// a hash bucket print newest first, so insertion order shows.
-fn qapi_order_version(seen: &QObject) -> QObject {
-    let d = seen.as_dict().unwrap();
-    let q = d.get("qemu").and_then(QObject::as_dict).unwrap();
-    let mut qemu = QDict::new();
-    for k in ["major", "minor", "micro"] {
-        qemu.insert(k, q.get(k).unwrap().clone());
-    }
-    let mut v = QDict::new();
-    v.insert("qemu", QObject::Dict(qemu));
-    v.insert("package", d.get("package").unwrap().clone());
-    QObject::Dict(v)
-}
-
 /// A daemon, a raw connection to it that has read the greeting, the
 /// greeting, and a session modelled on that daemon (its commands, its
 /// version object).
@@ -112,7 +96,9 @@ fn connect(v: QemuVersion) -> (Qemu, RawPeer, Vec<u8>, QObject, Session<Schema>)
         .and_then(|q| q.get("version"))
         .unwrap()
         .clone();
-    let version = qapi_order_version(&seen);
+    // Rebuilt as the core builds it: the greeting and query-version
+    // replies below then show it is written as QEMU writes it.
+    let version = qmp_proto::Version::from_qobject(&seen).unwrap();
     let session = Session::new(
         SessionConfig {
             version: version.clone(),
@@ -121,7 +107,7 @@ fn connect(v: QemuVersion) -> (Qemu, RawPeer, Vec<u8>, QObject, Session<Schema>)
         },
         schema,
     );
-    (qsd, peer, greeting, version, session)
+    (qsd, peer, greeting, version.to_qobject(), session)
 }
 
 fn session_answers_byte_identically_to_qemu(v: QemuVersion) {

@@ -48,15 +48,19 @@ pub async fn run(a: &MockArgs) -> Result<(), Failure> {
                 }
             }
         }
-        (None, Some((major, minor, micro, _))) => (*major, *minor, *micro),
+        (None, Some(v)) => (v.qemu.major, v.qemu.minor, v.qemu.micro),
         (None, None) => (10, 0, 0),
     };
     let package = match (&a.package, &dumped) {
         (Some(p), _) => p.clone(),
-        (None, Some((.., p))) => p.clone(),
+        (None, Some(v)) => v.package.clone(),
         (None, None) => String::new(),
     };
-    let server = qmp_server::mock::server(dump, (major, minor, micro, &package), replies)
-        .map_err(|e| Failure::Usage(format!("{}: {e}", a.schema)))?;
+    let server = qmp_server::mock::server(
+        dump,
+        &qmp_proto::Version::new(major, minor, micro, package),
+        replies,
+    )
+    .map_err(|e| Failure::Usage(format!("{}: {e}", a.schema)))?;
     super::demo::serve(server, &a.listen, "mock QEMU").await
 }

@@ -8,9 +8,19 @@
 //! as `error: <class>: <desc>`), 2 when the connection or the protocol
 //! failed or the command line was wrong (one line on stderr).
 
+// Its doc comments are the tools' --help texts, where `[x]` means
+// optional, not a link.
+#[allow(rustdoc::broken_intra_doc_links)]
 pub mod cli;
 mod commands;
 mod output;
+
+/// The README's library examples (the `rust` blocks of the repository's
+/// README.md), compiled and run as this crate's doc tests, so the README
+/// cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeExamples;
 
 use clap::{CommandFactory, FromArgMatches};
 use cli::{Cli, Command};
@@ -20,7 +30,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 /// What a subcommand needs to connect and print.
-pub struct Session {
+pub struct Context {
     address: Option<String>,
     pub style: Style,
     pub timeout: f64,
@@ -28,7 +38,7 @@ pub struct Session {
     pub timeout_given: bool,
 }
 
-impl Session {
+impl Context {
     /// The address from -s or $QMP_SOCKET, if any.
     pub fn address(&self) -> Option<&str> {
         self.address.as_deref()
@@ -170,7 +180,7 @@ pub fn main_with(argv: Vec<std::ffi::OsString>) -> ExitCode {
         eprintln!("qmp: --timeout must be a positive number of seconds");
         return ExitCode::from(2);
     }
-    let session = Session {
+    let ctx = Context {
         address: cli.global.socket.clone(),
         style: Style::choose(cli.global.pretty, cli.global.compact),
         timeout: cli.global.timeout,
@@ -188,19 +198,19 @@ pub fn main_with(argv: Vec<std::ffi::OsString>) -> ExitCode {
     };
     let result = runtime.block_on(async {
         match &cli.command {
-            Command::Exec(a) => commands::exec::run(&session, a).await,
-            Command::Events(a) => commands::events::run(&session, a).await,
-            Command::Schema => commands::schema::run(&session).await,
-            Command::Dump => commands::schema::dump(&session).await,
+            Command::Exec(a) => commands::exec::run(&ctx, a).await,
+            Command::Events(a) => commands::events::run(&ctx, a).await,
+            Command::Schema => commands::schema::run(&ctx).await,
+            Command::Dump => commands::schema::dump(&ctx).await,
             Command::Demo(a) => commands::demo::run(a).await,
             Command::Mock(a) => commands::mock::run(a).await,
             Command::Proxy(a) => commands::proxy::run(a).await,
             Command::Record(a) => commands::proxy::record(a).await,
             Command::Replay(a) => commands::replay::run(a).await,
             Command::Transcript(t) => commands::transcript::run(t),
-            Command::Qom(q) => commands::qom::run(&session, q).await,
-            Command::Info(a) => commands::info::run(&session, a).await,
-            Command::Shell(a) => commands::shell::run(&session, a).await,
+            Command::Qom(q) => commands::qom::run(&ctx, q).await,
+            Command::Info(a) => commands::info::run(&ctx, a).await,
+            Command::Shell(a) => commands::shell::run(&ctx, a).await,
         }
     });
     match result {

@@ -686,8 +686,9 @@ fn ten_thousand_clients_at_once_on_the_proxy_and_the_server_on_10_0_only_for_tim
 /// Scale from the other side: one process (this test) holds 10,000
 /// library clients, each connected to a server (`qmp demo`) and
 /// negotiated. Each costs this process under 16 KiB; all of them run a
-/// command at once and get their own replies; a second round after the
-/// first closed grows the process by less than a tenth of the first.
+/// command at once and get their own replies; once closed, a second
+/// round leaves the process within a tenth of the first round's growth of
+/// where the first left it.
 #[test]
 fn ten_thousand_library_clients_in_one_process() {
     raise_fd_limit(AT_ONCE as u64 + 1000);
@@ -703,7 +704,7 @@ fn ten_thousand_library_clients_in_one_process() {
         .unwrap();
     runtime.block_on(async {
         let start = rss_kib(me);
-        let mut peak = 0;
+        let mut first = (0, 0);
         for round in 0..2 {
             let mut clients = Vec::with_capacity(AT_ONCE);
             for _ in 0..AT_ONCE {
@@ -728,19 +729,23 @@ fn ten_thousand_library_clients_in_one_process() {
                 c.close().await;
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
+            let closed = rss_kib(me);
             eprintln!(
                 "round {round}: RSS {start} KiB at first, {idle} KiB with {AT_ONCE} clients, \
-                 {served} KiB after a command each, {} KiB once closed",
-                rss_kib(me)
+                 {served} KiB after a command each, {closed} KiB once closed",
             );
+            // Compared once closed: the figure after the commands depends
+            // on how many calls the scheduler had in flight at once, which
+            // varies with the machine's load; what a round leaks stays.
             if round == 0 {
                 let each = idle.saturating_sub(start) as f64 / AT_ONCE as f64;
                 assert!(each < 16.0, "{each:.1} KiB per connected client");
-                peak = served;
+                first = (served, closed);
             } else {
+                let (peak, kept) = first;
                 assert!(
-                    served < peak + (peak - start) / 10,
-                    "the second round grew the process from {peak} KiB to {served} KiB"
+                    closed < kept + (peak - start) / 10,
+                    "the second round left the process at {closed} KiB, the first at {kept} KiB"
                 );
             }
         }

@@ -2,7 +2,7 @@
 //! accept (QEMU connects to us), or adopt a connected stream.
 
 use crate::connection::FramedReader;
-use crate::error::{Error, Result};
+use crate::error::{Disconnect, Error, Result};
 use crate::handshake;
 use crate::router::{self, Shared};
 use crate::transport::{self, Listener, Stream};
@@ -48,6 +48,15 @@ impl Default for ClientBuilder {
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default bound on connecting plus the handshake.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+// Here rather than in client.rs, so that the client does not depend on
+// how it is built.
+impl Client {
+    /// Connects with default settings; see [`ClientBuilder`].
+    pub async fn connect(address: &str) -> Result<Client> {
+        ClientBuilder::new().connect(address).await
+    }
+}
 
 impl ClientBuilder {
     /// The defaults: a 30 s timeout per command, oob when offered, the full
@@ -170,7 +179,14 @@ impl ClientBuilder {
         };
         let shared = Arc::new(Shared::new(window));
         let sink = writer::Sink::new(write);
-        tokio::spawn(writer::run(sink.clone(), shared.clone()));
+        tokio::spawn({
+            let (sink, shared) = (sink.clone(), shared.clone());
+            async move {
+                if let Err(e) = writer::run(sink).await {
+                    shared.close(Disconnect::Io(Arc::new(e)));
+                }
+            }
+        });
         let router = tokio::spawn(router::run(reader, shared.clone(), sink.clone())).abort_handle();
         let mut client = Client::start(
             shared,

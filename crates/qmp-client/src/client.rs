@@ -124,7 +124,25 @@ impl Call {
     }
 
     /// A file descriptor to pass with the request (SCM_RIGHTS), as
-    /// `getfd` and `add-fd` expect. It is closed here once sent.
+    /// `getfd` and `add-fd` expect. It is closed here once sent; the
+    /// server holds its own copy.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use qmp_client::{Call, Client};
+    /// use std::os::fd::OwnedFd;
+    ///
+    /// let demo = qmp_server::demo::start().await?; // stands in for QEMU
+    /// let client = Client::connect(demo.address()).await?;
+    /// assert!(client.can_pass_fds()); // a unix socket
+    /// let file = std::fs::File::open("/dev/null")?;
+    /// client
+    ///     .call(Call::new("getfd").arg("fdname", "log").fd(OwnedFd::from(file)))
+    ///     .await?;
+    /// client.call(Call::new("closefd").arg("fdname", "log")).await?;
+    /// # Ok(()) }
+    /// ```
     pub fn fd(mut self, fd: OwnedFd) -> Call {
         self.fds.push(fd);
         self
@@ -159,11 +177,6 @@ impl Client {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.oob = oob;
         }
-    }
-
-    /// Connects with default settings; see [`ClientBuilder`](crate::ClientBuilder).
-    pub async fn connect(address: &str) -> Result<Client> {
-        crate::ClientBuilder::new().connect(address).await
     }
 
     /// The server's greeting (`None` for a server that sends none, such as

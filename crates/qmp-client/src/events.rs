@@ -21,6 +21,29 @@ type Predicate = Arc<dyn Fn(&Event) -> bool + Send + Sync>;
 /// Which events a subscriber wants: a set of names (empty means all) and
 /// any number of predicates, all of which must hold. Predicates run on the
 /// router task, so keep them cheap.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use qmp_client::{Client, EventFilter};
+/// use serde_json::json;
+///
+/// let demo = qmp_server::demo::start().await?; // stands in for QEMU
+/// let client = Client::connect(demo.address()).await?;
+/// // Resets the host asked for, and any run-state change.
+/// let mut resets = client.events(EventFilter::name("RESET").data_eq("/guest", false));
+/// let mut run_state = client.events(
+///     EventFilter::names(["STOP", "RESUME"]).matching(|e| e.data.is_none()),
+/// );
+/// client.execute("cont", json!({})).await?;
+/// client.execute("system_reset", json!({})).await?;
+/// assert_eq!(run_state.next().await.unwrap()?.name, "RESUME");
+/// let reset = resets.next().await.unwrap()?;
+/// assert_eq!(reset.data_at("/reason").unwrap(), "host-qmp-system-reset");
+/// // Nothing else passed either filter.
+/// assert!(run_state.try_next().is_none() && resets.try_next().is_none());
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Default)]
 pub struct EventFilter {
     names: Vec<String>,

@@ -8,17 +8,13 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # // The demo machine of qmp-server stands in for QEMU here.
-//! # let dir = tempfile::tempdir()?;
-//! # let address = dir.path().join("qmp.sock").display().to_string();
-//! # let demo = qmp_server::demo::server();
-//! # let listener = demo.bind(&address.parse()?).await?;
-//! # tokio::spawn(async move { demo.serve(listener).await });
 //! use qmp_client::{Call, Client, EventFilter};
 //! use serde_json::json;
 //!
+//! // The demo machine of qmp-server stands in for QEMU here. With QEMU,
 //! // an address: "/run/vm/qmp.sock", "unix:/path", "localhost:4444", ...
-//! let client = Client::connect(&address).await?;
+//! let demo = qmp_server::demo::start().await?;
+//! let client = Client::connect(demo.address()).await?;
 //! println!("QEMU {}", client.greeting().unwrap().version.qemu);
 //! let status = client.execute("query-status", json!({})).await?;
 //! assert_eq!(status["status"], "prelaunch");

@@ -10,8 +10,6 @@
 //! Order is kept: once anything is queued, every later request queues
 //! behind it.
 
-use crate::error::Disconnect;
-use crate::router::Shared;
 use crate::transport::WriteHalf;
 use std::collections::VecDeque;
 use std::io;
@@ -99,8 +97,10 @@ impl Sink {
     }
 }
 
-/// The writer task: drains the queue whenever callers leave work in it.
-pub(crate) async fn run(sink: Arc<Sink>, shared: Arc<Shared>) {
+/// The writer task: drains the queue whenever callers leave work in it,
+/// until a shutdown is written (`Ok`) or a write fails (the error, which
+/// ends the connection).
+pub(crate) async fn run(sink: Arc<Sink>) -> io::Result<()> {
     let mut batch = Vec::new();
     loop {
         sink.wake.notified().await;
@@ -146,15 +146,14 @@ pub(crate) async fn run(sink: Arc<Sink>, shared: Arc<Shared>) {
             }
             if let Err(e) = result {
                 sink.lock().done = true;
-                shared.close(Disconnect::Io(Arc::new(e)));
-                return;
+                return Err(e);
             }
             if let Some(done) = finished {
                 sink.lock().done = true;
                 if let Some(done) = done {
                     let _ = done.send(());
                 }
-                return;
+                return Ok(());
             }
         }
     }

@@ -12,7 +12,8 @@
 //! * [`decoder`]: bytes in any chunking to messages, with a size limit;
 //! * [`encoder`]: requests to compact JSON lines;
 //! * [`args`]: the `key=value` argument syntax of the command-line tools;
-//! * [`address`]: the one address syntax (`/path`, `host:port`, ...).
+//! * [`address`]: the one address syntax (`/path`, `host:port`, ...);
+//! * [`schema`]: the model of a QEMU schema (`query-qmp-schema`).
 //!
 //! The tokio client in `qmp-client` wraps these thinly. Driving the
 //! decoder by hand, as a client reads a server's bytes in whatever chunks
@@ -49,6 +50,7 @@ pub mod decoder;
 pub mod encoder;
 pub mod message;
 pub mod qemu_json;
+pub mod schema;
 
 pub use address::{Address, AddressError};
 

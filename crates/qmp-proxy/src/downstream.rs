@@ -24,7 +24,7 @@
 
 use crate::audit::{AuditLog, ClientInfo, Outcome};
 use crate::policy::{Access, Policy};
-use crate::transcript::Recorder;
+use crate::recorder::Recorder;
 use crate::upstream::{Commands, Upstream};
 use qmp_client::{EventFilter, EventStream};
 use qmp_server::connection::{Backend, CallFuture, Ending, EventItem, EventSource};

@@ -13,15 +13,14 @@
 //!   loop with QEMU answering its calls.
 //! * [`policy`]: the policy file and the built-in `read-only` policy.
 //! * `audit`: the audit log.
-//! * [`transcript`]: recorded traffic, and the recorder.
-//! * [`replay`]: a server that plays a transcript back.
+//! * `recorder`: writes what the proxy carries as a transcript, whose
+//!   format and replay are the `qmp-replay` crate's.
 
 mod audit;
 mod downstream;
 pub mod policy;
 pub mod proxy;
-pub mod replay;
-pub mod transcript;
+mod recorder;
 mod upstream;
 
 pub use policy::PolicyFile;

@@ -44,8 +44,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-/// What a redacted argument reads in the audit log and in transcripts.
-pub const REDACTED: &str = "<redacted>";
+pub use qmp_replay::transcript::REDACTED;
 
 /// Name of the built-in policy for queries and QOM reads.
 pub const READ_ONLY: &str = "read-only";

@@ -22,7 +22,7 @@
 use crate::audit::{AuditLog, ClientInfo};
 use crate::downstream::Downstream;
 use crate::policy::{Policy, PolicyError, PolicyFile};
-use crate::transcript::Recorder;
+use crate::recorder::Recorder;
 use crate::upstream::Upstream;
 use qmp_proto::Address;
 use qmp_server::Listener;
@@ -156,7 +156,7 @@ impl ProxyBuilder {
     }
 
     /// Writes a transcript of the traffic to this file (see
-    /// [`transcript`](crate::transcript)).
+    /// [`qmp_replay::transcript`], which also replays it).
     pub fn record(mut self, path: impl Into<PathBuf>) -> Self {
         self.record = Some(path.into());
         self

@@ -3,6 +3,7 @@
 //! check requests against.
 
 use qmp_client::{Client, ClientBuilder};
+use qmp_proto::schema::{Kind, Schema};
 use qmp_proto::Address;
 use qmp_server::session::{CommandSet, SessionConfig};
 use serde_json::{json, Value};
@@ -25,16 +26,19 @@ impl CommandSet for Commands {
 }
 
 impl Commands {
-    /// From a `query-qmp-schema` reply: its `command` entries.
-    pub fn from_schema(schema: &Value) -> Commands {
+    /// From a schema: its commands.
+    pub fn from_schema(schema: &Schema) -> Commands {
         let table = schema
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|e| e["meta-type"] == "command")
-            .filter_map(|e| {
-                let name = e["name"].as_str()?;
-                Some((name.to_owned(), e["allow-oob"] == true))
+            .commands()
+            .map(|e| {
+                let oob = matches!(
+                    e.kind,
+                    Kind::Command {
+                        allow_oob: true,
+                        ..
+                    }
+                );
+                (e.name.clone(), oob)
             })
             .collect();
         Commands(Arc::new(table))
@@ -82,12 +86,16 @@ impl Upstream {
             .oob(true)
             .connect_to(address)
             .await?;
-        let commands = match client.execute("query-qmp-schema", json!({})).await {
-            Ok(schema) => Commands::from_schema(&schema),
-            Err(e) if e.qmp().is_some() => {
-                Commands::from_list(&client.execute("query-commands", json!({})).await?)
-            }
+        // Without a readable schema (a server that is not QEMU), the
+        // command list still names the commands.
+        let schema = match client.execute("query-qmp-schema", json!({})).await {
+            Ok(schema) => Schema::from_json(&schema).map_err(|e| tracing::warn!("{e}")),
+            Err(e) if e.qmp().is_some() => Err(()),
             Err(e) => return Err(e),
+        };
+        let commands = match schema {
+            Ok(schema) => Commands::from_schema(&schema),
+            Err(()) => Commands::from_list(&client.execute("query-commands", json!({})).await?),
         };
         let greeting = client
             .greeting()

@@ -2,9 +2,9 @@
 //! the same client code against both: the outputs must be equal.
 
 use qmp_client::{Call, Client, EventFilter};
-use qmp_proxy::replay::{MatchMode, Replay, ReplayServer, Report};
-use qmp_proxy::transcript::{self, Transcript};
 use qmp_proxy::{ListenSpec, Proxy};
+use qmp_replay::replay::{MatchMode, Replay, ReplayServer, Report};
+use qmp_replay::transcript::{self, Transcript};
 use qmp_testkit::{per_qemu, Qemu, QemuVersion};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -217,8 +217,7 @@ async fn with_a_schema_invalid_arguments_get_qemus_own_error(v: QemuVersion) {
         "{}\n",
         json!({"qmp-transcript": 1, "greeting": {"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": ["oob"]}}})
     );
-    let schema =
-        qmp_server::schema::Schema::from_qobject(&qmp_server::QObject::from(&schema)).unwrap();
+    let schema = qmp_server::schema::Schema::from_json(&schema).unwrap();
     let dir = qmp_testkit::test_dir();
     let replay = transcript.parse::<Replay>().unwrap().schema(schema);
     let (server, address) = serve(replay, dir.path()).await;
@@ -469,12 +468,7 @@ async fn what_the_proxy_answered_itself_replays_and_redacted_arguments_match_any
     c.close().await;
     let replay = Replay::load(&dir.path().join("session.qmp"))
         .unwrap()
-        .schema(
-            qmp_server::schema::Schema::from_qobject(&qmp_server::QObject::from_qemu_output(
-                &schema,
-            ))
-            .unwrap(),
-        );
+        .schema(qmp_server::schema::Schema::from_json(&schema).unwrap());
     let (server, address) = serve(replay, dir.path()).await;
     let replayed = restricted_session(&address, &image).await;
     assert_eq!(replayed, real);

@@ -12,22 +12,57 @@
 //! everything already read is still answered (rule P6); a partial message
 //! is dropped (J9).
 
-use crate::server::{Event, HandlerResult};
 use crate::session::{Call, CommandSet, QmpError, Session, Step};
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+use qmp_proto::qemu_json::QObject;
 use std::future::Future;
 use std::io::{self, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
-/// A connected client.
+/// What a handler returns: a result (`None` for commands without one,
+/// answered `{}`), or an error with its class and text.
+pub type HandlerResult = Result<Option<QObject>, QmpError>;
+
+/// An event to send, with the wall-clock time it was raised (rule E2).
+/// Its data is a [`QObject`], so it is written as QEMU writes it; the
+/// same event as a client reads it is [`qmp_proto::Event`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// Its name.
+    pub name: String,
+    /// Its `data` (left out when `None`, rule E1).
+    pub data: Option<QObject>,
+    /// When it was raised: seconds since the Unix epoch…
+    pub seconds: i64,
+    /// …and microseconds within that second.
+    pub microseconds: i64,
+}
+
+impl Event {
+    /// An event stamped with the wall clock now.
+    pub fn now(name: &str, data: Option<QObject>) -> Event {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Event {
+            name: name.to_owned(),
+            data,
+            seconds: now.as_secs() as i64,
+            microseconds: now.subsec_micros() as i64,
+        }
+    }
+}
+
+/// A connected client: the server's side of what a client holds as
+/// `qmp_client::Stream`.
 #[derive(Debug)]
 pub enum Stream {
     /// A unix socket (file descriptors can pass).

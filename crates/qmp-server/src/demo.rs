@@ -6,13 +6,30 @@
 //! events QEMU sends for them, and a small QOM tree for `qom-list`,
 //! `qom-get` and `qom-set`. Where QEMU has a quirk, the demo has it too:
 //! `cont` on a running machine sends STOP then RESUME; `stop` before the
-//! machine first ran sends no event.
+//! machine first ran sends no event. `getfd` and `closefd` keep and close
+//! file descriptors passed with SCM_RIGHTS, and `query-yank` runs out of
+//! band, so fd passing and oob can be tried on it too.
+//!
+//! [`start`] serves it in the calling program, which is how the examples
+//! of the project's crates run without a QEMU:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! let demo = qmp_server::demo::start().await?;
+//! assert!(demo.address().ends_with("qmp.sock"));
+//! // ... connect a client to demo.address() ...
+//! drop(demo); // stops serving and removes the socket
+//! # Ok(()) }
+//! ```
 
 use crate::declare::{Field, Ty};
 use crate::server::{Request, Server, ServerBuilder};
 use crate::session::QmpError;
 use qmp_proto::qemu_json::{QDict, QObject};
 use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,10 +59,11 @@ struct Property {
     writable: bool,
 }
 
-/// The machine: run state and QOM objects by path.
+/// The machine: run state, QOM objects by path, descriptors by name.
 struct Machine {
     state: RunState,
     objects: BTreeMap<String, BTreeMap<String, Property>>,
+    fds: BTreeMap<String, OwnedFd>,
 }
 
 /// The UUID the demo machine reports (`query-uuid`).
@@ -116,6 +134,7 @@ impl Machine {
         Machine {
             state: RunState::Prelaunch,
             objects,
+            fds: BTreeMap::new(),
         }
     }
 
@@ -176,7 +195,12 @@ pub fn server() -> Server {
     let b = ServerBuilder::new().version(10, 1, 0, "qmp-rs demo");
     let b = with_run_state(b, &machine);
     let b = declare_types(b);
+    let b = with_fds(b, &machine);
     let built = b
+        // Out of band, as on qemu-system; nothing here can be yanked.
+        .oob_command("query-yank", |_| async {
+            Ok(Some(QObject::List(Vec::new())))
+        })
         .command("query-name", |_| async {
             Ok(Some(dict(&[("name", string("demo"))])))
         })
@@ -341,10 +365,103 @@ fn declare_types(b: ServerBuilder) -> ServerBuilder {
             vec![],
             Some(Ty::Object(vec![Field::required("UUID", Ty::Str)])),
         );
+    let fdname = || vec![Field::required("fdname", Ty::Str)];
+    b = b.declare("getfd", fdname(), None);
+    b = b.declare("closefd", fdname(), None);
+    b = b.declare(
+        "query-yank",
+        vec![],
+        Some(Ty::list(Ty::Object(vec![Field::required("type", Ty::Str)]))),
+    );
     for command in ["stop", "cont", "system_reset", "system_powerdown", "quit"] {
         b = b.declare(command, vec![], None);
     }
     b
+}
+
+/// `getfd` keeps the descriptor passed with it under a name (replacing,
+/// and so closing, one of the same name); `closefd` closes it. The texts
+/// are QEMU's.
+fn with_fds(b: ServerBuilder, machine: &Arc<Mutex<Machine>>) -> ServerBuilder {
+    let fds = machine.clone();
+    let b = b.command("getfd", move |mut req: Request| {
+        let result = (|| {
+            let name = arg_str(&req, "fdname")?.to_owned();
+            let fd = req
+                .fds
+                .pop()
+                .ok_or_else(|| QmpError::generic("No file descriptor supplied via SCM_RIGHTS"))?;
+            let mut m = fds.lock().unwrap_or_else(|e| e.into_inner());
+            m.fds.insert(name, fd);
+            Ok(None)
+        })();
+        async move { result }
+    });
+    let fds = machine.clone();
+    b.command("closefd", move |req: Request| {
+        let result = (|| {
+            let name = arg_str(&req, "fdname")?;
+            let mut m = fds.lock().unwrap_or_else(|e| e.into_inner());
+            match m.fds.remove(name) {
+                Some(_closed) => Ok(None),
+                None => Err(QmpError::generic(format!(
+                    "File descriptor named '{name}' not found"
+                ))),
+            }
+        })();
+        async move { result }
+    })
+}
+
+/// The demo machine served by this program on a unix socket of its own,
+/// from [`start`]. Dropping it stops serving and removes the socket.
+#[derive(Debug)]
+pub struct DemoServer {
+    address: String,
+    dir: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DemoServer {
+    /// The socket's path, to connect to.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+}
+
+impl Drop for DemoServer {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Serves the demo machine on a new socket in a private directory (mode
+/// 0700) under the temp directory, on a task of the current tokio
+/// runtime: a QMP server to point examples and tests at when no QEMU is
+/// around.
+pub async fn start() -> std::io::Result<DemoServer> {
+    use std::os::unix::fs::DirBuilderExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "qmp-demo-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    let address = dir.join("qmp.sock").display().to_string();
+    let unix = qmp_proto::Address::Unix(dir.join("qmp.sock"));
+    let server = server();
+    let listener = match server.bind(&unix).await {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+    };
+    let task = tokio::spawn(async move { server.serve(listener).await });
+    Ok(DemoServer { address, dir, task })
 }
 
 /// The run-state commands and their events.

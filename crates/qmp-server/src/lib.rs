@@ -56,7 +56,7 @@ pub mod schema;
 pub mod server;
 pub mod session;
 
-pub use connection::{Backend, Stream};
+pub use connection::{Backend, Event, HandlerResult, Stream};
 pub use qmp_proto::qemu_json::{QDict, QObject};
-pub use server::{Event, Listener, Request, Server, ServerBuilder};
+pub use server::{Listener, Request, Server, ServerBuilder};
 pub use session::{Call, CommandSet, QmpError, Session, SessionConfig, Step};

@@ -28,7 +28,7 @@
 //! GenericError), and first sends its `events` (`event`, optional `data`),
 //! as QEMU sends an event before the reply of the command that caused it.
 
-use crate::schema::Schema;
+use crate::schema::{check_arguments, Schema};
 use crate::server::{Server, ServerBuilder};
 use crate::session::QmpError;
 use qmp_proto::qemu_json::{QDict, QObject};
@@ -197,7 +197,7 @@ impl Dump {
 /// malformed input is answered.
 pub fn server(dump: Dump, version: &Version, replies: Replies) -> Result<Server, String> {
     let schema_dump = dump.schema;
-    let schema = Arc::new(Schema::from_qobject(&schema_dump)?);
+    let schema = Arc::new(Schema::from_json(&schema_dump.to_value()).map_err(|e| e.to_string())?);
     let replies = Arc::new(replies);
     let mut b = ServerBuilder::new().version(
         version.qemu.major,
@@ -208,15 +208,15 @@ pub fn server(dump: Dump, version: &Version, replies: Replies) -> Result<Server,
     if let Some(order) = dump.commands {
         b = b.list_commands_in(order);
     }
-    for command in schema.commands() {
+    for command in schema.command_names() {
         // the session answers qmp_capabilities; query-qmp-schema is below
         if command == "qmp_capabilities" || command == "query-qmp-schema" {
             continue;
         }
         let allow_oob = schema.allow_oob(command) == Some(true);
-        let (name, checker, replies) = (command.clone(), schema.clone(), replies.clone());
+        let (name, checker, replies) = (command.to_owned(), schema.clone(), replies.clone());
         let handler = move |req: crate::server::Request| {
-            let checked = checker.check_arguments(&name, &req.arguments);
+            let checked = check_arguments(&checker, &name, &req.arguments);
             let rule = replies.find(&name, &req.arguments).cloned();
             async move {
                 checked?;
@@ -240,8 +240,7 @@ pub fn server(dump: Dump, version: &Version, replies: Replies) -> Result<Server,
         let dump = Arc::new(schema_dump);
         let checker = schema.clone();
         b = b.command("query-qmp-schema", move |req| {
-            let result = checker
-                .check_arguments("query-qmp-schema", &req.arguments)
+            let result = check_arguments(&checker, "query-qmp-schema", &req.arguments)
                 .map(|()| Some(QObject::clone(&dump)));
             async move { result }
         });

@@ -3,7 +3,7 @@
 //! The schema is QEMU's own introspection data (`query-qmp-schema`, as
 //! `qmp schema` prints it): entries for commands, objects (with unions as
 //! `tag` plus `variants`), enums, arrays, alternates and builtins, type
-//! names masked as numbers. [`Schema::check_arguments`] walks a command's
+//! names masked as numbers. [`check_arguments`] walks a command's
 //! arguments the way QEMU's generated code walks them, and fails with the
 //! error QEMU would give first:
 //!
@@ -25,152 +25,23 @@
 
 use crate::session::QmpError;
 use qmp_proto::qemu_json::{QDict, QObject};
-use std::collections::HashMap;
+use qmp_proto::schema::Kind;
+pub use qmp_proto::schema::Schema;
 
-#[derive(Debug, Clone)]
-struct Member {
-    name: String,
-    ty: String,
-    optional: bool,
-}
-
-#[derive(Debug, Clone)]
-enum Entry {
-    Command {
-        arg_type: String,
-        allow_oob: bool,
-    },
-    Object {
-        members: Vec<Member>,
-        tag: Option<String>,
-        variants: Vec<(String, String)>,
-    },
-    Enum {
-        values: Vec<String>,
-    },
-    Array {
-        element: String,
-    },
-    Alternate {
-        members: Vec<String>,
-    },
-    Builtin,
-    Other,
-}
-
-/// A QEMU schema.
-#[derive(Debug, Clone, Default)]
-pub struct Schema {
-    entries: HashMap<String, Entry>,
-    /// Command names in schema order.
-    commands: Vec<String>,
-}
-
-fn text<'a>(v: &'a QObject, key: &str) -> Option<&'a str> {
-    v.as_dict()?.get(key)?.as_str()
-}
-
-fn list<'a>(v: &'a QObject, key: &str) -> &'a [QObject] {
-    match v.as_dict().and_then(|d| d.get(key)) {
-        Some(QObject::List(l)) => l,
-        _ => &[],
-    }
-}
-
-impl Schema {
-    /// Reads `query-qmp-schema` output.
-    pub fn from_qobject(schema: &QObject) -> Result<Schema, String> {
-        let QObject::List(items) = schema else {
-            return Err("a schema is a JSON array of entries".into());
-        };
-        let mut s = Schema::default();
-        for item in items {
-            let name = text(item, "name")
-                .ok_or("schema entry without a name")?
-                .to_owned();
-            let entry = match text(item, "meta-type")
-                .ok_or_else(|| format!("entry {name} has no meta-type"))?
-            {
-                "command" => {
-                    s.commands.push(name.clone());
-                    Entry::Command {
-                        arg_type: text(item, "arg-type").unwrap_or_default().to_owned(),
-                        allow_oob: matches!(
-                            item.as_dict().and_then(|d| d.get("allow-oob")),
-                            Some(QObject::Bool(true))
-                        ),
-                    }
-                }
-                "object" => Entry::Object {
-                    members: list(item, "members")
-                        .iter()
-                        .map(|m| Member {
-                            name: text(m, "name").unwrap_or_default().to_owned(),
-                            ty: text(m, "type").unwrap_or_default().to_owned(),
-                            optional: m.as_dict().is_some_and(|d| d.contains_key("default")),
-                        })
-                        .collect(),
-                    tag: text(item, "tag").map(str::to_owned),
-                    variants: list(item, "variants")
-                        .iter()
-                        .map(|v| {
-                            (
-                                text(v, "case").unwrap_or_default().to_owned(),
-                                text(v, "type").unwrap_or_default().to_owned(),
-                            )
-                        })
-                        .collect(),
-                },
-                "enum" => Entry::Enum {
-                    values: list(item, "values")
-                        .iter()
-                        .filter_map(|v| v.as_str().map(str::to_owned))
-                        .collect(),
-                },
-                "array" => Entry::Array {
-                    element: text(item, "element-type").unwrap_or_default().to_owned(),
-                },
-                "alternate" => Entry::Alternate {
-                    members: list(item, "members")
-                        .iter()
-                        .filter_map(|m| text(m, "type").map(str::to_owned))
-                        .collect(),
-                },
-                "builtin" => Entry::Builtin,
-                _ => Entry::Other,
-            };
-            s.entries.insert(name, entry);
-        }
-        Ok(s)
-    }
-
-    /// Command names, in schema order.
-    pub fn commands(&self) -> &[String] {
-        &self.commands
-    }
-
-    /// `None` for an unknown command, else whether it allows oob.
-    pub fn allow_oob(&self, command: &str) -> Option<bool> {
-        match self.entries.get(command) {
-            Some(Entry::Command { allow_oob, .. }) => Some(*allow_oob),
-            _ => None,
-        }
-    }
-
-    /// Checks a command's arguments; the error is the one QEMU gives.
-    pub fn check_arguments(&self, command: &str, args: &QDict) -> Result<(), QmpError> {
-        let Some(Entry::Command { arg_type, .. }) = self.entries.get(command) else {
-            return Err(QmpError::not_found(format!(
-                "The command {command} has not been found"
-            )));
-        };
-        let mut walk = Walk {
-            schema: self,
-            stack: Vec::new(),
-        };
-        walk.struct_at(None, args, arg_type)
-            .map_err(QmpError::generic)
-    }
+/// Checks a command's arguments against `schema`; the error is the one
+/// QEMU gives (CommandNotFound for a name the schema lacks).
+pub fn check_arguments(schema: &Schema, command: &str, args: &QDict) -> Result<(), QmpError> {
+    let Some(Kind::Command { arg_type, .. }) = schema.get(command).map(|e| &e.kind) else {
+        return Err(QmpError::not_found(format!(
+            "The command {command} has not been found"
+        )));
+    };
+    let mut walk = Walk {
+        schema,
+        stack: Vec::new(),
+    };
+    walk.struct_at(None, args, arg_type)
+        .map_err(QmpError::generic)
 }
 
 /// A schema is a command set: a session can check requests against a real
@@ -235,10 +106,13 @@ impl Walk<'_> {
 
     /// A value of type `ty`, visited under `name` (`None` in a list).
     fn value(&mut self, name: Option<&str>, value: &QObject, ty: &str) -> Check {
-        let entry = self.schema.entries.get(ty).cloned().unwrap_or(Entry::Other);
-        match entry {
-            Entry::Builtin => self.builtin(name, value, ty),
-            Entry::Enum { values } => {
+        let schema = self.schema;
+        let Some(entry) = schema.get(ty) else {
+            return Ok(());
+        };
+        match &entry.kind {
+            Kind::Builtin { .. } => self.builtin(name, value, ty),
+            Kind::Enum { values } => {
                 let QObject::String(s) = value else {
                     return Err(self.type_error(name, "string"));
                 };
@@ -251,7 +125,7 @@ impl Walk<'_> {
                     ))
                 }
             }
-            Entry::Array { element } => {
+            Kind::Array { element_type } => {
                 let QObject::List(items) = value else {
                     return Err(self.type_error(name, "array"));
                 };
@@ -267,46 +141,46 @@ impl Walk<'_> {
                     {
                         *index = i;
                     }
-                    self.value(None, item, &element)?;
+                    self.value(None, item, element_type)?;
                 }
                 self.stack.pop();
                 Ok(())
             }
-            Entry::Object { .. } => {
+            Kind::Object { .. } => {
                 let QObject::Dict(d) = value else {
                     return Err(self.type_error(name, "object"));
                 };
                 self.struct_at(name, d, ty)
             }
-            Entry::Alternate { members } => {
+            Kind::Alternate { members } => {
                 let branch = members
                     .iter()
                     .find(|m| self.json_kind(m).is_some_and(|k| k == kind_of(value)));
                 match branch {
-                    Some(m) => self.value(name, value, &m.clone()),
+                    Some(m) => self.value(name, value, m),
                     None => Err(format!(
                         "Invalid parameter type for '{}', expected: {ty}",
                         name.unwrap_or("null")
                     )),
                 }
             }
-            Entry::Command { .. } | Entry::Other => Ok(()),
+            _ => Ok(()),
         }
     }
 
     /// The JSON kind a type accepts, to pick an alternate's branch.
     fn json_kind(&self, ty: &str) -> Option<&'static str> {
-        Some(match self.schema.entries.get(ty)? {
-            Entry::Builtin => match ty {
+        Some(match &self.schema.get(ty)?.kind {
+            Kind::Builtin { .. } => match ty {
                 "str" => "string",
                 "bool" => "boolean",
                 "null" => "null",
                 "any" => return None,
                 _ => "number",
             },
-            Entry::Enum { .. } => "string",
-            Entry::Object { .. } => "object",
-            Entry::Array { .. } => "array",
+            Kind::Enum { .. } => "string",
+            Kind::Object { .. } => "object",
+            Kind::Array { .. } => "array",
             _ => return None,
         })
     }
@@ -405,15 +279,16 @@ impl Walk<'_> {
             return Ok(());
         }
         expanded.push(ty.to_owned());
-        let Some(Entry::Object {
+        let schema = self.schema;
+        let Some(Kind::Object {
             members,
             tag,
             variants,
-        }) = self.schema.entries.get(ty).cloned()
+        }) = schema.get(ty).map(|e| &e.kind)
         else {
             return Ok(());
         };
-        for m in &members {
+        for m in members {
             match dict.get(&m.name) {
                 Some(v) => {
                     if let Some(Frame {
@@ -435,9 +310,9 @@ impl Walk<'_> {
             }
         }
         if let Some(tag) = tag {
-            let case = dict.get(&tag).and_then(QObject::as_str).unwrap_or_default();
-            if let Some((_, variant)) = variants.iter().find(|(c, _)| c == case) {
-                self.members(dict, variant, expanded)?;
+            let case = dict.get(tag).and_then(QObject::as_str).unwrap_or_default();
+            if let Some(variant) = variants.iter().find(|v| v.case == case) {
+                self.members(dict, &variant.ty, expanded)?;
             }
         }
         Ok(())
@@ -474,22 +349,25 @@ mod tests {
     /// can: checking against it must end, not overflow the stack.
     #[test]
     fn a_union_that_is_its_own_variant_is_checked_without_end() {
-        let schema = Schema::from_qobject(&parse(
-            r#"[{"name": "boom", "meta-type": "command", "arg-type": "U", "ret-type": "K"},
+        let schema = Schema::from_json(
+            &parse(
+                r#"[{"name": "boom", "meta-type": "command", "arg-type": "U", "ret-type": "K"},
                 {"name": "U", "meta-type": "object", "members": [{"name": "kind", "type": "K"}],
                  "tag": "kind", "variants": [{"case": "a", "type": "U"}]},
                 {"name": "K", "meta-type": "enum", "values": ["a"]}]"#,
-        ))
+            )
+            .to_value(),
+        )
         .unwrap();
         let QObject::Dict(args) = parse(r#"{"kind": "a"}"#) else {
             panic!()
         };
-        assert!(schema.check_arguments("boom", &args).is_ok());
+        assert!(check_arguments(&schema, "boom", &args).is_ok());
         let QObject::Dict(args) = parse(r#"{"kind": "a", "x": 1}"#) else {
             panic!()
         };
         assert_eq!(
-            schema.check_arguments("boom", &args).unwrap_err().desc,
+            check_arguments(&schema, "boom", &args).unwrap_err().desc,
             "Parameter 'x' is unexpected"
         );
     }

@@ -12,7 +12,7 @@
 //! # Ok(()) }
 //! ```
 
-use crate::connection::{self, Backend, BroadcastEvents, CallFuture, Ending};
+use crate::connection::{self, Backend, BroadcastEvents, CallFuture, Ending, Event, HandlerResult};
 use crate::declare::{schema_info, CommandDecl, Field, Ty};
 use crate::schema::Schema;
 use crate::session::{Call, CommandSet, QmpError, Session, SessionConfig};
@@ -29,16 +29,14 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, watch};
 
-/// What a handler returns: a result (`None` for commands without one,
-/// answered `{}`), or an error with its class and text.
-pub type HandlerResult = Result<Option<QObject>, QmpError>;
 type BoxFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send>>;
 type Handler = Arc<dyn Fn(Request) -> BoxFuture + Send + Sync>;
 
-/// What a handler gets.
+/// What a handler gets: the request, its arguments as QEMU holds them,
+/// the descriptors passed with it. (The same request as a message is
+/// [`qmp_proto::Request`].)
 #[derive(Debug)]
 pub struct Request {
     /// The command's name.
@@ -83,19 +81,6 @@ impl Request {
 struct Command {
     handler: Handler,
     allow_oob: bool,
-}
-
-/// An event, with the wall-clock time it was raised (rule E2).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Event {
-    /// Its name.
-    pub name: String,
-    /// Its `data` (left out when `None`, rule E1).
-    pub data: Option<QObject>,
-    /// When it was raised: seconds since the Unix epoch…
-    pub seconds: i64,
-    /// …and microseconds within that second.
-    pub microseconds: i64,
 }
 
 pub(crate) struct Inner {
@@ -198,7 +183,7 @@ impl Inner {
     /// Checks a declared command's arguments.
     pub(crate) fn check(&self, command: &str, args: &QDict) -> Result<(), QmpError> {
         if self.declared.contains(command) {
-            self.checker.check_arguments(command, args)
+            crate::schema::check_arguments(&self.checker, command, args)
         } else {
             Ok(())
         }
@@ -470,7 +455,7 @@ impl ServerBuilder {
             .map(decl)
             .collect();
         let published = schema_info(&all, false);
-        let checker = Schema::from_qobject(&schema_info(&declared, true))
+        let checker = Schema::from_json(&schema_info(&declared, true).to_value())
             .expect("generated schemas are well-formed");
         if !own_schema {
             b = b.command("query-qmp-schema", move |req| {
@@ -735,21 +720,6 @@ impl Server {
     /// Stops accepting; sessions answer what they have read, then close.
     pub fn shutdown(&self) {
         self.inner.shutdown.send_replace(true);
-    }
-}
-
-impl Event {
-    /// An event stamped with the wall clock now.
-    pub fn now(name: &str, data: Option<QObject>) -> Event {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        Event {
-            name: name.to_owned(),
-            data,
-            seconds: now.as_secs() as i64,
-            microseconds: now.subsec_micros() as i64,
-        }
     }
 }
 

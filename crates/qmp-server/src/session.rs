@@ -90,7 +90,9 @@ pub struct SessionConfig {
 /// An error reply: a class and a text (the client's type, shared).
 pub use qmp_proto::QmpError;
 
-/// A command for the embedder to run.
+/// A command for the embedder to run: a request the session accepted.
+/// (The same request seen from the client's side, before it is sent, is
+/// `qmp_client::Call`.)
 #[derive(Debug, Clone, PartialEq)]
 pub struct Call {
     /// The command's name.

@@ -128,8 +128,8 @@ fn argument_errors_match_qemu(v: QemuVersion) {
     let qsd = Qemu::storage_daemon(v);
     let client = qmp_client::blocking::Client::connect(&qsd.address()).unwrap();
     let dump = client.execute("query-qmp-schema", Value::Null).unwrap();
-    let schema = Schema::from_qobject(&QObject::from(&dump)).unwrap();
-    assert!(schema.commands().len() > 50);
+    let schema = Schema::from_json(&dump).unwrap();
+    assert!(schema.commands().count() > 50);
     let mut compared = 0;
     for (command, args) in cases() {
         // what QEMU sees: the arguments parsed from the text we send
@@ -138,7 +138,7 @@ fn argument_errors_match_qemu(v: QemuVersion) {
         let Some(Parsed::Value(QObject::Dict(seen))) = parsed.first() else {
             panic!()
         };
-        let ours = schema.check_arguments(command, seen);
+        let ours = qmp_server::schema::check_arguments(&schema, command, seen);
         let qemu = client.execute(command, args.clone());
         let qemu_desc = match qemu {
             Err(e) => e

@@ -22,7 +22,7 @@ fn start(v: QemuVersion) -> (Qemu, Schema) {
     let schema = client
         .execute("query-qmp-schema", serde_json::Value::Null)
         .unwrap();
-    (qsd, Schema::from_qobject(&QObject::from(&schema)).unwrap())
+    (qsd, Schema::from_json(&schema).unwrap())
 }
 
 /// The next `n` messages from QEMU, as the bytes it sent.

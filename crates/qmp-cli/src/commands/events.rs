@@ -3,22 +3,22 @@
 //! reached, the timeout passes or the server goes away.
 
 use crate::cli::EventsArgs;
-use crate::{Failure, Session};
+use crate::{Context, Failure};
 use qmp_client::EventFilter;
 
-pub async fn run(session: &Session, a: &EventsArgs) -> Result<(), Failure> {
-    let client = session.connect().await?;
+pub async fn run(ctx: &Context, a: &EventsArgs) -> Result<(), Failure> {
+    let client = ctx.connect().await?;
     let mut events = client.events(EventFilter::names(a.names.iter().cloned()));
     let mut printed = 0u64;
-    let deadline = tokio::time::Instant::now() + session.limit();
+    let deadline = tokio::time::Instant::now() + ctx.limit();
     // Why the events stopped before --count was reached, if they did.
     let mut cut_short = None;
     while a.count.is_none_or(|n| printed < n) {
-        let next = if session.timeout_given {
+        let next = if ctx.timeout_given {
             match tokio::time::timeout_at(deadline, events.next()).await {
                 Ok(next) => next,
                 Err(_) => {
-                    cut_short = Some(format!("no more events within {} s", session.timeout));
+                    cut_short = Some(format!("no more events within {} s", ctx.timeout));
                     break;
                 }
             }
@@ -27,7 +27,7 @@ pub async fn run(session: &Session, a: &EventsArgs) -> Result<(), Failure> {
         };
         match next {
             Some(Ok(event)) => {
-                if !session.style.print(&event.to_value()) {
+                if !ctx.style.print(&event.to_value()) {
                     break;
                 }
                 printed += 1;

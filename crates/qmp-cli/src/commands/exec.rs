@@ -1,11 +1,11 @@
 //! `qmp exec CMD [key=value ...]`: run one command, print its return value.
 
 use crate::cli::ExecArgs;
-use crate::{Failure, Session};
+use crate::{Context, Failure};
 use qmp_proto::args;
 use serde_json::{Map, Value};
 
-pub async fn run(session: &Session, a: &ExecArgs) -> Result<(), Failure> {
+pub async fn run(ctx: &Context, a: &ExecArgs) -> Result<(), Failure> {
     let mut arguments = match &a.json_args {
         Some(text) => match serde_json::from_str::<Value>(text) {
             Ok(Value::Object(map)) => map,
@@ -17,8 +17,8 @@ pub async fn run(session: &Session, a: &ExecArgs) -> Result<(), Failure> {
     for item in &a.args {
         args::insert_assignment(&mut arguments, item).map_err(|e| Failure::Usage(e.to_string()))?;
     }
-    let client = session.connect().await?;
+    let client = ctx.connect().await?;
     let ret = client.execute(&a.command, Value::Object(arguments)).await?;
-    session.style.print(&ret);
+    ctx.style.print(&ret);
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! concurrently (the client pipelines them).
 
 use crate::cli::InfoArgs;
-use crate::{Failure, Session};
+use crate::{Context, Failure};
 use qmp_client::Client;
 use serde_json::{json, Map, Value};
 
@@ -28,8 +28,8 @@ fn mib(bytes: &Value) -> Value {
     json!(bytes.as_u64().unwrap_or_default() / (1 << 20))
 }
 
-pub async fn run(session: &Session, a: &InfoArgs) -> Result<(), Failure> {
-    let client = session.connect().await?;
+pub async fn run(ctx: &Context, a: &InfoArgs) -> Result<(), Failure> {
+    let client = ctx.connect().await?;
     let available: Vec<String> = client
         .execute("query-commands", Value::Null)
         .await?
@@ -154,7 +154,7 @@ pub async fn run(session: &Session, a: &InfoArgs) -> Result<(), Failure> {
             .into_iter()
             .map(|(k, j, _)| (k.to_owned(), j))
             .collect();
-        session.style.print(&Value::Object(map));
+        ctx.style.print(&Value::Object(map));
     } else {
         let width = fields.iter().map(|(k, _, _)| k.len()).max().unwrap_or(0);
         for (key, _, text) in fields {

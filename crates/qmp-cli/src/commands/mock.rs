@@ -22,8 +22,8 @@ pub(crate) fn read_json(path: &str) -> Result<QObject, Failure> {
 }
 
 /// Reads a schema dump (`qmp schema` of a real QEMU) for argument checks.
-pub(crate) fn read_schema(path: &str) -> Result<qmp_server::schema::Schema, Failure> {
-    qmp_server::schema::Schema::from_qobject(&read_json(path)?)
+pub(crate) fn read_schema(path: &str) -> Result<qmp_proto::schema::Schema, Failure> {
+    qmp_proto::schema::Schema::from_json(&read_json(path)?.to_value())
         .map_err(|e| Failure::Usage(format!("{path}: {e}")))
 }
 

@@ -1,18 +1,18 @@
 //! The QOM tools: `qom list|get|set|tree` (also `qom-list` and friends).
 
 use crate::cli::QomCommand;
-use crate::{Failure, Session};
+use crate::{Context, Failure};
 use qmp_client::Client;
 use serde_json::{json, Value};
 
-pub async fn run(session: &Session, cmd: &QomCommand) -> Result<(), Failure> {
+pub async fn run(ctx: &Context, cmd: &QomCommand) -> Result<(), Failure> {
     if let QomCommand::Fuse { rw, mountpoint } = cmd {
-        let address = session.address().ok_or_else(|| {
+        let address = ctx.address().ok_or_else(|| {
             Failure::Usage("no QMP address: pass -s ADDR or set QMP_SOCKET".into())
         })?;
         return super::qom_fuse::run(address, *rw, mountpoint).await;
     }
-    let client = session.connect().await?;
+    let client = ctx.connect().await?;
     match cmd {
         QomCommand::List { path } => {
             for p in list(&client, path).await? {

@@ -6,7 +6,7 @@
 
 use crate::cli::ReplayArgs;
 use crate::Failure;
-use qmp_proxy::replay::{MatchMode, Replay};
+use qmp_replay::replay::{MatchMode, Replay};
 
 pub async fn run(a: &ReplayArgs) -> Result<(), Failure> {
     let mode = match a.match_mode.as_str() {

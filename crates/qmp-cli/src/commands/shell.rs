@@ -8,8 +8,9 @@
 use super::shell_complete::{hmp_names, Catalog};
 use super::shell_parse::{self, Request, Transaction};
 use crate::cli::ShellArgs;
-use crate::{Failure, Session};
+use crate::{Context, Failure};
 use qmp_client::{Call, Client, ClientBuilder, EventFilter, Handshake};
+use qmp_proto::schema::Schema;
 use rustyline::completion::Completer;
 use rustyline::error::ReadlineError;
 use rustyline::history::FileHistory;
@@ -148,7 +149,7 @@ fn history_path() -> Option<std::path::PathBuf> {
     Some(dir.join("history"))
 }
 
-pub async fn run(session: &Session, a: &ShellArgs) -> Result<(), Failure> {
+pub async fn run(ctx: &Context, a: &ShellArgs) -> Result<(), Failure> {
     // Where to connect: --demo, --launch, or an address.
     let mut _launched = None;
     let mut _demo_dir = None;
@@ -170,12 +171,12 @@ pub async fn run(session: &Session, a: &ShellArgs) -> Result<(), Failure> {
     } else {
         a.address
             .clone()
-            .or_else(|| session.address().map(str::to_owned))
+            .or_else(|| ctx.address().map(str::to_owned))
             .ok_or_else(|| {
                 Failure::Usage("no QMP address: give ADDR, -s ADDR or set QMP_SOCKET".into())
             })?
     };
-    let limit = session.limit();
+    let limit = ctx.limit();
     let mut builder = ClientBuilder::new()
         .timeout(Some(limit))
         .connect_timeout(limit);
@@ -220,7 +221,8 @@ pub async fn run(session: &Session, a: &ShellArgs) -> Result<(), Failure> {
                 Catalog::from_names(hmp_names(&help));
         }
     } else if !a.no_negotiate {
-        if let Ok(schema) = client.execute("query-qmp-schema", Value::Null).await {
+        let schema = client.execute("query-qmp-schema", Value::Null).await;
+        if let Some(schema) = schema.ok().and_then(|s| Schema::from_json(&s).ok()) {
             *catalog.lock().unwrap_or_else(|e| e.into_inner()) = Catalog::from_schema(&schema);
         }
     }

@@ -2,7 +2,7 @@
 //! command names, argument names (nested ones with dots, union variants
 //! included) and enum values after `name=`.
 
-use serde_json::Value;
+use qmp_proto::schema::{Kind, Schema};
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -22,28 +22,16 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// From a SchemaInfo list (commands come from its command entries).
-    pub fn from_schema(schema: &Value) -> Catalog {
-        let entries: HashMap<&str, &Value> = schema
-            .as_array()
-            .map(|l| {
-                l.iter()
-                    .filter_map(|e| Some((e["name"].as_str()?, e)))
-                    .collect()
-            })
-            .unwrap_or_default();
+    /// From a schema: its commands, with their arguments.
+    pub fn from_schema(schema: &Schema) -> Catalog {
         let mut c = Catalog::default();
-        for e in schema.as_array().into_iter().flatten() {
-            if e["meta-type"] != "command" {
-                continue;
-            }
-            let name = e["name"].as_str().unwrap_or_default().to_owned();
+        for e in schema.commands() {
             let mut args = Vec::new();
-            if let Some(t) = e["arg-type"].as_str() {
-                members(&entries, t, "", &mut args, 0);
+            if let Kind::Command { arg_type, .. } = &e.kind {
+                members(schema, arg_type, "", &mut args, 0);
             }
-            c.args.insert(name.clone(), args);
-            c.commands.push(name);
+            c.args.insert(e.name.clone(), args);
+            c.commands.push(e.name.clone());
         }
         c.commands.sort();
         c
@@ -116,59 +104,50 @@ impl Catalog {
 }
 
 /// An object type's members, flattened with dotted paths (nesting capped).
-fn members(
-    entries: &HashMap<&str, &Value>,
-    ty: &str,
-    prefix: &str,
-    out: &mut Vec<Arg>,
-    depth: usize,
-) {
-    let Some(e) = entries.get(ty) else { return };
-    if e["meta-type"] != "object" || depth > 6 {
+fn members(schema: &Schema, ty: &str, prefix: &str, out: &mut Vec<Arg>, depth: usize) {
+    let Some(Kind::Object {
+        members: list,
+        variants,
+        ..
+    }) = schema.get(ty).map(|e| &e.kind)
+    else {
+        return;
+    };
+    if depth > 6 {
         return;
     }
-    for m in e["members"].as_array().into_iter().flatten() {
-        let name = m["name"].as_str().unwrap_or_default();
-        let path = format!("{prefix}{name}");
-        let mty = m["type"].as_str().unwrap_or_default();
-        let (shown, values) = describe(entries, mty);
+    for m in list {
+        let path = format!("{prefix}{}", m.name);
+        let (shown, values) = describe(schema, &m.ty);
         if !out.iter().any(|a| a.path == path) {
             out.push(Arg {
                 path: path.clone(),
                 ty: shown,
-                optional: m.get("default").is_some(),
+                optional: m.optional,
                 values,
             });
         }
-        members(entries, mty, &format!("{path}."), out, depth + 1);
+        members(schema, &m.ty, &format!("{path}."), out, depth + 1);
     }
-    for v in e["variants"].as_array().into_iter().flatten() {
-        if let Some(t) = v["type"].as_str() {
-            members(entries, t, prefix, out, depth + 1);
-        }
+    for v in variants {
+        members(schema, &v.ty, prefix, out, depth + 1);
     }
 }
 
-fn describe(entries: &HashMap<&str, &Value>, ty: &str) -> (String, Vec<String>) {
-    let Some(e) = entries.get(ty) else {
+fn describe(schema: &Schema, ty: &str) -> (String, Vec<String>) {
+    let Some(e) = schema.get(ty) else {
         return (ty.to_owned(), vec![]);
     };
-    match e["meta-type"].as_str().unwrap_or_default() {
-        "builtin" => (ty.to_owned(), vec![]),
-        "enum" => {
-            let values: Vec<String> = e["values"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect();
-            (format!("enum ({})", values.join("|")), values)
-        }
-        "array" => {
-            let (inner, _) = describe(entries, e["element-type"].as_str().unwrap_or_default());
+    match &e.kind {
+        Kind::Builtin { .. } => (ty.to_owned(), vec![]),
+        Kind::Enum { values } => (format!("enum ({})", values.join("|")), values.clone()),
+        Kind::Array { element_type } => {
+            let (inner, _) = describe(schema, element_type);
             (format!("[{inner}]"), vec![])
         }
-        other => (other.to_owned(), vec![]),
+        Kind::Object { .. } => ("object".into(), vec![]),
+        Kind::Alternate { .. } => ("alternate".into(), vec![]),
+        _ => ("value".into(), vec![]),
     }
 }
 
@@ -190,8 +169,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn schema() -> Value {
-        json!([
+    fn schema() -> Schema {
+        Schema::from_json(&json!([
             {"name": "blockdev-add", "meta-type": "command", "arg-type": "0", "ret-type": "1"},
             {"name": "blockdev-del", "meta-type": "command", "arg-type": "1", "ret-type": "1"},
             {"name": "0", "meta-type": "object", "tag": "driver", "members": [
@@ -204,7 +183,8 @@ mod tests {
             {"name": "4", "meta-type": "object", "members": [{"name": "filename", "type": "str"}]},
             {"name": "str", "meta-type": "builtin", "json-type": "string"},
             {"name": "bool", "meta-type": "builtin", "json-type": "boolean"}
-        ])
+        ]))
+        .unwrap()
     }
 
     #[test]

@@ -2,14 +2,14 @@
 //!
 //! * `show FILE [--full]`: one readable line per message.
 //! * `normalize FILE [-o OUT]`: the canonical form (see
-//!   [`qmp_proxy::transcript::normalize`]), so two recordings of the same
+//!   [`qmp_replay::transcript::normalize`]), so two recordings of the same
 //!   conversation diff clean.
 //! * `check FILE --schema SCHEMA`: every recorded request a QEMU with that
 //!   schema would refuse, with its error; exit status 1 if there is any.
 
 use crate::cli::TranscriptCommand;
 use crate::Failure;
-use qmp_proxy::transcript::{self, Transcript};
+use qmp_replay::transcript::{self, Transcript};
 use std::io::Write;
 
 /// JSON values longer than this are cut in `show` unless `--full`.

@@ -16,7 +16,14 @@
 //! state, so a token that follows a number or keyword directly (`1}`) is
 //! placed one column to the right, as QEMU places it.
 
-use super::streamer::MAX_TOKEN_SIZE;
+/// Limit on the bytes of one token, and of all tokens of one message.
+pub const MAX_TOKEN_SIZE: usize = 64 << 20;
+
+/// A token: its kind and its bytes.
+pub(crate) struct Token {
+    pub(crate) kind: TokenKind,
+    pub(crate) text: Vec<u8>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TokenKind {

@@ -29,8 +29,9 @@ mod streamer;
 mod utf8;
 mod writer;
 
+pub use lexer::MAX_TOKEN_SIZE;
 pub use qobject::{QDict, QObject};
-pub use streamer::{Dialect, Parsed, Streamer, MAX_NESTING, MAX_TOKEN_COUNT, MAX_TOKEN_SIZE};
+pub use streamer::{Dialect, Parsed, Streamer, MAX_NESTING, MAX_TOKEN_COUNT};
 pub use writer::{format_double, to_json, to_line};
 
 /// The keys of an object not yet visited, kept as QEMU's argument

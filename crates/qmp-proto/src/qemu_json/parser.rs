@@ -1,8 +1,7 @@
 //! QEMU's JSON parser: a token list (one message) to a value, or the first
 //! error's text. The texts, and which error wins, are QEMU's.
 
-use super::lexer::TokenKind;
-use super::streamer::Token;
+use super::lexer::{Token, TokenKind};
 use super::utf8::{self, lossy};
 use super::{QDict, QObject};
 

@@ -14,14 +14,12 @@
 //! bracket, or a reset byte still ends the value at once. Its parse errors
 //! start with the token's `LINE:COLUMN: `; the limit errors do not.
 
-use super::lexer::{LexEvent, Lexer, Position, TokenKind};
+use super::lexer::{LexEvent, Lexer, Position, Token, TokenKind, MAX_TOKEN_SIZE};
 use super::parser::parse;
 use super::push::{self, PushParser};
 use super::utf8::lossy;
 use super::QObject;
 
-/// Limit on the bytes of all tokens of one message, and of one token.
-pub const MAX_TOKEN_SIZE: usize = 64 << 20;
 /// Limit on the tokens of one message.
 pub const MAX_TOKEN_COUNT: usize = 2 << 20;
 /// Limit on open braces plus brackets.
@@ -60,11 +58,6 @@ impl Dialect {
             Dialect::Collecting
         }
     }
-}
-
-pub(crate) struct Token {
-    pub(crate) kind: TokenKind,
-    pub(crate) text: Vec<u8>,
 }
 
 /// QEMU's JSON input side for one connection.

@@ -16,18 +16,38 @@
 //! what was expected, and is remembered for the [`Report`]. With a schema,
 //! arguments QEMU would refuse are refused with QEMU's own texts.
 //!
-//! ```no_run
-//! # async fn demo() {
-//! use qmp_proxy::replay::{MatchMode, Replay};
-//! let replay = std::fs::read_to_string("session.qmp")
-//!     .unwrap()
-//!     .parse::<Replay>()
-//!     .unwrap()
-//!     .mode(MatchMode::ByCommand);
-//! let server = replay.listen(&"/tmp/replay.sock".parse().unwrap()).await.unwrap();
-//! // ... run the code under test against /tmp/replay.sock ...
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use qmp_replay::{MatchMode, Replay};
+//! use serde_json::json;
+//!
+//! // Usually a file the proxy recorded (`Replay::load(path)`).
+//! let recorded = r#"
+//! {"qmp-transcript": 1, "greeting": {"QMP": {"version": {"qemu": {"micro": 0, "minor": 0, "major": 10}, "package": ""}, "capabilities": []}}}
+//! {"client": 1, "dir": "request", "msg": {"execute": "stop", "id": 1}}
+//! {"dir": "event", "msg": {"timestamp": {"seconds": 0, "microseconds": 0}, "event": "STOP"}}
+//! {"client": 1, "dir": "reply", "msg": {"return": {}, "id": 1}}
+//! {"client": 1, "dir": "request", "msg": {"execute": "query-status", "id": 2}}
+//! {"client": 1, "dir": "reply", "msg": {"return": {"status": "paused", "running": false}, "id": 2}}
+//! "#;
+//! let replay = recorded.trim().parse::<Replay>()?.mode(MatchMode::ByCommand);
+//! let dir = tempfile::tempdir()?;
+//! let address = dir.path().join("replay.sock").display().to_string();
+//! let server = replay.listen(&address.parse()?).await?;
+//!
+//! // The code under test talks to the replay as it would to QEMU.
+//! let client = qmp_client::Client::connect(&address).await?;
+//! let mut stops = client.events(qmp_client::EventFilter::name("STOP"));
+//! let status = client.execute("query-status", json!({})).await?;
+//! assert_eq!(status["status"], "paused");
+//! client.execute("stop", json!({})).await?;
+//! assert_eq!(stops.next().await.unwrap()?.name, "STOP");
+//! client.close().await;
+//!
+//! // Every recorded exchange was asked for, and nothing else.
 //! server.finish().await.assert_all_used();
-//! # }
+//! # Ok(()) }
 //! ```
 
 use crate::transcript::{command_of, pairing_key, reply_of, Dir, Transcript, TranscriptError};
@@ -576,7 +596,7 @@ impl Shared {
 /// policy redacted when recording (`"<redacted>"`) stands for any value.
 fn same_arguments(recorded: &Value, got: &Value) -> bool {
     match (recorded, got) {
-        (Value::String(r), _) if r == crate::policy::REDACTED => true,
+        (Value::String(r), _) if r == crate::transcript::REDACTED => true,
         (Value::Object(r), Value::Object(g)) => {
             r.len() == g.len()
                 && r.iter()
@@ -637,10 +657,9 @@ impl Backend for Connection {
             Ok(i) => i,
             Err(m) => {
                 // With a schema, what QEMU would refuse gets QEMU's text.
-                let checked = shared
-                    .schema
-                    .as_ref()
-                    .map(|s| s.check_arguments(&call.command, &call.arguments));
+                let checked = shared.schema.as_ref().map(|s| {
+                    qmp_server::schema::check_arguments(s, &call.command, &call.arguments)
+                });
                 let failure = match checked {
                     Some(Err(e)) => e,
                     _ => QmpError::generic(format!(
@@ -700,5 +719,23 @@ impl fmt::Debug for ReplayServer {
         f.debug_struct("ReplayServer")
             .field("port", &self.port)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_that_jump_by_1e20_seconds_load_without_a_panic() {
+        let text = [
+            r#"{"qmp-transcript": 1, "greeting": {"QMP": {"version": {"qemu": {"major": 10, "minor": 0, "micro": 0}, "package": ""}, "capabilities": []}}}"#,
+            r#"{"t": 0, "client": 1, "dir": "request", "msg": {"execute": "stop", "id": 1}}"#,
+            r#"{"t": 1e20, "dir": "event", "msg": {"event": "STOP", "timestamp": {"seconds": 1, "microseconds": 0}}}"#,
+            r#"{"t": 2e20, "client": 1, "dir": "reply", "msg": {"return": {}, "id": 1}}"#,
+        ]
+        .join("\n");
+        let t: Transcript = text.parse().unwrap();
+        let _ = Replay::from_transcript(&t);
     }
 }

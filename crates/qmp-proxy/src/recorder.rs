@@ -1,7 +1,7 @@
 //! The recorder: writes a transcript while the proxy runs.
 
-use super::{Dir, Entry};
 use qmp_client::{EventFilter, EventStream};
+use qmp_replay::transcript::{Dir, Entry};
 use serde_json::{json, Value};
 use std::fs::File;
 use std::io::{self, Write};

@@ -1,5 +1,4 @@
-//! Transcripts of real QMP traffic: the format, the recorder the proxy
-//! writes them with, and reading them back.
+//! Transcripts of real QMP traffic: the format, and reading them back.
 //!
 //! A transcript is JSON lines. The first holds the greeting QEMU sent;
 //! each later line is one message, with the seconds since the recording
@@ -25,15 +24,16 @@
 //! `t` is optional: a [`normalize`]d transcript has none, and its events'
 //! timestamps are zero (a replay stamps those with its own clock).
 //!
-//! * `recorder`: `Recorder`, which the proxy writes transcripts with.
-//! * `review`: [`show`], [`normalize`] and [`check`], for people reading
-//!   transcripts and for review diffs.
+//! The proxy of `qmp-proxy` writes them. [`show`], [`normalize`] and
+//! [`check`] are for people reading transcripts and for review diffs.
 
-mod recorder;
 mod review;
 
-pub(crate) use recorder::Recorder;
 pub use review::{check, normalize, show, Problem};
+
+/// What an argument redacted by a policy reads in a transcript (and in the
+/// proxy's audit log). A replay takes it to match any value.
+pub const REDACTED: &str = "<redacted>";
 
 use qmp_server::session::QmpError;
 use serde_json::{json, Value};
@@ -253,17 +253,5 @@ mod tests {
             e.to_string(),
             "line 2: \"dir\" must be \"request\", \"reply\" or \"event\""
         );
-    }
-
-    #[test]
-    fn times_that_jump_by_1e20_seconds_load_without_a_panic() {
-        let text = format!(
-            "{HEADER}\n{}\n{}\n{}\n",
-            r#"{"t": 0, "client": 1, "dir": "request", "msg": {"execute": "stop", "id": 1}}"#,
-            r#"{"t": 1e20, "dir": "event", "msg": {"event": "STOP", "timestamp": {"seconds": 1, "microseconds": 0}}}"#,
-            r#"{"t": 2e20, "client": 1, "dir": "reply", "msg": {"return": {}, "id": 1}}"#,
-        );
-        let t: Transcript = text.parse().unwrap();
-        let _ = crate::replay::Replay::from_transcript(&t);
     }
 }

@@ -208,7 +208,7 @@ fn refusal(schema: &Schema, command: &str, oob: bool, msg: &Value) -> Option<Qmp
     }
     let arguments = msg.get("arguments").cloned().unwrap_or_else(|| json!({}));
     match QObject::from(&arguments) {
-        QObject::Dict(args) => schema.check_arguments(command, &args).err(),
+        QObject::Dict(args) => qmp_server::schema::check_arguments(schema, command, &args).err(),
         _ => Some(QmpError::generic(
             "QMP input member 'arguments' must be an object",
         )),

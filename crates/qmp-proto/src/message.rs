@@ -63,7 +63,7 @@ impl Version {
     /// assert_eq!(v.qemu.to_string(), "10.0.2");
     /// // As QEMU writes it: the same members, in QEMU's order.
     /// assert_eq!(
-    ///     qmp_proto::qemu_json::to_line(&v.to_qobject(), false),
+    ///     qmp_proto::qemu_json::to_json(&v.to_qobject(), false),
     ///     r#"{"qemu": {"micro": 2, "minor": 0, "major": 10}, "package": "Debian 1:10.0.2+ds-2"}"#
     /// );
     /// ```

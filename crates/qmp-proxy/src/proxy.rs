@@ -1,16 +1,36 @@
 //! The proxy: its listeners, its one upstream connection, and the life of
 //! both.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), qmp_proxy::ProxyError> {
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use qmp_proxy::{ListenSpec, Proxy};
-//! let proxy = Proxy::builder("/run/vm/qmp.sock".parse().unwrap())
-//!     .listen("/run/vm/shared.sock".parse::<ListenSpec>().unwrap())
-//!     .listen("/run/vm/ro.sock,policy=read-only".parse().unwrap())
+//! use serde_json::json;
+//!
+//! let qemu = qmp_server::demo::start().await?; // stands in for QEMU's monitor
+//! let dir = tempfile::tempdir()?;
+//! let shared = dir.path().join("shared.sock").display().to_string();
+//! let ro = dir.path().join("ro.sock").display().to_string();
+//! let proxy = Proxy::builder(qemu.address().parse()?)
+//!     .listen(shared.parse::<ListenSpec>()?)
+//!     .listen(format!("{ro},policy=read-only").parse()?)
 //!     .bind()
 //!     .await?;
-//! proxy.run().await
-//! # }
+//! let handle = proxy.handle();
+//! let running = tokio::spawn(proxy.run());
+//!
+//! // Both clients at once, each as if it had QEMU to itself.
+//! let operator = qmp_client::Client::connect(&shared).await?;
+//! let monitor = qmp_client::Client::connect(&ro).await?;
+//! operator.execute("stop", json!({})).await?;
+//! let status = monitor.execute("query-status", json!({})).await?;
+//! assert_eq!(status["status"], "paused");
+//! let refused = monitor.execute("cont", json!({})).await.unwrap_err();
+//! assert_eq!(refused.qmp().unwrap().class, "CommandNotFound");
+//!
+//! handle.shutdown();
+//! running.await??;
+//! # Ok(()) }
 //! ```
 //!
 //! The listeners are bound once. Clients are accepted only while QEMU is

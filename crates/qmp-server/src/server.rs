@@ -1,14 +1,23 @@
 //! The tokio server: a command registry, listeners and event broadcast.
 //!
-//! ```no_run
-//! # async fn demo() -> std::io::Result<()> {
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use qmp_server::{QObject, Server};
 //! let server = Server::builder()
 //!     .version(10, 0, 2, "demo")
 //!     .command("query-name", |_req| async { Ok(Some(QObject::Dict(Default::default()))) })
 //!     .build();
-//! let listener = server.bind(&"/tmp/demo.sock".parse().unwrap()).await?;
-//! server.serve(listener).await;
+//! let dir = tempfile::tempdir()?;
+//! let address = dir.path().join("qmp.sock").display().to_string();
+//! let listener = server.bind(&address.parse()?).await?;
+//! tokio::spawn({
+//!     let server = server.clone();
+//!     async move { server.serve(listener).await }
+//! });
+//! let client = qmp_client::Client::connect(&address).await?;
+//! assert_eq!(client.execute("query-name", serde_json::json!({})).await?, serde_json::json!({}));
+//! assert_eq!(client.greeting().unwrap().version.package, "demo");
 //! # Ok(()) }
 //! ```
 

@@ -74,6 +74,9 @@ pub enum PolicyError {
         /// What the system said.
         source: std::io::Error,
     },
+    /// A policy file's text is not valid (what is wrong, and where).
+    #[error("{0}")]
+    Syntax(String),
     #[error("policy file {path}: {message}")]
     /// It is not a valid policy file.
     Parse {
@@ -157,17 +160,21 @@ impl PolicyFile {
             path: path.display().to_string(),
             source,
         })?;
-        PolicyFile::parse(&text).map_err(|message| PolicyError::Parse {
-            path: path.display().to_string(),
-            message,
+        PolicyFile::parse(&text).map_err(|e| match e {
+            PolicyError::Syntax(message) => PolicyError::Parse {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
         })
     }
 
     /// Reads and checks a policy file's text.
-    pub fn parse(text: &str) -> Result<PolicyFile, String> {
-        let file: PolicyFile = toml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn parse(text: &str) -> Result<PolicyFile, PolicyError> {
+        let file: PolicyFile =
+            toml::from_str(text).map_err(|e| PolicyError::Syntax(e.to_string()))?;
         if file.policy.contains_key(READ_ONLY) {
-            return Err(PolicyError::Reserved(READ_ONLY.into()).to_string());
+            return Err(PolicyError::Reserved(READ_ONLY.into()));
         }
         Ok(file)
     }
@@ -457,11 +464,11 @@ mod tests {
     #[test]
     fn bad_files_are_refused_with_the_reason() {
         let e = PolicyFile::parse("[policy.x]\nalow = []\n").unwrap_err();
-        assert!(e.contains("alow"), "{e}");
+        assert!(e.to_string().contains("alow"), "{e}");
         let e = PolicyFile::parse("[policy.read-only]\n").unwrap_err();
-        assert!(e.contains("built in"), "{e}");
+        assert!(e.to_string().contains("built in"), "{e}");
         let e = PolicyFile::parse("[policy.x]\npreset = \"rw\"\n").unwrap_err();
-        assert!(e.contains("rw"), "{e}");
+        assert!(e.to_string().contains("rw"), "{e}");
     }
 
     #[test]

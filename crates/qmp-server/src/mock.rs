@@ -50,10 +50,27 @@ pub struct Replies {
     rules: Vec<Rule>,
 }
 
+/// A replies file, dump or schema a mock cannot use; the text says what
+/// is wrong, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MockError(String);
+
+impl std::fmt::Display for MockError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for MockError {}
+
 impl Replies {
     /// Reads the rules from their JSON form (see the README's `qmp mock
     /// --replies`); the error says which rule is wrong.
-    pub fn from_qobject(v: &QObject) -> Result<Replies, String> {
+    pub fn from_qobject(v: &QObject) -> Result<Replies, MockError> {
+        Self::read(v).map_err(MockError)
+    }
+
+    fn read(v: &QObject) -> Result<Replies, String> {
         let QObject::List(items) = v else {
             return Err("a replies file is a JSON array of rules".into());
         };
@@ -152,7 +169,11 @@ pub struct Dump {
 impl Dump {
     /// Reads `qmp dump` output (an object with `schema`, `version`,
     /// `commands`) or a bare schema (the `query-qmp-schema` array).
-    pub fn from_qobject(v: QObject) -> Result<Dump, String> {
+    pub fn from_qobject(v: QObject) -> Result<Dump, MockError> {
+        Self::read(v).map_err(MockError)
+    }
+
+    fn read(v: QObject) -> Result<Dump, String> {
         let QObject::Dict(d) = v else {
             return Ok(Dump {
                 schema: v,
@@ -195,9 +216,11 @@ impl Dump {
 
 /// Builds a mock QEMU: `version` is what it claims, which also picks how
 /// malformed input is answered.
-pub fn server(dump: Dump, version: &Version, replies: Replies) -> Result<Server, String> {
+pub fn server(dump: Dump, version: &Version, replies: Replies) -> Result<Server, MockError> {
     let schema_dump = dump.schema;
-    let schema = Arc::new(Schema::from_json(&schema_dump.to_value()).map_err(|e| e.to_string())?);
+    let schema =
+        Schema::from_json(&schema_dump.to_value()).map_err(|e| MockError(e.to_string()))?;
+    let schema = Arc::new(schema);
     let replies = Arc::new(replies);
     let mut b = ServerBuilder::new().version(
         version.qemu.major,

@@ -81,20 +81,21 @@ pub struct ShellArgs {
     /// Monitor address (or -s ADDR, or $QMP_SOCKET)
     #[arg(value_name = "ADDR")]
     pub address: Option<String>,
-    /// Pretty-print replies and events
-    #[arg(short = 'p')]
+    /// Pretty-print replies and events (also --pretty)
+    // Its own id: with the global --pretty's id, it would hide that option.
+    #[arg(short = 'p', id = "shell-pretty")]
     pub pretty: bool,
     /// Show each request before it is sent
-    #[arg(short = 'v')]
+    #[arg(short = 'v', long = "verbose")]
     pub verbose: bool,
     /// HMP mode: lines go through human-monitor-command
-    #[arg(short = 'H')]
+    #[arg(short = 'H', long = "hmp")]
     pub hmp: bool,
     /// Do not negotiate capabilities (for the guest agent, or to try it by hand)
-    #[arg(short = 'N')]
+    #[arg(short = 'N', long = "skip-negotiation")]
     pub no_negotiate: bool,
     /// Append each request and its reply to LOGFILE as JSON lines
-    #[arg(short = 'l', value_name = "LOGFILE")]
+    #[arg(short = 'l', long = "logfile", value_name = "LOGFILE")]
     pub log: Option<String>,
     /// A shell on the built-in demo machine
     #[arg(long, conflicts_with_all = ["address", "launch"])]
@@ -334,6 +335,7 @@ const VALUE_OPTIONS: &[&str] = &[
     "-o",
     "--output",
     "-l",
+    "--logfile",
 ];
 
 /// Inserts `exec` before the first positional word when it is not one of

@@ -33,6 +33,8 @@ use std::time::Duration;
 pub struct Context {
     address: Option<String>,
     pub style: Style,
+    /// Whether `--pretty` was given (the shell pretty-prints only then).
+    pub pretty_given: bool,
     pub timeout: f64,
     /// Whether `--timeout` was given (events wait forever otherwise).
     pub timeout_given: bool,
@@ -183,6 +185,7 @@ pub fn main_with(argv: Vec<std::ffi::OsString>) -> ExitCode {
     let ctx = Context {
         address: cli.global.socket.clone(),
         style: Style::choose(cli.global.pretty, cli.global.compact),
+        pretty_given: cli.global.pretty,
         timeout: cli.global.timeout,
         timeout_given,
     };

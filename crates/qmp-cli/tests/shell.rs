@@ -46,6 +46,8 @@ fn commands_quoting_raw_json_and_the_exit_status(v: QemuVersion) {
     let replies = json_lines(&out);
     assert_eq!(replies[0], json!({"return": {}}));
     assert_eq!(replies[1]["return"][0]["node-name"], "n0");
+    // a raw request's own id comes back with its reply, as from QEMU
+    assert_eq!(replies[1]["id"], "raw");
     assert_eq!(replies[2], json!({"return": "container"}));
     // a failure makes the exit status non-zero, and the shell goes on
     let out = shell(
@@ -127,6 +129,21 @@ fn hmp_mode_with_cpu_switching(v: QemuVersion) {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("VM status: paused (prelaunch)"), "{text}");
     assert!(text.contains("EAX="), "{text}");
+    // a CPU the VM lacks is refused, and the one in use stays
+    let out = shell(
+        &["--hmp", &vm.address()],
+        "cpu 9\ninfo registers\ninfo status\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "qmp-shell: bad CPU index 9; still using 0\n"
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("EAX=") && text.contains("VM status"),
+        "{text}"
+    );
     // a server without HMP: one clear line
     let qsd = Qemu::storage_daemon(v);
     let out = shell(&["-H", &qsd.address()], "info status\n");
@@ -147,9 +164,16 @@ fn no_negotiation_logfile_and_pretty(v: QemuVersion) {
     let log = dir.path().join("log.jsonl");
     let out = shell(
         &["-N", "-p", "-l", &log.display().to_string(), &qsd.address()],
-        "query-version\nqmp_capabilities\nquery-version\n",
+        "query-version\nhelp\nqmp_capabilities\nquery-version\nhelp query-version\n",
     );
     let text = String::from_utf8_lossy(&out.stdout);
+    // help says why it has nothing before negotiation, and works after
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not negotiated (-N); run qmp_capabilities"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("query-version: no arguments"), "{text}");
     assert!(
         text.contains("Expecting capabilities negotiation with 'qmp_capabilities'"),
         "{text}"
@@ -170,6 +194,81 @@ fn no_negotiation_logfile_and_pretty(v: QemuVersion) {
 per_qemu!(
     #[test]
     no_negotiation_logfile_and_pretty
+);
+
+/// Python qmp-shell's long options are taken as they are.
+fn pythons_long_options(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
+    let dir = qmp_testkit::test_dir();
+    let log = dir.path().join("log.jsonl");
+    let out = shell(
+        &[
+            "--skip-negotiation",
+            "--pretty",
+            "--verbose",
+            "--logfile",
+            &log.display().to_string(),
+            &qsd.address(),
+        ],
+        "qmp_capabilities\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    // --verbose shows the request, --pretty spreads the reply
+    assert!(text.contains("\"execute\": \"qmp_capabilities\""), "{text}");
+    assert!(text.contains("{\n  \"return\": {}\n}"), "{text}");
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 1);
+}
+per_qemu!(
+    #[test]
+    pythons_long_options
+);
+
+/// A block job's events: those before the reply of the command that
+/// started it are printed before that reply, and those after the last
+/// input line (`waiting`, `pending`, `concluded`) are not lost.
+fn job_events_in_order_and_after_the_last_line(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
+    let image = qsd.dir().join("new.img");
+    let out = shell(
+        &[&qsd.address()],
+        &format!(
+            "blockdev-create job-id=j0 options.driver=file options.filename={} options.size=0\n",
+            image.display()
+        ),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = json_lines(&out);
+    let status = |l: &Value| l["data"]["status"].as_str().map(str::to_owned);
+    let reply = lines
+        .iter()
+        .position(|l| l.get("return").is_some())
+        .expect("the reply");
+    let created = lines
+        .iter()
+        .position(|l| status(l).as_deref() == Some("created"));
+    let concluded = lines
+        .iter()
+        .position(|l| status(l).as_deref() == Some("concluded"));
+    let seen: Vec<String> = lines
+        .iter()
+        .map(|l| status(l).unwrap_or_else(|| l.to_string()))
+        .collect();
+    assert!(created.is_some_and(|c| c < reply), "{seen:?}");
+    assert!(concluded.is_some_and(|c| c > reply), "{seen:?}");
+    assert!(image.exists());
+}
+per_qemu!(
+    #[test]
+    job_events_in_order_and_after_the_last_line
 );
 
 fn launch_starts_and_stops_qemu(v: QemuVersion) {

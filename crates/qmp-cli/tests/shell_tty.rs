@@ -46,12 +46,12 @@ impl Tmux {
 /// `qmp-shell ADDRESS` in a fresh tmux server, its history in `state`,
 /// its pane kept after it exits; waits for the prompt and returns the
 /// screen then.
-fn open_shell(address: &str, tag: &str, state: &std::path::Path) -> (Tmux, String) {
+fn open_shell(args: &str, tag: &str, state: &std::path::Path) -> (Tmux, String) {
     let tmux = Tmux {
         server: format!("qmp-shell-test-{tag}-{}", std::process::id()),
     };
     let command = format!(
-        "env XDG_STATE_HOME={} {} {address}",
+        "env XDG_STATE_HOME={} {} {args}",
         state.display(),
         env!("CARGO_BIN_EXE_qmp-shell")
     );
@@ -123,9 +123,24 @@ fn completion_events_while_typing_ctrl_c_and_the_server_going_away(v: QemuVersio
         "{s}"
     );
 
-    // the server goes away: one line, and the shell ends
+    // an event a command of the shell causes: on a line of its own,
+    // before the command's reply
+    tmux.keys(&["stop", "Enter"]);
+    let s = tmux.wait_for("stop's event and reply", |s| {
+        let lines: Vec<&str> = s.lines().collect();
+        let event = lines.iter().rposition(|l| l.contains("\"event\":\"STOP\""));
+        let reply = lines.iter().rposition(|l| l.trim() == "{\"return\":{}}");
+        matches!((event, reply), (Some(e), Some(r)) if e < r)
+    });
+    assert!(
+        s.lines()
+            .all(|l| !(l.contains("\"event\"") && l.contains("\"return\""))),
+        "an event glued to a reply:\n{s}"
+    );
+
+    // the server goes away: said at once, and the shell ends without a
+    // key pressed
     vm.kill();
-    tmux.keys(&["query-status", "Enter"]);
     let s = tmux.wait_for("the shell to end", |s| s.contains("closed"));
     assert!(!s.contains("panicked") && !s.contains("Traceback"), "{s}");
     let dead = tmux.run(&["display-message", "-p", "-t", "shell", "#{pane_dead}"]);
@@ -195,3 +210,29 @@ per_qemu!(
 fn last_line(screen: &str) -> &str {
     screen.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("")
 }
+
+/// In HMP mode, events stay on the screen through the prompt's redraws.
+fn hmp_mode_keeps_events_on_the_screen(v: QemuVersion) {
+    let vm = Qemu::system(v);
+    let state = qmp_testkit::test_dir();
+    let (tmux, _) = open_shell(&format!("-H {}", vm.address()), "hmp", state.path());
+    tmux.keys(&["cont", "Enter"]);
+    tmux.wait_for("RESUME", |s| s.contains("\"event\":\"RESUME\""));
+    tmux.keys(&["info status", "Enter"]);
+    let s = tmux.wait_for("the status", |s| s.contains("VM status: running"));
+    assert!(
+        s.contains("\"event\":\"RESUME\""),
+        "the event was erased:\n{s}"
+    );
+    tmux.keys(&["stop", "Enter"]);
+    tmux.keys(&["info status", "Enter"]);
+    let s = tmux.wait_for("paused", |s| s.contains("VM status: paused"));
+    assert!(
+        s.contains("\"event\":\"STOP\"") && s.contains("\"event\":\"RESUME\""),
+        "{s}"
+    );
+}
+per_qemu!(
+    #[test]
+    hmp_mode_keeps_events_on_the_screen
+);

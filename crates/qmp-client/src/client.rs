@@ -7,8 +7,9 @@
 //! make a reply reach the wrong caller.
 
 use crate::error::{Disconnect, Error, Result};
+use crate::events::StreamEnd;
 use crate::events::{EventFilter, EventStream, DEFAULT_EVENT_BUFFER};
-use crate::router::Shared;
+use crate::router::{Shared, Waiter};
 use crate::session::{Outgoing, Ticket, Transmit};
 use crate::writer::{self, Sink, SinkClosed};
 use qmp_proto::{Event, Greeting, Response};
@@ -198,8 +199,8 @@ impl Client {
     /// Runs a command and returns its `return` value. `arguments` is a JSON
     /// object, or `Value::Null` for none.
     pub async fn execute(&self, command: &str, arguments: Value) -> Result<Value> {
-        self.roundtrip(command, Some(&arguments), None, false, None, Vec::new())
-            .await
+        let request = Outgoing::new(command).arguments(&arguments);
+        self.roundtrip(request, None, None).await
     }
 
     /// Runs a command with typed arguments and a typed result. The
@@ -209,14 +210,56 @@ impl Client {
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        let v = self
-            .roundtrip(command, Some(arguments), None, false, None, Vec::new())
-            .await?;
+        let request = Outgoing::new(command).arguments(arguments);
+        let v = self.roundtrip(request, None, None).await?;
         Ok(serde_json::from_value(v)?)
     }
 
     /// Runs a fully specified [`Call`].
     pub async fn call(&self, call: Call) -> Result<Value> {
+        self.call_scoped(call, None).await
+    }
+
+    /// Runs `call` and streams the events that pass `filter` from now
+    /// until its reply: the stream ends right after the last such event
+    /// the server sent before the reply. Since QEMU sends the events a
+    /// command causes before its reply (rule P4), the stream holds the
+    /// command's events in their order relative to the reply, however the
+    /// reads were batched; a program can print them as they come and
+    /// still put each one before or after the reply where it belongs.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use qmp_client::{Call, Client, EventFilter};
+    ///
+    /// let demo = qmp_server::demo::start().await?; // stands in for QEMU
+    /// let client = Client::connect(demo.address()).await?;
+    /// let (mut events, reply) = client.call_with_events(Call::new("cont"), EventFilter::all());
+    /// reply.await?;
+    /// let mut before_the_reply = Vec::new();
+    /// while let Some(e) = events.next().await {
+    ///     before_the_reply.push(e?.name.clone());
+    /// }
+    /// assert_eq!(before_the_reply, ["RESUME"]);
+    /// # Ok(()) }
+    /// ```
+    pub fn call_with_events(
+        &self,
+        call: Call,
+        filter: EventFilter,
+    ) -> (
+        EventStream,
+        impl std::future::Future<Output = Result<Value>> + Send + '_,
+    ) {
+        // Subscribed now, before anything is sent.
+        let (sub, stream) = crate::events::Subscriber::new(filter, DEFAULT_EVENT_BUFFER);
+        let end = sub.end_handle();
+        self.inner.shared.add_subscriber(sub);
+        (stream, self.call_scoped(call, Some(end)))
+    }
+
+    async fn call_scoped(&self, call: Call, events: Option<StreamEnd>) -> Result<Value> {
         let Call {
             command,
             arguments,
@@ -225,8 +268,12 @@ impl Client {
             timeout,
             fds,
         } = call;
-        self.roundtrip(&command, arguments.as_ref(), id, oob, timeout, fds)
-            .await
+        let mut request = Outgoing::new(&command).out_of_band(oob).fds(fds);
+        if let Some(id) = id {
+            request = request.id(id);
+        }
+        let request = request.arguments_or_none(arguments.as_ref());
+        self.roundtrip(request, timeout, events).await
     }
 
     /// Subscribes to events that pass `filter`, with the default buffer.
@@ -334,27 +381,20 @@ impl Client {
 
     async fn roundtrip<A: Serialize + ?Sized>(
         &self,
-        command: &str,
-        arguments: Option<&A>,
-        id: Option<Value>,
-        oob: bool,
+        request: Outgoing<'_, A>,
         timeout: Option<Option<Duration>>,
-        fds: Vec<OwnedFd>,
+        events: Option<StreamEnd>,
     ) -> Result<Value> {
-        if oob && !self.inner.oob {
+        if request.oob && !self.inner.oob {
             return Err(Error::OobNotNegotiated);
         }
-        if !fds.is_empty() && !self.inner.fd_passing {
+        if !request.fds.is_empty() && !self.inner.fd_passing {
             return Err(Error::FdPassingUnsupported);
         }
         let timeout = timeout.unwrap_or(self.inner.default_timeout);
-        let mut request = Outgoing::new(command).out_of_band(oob).fds(fds);
-        if let Some(id) = id {
-            request = request.id(id);
-        }
-        let request = request.arguments_or_none(arguments);
+        let command = request.command;
         let work = async {
-            let (ticket, reply) = self.submit(request)?;
+            let (ticket, reply) = self.submit(request, events)?;
             let guard = GiveUpGuard {
                 client: self,
                 ticket: Some(ticket),
@@ -384,8 +424,10 @@ impl Client {
     fn submit<A: Serialize + ?Sized>(
         &self,
         request: Outgoing<'_, A>,
+        events: Option<StreamEnd>,
     ) -> Result<(Ticket, oneshot::Receiver<Result<Value>>)> {
         let (tx, rx) = oneshot::channel();
+        let waiter = Waiter { tx, events };
         let shared = &self.inner.shared;
         let mut st = shared.lock();
         if let Some(reason) = &st.closed {
@@ -397,7 +439,7 @@ impl Client {
         // Write directly only when no other caller waits for a reply;
         // otherwise let the writer task batch this with its neighbours.
         let direct = st.session.is_idle();
-        let started = st.session.start(request, tx)?;
+        let started = st.session.start(request, waiter)?;
         let Some(Transmit { frame, fds }) = started.transmit else {
             return Ok((started.ticket, rx));
         };

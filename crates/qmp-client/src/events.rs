@@ -151,16 +151,22 @@ impl Subscriber {
         (sub, EventStream { queue })
     }
 
-    /// Whether its stream is still held.
+    /// Whether its stream is still held and may get events.
     pub(crate) fn is_open(&self) -> bool {
-        !self.queue.lock().abandoned
+        let st = self.queue.lock();
+        !st.abandoned && !st.ended
     }
 
-    /// Offers an event; false once the stream has been dropped, so the
-    /// router can forget this subscriber.
+    /// What ends this subscription early (see [`StreamEnd`]).
+    pub(crate) fn end_handle(&self) -> StreamEnd {
+        StreamEnd(self.queue.clone())
+    }
+
+    /// Offers an event; false once the stream has been dropped or ended,
+    /// so the router can forget this subscriber.
     pub(crate) fn offer(&self, event: &Arc<Event>) -> bool {
         let mut st = self.queue.lock();
-        if st.abandoned {
+        if st.abandoned || st.ended {
             return false;
         }
         if self.filter.matches(event) {
@@ -182,6 +188,20 @@ impl Drop for Subscriber {
     fn drop(&mut self) {
         self.queue.lock().ended = true;
         self.queue.ready.notify_one();
+    }
+}
+
+/// Ends a subscription when dropped: the stream yields what it has
+/// buffered, then `None`. A call made with
+/// [`Client::call_with_events`](crate::Client::call_with_events) holds one,
+/// which the router drops as it routes the call's reply, so the stream
+/// holds exactly the events that came before the reply.
+pub(crate) struct StreamEnd(Arc<Queue>);
+
+impl Drop for StreamEnd {
+    fn drop(&mut self) {
+        self.0.lock().ended = true;
+        self.0.ready.notify_one();
     }
 }
 
@@ -207,13 +227,6 @@ impl Drop for EventStream {
 }
 
 impl EventStream {
-    /// A stream that has already ended.
-    pub(crate) fn ended() -> EventStream {
-        let (sub, stream) = Subscriber::new(EventFilter::all(), 1);
-        drop(sub);
-        stream
-    }
-
     /// The next event, `Some(Err(Lagged(n)))` after `n` were dropped for
     /// lack of room, or `None` once the connection is gone.
     pub async fn next(&mut self) -> Option<Result<Arc<Event>, Lagged>> {

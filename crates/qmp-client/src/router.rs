@@ -23,7 +23,19 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{broadcast, oneshot, watch, Notify};
 
 /// How a waiting caller is completed.
-pub(crate) type Waiter = oneshot::Sender<Result<Value>>;
+pub(crate) struct Waiter {
+    pub(crate) tx: oneshot::Sender<Result<Value>>,
+    /// The end of the call's own event stream, if it has one: dropped
+    /// with the waiter, which the router does as it routes the reply, so
+    /// that stream ends right after the last event before the reply.
+    pub(crate) events: Option<crate::events::StreamEnd>,
+}
+
+impl std::fmt::Debug for Waiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waiter").finish_non_exhaustive()
+    }
+}
 
 pub(crate) struct State {
     /// Ids, pending calls and the in-band window: the sans-IO core.
@@ -77,9 +89,17 @@ impl Shared {
     }
 
     pub(crate) fn subscribe(&self, filter: crate::EventFilter, capacity: usize) -> EventStream {
+        let (sub, stream) = Subscriber::new(filter, capacity);
+        self.add_subscriber(sub);
+        stream
+    }
+
+    /// Starts delivering events to `sub` (which ends at once, with the
+    /// connection gone).
+    pub(crate) fn add_subscriber(&self, sub: Subscriber) {
         let mut st = self.lock();
         if st.closed.is_some() {
-            return EventStream::ended();
+            return;
         }
         // Forget the subscribers whose streams were dropped: otherwise they
         // would wait for the next event to be freed (a proxy whose clients
@@ -90,9 +110,7 @@ impl Shared {
             st.subscribers.retain(Subscriber::is_open);
             st.prune_at = (st.subscribers.len() * 2).max(16);
         }
-        let (sub, stream) = Subscriber::new(filter, capacity);
         st.subscribers.push(sub);
-        stream
     }
 
     pub(crate) fn unsolicited(&self) -> broadcast::Receiver<Response> {
@@ -136,7 +154,7 @@ impl Shared {
         }
         drop(subscribers);
         for waiter in pending {
-            let _ = waiter.send(Err(Error::Disconnected(reason.clone())));
+            let _ = waiter.tx.send(Err(Error::Disconnected(reason.clone())));
         }
         self.closed_tx.send_replace(Some(reason));
         self.progress.notify_waiters();
@@ -183,7 +201,9 @@ impl Shared {
         };
         match routed {
             Routed::Reply { waiter, result } => {
-                if waiter.send(result).is_err() {
+                let Waiter { tx, events } = waiter;
+                drop(events);
+                if tx.send(result).is_err() {
                     tracing::debug!("dropped a reply: its caller gave up as it came");
                 }
             }

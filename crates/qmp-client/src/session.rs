@@ -88,11 +88,11 @@ impl IdKey {
 /// One request to start: a command with its options.
 #[derive(Debug)]
 pub struct Outgoing<'a, A: ?Sized = Value> {
-    command: &'a str,
+    pub(crate) command: &'a str,
     arguments: Option<&'a A>,
     id: Option<Value>,
-    oob: bool,
-    fds: Vec<OwnedFd>,
+    pub(crate) oob: bool,
+    pub(crate) fds: Vec<OwnedFd>,
 }
 
 impl<'a> Outgoing<'a> {

@@ -496,3 +496,33 @@ async fn fake_not_a_greeting_is_quoted_as_json() {
         "handshake failed: expected the server's greeting, got {\"hello\":1}"
     );
 }
+
+/// An event before a reply and one after it, written in one piece (as a
+/// real QEMU's would be, read in one batch): the call's own stream has
+/// the first only, while a plain subscription has both.
+#[tokio::test]
+async fn fake_call_with_events_ends_at_the_reply_however_the_bytes_were_batched() {
+    let (client, mut fake) = connect().await;
+    let mut all = client.events(EventFilter::all());
+    let (mut scoped, reply) = client.call_with_events(Call::new("go"), EventFilter::all());
+    let serve = async {
+        let r = fake.recv().await.unwrap();
+        let id = r.id.unwrap();
+        let batch = format!(
+            "{{\"event\": \"BEFORE\", \"timestamp\": {{\"seconds\": 1, \"microseconds\": 0}}}}\r\n\
+             {{\"return\": {{}}, \"id\": {id}}}\r\n\
+             {{\"event\": \"AFTER\", \"timestamp\": {{\"seconds\": 1, \"microseconds\": 1}}}}\r\n"
+        );
+        fake.send(batch.as_bytes()).await;
+    };
+    let (result, ()) = tokio::join!(reply, serve);
+    result.unwrap();
+    // Whatever the timing, the AFTER event is on its way in the same read.
+    assert_eq!(all.next().await.unwrap().unwrap().name, "BEFORE");
+    assert_eq!(all.next().await.unwrap().unwrap().name, "AFTER");
+    assert_eq!(scoped.next().await.unwrap().unwrap().name, "BEFORE");
+    assert!(
+        scoped.next().await.is_none(),
+        "the stream ends at the reply"
+    );
+}

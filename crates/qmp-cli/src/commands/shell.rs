@@ -9,7 +9,7 @@ use super::shell_complete::{hmp_names, Catalog};
 use super::shell_parse::{self, Request, Transaction};
 use crate::cli::ShellArgs;
 use crate::{Context, Failure};
-use qmp_client::{Call, Client, ClientBuilder, EventFilter, Handshake};
+use qmp_client::{Call, Client, ClientBuilder, EventFilter, EventStream, Handshake};
 use qmp_proto::schema::Schema;
 use rustyline::completion::Completer;
 use rustyline::error::ReadlineError;
@@ -185,7 +185,7 @@ pub async fn run(ctx: &Context, a: &ShellArgs) -> Result<(), Failure> {
     }
     let client = crate::connect_with(builder, &address).await?;
     let out = Output {
-        pretty: a.pretty,
+        pretty: a.pretty || ctx.pretty_given,
         verbose: a.verbose,
         log: match &a.log {
             Some(path) => Some(
@@ -243,31 +243,160 @@ pub async fn run(ctx: &Context, a: &ShellArgs) -> Result<(), Failure> {
         );
     }
     let mut shell = Shell {
+        events: Some(client.events(EventFilter::all())),
         client,
         out,
         catalog,
         cpu_index: None,
         hmp: a.hmp,
         failures: 0,
+        limit,
+        seen: Seen::default(),
     };
     if interactive {
-        shell.interactive().await?;
+        // A person leaving with Ctrl-D has seen every error already.
+        shell.interactive().await
     } else {
         shell.piped().await?;
+        if shell.failures > 0 {
+            return Err(Failure::Quiet(1));
+        }
+        Ok(())
     }
-    if shell.failures > 0 {
-        return Err(Failure::Quiet(1));
-    }
-    Ok(())
 }
 
 struct Shell {
     client: Client,
+    /// Every event, printed as it comes: by a watcher while a line is
+    /// being read, by the shell itself while a command runs (so that an
+    /// event a command causes is printed before its reply, as it came).
+    /// (`None` only while the watcher has it.)
+    events: Option<EventStream>,
     out: Output,
     catalog: Arc<Mutex<Catalog>>,
     cpu_index: Option<i64>,
     hmp: bool,
     failures: usize,
+    limit: Duration,
+    seen: Seen,
+}
+
+/// Events printed while a command ran, which the shell's own stream also
+/// holds: that stream skips them, so nothing is printed twice.
+#[derive(Default)]
+struct Seen(std::collections::VecDeque<Arc<qmp_client::Event>>);
+
+impl Seen {
+    fn printed(&mut self, e: &Arc<qmp_client::Event>) {
+        // Every subscriber gets the same Arc, so identity is exact; the
+        // bound only matters if the shell's stream lagged and lost some.
+        if self.0.len() == 4096 {
+            self.0.pop_front();
+        }
+        self.0.push_back(e.clone());
+    }
+
+    /// Whether `e` was printed already; forgets it (and anything older).
+    fn was_printed(&mut self, e: &Arc<qmp_client::Event>) -> bool {
+        match self.0.iter().position(|p| Arc::ptr_eq(p, e)) {
+            Some(at) => {
+                self.0.drain(..=at);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// The terminal as it was before the line editor put it in raw mode, to
+/// give back when a line is ended from outside (see [`Terminal::end_input`]).
+struct Terminal {
+    input: std::os::fd::OwnedFd,
+    mode: nix::sys::termios::Termios,
+}
+
+impl Terminal {
+    /// Keeps standard input and its terminal mode.
+    fn save() -> Option<Terminal> {
+        use std::os::fd::AsFd;
+        let stdin = std::io::stdin();
+        let mode = nix::sys::termios::tcgetattr(stdin.as_fd()).ok()?;
+        let input = stdin.as_fd().try_clone_to_owned().ok()?;
+        Some(Terminal { input, mode })
+    }
+
+    /// Makes the line editor's next read of standard input return
+    /// end-of-file, so `readline` returns as for Ctrl-D: `/dev/null` takes
+    /// the place of descriptor 0 until [`restore`](Self::restore).
+    fn end_input() {
+        use std::os::fd::AsRawFd;
+        if let Ok(null) = std::fs::File::open("/dev/null") {
+            let _ = nix::unistd::dup2(null.as_raw_fd(), 0);
+        }
+    }
+
+    /// Puts the terminal back on descriptor 0, in its mode from before:
+    /// the line editor could not restore the mode through `/dev/null`.
+    fn restore(&self) {
+        use std::os::fd::AsRawFd;
+        let _ = nix::unistd::dup2(self.input.as_raw_fd(), 0);
+        let _ = nix::sys::termios::tcsetattr(
+            &self.input,
+            nix::sys::termios::SetArg::TCSADRAIN,
+            &self.mode,
+        );
+    }
+}
+
+/// An event as the shell prints it: JSON on its own line.
+fn event_text(e: Result<Arc<qmp_client::Event>, qmp_client::Lagged>, pretty: bool) -> String {
+    match e {
+        Ok(e) => {
+            let v = e.to_value();
+            let text = if pretty {
+                serde_json::to_string_pretty(&v).unwrap_or_default()
+            } else {
+                v.to_string()
+            };
+            format!("{text}\n")
+        }
+        Err(lagged) => format!("qmp-shell: {lagged}\n"),
+    }
+}
+
+/// Prints events above the line being typed until `stop`, then hands the
+/// printer and the stream back. A connection that ends meanwhile is said
+/// at once, not at the next Enter.
+async fn watch<P: ExternalPrinter>(
+    mut printer: P,
+    mut events: EventStream,
+    mut seen: Seen,
+    client: Client,
+    pretty: bool,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> (P, EventStream, Seen) {
+    let mut told = client.is_closed();
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut stop => return (printer, events, seen),
+            Some(e) = events.next() => {
+                if matches!(&e, Ok(e) if seen.was_printed(e)) {
+                    continue;
+                }
+                // Always newline-terminated: while no line is being read
+                // the printer writes the text as it is.
+                let _ = printer.print(event_text(e, pretty));
+            }
+            why = client.disconnected(), if !told => {
+                told = true;
+                // The line being read ends as if Ctrl-D was pressed: the
+                // shell then says why and exits, with nothing to press.
+                Terminal::end_input();
+                let _ = printer.print(format!("qmp-shell: the connection was closed ({why})\n"));
+            }
+        }
+    }
 }
 
 impl Shell {
@@ -281,30 +410,13 @@ impl Shell {
         if let Some(h) = &history {
             let _ = editor.load_history(h);
         }
+        let terminal = Terminal::save();
         // Events go above the line being typed, as they arrive.
-        let mut printer = editor
-            .create_external_printer()
-            .map_err(|e| Failure::Connection(e.to_string()))?;
-        let mut events = self.client.events(EventFilter::all());
-        let pretty = self.out.pretty;
-        tokio::spawn(async move {
-            while let Some(e) = events.next().await {
-                let text = match e {
-                    Ok(e) => {
-                        let v = e.to_value();
-                        if pretty {
-                            serde_json::to_string_pretty(&v).unwrap_or_default()
-                        } else {
-                            v.to_string()
-                        }
-                    }
-                    Err(lagged) => format!("qmp-shell: {lagged}"),
-                };
-                if printer.print(text).is_err() {
-                    break;
-                }
-            }
-        });
+        let mut printer = Some(
+            editor
+                .create_external_printer()
+                .map_err(|e| Failure::Connection(e.to_string()))?,
+        );
         let mut transaction: Option<Transaction> = None;
         let mut editor = Some(editor);
         loop {
@@ -316,12 +428,33 @@ impl Shell {
             let mut ed = editor
                 .take()
                 .expect("the editor comes back after each line");
-            let (ed, line) = tokio::task::spawn_blocking(move || {
+            let (stop, stopped) = tokio::sync::oneshot::channel();
+            let events = self
+                .events
+                .take()
+                .expect("the stream comes back after each line");
+            let watcher = tokio::spawn(watch(
+                printer
+                    .take()
+                    .expect("the printer comes back after each line"),
+                events,
+                std::mem::take(&mut self.seen),
+                self.client.clone(),
+                self.out.pretty,
+                stopped,
+            ));
+            let read = tokio::task::spawn_blocking(move || {
                 let line = ed.readline(prompt);
                 (ed, line)
             })
-            .await
-            .map_err(|e| Failure::Connection(e.to_string()))?;
+            .await;
+            let _ = stop.send(());
+            let (p, events, seen) = watcher
+                .await
+                .map_err(|e| Failure::Connection(e.to_string()))?;
+            self.seen = seen;
+            (printer, self.events) = (Some(p), Some(events));
+            let (ed, line) = read.map_err(|e| Failure::Connection(e.to_string()))?;
             editor = Some(ed);
             match line {
                 Ok(line) => {
@@ -337,7 +470,12 @@ impl Shell {
                 Err(ReadlineError::Interrupted) => {
                     transaction = None; // Ctrl-C drops the line (and a transaction in progress)
                 }
-                Err(ReadlineError::Eof) => break,
+                Err(ReadlineError::Eof) => {
+                    if let Some(t) = &terminal {
+                        t.restore();
+                    }
+                    break;
+                }
                 Err(e) => return Err(Failure::Connection(format!("terminal: {e}"))),
             }
             if self.client.is_closed() {
@@ -351,7 +489,6 @@ impl Shell {
     }
 
     async fn piped(&mut self) -> Result<(), Failure> {
-        let mut events = self.client.events(EventFilter::all());
         let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
         std::thread::spawn(move || {
             for line in std::io::stdin().lock().lines() {
@@ -369,9 +506,6 @@ impl Shell {
         let mut stdout = std::io::stdout();
         while let Some(line) = lines.recv().await {
             self.line(&line, &mut transaction, &mut stdout).await?;
-            while let Some(Ok(e)) = events.try_next() {
-                let _ = writeln!(stdout, "{}", self.out.json(&e.to_value()));
-            }
             if self.client.is_closed() {
                 break;
             }
@@ -380,7 +514,89 @@ impl Shell {
             eprintln!("qmp-shell: the input ended inside a transaction");
             self.failures += 1;
         }
+        if !self.client.is_closed() {
+            self.trailing_events(&mut stdout).await;
+        }
         self.closed_check().await
+    }
+
+    /// After the last input line: the events of jobs the input started
+    /// (a block job's `waiting`, `pending`, `concluded` come after the
+    /// command's reply), until every job has concluded or the timeout
+    /// passes; then what is still on its way.
+    async fn trailing_events(&mut self, w: &mut impl Write) {
+        let running = |jobs: &Value| {
+            jobs.as_array().is_some_and(|jobs| {
+                jobs.iter()
+                    .any(|j| !matches!(j["status"].as_str(), Some("concluded" | "null")))
+            })
+        };
+        let deadline = tokio::time::Instant::now() + self.limit;
+        loop {
+            let jobs = self.call(Call::new("query-jobs"), w).await;
+            // No query-jobs (not a QEMU with jobs), or none left running.
+            let Ok(jobs) = jobs else { break };
+            if !running(&jobs) {
+                break;
+            }
+            let next = tokio::time::timeout_at(deadline, self.next_event()).await;
+            match next {
+                Ok(Some(e)) => {
+                    let _ = write!(w, "{}", event_text(e, self.out.pretty));
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        // Events already on their way.
+        while let Ok(Some(e)) =
+            tokio::time::timeout(Duration::from_millis(100), self.next_event()).await
+        {
+            let _ = write!(w, "{}", event_text(e, self.out.pretty));
+        }
+    }
+
+    /// Runs `call`, printing the events that come meanwhile as they come,
+    /// and each before or after the reply as the server sent it (a
+    /// command's own events come before its reply, rule P4).
+    async fn call(&mut self, call: Call, w: &mut impl Write) -> qmp_client::Result<Value> {
+        let client = self.client.clone();
+        let (mut before_reply, reply) = client.call_with_events(call, EventFilter::all());
+        tokio::pin!(reply);
+        let pretty = self.out.pretty;
+        let mut print = |e: Result<Arc<qmp_client::Event>, qmp_client::Lagged>, seen: &mut Seen| {
+            if let Ok(e) = &e {
+                seen.printed(e);
+            }
+            let _ = write!(w, "{}", event_text(e, pretty));
+        };
+        let outcome = loop {
+            tokio::select! {
+                biased;
+                Some(e) = before_reply.next() => print(e, &mut self.seen),
+                outcome = &mut reply => break outcome,
+            }
+        };
+        // The stream ends right after the last event before the reply.
+        while let Some(e) = before_reply.next().await {
+            print(e, &mut self.seen);
+        }
+        outcome
+    }
+
+    /// The next event of the shell's own stream not printed yet.
+    async fn next_event(&mut self) -> Option<Result<Arc<qmp_client::Event>, qmp_client::Lagged>> {
+        loop {
+            let e = self.stream().next().await?;
+            if !matches!(&e, Ok(e) if self.seen.was_printed(e)) {
+                return Some(e);
+            }
+        }
+    }
+
+    fn stream(&mut self) -> &mut EventStream {
+        self.events
+            .as_mut()
+            .expect("the watcher hands the stream back before a command runs")
     }
 
     /// A closed connection ends the shell with one line.
@@ -452,8 +668,17 @@ impl Shell {
 
     fn help(&mut self, topic: &str, w: &mut impl Write) {
         let catalog = self.catalog.lock().unwrap_or_else(|e| e.into_inner());
+        if catalog.commands.is_empty() {
+            drop(catalog);
+            self.fail(if self.hmp {
+                "qmp-shell: this monitor's HMP help listed no commands"
+            } else {
+                "qmp-shell: no command list yet: the session is not negotiated (-N); run qmp_capabilities first"
+            });
+            return;
+        }
         if topic.is_empty() {
-            let _ = writeln!(w, "{}", catalog.commands.join("  "));
+            let _ = write!(w, "{}", columns(&catalog.commands, terminal_width()));
         } else {
             match catalog.help(topic) {
                 Some(text) => {
@@ -474,9 +699,20 @@ impl Shell {
 
     async fn hmp_line(&mut self, line: &str, w: &mut impl Write) -> Result<(), Failure> {
         if let Some(n) = line.strip_prefix("cpu ") {
-            match n.trim().parse() {
-                Ok(n) => self.cpu_index = Some(n),
-                Err(_) => self.fail("qmp-shell: cpu needs a number"),
+            let Ok(n) = n.trim().parse::<i64>() else {
+                self.fail("qmp-shell: cpu needs a number");
+                return Ok(());
+            };
+            // Tried before it is kept: QEMU refuses every later command
+            // that names a CPU it does not have.
+            let probe = json!({"command-line": "info version", "cpu-index": n});
+            match self.client.execute("human-monitor-command", probe).await {
+                Ok(_) => self.cpu_index = Some(n),
+                Err(e) if e.is_disconnect() => {}
+                Err(_) => self.fail(&format!(
+                    "qmp-shell: bad CPU index {n}; still using {}",
+                    self.cpu_index.unwrap_or(0)
+                )),
             }
             return Ok(());
         }
@@ -484,9 +720,15 @@ impl Shell {
         if let Some(cpu) = self.cpu_index {
             args["cpu-index"] = json!(cpu);
         }
-        match self.client.execute("human-monitor-command", args).await {
+        let outcome = self
+            .call(Call::new("human-monitor-command").arguments(args), w)
+            .await;
+        match outcome {
             Ok(Value::String(text)) => {
                 let _ = write!(w, "{text}");
+                if matches!(line.split_whitespace().next(), Some("quit" | "q")) {
+                    self.after("quit").await;
+                }
             }
             Ok(other) => {
                 let _ = writeln!(w, "{other}");
@@ -494,6 +736,36 @@ impl Shell {
             Err(e) => self.fail(&format!("error: {e}")),
         }
         Ok(())
+    }
+
+    /// What a command changes for the shell: after `qmp_capabilities`
+    /// (the user negotiating by hand, `-N`) the schema can be read for
+    /// completion and help; after `quit` the connection is about to end,
+    /// and the shell ends with it instead of prompting again.
+    async fn after(&mut self, command: &str) {
+        match command {
+            "qmp_capabilities" if !self.hmp => {
+                let empty = self
+                    .catalog
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .commands
+                    .is_empty();
+                if empty {
+                    if let Ok(schema) = self.client.execute("query-qmp-schema", Value::Null).await {
+                        if let Ok(schema) = Schema::from_json(&schema) {
+                            *self.catalog.lock().unwrap_or_else(|e| e.into_inner()) =
+                                Catalog::from_schema(&schema);
+                        }
+                    }
+                }
+            }
+            "quit" => {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), self.client.disconnected()).await;
+            }
+            _ => {}
+        }
     }
 
     async fn send(&mut self, r: Request, w: &mut impl Write) {
@@ -519,7 +791,11 @@ impl Shell {
         if r.oob {
             call = call.out_of_band();
         }
-        let response = match self.client.call(call).await {
+        let outcome = self.call(call, w).await;
+        if outcome.is_ok() {
+            self.after(&r.command).await;
+        }
+        let mut response = match outcome {
             Ok(ret) => json!({"return": ret}),
             Err(qmp_client::Error::Qmp(e)) => {
                 self.failures += 1;
@@ -532,9 +808,71 @@ impl Shell {
                 return;
             }
         };
+        // A request that came with an id gets it back, as QEMU sends it.
+        if let Some(id) = shown.get("id") {
+            response["id"] = id.clone();
+        }
         let _ = writeln!(w, "{}", self.out.json(&response));
         if let Some(log) = &mut self.out.log {
             let _ = writeln!(log, "{}", json!({"request": shown, "response": response}));
         }
+    }
+}
+
+/// The terminal's width in columns: `$COLUMNS`, else the terminal's, else 80.
+fn terminal_width() -> usize {
+    if let Some(n) = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()) {
+        return n;
+    }
+    let mut size = nix::libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize into the struct it is given.
+    let ok = unsafe { nix::libc::ioctl(1, nix::libc::TIOCGWINSZ, &mut size) } == 0;
+    if ok && size.ws_col > 0 {
+        size.ws_col as usize
+    } else {
+        80
+    }
+}
+
+/// Names in columns down the page, as `ls` lists them, to fit `width`.
+fn columns(names: &[String], width: usize) -> String {
+    let cell = names.iter().map(|n| n.chars().count()).max().unwrap_or(0) + 2;
+    let per_row = (width / cell.max(1)).max(1);
+    let rows = names.len().div_ceil(per_row);
+    let mut out = String::new();
+    for r in 0..rows {
+        let mut line = String::new();
+        for c in 0..per_row {
+            if let Some(name) = names.get(c * rows + r) {
+                line.push_str(&format!("{name:cell$}"));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_listed_in_columns_down_the_page() {
+        let names: Vec<String> = ["cont", "quit", "stop", "query-status", "qom-get"]
+            .map(String::from)
+            .into();
+        // cells of 14: two per row in 30 columns, three rows
+        assert_eq!(
+            columns(&names, 30),
+            "cont          query-status\nquit          qom-get\nstop\n"
+        );
+        assert_eq!(columns(&names, 1).lines().count(), 5);
+        assert_eq!(columns(&[], 80), "");
     }
 }

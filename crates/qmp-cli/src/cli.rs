@@ -38,9 +38,10 @@ pub struct Global {
     /// Print JSON output on one line (default when stdout is not a terminal)
     #[arg(long, global = true)]
     pub compact: bool,
-    /// Give up on connecting or on a reply after this many seconds
-    #[arg(long, global = true, value_name = "SECS", default_value_t = 30.0)]
-    pub timeout: f64,
+    /// Give up on connecting or on a reply after SECS seconds [default: 30];
+    /// `events` waits for events without end unless this is given
+    #[arg(long, global = true, value_name = "SECS")]
+    pub timeout: Option<f64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -302,10 +303,26 @@ pub struct ExecArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Output: on a terminal one line per event (local time, name, data); JSON lines
+otherwise, or with --pretty/--compact.
+
+Exit status: 0 once --count events were printed (or stdout was closed); 2
+when the server went away or --timeout passed first (without --count the
+stream is followed until one of them ends it).
+
+Examples:
+  qmp events --name STOP --name RESUME
+  qmp events --name JOB_STATUS_CHANGE --data id=j1 --data status=concluded --count 1 --timeout 60")]
 pub struct EventsArgs {
     /// Only events with this name (repeatable)
     #[arg(long = "name", value_name = "NAME")]
     pub names: Vec<String>,
+    /// Only events whose data has this value at KEY (dots for nested
+    /// keys; VALUE is JSON when it parses, else a string); repeatable, all
+    /// must hold
+    #[arg(long = "data", value_name = "KEY=VALUE")]
+    pub data: Vec<String>,
     /// Stop after this many events
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
@@ -318,6 +335,7 @@ const VALUE_OPTIONS: &[&str] = &[
     "--timeout",
     "--args",
     "--name",
+    "--data",
     "--count",
     "--listen",
     "--schema",
@@ -419,7 +437,7 @@ mod tests {
         .unwrap();
         assert_eq!(cli.global.socket.as_deref(), Some("/x"));
         assert!(cli.global.compact);
-        assert_eq!(cli.global.timeout, 2.0);
+        assert_eq!(cli.global.timeout, Some(2.0));
         let Command::Exec(e) = cli.command else {
             panic!()
         };

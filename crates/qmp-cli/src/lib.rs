@@ -176,9 +176,9 @@ pub fn main_with(argv: Vec<std::ffi::OsString>) -> ExitCode {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init();
     }
-    let timeout_given =
-        matches.value_source("timeout") == Some(clap::parser::ValueSource::CommandLine);
-    if !(cli.global.timeout > 0.0 && cli.global.timeout.is_finite()) {
+    let timeout_given = cli.global.timeout.is_some();
+    let timeout = cli.global.timeout.unwrap_or(30.0);
+    if !(timeout > 0.0 && timeout.is_finite()) {
         eprintln!("qmp: --timeout must be a positive number of seconds");
         return ExitCode::from(2);
     }
@@ -186,7 +186,7 @@ pub fn main_with(argv: Vec<std::ffi::OsString>) -> ExitCode {
         address: cli.global.socket.clone(),
         style: Style::choose(cli.global.pretty, cli.global.compact),
         pretty_given: cli.global.pretty,
-        timeout: cli.global.timeout,
+        timeout,
         timeout_given,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -246,11 +246,17 @@ per_qemu!(
     events_prints_json_lines_until_the_count
 );
 
+/// Without --count, the timeout ends the stream too, and a script can
+/// tell: exit status 2 and the reason.
 fn events_stops_at_the_timeout(v: QemuVersion) {
     let qsd = Qemu::storage_daemon(v);
     let started = Instant::now();
     let out = qmp(&qsd.address(), &["events", "--timeout", "0.3"]);
-    assert!(out.status.success());
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "qmp: no more events within 0.3 s (0 events)"
+    );
     assert!(out.stdout.is_empty());
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
@@ -376,4 +382,164 @@ fn an_inherited_socket_is_an_address(v: QemuVersion) {
 per_qemu!(
     #[test]
     an_inherited_socket_is_an_address
+);
+
+/// Waits until `sock` has a client (QEMU serves one per monitor).
+fn connected(sock: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while qmp_testkit::unix_connections(sock) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "nobody connected to {}",
+            sock.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `--data` filters on the event's data: of two jobs' status changes,
+/// only j1's `concluded` passes.
+fn events_filter_on_data(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon_with_second_monitor(v, "events.sock");
+    let events_sock = qsd.dir().join("events.sock");
+    let listener = Command::new(env!("CARGO_BIN_EXE_qmp"))
+        .args(["-s", &events_sock.display().to_string(), "events"])
+        .args(["--name", "JOB_STATUS_CHANGE", "--data", "id=j1"])
+        .args([
+            "--data",
+            "status=concluded",
+            "--count",
+            "1",
+            "--timeout",
+            "20",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    connected(&events_sock);
+    // Events raised before the listener negotiated are not sent to it
+    // (N8): run the jobs again until it has seen one that passes.
+    let mut listener = listener;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for round in 0.. {
+        for job in [format!("j2-{round}"), "j1".to_owned()] {
+            let image = qsd.dir().join(format!("{job}.img"));
+            let out = qmp(
+                &qsd.address(),
+                &[
+                    "blockdev-create",
+                    &format!("job-id={job}"),
+                    "options.driver=file",
+                    &format!("options.filename={}", image.display()),
+                    "options.size=0",
+                ],
+            );
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        if listener.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the listener never saw j1 conclude"
+        );
+        assert!(qmp(&qsd.address(), &["job-dismiss", "id=j1"])
+            .status
+            .success());
+    }
+    let out = listener.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["data"], json!({"status": "concluded", "id": "j1"}));
+    // a malformed --data is a usage error, before connecting
+    let out = qmp(&qsd.address(), &["events", "--data", "nokey"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected KEY=VALUE"));
+}
+per_qemu!(
+    #[test]
+    events_filter_on_data
+);
+
+/// On a terminal (here `script`'s), one line per event for people: the
+/// local time to the millisecond and the name, highlighted unless
+/// `NO_COLOR` is set.
+fn events_on_a_terminal_are_lines_for_people(v: QemuVersion) {
+    let vm = Qemu::system_with(v, &["-qmp", "unix:{dir}/events.sock,server=on,wait=off"]);
+    let events_sock = vm.dir().join("events.sock");
+    qmp_testkit::wait_listening(&events_sock);
+    for no_color in [true, false] {
+        let line = format!(
+            "{} -s {} events --count 1 --timeout 20",
+            env!("CARGO_BIN_EXE_qmp"),
+            events_sock.display()
+        );
+        let mut script = Command::new("script");
+        script.args(["-qec", &line, "/dev/null"]);
+        script.env_remove("NO_COLOR");
+        if no_color {
+            script.env("NO_COLOR", "1");
+        }
+        let listener = script
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("script (util-linux)");
+        connected(&events_sock);
+        // Until the listener, once negotiated, has seen one (N8).
+        let mut listener = listener;
+        let mut running = false;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while listener.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "no event reached the listener");
+            let cmd = if running { "stop" } else { "cont" };
+            assert!(qmp(&vm.address(), &[cmd]).status.success());
+            running = !running;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = listener.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text.trim_end();
+        let (time, rest) = line.split_once(' ').unwrap_or(("", ""));
+        let shown = ["RESUME", "STOP"].map(|name| {
+            if no_color {
+                name.to_owned()
+            } else {
+                format!("\x1b[1;36m{name}\x1b[0m")
+            }
+        });
+        assert!(shown.iter().any(|s| s == rest), "{line:?}");
+        let digits: Vec<&str> = time.split([':', '.']).collect();
+        assert!(
+            digits.len() == 4
+                && digits
+                    .iter()
+                    .zip([2, 2, 2, 3])
+                    .all(|(d, n)| d.len() == n && d.chars().all(|c| c.is_ascii_digit())),
+            "{line:?}"
+        );
+        while qmp_testkit::unix_connections(&events_sock) > 0 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+per_qemu!(
+    #[test]
+    events_on_a_terminal_are_lines_for_people
 );

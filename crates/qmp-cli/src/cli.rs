@@ -12,6 +12,7 @@ use std::ffi::OsString;
 #[command(
     name = "qmp",
     version,
+    propagate_version = true,
     about = "Talk to a QEMU monitor (QMP) from the shell"
 )]
 pub struct Cli {
@@ -68,7 +69,7 @@ pub enum Command {
     /// Read transcripts: show, normalize, check against a schema
     #[command(subcommand)]
     Transcript(TranscriptCommand),
-    /// The QOM tools: list, get, set, tree
+    /// The QOM tools: list, get, set, tree, fuse
     #[command(subcommand)]
     Qom(QomCommand),
     /// A VM's name, uuid, version, status, KVM, CPUs, memory and block devices
@@ -120,16 +121,25 @@ pub enum QomCommand {
         /// The object's path
         #[arg(default_value = "/")]
         path: String,
+        /// Print the listing as JSON (qom-list's reply)
+        #[arg(long)]
+        json: bool,
     },
     /// Print a property's value (PATH.PROPERTY, split at the last dot)
     Get {
+        /// The object's path and the property, such as /machine.type
         #[arg(value_name = "PATH.PROPERTY")]
         target: String,
+        /// Print the value as JSON (strings quoted)
+        #[arg(long)]
+        json: bool,
     },
     /// Set a property (VALUE is JSON when it parses, else a string)
     Set {
+        /// The object's path and the property, such as /machine.dump-guest-core
         #[arg(value_name = "PATH.PROPERTY")]
         target: String,
+        /// The new value: JSON when it parses (true, 42, "x"), else a string
         #[arg(allow_hyphen_values = true)]
         value: String,
     },
@@ -138,17 +148,23 @@ pub enum QomCommand {
         /// Where to start
         #[arg(default_value = "/")]
         path: String,
+        /// Print the tree as nested JSON: {"path", "properties", "children"}
+        #[arg(long)]
+        json: bool,
     },
     /// Mount the object tree as a filesystem (foreground; Ctrl-C unmounts)
     Fuse {
         /// Turn writes into qom-set (read-only otherwise)
         #[arg(long)]
         rw: bool,
+        /// An empty directory to mount the tree on
         mountpoint: String,
     },
 }
 
 #[derive(Debug, Args)]
+// Its --version is the QEMU version to claim, not this program's.
+#[command(disable_version_flag = true)]
 pub struct MockArgs {
     /// The QEMU to mock: `qmp dump` of it (version, command order and
     /// schema), or just its schema as `qmp schema` prints it
@@ -263,6 +279,7 @@ pub struct ReplayArgs {
 pub enum TranscriptCommand {
     /// A readable view: one line per message, with time, client and direction
     Show {
+        /// The transcript
         file: String,
         /// Print JSON values in full (cut at 200 characters otherwise)
         #[arg(long)]
@@ -270,6 +287,7 @@ pub enum TranscriptCommand {
     },
     /// Renumber clients and ids, drop timing, sort keys: diffs well in review
     Normalize {
+        /// The transcript
         file: String,
         /// Write here instead of standard output (may be FILE itself)
         #[arg(short = 'o', long = "output", value_name = "OUT")]
@@ -277,7 +295,9 @@ pub enum TranscriptCommand {
     },
     /// Check every recorded request against a QEMU's schema (`qmp schema`)
     Check {
+        /// The transcript
         file: String,
+        /// The schema to check against (`qmp schema` of a real QEMU)
         #[arg(long, value_name = "SCHEMA")]
         schema: String,
     },
@@ -356,8 +376,9 @@ const VALUE_OPTIONS: &[&str] = &[
     "--logfile",
 ];
 
-/// Inserts `exec` before the first positional word when it is not one of
-/// our subcommands.
+/// Puts `exec` first when the first positional word is not one of our
+/// subcommands: the options before the command then belong to `exec`
+/// too (`qmp --args JSON CMD`), and the global ones are taken anywhere.
 pub fn rewrite_shortcut(args: Vec<OsString>) -> Vec<OsString> {
     let mut i = 1;
     while i < args.len() {
@@ -380,7 +401,7 @@ pub fn rewrite_shortcut(args: Vec<OsString>) -> Vec<OsString> {
             return args;
         }
         let mut out = args;
-        out.insert(i, "exec".into());
+        out.insert(1, "exec".into());
         return out;
     }
     args
@@ -389,12 +410,23 @@ pub fn rewrite_shortcut(args: Vec<OsString>) -> Vec<OsString> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
 
     fn rw(args: &[&str]) -> Vec<String> {
         rewrite_shortcut(args.iter().map(OsString::from).collect())
             .into_iter()
             .map(|s| s.into_string().unwrap())
             .collect()
+    }
+
+    /// Every subcommand's options are well formed (clap checks names,
+    /// conflicts and the like only as a command is built).
+    #[test]
+    fn the_command_lines_are_consistent() {
+        Cli::command().debug_assert();
+        for sub in Cli::command().get_subcommands() {
+            sub.clone().debug_assert();
+        }
     }
 
     #[test]
@@ -405,11 +437,21 @@ mod tests {
         );
         assert_eq!(
             rw(&["qmp", "-s", "/x", "--pretty", "qom-list", "path=/"]),
-            ["qmp", "-s", "/x", "--pretty", "exec", "qom-list", "path=/"]
+            ["qmp", "exec", "-s", "/x", "--pretty", "qom-list", "path=/"]
         );
         assert_eq!(
             rw(&["qmp", "--socket=/x", "stop"]),
-            ["qmp", "--socket=/x", "exec", "stop"]
+            ["qmp", "exec", "--socket=/x", "stop"]
+        );
+        // an option of exec's before the command
+        let cli =
+            Cli::try_parse_from(rw(&["qmp", "--args", "{\"a\": 1}", "x-cmd", "b=2"])).unwrap();
+        let Command::Exec(e) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            (e.command.as_str(), e.json_args.as_deref()),
+            ("x-cmd", Some("{\"a\": 1}"))
         );
         assert_eq!(
             rw(&["qmp", "events", "--count", "1"]),

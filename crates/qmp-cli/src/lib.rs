@@ -35,6 +35,9 @@ pub struct Context {
     pub style: Style,
     /// Whether `--pretty` was given (the shell pretty-prints only then).
     pub pretty_given: bool,
+    /// Whether `--pretty` or `--compact` was given: the tools whose output
+    /// is for people print JSON then.
+    pub json_given: bool,
     pub timeout: f64,
     /// Whether `--timeout` was given (events wait forever otherwise).
     pub timeout_given: bool,
@@ -137,7 +140,8 @@ pub fn main_with(argv: Vec<std::ffi::OsString>) -> ExitCode {
         )
     };
     let argv = cli::rewrite_shortcut(argv);
-    let matches = Cli::command().get_matches_from(argv);
+    let command = Cli::command();
+    let matches = command.get_matches_from(argv);
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
         Err(e) => e.exit(),
@@ -179,13 +183,14 @@ pub fn main_with(argv: Vec<std::ffi::OsString>) -> ExitCode {
     let timeout_given = cli.global.timeout.is_some();
     let timeout = cli.global.timeout.unwrap_or(30.0);
     if !(timeout > 0.0 && timeout.is_finite()) {
-        eprintln!("qmp: --timeout must be a positive number of seconds");
+        eprintln!("{}: --timeout must be a positive number of seconds", tool());
         return ExitCode::from(2);
     }
     let ctx = Context {
         address: cli.global.socket.clone(),
         style: Style::choose(cli.global.pretty, cli.global.compact),
         pretty_given: cli.global.pretty,
+        json_given: cli.global.pretty || cli.global.compact,
         timeout,
         timeout_given,
     };
@@ -195,7 +200,7 @@ pub fn main_with(argv: Vec<std::ffi::OsString>) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("qmp: cannot start: {e}");
+            eprintln!("{}: cannot start: {e}", tool());
             return ExitCode::from(2);
         }
     };
@@ -223,15 +228,48 @@ pub fn main_with(argv: Vec<std::ffi::OsString>) -> ExitCode {
             ExitCode::from(1)
         }
         Err(Failure::Connection(msg)) => {
-            eprintln!("qmp: {msg}");
+            eprintln!("{}: {msg}", tool());
             ExitCode::from(2)
         }
         Err(Failure::Quiet(code)) => ExitCode::from(code),
         Err(Failure::Usage(msg)) => {
-            eprintln!("qmp: {msg}");
+            eprintln!("{}: {msg}", tool());
             ExitCode::from(2)
         }
     }
+}
+
+/// The name errors go by: the tool's own name for the classic tools
+/// (`qom-list: ...`), else `qmp`.
+static TOOL: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+fn tool() -> &'static str {
+    TOOL.get().copied().unwrap_or("qmp")
+}
+
+/// Runs a classic tool, `tool` (such as `qom-list`), as `qmp WORDS...`
+/// (such as `qom list`) followed by what the user typed. Its help, usage,
+/// version and errors carry its own name.
+pub fn main_classic(tool: &'static str, words: &[&str]) -> ExitCode {
+    let _ = TOOL.set(tool);
+    // The tool's own command line first: `qom-list --help` is about
+    // qom-list, not `qmp qom list`. What passes it passes `qmp` too.
+    let mut sub = Cli::command();
+    for word in words {
+        match sub.find_subcommand(word) {
+            Some(s) => sub = s.clone(),
+            None => break,
+        }
+    }
+    let own = <cli::Global as clap::Args>::augment_args(
+        sub.name(tool)
+            .bin_name(tool)
+            .version(env!("CARGO_PKG_VERSION")),
+    );
+    if let Err(e) = own.try_get_matches_from(std::env::args_os()) {
+        e.exit();
+    }
+    main_with(classic(words))
 }
 
 /// The arguments of a classic tool such as `qom-list`: `qmp qom list`

@@ -2,6 +2,7 @@
 //! their classic names and as `qmp qom ...`.
 
 use qmp_testkit::{per_qemu, Qemu, QemuVersion, Started};
+use serde_json::{json, Value};
 use std::process::{Command, Output};
 
 fn tool(name: &str, address: &str, args: &[&str]) -> Output {
@@ -103,15 +104,16 @@ per_qemu!(
 fn qom_tree_prints_values_with_types_and_errors_inline(v: QemuVersion) {
     let qsd = Qemu::storage_daemon(v);
     let tree = text(&tool("qom-tree", &qsd.address(), &[]));
+    // strings as qom-get prints them, without quotes
     assert!(
-        tree.starts_with("/\n  type: \"container\" (string)\n"),
+        tree.starts_with("/\n  type: container (string)\n"),
         "{tree}"
     );
     assert!(tree.lines().any(|l| l == "/chardevs"));
     let vm = Qemu::system(v);
     let tree = text(&tool("qom-tree", &vm.address(), &["/machine"]));
     assert!(
-        tree.lines().any(|l| l.starts_with("  type: \"pc-i440fx-")),
+        tree.lines().any(|l| l.starts_with("  type: pc-i440fx-")),
         "machine type"
     );
     assert!(
@@ -132,6 +134,93 @@ per_qemu!(
     #[test]
     qom_tree_prints_values_with_types_and_errors_inline
 );
+
+/// `--json` (and `--pretty`/`--compact`, which are about JSON) give
+/// qom-list's reply, qom-get's JSON value and the tree nested.
+fn qom_tools_print_json_when_asked(v: QemuVersion) {
+    let vm = Qemu::system(v);
+    let json = |name: &str, args: &[&str]| -> Value {
+        serde_json::from_str(&text(&tool(name, &vm.address(), args))).unwrap()
+    };
+    let listing = json("qom-list", &["--json", "/machine"]);
+    assert!(listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "peripheral" && p["type"] == "child<container>"));
+    assert_eq!(json("qom-list", &["--compact", "/machine"]), listing);
+    let kind = json("qom-get", &["--json", "/machine.type"]);
+    assert!(kind.as_str().unwrap().starts_with("pc-i440fx-"), "{kind}");
+    let tree = json("qom-tree", &["--json", "/machine/peripheral-anon"]);
+    assert_eq!(tree["path"], "/machine/peripheral-anon");
+    assert_eq!(tree["properties"][0]["name"], "type");
+    assert_eq!(tree["properties"][0]["value"], "container");
+    let whole = json("qom-tree", &["--json", "/machine"]);
+    let child = whole["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["path"] == "/machine/peripheral-anon")
+        .expect("children nested");
+    assert_eq!(child["children"], json!([]));
+    // a property that cannot be read carries QEMU's error instead
+    fn walk(node: &Value, found: &mut usize) {
+        for p in node["properties"].as_array().unwrap() {
+            if p.get("error").is_some() {
+                assert!(p.get("value").is_none());
+                *found += 1;
+            }
+        }
+        for c in node["children"].as_array().unwrap() {
+            walk(c, found);
+        }
+    }
+    let mut errors = 0;
+    walk(&whole, &mut errors);
+    assert!(errors > 0);
+}
+per_qemu!(
+    #[test]
+    qom_tools_print_json_when_asked
+);
+
+/// The classic tools go by their own names: usage, --version, errors.
+#[test]
+fn classic_tools_use_their_own_names() {
+    let run = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .env_remove("QMP_SOCKET")
+            .output()
+            .unwrap()
+    };
+    for (program, name) in [
+        (env!("CARGO_BIN_EXE_qom-list"), "qom-list"),
+        (env!("CARGO_BIN_EXE_qom-tree"), "qom-tree"),
+        (env!("CARGO_BIN_EXE_vm-info"), "vm-info"),
+        (env!("CARGO_BIN_EXE_qmp-shell"), "qmp-shell"),
+    ] {
+        let help = String::from_utf8(run(program, &["--help"]).stdout).unwrap();
+        assert!(help.contains(&format!("Usage: {name} [OPTIONS]")), "{help}");
+        let version = run(program, &["--version"]);
+        assert!(version.status.success());
+        assert_eq!(
+            String::from_utf8(version.stdout).unwrap(),
+            format!("{name} {}\n", env!("CARGO_PKG_VERSION"))
+        );
+        let failed = run(program, &["-s", "/nonexistent/qmp.sock"]);
+        assert_eq!(failed.status.code(), Some(2));
+        let err = String::from_utf8(failed.stderr).unwrap();
+        assert!(err.starts_with(&format!("{name}: cannot connect")), "{err}");
+    }
+    // positional arguments are described
+    let help = String::from_utf8(run(env!("CARGO_BIN_EXE_qom-set"), &["--help"]).stdout).unwrap();
+    assert!(
+        help.contains("<PATH.PROPERTY>  The object's path and the property"),
+        "{help}"
+    );
+    assert!(help.contains("<VALUE>          The new value"), "{help}");
+}
 
 fn qmp_in_background(args: &[&str]) -> Started {
     Started(

@@ -150,7 +150,7 @@ fn hmp_mode_with_cpu_switching(v: QemuVersion) {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        "qmp: this server has no HMP (human-monitor-command)\n"
+        "qmp-shell: this server has no HMP (human-monitor-command)\n"
     );
 }
 per_qemu!(

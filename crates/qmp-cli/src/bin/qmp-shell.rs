@@ -1,4 +1,4 @@
 //! `qmp-shell`: the same as `qmp shell`.
 fn main() -> std::process::ExitCode {
-    qmp_cli::main_with(qmp_cli::classic(&["shell"]))
+    qmp_cli::main_classic("qmp-shell", &["shell"])
 }

@@ -1,4 +1,4 @@
 //! `qom-fuse`: the same as `qmp qom fuse`.
 fn main() -> std::process::ExitCode {
-    qmp_cli::main_with(qmp_cli::classic(&["qom", "fuse"]))
+    qmp_cli::main_classic("qom-fuse", &["qom", "fuse"])
 }

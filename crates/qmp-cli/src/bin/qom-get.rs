@@ -1,4 +1,4 @@
 //! `qom-get`: the same as `qmp qom get`.
 fn main() -> std::process::ExitCode {
-    qmp_cli::main_with(qmp_cli::classic(&["qom", "get"]))
+    qmp_cli::main_classic("qom-get", &["qom", "get"])
 }

@@ -1,4 +1,4 @@
 //! `qom-list`: the same as `qmp qom list`.
 fn main() -> std::process::ExitCode {
-    qmp_cli::main_with(qmp_cli::classic(&["qom", "list"]))
+    qmp_cli::main_classic("qom-list", &["qom", "list"])
 }

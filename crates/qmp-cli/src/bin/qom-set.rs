@@ -1,4 +1,4 @@
 //! `qom-set`: the same as `qmp qom set`.
 fn main() -> std::process::ExitCode {
-    qmp_cli::main_with(qmp_cli::classic(&["qom", "set"]))
+    qmp_cli::main_classic("qom-set", &["qom", "set"])
 }

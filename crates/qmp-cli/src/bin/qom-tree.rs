@@ -1,4 +1,4 @@
 //! `qom-tree`: the same as `qmp qom tree`.
 fn main() -> std::process::ExitCode {
-    qmp_cli::main_with(qmp_cli::classic(&["qom", "tree"]))
+    qmp_cli::main_classic("qom-tree", &["qom", "tree"])
 }

@@ -1,4 +1,4 @@
 //! `vm-info`: the same as `qmp info`.
 fn main() -> std::process::ExitCode {
-    qmp_cli::main_with(qmp_cli::classic(&["info"]))
+    qmp_cli::main_classic("vm-info", &["info"])
 }

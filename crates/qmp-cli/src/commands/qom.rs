@@ -13,17 +13,28 @@ pub async fn run(ctx: &Context, cmd: &QomCommand) -> Result<(), Failure> {
         return super::qom_fuse::run(address, *rw, mountpoint).await;
     }
     let client = ctx.connect().await?;
+    // --json, or --pretty/--compact (which are about JSON): JSON output.
+    let as_json = |asked: bool| asked || ctx.json_given;
     match cmd {
-        QomCommand::List { path } => {
+        QomCommand::List { path, json } => {
+            if as_json(*json) {
+                let listing = client.execute("qom-list", json!({"path": path})).await?;
+                ctx.style.print(&listing);
+                return Ok(());
+            }
             for p in list(&client, path).await? {
                 println!("{}", p.display_name());
             }
         }
-        QomCommand::Get { target } => {
+        QomCommand::Get { target, json } => {
             let (path, property) = split(target)?;
             let value = client
                 .execute("qom-get", json!({"path": path, "property": property}))
                 .await?;
+            if as_json(*json) {
+                ctx.style.print(&value);
+                return Ok(());
+            }
             match value {
                 Value::Object(map) => {
                     for (k, v) in map {
@@ -43,7 +54,14 @@ pub async fn run(ctx: &Context, cmd: &QomCommand) -> Result<(), Failure> {
                 )
                 .await?;
         }
-        QomCommand::Tree { path } => tree(&client, path).await?,
+        QomCommand::Tree { path, json } => {
+            let nodes = tree(&client, path).await?;
+            if as_json(*json) {
+                ctx.style.print(&node_json(&nodes, path));
+            } else {
+                print_node(&nodes, path);
+            }
+        }
         QomCommand::Fuse { .. } => unreachable!("handled above"),
     }
     Ok(())
@@ -160,13 +178,11 @@ async fn get(client: &Client, path: &str, name: &str) -> Result<Value, String> {
 /// each object is a `qom-list` and each property a `qom-get`, all sent at
 /// once (the client pipelines them), so a tree of N properties costs a
 /// few round trips of latency, not N.
-async fn tree(client: &Client, root: &str) -> Result<(), Failure> {
-    let nodes = match tree_with_list_get(client, root).await? {
+async fn tree(client: &Client, root: &str) -> Result<Vec<Node>, Failure> {
+    Ok(match tree_with_list_get(client, root).await? {
         Some(nodes) => nodes,
         None => tree_with_get(client, root).await?,
-    };
-    print_node(&nodes, root);
-    Ok(())
+    })
 }
 
 /// The tree by `qom-list-get`; `None` if the server does not have it.
@@ -240,7 +256,8 @@ fn print_node(nodes: &[Node], path: &str) {
     println!("{path}");
     for (p, value) in &node.props {
         match value {
-            Ok(v) => println!("  {}: {} ({})", p.name, v, p.kind),
+            // as qom-get prints it: strings without quotes
+            Ok(v) => println!("  {}: {} ({})", p.name, plain(v), p.kind),
             Err(e) => println!("  {}: <error: {e}> ({})", p.name, p.kind),
         }
     }
@@ -248,6 +265,25 @@ fn print_node(nodes: &[Node], path: &str) {
     for child in &node.children {
         print_node(nodes, child);
     }
+}
+
+/// The tree under `path` as nested JSON: each object's path, its
+/// properties (with `value`, or QEMU's `error` for one that cannot be
+/// read) and its children.
+fn node_json(nodes: &[Node], path: &str) -> Value {
+    let Some(node) = nodes.iter().find(|n| n.path == path) else {
+        return Value::Null;
+    };
+    let properties: Vec<Value> = node
+        .props
+        .iter()
+        .map(|(p, value)| match value {
+            Ok(v) => json!({"name": p.name, "type": p.kind, "value": v}),
+            Err(e) => json!({"name": p.name, "type": p.kind, "error": e}),
+        })
+        .collect();
+    let children: Vec<Value> = node.children.iter().map(|c| node_json(nodes, c)).collect();
+    json!({"path": path, "properties": properties, "children": children})
 }
 
 /// Runs futures concurrently on this task, results in order.

@@ -71,6 +71,9 @@ impl Context {
 /// Connects `builder` to `address`; an `fd:N` address is a descriptor this
 /// process inherited (the tools are programs: they know their fds).
 pub async fn connect_with(builder: ClientBuilder, address: &str) -> Result<Client, Failure> {
+    // A person at a shell wants to hear at once that another client has
+    // the monitor, not after the whole timeout.
+    let builder = builder.fail_if_busy(true);
     match address.parse() {
         Ok(qmp_client::Address::Fd(fd)) => Ok(builder.from_fd(inherited(fd)?).await?),
         _ => Ok(builder.connect(address).await?),

@@ -543,3 +543,24 @@ per_qemu!(
     #[test]
     events_on_a_terminal_are_lines_for_people
 );
+
+/// Another client has the monitor: the tools say so at once, with exit
+/// status 2, instead of after their whole timeout.
+fn a_busy_monitor_is_said_at_once(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
+    let mut holder = std::os::unix::net::UnixStream::connect(&qsd.socket).unwrap();
+    let mut greeting = [0u8; 8];
+    std::io::Read::read_exact(&mut holder, &mut greeting).unwrap();
+    // a timeout far beyond the test's patience: only the busy check ends it
+    let out = qmp(&qsd.address(), &["--timeout", "600", "query-status"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("qmp: the monitor at ") && err.contains("is busy"),
+        "{err}"
+    );
+}
+per_qemu!(
+    #[test]
+    a_busy_monitor_is_said_at_once
+);

@@ -61,6 +61,13 @@ pub enum Error {
         #[source]
         source: Arc<io::Error>,
     },
+    /// The monitor is serving another client and did not take this one
+    /// (see [`ClientBuilder::fail_if_busy`](crate::ClientBuilder::fail_if_busy)).
+    #[error("the monitor at {address} is busy: it serves one client at a time, and another is connected")]
+    Busy {
+        /// Where.
+        address: String,
+    },
     /// The greeting or the capabilities negotiation failed.
     #[error("handshake failed: {0}")]
     Handshake(String),

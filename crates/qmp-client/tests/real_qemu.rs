@@ -681,3 +681,59 @@ per_qemu!(
     #[tokio::test]
     async object_ids_with_several_members_get_their_replies
 );
+
+/// A monitor serves one client at a time (M1): with `fail_if_busy` a
+/// second client is told so instead of waiting out its connect timeout;
+/// without it, it waits; and once the first leaves, it is served.
+async fn a_busy_monitor_is_reported_as_busy(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
+    let first = Client::connect(&qsd.address()).await.unwrap();
+    let e = ClientBuilder::new()
+        .fail_if_busy(true)
+        .connect(&qsd.address())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Busy { .. }), "{e}");
+    assert!(e.to_string().contains("busy"), "{e}");
+    let e = ClientBuilder::new()
+        .connect_timeout(Duration::from_millis(500))
+        .connect(&qsd.address())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::Handshake(_)),
+        "without it, a timeout: {e}"
+    );
+    // More in the queue than it holds: busy too, not an I/O error
+    let mut waiting = Vec::new();
+    for _ in 0..4 {
+        // (non-blocking: a full queue answers EAGAIN at once)
+        waiting.push(tokio::net::UnixStream::connect(&qsd.socket).await);
+    }
+    assert!(waiting.iter().any(|w| w.is_err()), "the queue filled up");
+    let e = ClientBuilder::new()
+        .fail_if_busy(true)
+        .connect(&qsd.address())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Busy { .. }), "{e}");
+    drop(waiting);
+    first.close().await;
+    // QEMU takes the abandoned connections in the queue one by one first
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let second = loop {
+        match ClientBuilder::new()
+            .fail_if_busy(true)
+            .connect(&qsd.address())
+            .await
+        {
+            Ok(c) => break c,
+            Err(Error::Busy { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert!(second.execute("query-version", json!({})).await.is_ok());
+}
+per_qemu!(#[tokio::test] async a_busy_monitor_is_reported_as_busy);

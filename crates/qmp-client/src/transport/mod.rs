@@ -42,6 +42,16 @@ impl From<TcpStream> for Stream {
 }
 
 impl Stream {
+    /// Whether this unix socket is connected but not yet accepted by the
+    /// server (see `unix::waiting_to_be_accepted`); `None` for TCP, or
+    /// when the kernel cannot tell.
+    pub(crate) fn waiting_to_be_accepted(&self) -> Option<bool> {
+        match self {
+            Stream::Unix(s) => unix::waiting_to_be_accepted(s.as_raw_fd()),
+            Stream::Tcp(_) => None,
+        }
+    }
+
     /// Whether file descriptors can be passed on this stream.
     pub fn can_pass_fds(&self) -> bool {
         matches!(self, Stream::Unix(_))

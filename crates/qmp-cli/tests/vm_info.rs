@@ -45,15 +45,57 @@ fn a_full_vm(v: QemuVersion) {
         &lines[5..],
         ["cpus     1", "memory   128 MiB", "block    none"]
     );
+    // --json: QEMU's objects, numbers as numbers
     let j: Value = serde_json::from_str(&vm_info(&vm.address(), true)).unwrap();
     assert_eq!(j["name"], "testvm");
-    assert_eq!(j["status"], "prelaunch");
-    assert_eq!(j["cpus"], 1);
-    assert_eq!(j["memory"], json!({"base-mib": 128}));
+    assert_eq!(j["status"]["status"], "prelaunch");
+    assert_eq!(j["status"]["running"], false);
+    assert_eq!(j["cpus"].as_array().unwrap().len(), 1);
+    assert_eq!(j["memory"]["base-memory"], 128 << 20);
+    assert!(j["version"]["qemu"]["major"].as_u64().unwrap() >= 7);
+    assert_eq!(j["block"], json!([]));
 }
 per_qemu!(
     #[test]
     a_full_vm
+);
+
+/// Disks as libvirt makes them (`-blockdev` and `-device`, no drive id)
+/// are named by their device and node, beside an old-style `-drive`.
+fn disks_made_with_blockdev_and_device(v: QemuVersion) {
+    let vm = Qemu::system_with(
+        v,
+        &[
+            "-blockdev",
+            "driver=null-co,node-name=n0",
+            "-device",
+            "virtio-blk-pci,drive=n0,id=disk0",
+            "-drive",
+            "if=none,id=old,driver=null-co",
+        ],
+    );
+    let text = vm_info(&vm.address(), false);
+    let block = text.lines().find(|l| l.starts_with("block")).unwrap();
+    assert_eq!(
+        block, "block    old (null-co), disk0 (n0, null-co)",
+        "{text}"
+    );
+    let j: Value = serde_json::from_str(&vm_info(&vm.address(), true)).unwrap();
+    let disk0 = j["block"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "disk0")
+        .expect("disk0")
+        .clone();
+    assert_eq!(disk0["node-name"], "n0");
+    assert_eq!(disk0["driver"], "null-co");
+    assert_eq!(disk0["read-only"], false);
+    assert!(disk0["qdev"].as_str().unwrap().contains("disk0"));
+}
+per_qemu!(
+    #[test]
+    disks_made_with_blockdev_and_device
 );
 
 fn a_storage_daemon_shows_what_it_has(v: QemuVersion) {

@@ -74,16 +74,12 @@ pub async fn run(ctx: &Context, a: &InfoArgs) -> Result<(), Failure> {
             Some(Err(e)) => fields.push((key, json!({"error": e}), format!("<error: {e}>"))),
         }
     };
+    // --json: QEMU's own objects (numbers as numbers, every member),
+    // under one key per line; the text: what a person reads first.
     add("name", name, &|v| {
         let n = v["name"].as_str().unwrap_or("");
-        (
-            json!(n),
-            if n.is_empty() {
-                "(none)".into()
-            } else {
-                n.into()
-            },
-        )
+        let text = if n.is_empty() { "(none)" } else { n };
+        (json!(n), text.into())
     });
     add("uuid", uuid, &|v| {
         (v["UUID"].clone(), v["UUID"].as_str().unwrap_or("").into())
@@ -93,17 +89,14 @@ pub async fn run(ctx: &Context, a: &InfoArgs) -> Result<(), Failure> {
         let text = format!("{}.{}.{}", q["major"], q["minor"], q["micro"]);
         let package = v["package"].as_str().unwrap_or("");
         let shown = if package.is_empty() {
-            text.clone()
+            text
         } else {
             format!("{text} ({package})")
         };
-        (json!({"qemu": text, "package": package}), shown)
+        (v.clone(), shown)
     });
     add("status", status, &|v| {
-        (
-            v["status"].clone(),
-            v["status"].as_str().unwrap_or("").into(),
-        )
+        (v.clone(), v["status"].as_str().unwrap_or("").into())
     });
     add("kvm", kvm, &|v| {
         let (enabled, present) = (v["enabled"] == true, v["present"] == true);
@@ -112,42 +105,29 @@ pub async fn run(ctx: &Context, a: &InfoArgs) -> Result<(), Failure> {
             (false, true) => "disabled (available)",
             (false, false) => "disabled (not available)",
         };
-        (json!({"enabled": enabled, "present": present}), text.into())
+        (v.clone(), text.into())
     });
     add("cpus", cpus, &|v| {
         let n = v.as_array().map_or(0, Vec::len);
-        (json!(n), n.to_string())
+        (v.clone(), n.to_string())
     });
     add("memory", memory, &|v| {
-        let base = mib(&v["base-memory"]);
-        (json!({"base-mib": base}), format!("{base} MiB"))
+        (v.clone(), format!("{} MiB", mib(&v["base-memory"])))
     });
     add("block", block, &|v| {
-        let devices: Vec<String> = v
+        let disks: Vec<Disk> = v
             .as_array()
-            .map(|l| {
-                l.iter()
-                    .map(|d| {
-                        let id = d["device"]
-                            .as_str()
-                            .filter(|s| !s.is_empty())
-                            .or(d["node-name"].as_str())
-                            .unwrap_or("?");
-                        let drv = d["inserted"]["drv"]
-                            .as_str()
-                            .or(d["drv"].as_str())
-                            .unwrap_or("empty");
-                        format!("{id} ({drv})")
-                    })
-                    .collect()
-            })
+            .map(|l| l.iter().map(Disk::of).collect())
             .unwrap_or_default();
-        let text = if devices.is_empty() {
+        let text = if disks.is_empty() {
             "none".to_string()
         } else {
-            devices.join(", ")
+            disks.iter().map(Disk::text).collect::<Vec<_>>().join(", ")
         };
-        (json!(devices), text)
+        (
+            json!(disks.iter().map(Disk::json).collect::<Vec<_>>()),
+            text,
+        )
     });
     if a.json {
         let map: Map<String, Value> = fields
@@ -162,4 +142,74 @@ pub async fn run(ctx: &Context, a: &InfoArgs) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// A block device (`query-block`) or, on a storage daemon, a node
+/// (`query-named-block-nodes`).
+struct Disk {
+    /// What a person calls it: the `-drive` id, the `-device` id (from
+    /// its qdev path, as libvirt's `-blockdev` + `-device` disks have no
+    /// drive id), or the node name.
+    label: String,
+    qdev: Option<String>,
+    node: Option<String>,
+    driver: Option<String>,
+    file: Option<String>,
+    read_only: Option<bool>,
+}
+
+impl Disk {
+    fn of(d: &Value) -> Disk {
+        // query-block keeps the medium under "inserted"; a node is it.
+        let medium = if d.get("inserted").is_some() || d.get("qdev").is_some() {
+            &d["inserted"]
+        } else {
+            d
+        };
+        let text = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_owned);
+        let qdev = text(&d["qdev"]);
+        let node = text(&medium["node-name"]);
+        let from_qdev = qdev
+            .as_deref()
+            .map(|q| match q.strip_prefix("/machine/peripheral/") {
+                // `/machine/peripheral/ID/virtio-backend`: the device's id
+                Some(rest) => rest.split('/').next().unwrap_or(rest).to_owned(),
+                None => q.to_owned(),
+            });
+        let label = text(&d["device"])
+            .or(from_qdev)
+            .or_else(|| node.clone())
+            .unwrap_or_else(|| "?".into());
+        Disk {
+            label,
+            qdev,
+            node,
+            driver: text(&medium["drv"]),
+            file: text(&medium["file"]),
+            read_only: medium["ro"].as_bool(),
+        }
+    }
+
+    /// `disk0 (n0, qcow2)`: the node only when it is not the label, and
+    /// `empty` for a drive without a medium.
+    fn text(&self) -> String {
+        let driver = self.driver.as_deref().unwrap_or("empty");
+        match &self.node {
+            Some(node) if *node != self.label && !node.starts_with('#') => {
+                format!("{} ({node}, {driver})", self.label)
+            }
+            _ => format!("{} ({driver})", self.label),
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "name": self.label,
+            "qdev": self.qdev,
+            "node-name": self.node,
+            "driver": self.driver,
+            "file": self.file,
+            "read-only": self.read_only,
+        })
+    }
 }

@@ -114,6 +114,12 @@ fn mounted_tree_read_with_ls_cat_readlink_then_unmounted_by_sigterm(v: QemuVersi
     let (ok, ty, _) = run("cat", &[&machine.join("memory-backend/type")]);
     assert!(ok);
     assert_eq!(ty, "memory-backend-ram\n");
+    // an unset link points at /dev/null, so `ls -la` lists it cleanly
+    let (ok, target, _) = run("readlink", &[&machine.join("confidential-guest-support")]);
+    assert!(ok);
+    assert_eq!(target, "/dev/null\n");
+    let (ok, _, err) = run("ls", &[Path::new("-la"), &machine]);
+    assert!(ok, "{err}");
     // errno: missing, not readable, read-only
     let (ok, _, err) = run("cat", &[&machine.join("nope")]);
     assert!(!ok && err.contains("No such file"), "{err}");
@@ -144,6 +150,21 @@ fn mounted_tree_read_with_ls_cat_readlink_then_unmounted_by_sigterm(v: QemuVersi
     );
     let (_, value, _) = run("cat", &[&machine.join("dump-guest-core")]);
     assert_eq!(value, "false\n");
+    // `>>` appends to the value, `>` replaces it
+    let append = machine.join("append");
+    assert!(echo_into("console=ttyS0", &append).status.success());
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("printf ' quiet' >> '{}'", append.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, value, _) = run("cat", &[&append]);
+    assert_eq!(value, "console=ttyS0 quiet\n");
     // the monitor serves one client at a time: leave it before asking QEMU
     assert!(m.stop());
     let out = Command::new(env!("CARGO_BIN_EXE_qom-get"))

@@ -3,10 +3,11 @@
 //! unmount it.
 //!
 //! Objects are directories; `link<...>` properties are symlinks to their
-//! target (relative, so they resolve inside the mount); other properties
-//! are files holding the `qom-get` value and a newline. Read-only unless
-//! `--rw`, where writing a file is a `qom-set` (JSON when it parses, else a
-//! string). Nothing is cached: every read asks QEMU. QMP errors are logged
+//! target (relative, so they resolve inside the mount), an unset one to
+//! `/dev/null`; other properties are files holding the `qom-get` value and
+//! a newline. Read-only unless `--rw`, where writing a file is a `qom-set`
+//! (JSON when it parses, else a string): `>` replaces the value, `>>`
+//! appends to it. Nothing is cached: every read asks QEMU. QMP errors are logged
 //! and map to ENOENT (no such object or property), EACCES (not readable or
 //! writable) or EIO.
 
@@ -239,8 +240,9 @@ impl Filesystem for QomFs {
         };
         let (dir, name) = split(&path);
         match self.qmp(&path, "qom-get", json!({"path": dir, "property": name})) {
-            // an unset link points nowhere
-            Ok(Value::String(target)) if target.is_empty() => reply.error(Errno::ENOENT),
+            // An unset link points at /dev/null: readlink (and `ls -l`)
+            // succeed, and reading through it gives nothing.
+            Ok(Value::String(target)) if target.is_empty() => reply.data(b"/dev/null"),
             Ok(Value::String(target)) => {
                 // relative to the link's directory, so it resolves in the mount
                 let depth = dir.split('/').filter(|s| !s.is_empty()).count();
@@ -290,10 +292,10 @@ impl Filesystem for QomFs {
         _req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
-        _offset: u64,
+        offset: u64,
         data: &[u8],
         _write_flags: fuser::WriteFlags,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock: Option<fuser::LockOwner>,
         reply: ReplyWrite,
     ) {
@@ -304,7 +306,26 @@ impl Filesystem for QomFs {
             return reply.error(Errno::ENOENT);
         };
         let (dir, name) = split(&path);
-        let text = String::from_utf8_lossy(data);
+        // `>>` (O_APPEND), or the later pieces of a long write: what is
+        // written goes after the value there is, not in its place.
+        let appending = flags.0 & nix::libc::O_APPEND != 0;
+        let mut text = Vec::new();
+        if appending || offset > 0 {
+            match self.contents(&path) {
+                Ok(mut now) => {
+                    now.pop(); // the newline the file shows
+                    let keep = if appending {
+                        now.len()
+                    } else {
+                        usize::try_from(offset).unwrap_or(usize::MAX).min(now.len())
+                    };
+                    text.extend_from_slice(&now[..keep]);
+                }
+                Err(e) => return reply.error(e),
+            }
+        }
+        text.extend_from_slice(data);
+        let text = String::from_utf8_lossy(&text);
         let value = qmp_proto::args::parse_value(text.trim_end_matches('\n'));
         match self.qmp(
             &path,

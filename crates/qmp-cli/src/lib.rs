@@ -250,6 +250,33 @@ fn tool() -> &'static str {
     TOOL.get().copied().unwrap_or("qmp")
 }
 
+/// The classic tools: each name, and the words of `qmp` it stands for.
+const CLASSIC: &[(&str, &[&str])] = &[
+    ("qmp-shell", &["shell"]),
+    ("qom-list", &["qom", "list"]),
+    ("qom-get", &["qom", "get"]),
+    ("qom-set", &["qom", "set"]),
+    ("qom-tree", &["qom", "tree"]),
+    ("qom-fuse", &["qom", "fuse"]),
+    ("vm-info", &["info"]),
+];
+
+/// The `qmp` binary, which is every tool: called by a classic tool's name
+/// (a link such as `qom-list -> qmp`) it is that tool, else `qmp`.
+pub fn main_multicall() -> ExitCode {
+    let called = std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    match CLASSIC
+        .iter()
+        .find(|(name, _)| called.as_deref() == Some(*name))
+    {
+        Some((name, words)) => main_classic(name, words),
+        None => main_with(std::env::args_os().collect()),
+    }
+}
+
 /// Runs a classic tool, `tool` (such as `qom-list`), as `qmp WORDS...`
 /// (such as `qom list`) followed by what the user typed. Its help, usage,
 /// version and errors carry its own name.

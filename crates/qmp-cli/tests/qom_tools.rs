@@ -213,6 +213,17 @@ fn classic_tools_use_their_own_names() {
         let err = String::from_utf8(failed.stderr).unwrap();
         assert!(err.starts_with(&format!("{name}: cannot connect")), "{err}");
     }
+    // `qmp` linked under a classic name is that tool
+    let dir = qmp_testkit::test_dir();
+    let link = dir.path().join("qom-tree");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_qmp"), &link).unwrap();
+    let version = run(link.to_str().unwrap(), &["--version"]);
+    assert_eq!(
+        String::from_utf8(version.stdout).unwrap(),
+        format!("qom-tree {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let help = String::from_utf8(run(link.to_str().unwrap(), &["--help"]).stdout).unwrap();
+    assert!(help.contains("Usage: qom-tree [OPTIONS] [PATH]"), "{help}");
     // positional arguments are described
     let help = String::from_utf8(run(env!("CARGO_BIN_EXE_qom-set"), &["--help"]).stdout).unwrap();
     assert!(

@@ -95,6 +95,15 @@ fn completion_events_while_typing_ctrl_c_and_the_server_going_away(v: QemuVersio
     tmux.keys(&["Enter"]);
     tmux.wait_for("the reply", |s| s.contains("\"status\":\"prelaunch\""));
 
+    // several candidates: a second Tab lists them, as bash does
+    tmux.keys(&["query-c", "Tab", "Tab"]);
+    tmux.wait_for("the candidates listed", |s| {
+        s.contains("query-cpus-fast")
+            && s.lines()
+                .any(|l| l.contains("query-chardev") && l.contains("query-commands"))
+    });
+    tmux.keys(&["C-c"]);
+
     // an event arrives while a line is half typed: printed at once, and
     // the typed text is still there
     tmux.keys(&["query-na"]);

@@ -1,3 +1,4 @@
+//! `qmp`, and any classic tool it is linked as (`ln -s qmp qom-list`).
 fn main() -> std::process::ExitCode {
-    qmp_cli::main_with(std::env::args_os().collect())
+    qmp_cli::main_multicall()
 }

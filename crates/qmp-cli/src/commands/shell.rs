@@ -401,7 +401,12 @@ async fn watch<P: ExternalPrinter>(
 
 impl Shell {
     async fn interactive(&mut self) -> Result<(), Failure> {
-        let mut editor: Editor<ShellHelper, FileHistory> = Editor::new()
+        // Tab completes what is common, and a second Tab lists the
+        // candidates (as bash does), rather than cycling through 200 of them.
+        let config = rustyline::Config::builder()
+            .completion_type(rustyline::CompletionType::List)
+            .build();
+        let mut editor: Editor<ShellHelper, FileHistory> = Editor::with_config(config)
             .map_err(|e| Failure::Connection(format!("cannot open the terminal: {e}")))?;
         editor.set_helper(Some(ShellHelper {
             catalog: self.catalog.clone(),

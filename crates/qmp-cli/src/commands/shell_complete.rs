@@ -13,6 +13,21 @@ pub struct Arg {
     pub ty: String,
     pub optional: bool,
     pub values: Vec<String>,
+    /// For a union branch's member, the tag values that select it, such as
+    /// `[("driver", "file")]` (several for nested unions); empty for the
+    /// members every request has.
+    pub when: Vec<(String, String)>,
+}
+
+impl Arg {
+    /// `driver=file`, or `driver=qcow2, file.driver=file` for nested unions.
+    fn condition(&self) -> String {
+        self.when
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 #[derive(Debug, Default)]
@@ -28,7 +43,7 @@ impl Catalog {
         for e in schema.commands() {
             let mut args = Vec::new();
             if let Kind::Command { arg_type, .. } = &e.kind {
-                members(schema, arg_type, "", &mut args, 0);
+                members(schema, arg_type, "", &[], &mut args, 0);
             }
             c.args.insert(e.name.clone(), args);
             c.commands.push(e.name.clone());
@@ -53,20 +68,42 @@ impl Catalog {
         let start = before.rfind(char::is_whitespace).map_or(0, |i| i + 1);
         let word = &before[start..];
         let first = before[..start].split_whitespace().next();
-        let Some(command) = first else {
-            let found = self
-                .commands
+        let command_names = |word: &str| {
+            self.commands
                 .iter()
                 .filter(|c| c.starts_with(word))
                 .cloned()
-                .collect();
-            return (start, found);
+                .collect()
         };
-        let args = self
+        let Some(command) = first else {
+            return (start, command_names(word));
+        };
+        // `help CMD`: a command's name
+        if command == "help" && before[..start].split_whitespace().count() == 1 {
+            return (start, command_names(word));
+        }
+        // What the line has given already: KEY=VALUE words before this one.
+        let given: Vec<(&str, &str)> = before[..start]
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|w| w.split_once('='))
+            .collect();
+        let args: Vec<&Arg> = self
             .args
             .get(command)
             .map(Vec::as_slice)
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .iter()
+            // a union's branch only once its tag says so, if it was given
+            .filter(|a| {
+                a.when.iter().all(|(tag, case)| {
+                    given
+                        .iter()
+                        .find(|(k, _)| k == tag)
+                        .is_none_or(|(_, v)| v == case)
+                })
+            })
+            .collect();
         let found = match word.split_once('=') {
             Some((key, value)) => args
                 .iter()
@@ -81,6 +118,8 @@ impl Catalog {
             None => args
                 .iter()
                 .filter(|a| a.path.starts_with(word))
+                // not one already given
+                .filter(|a| !given.iter().any(|(k, _)| *k == a.path))
                 .map(|a| format!("{}=", a.path))
                 .collect(),
         };
@@ -95,20 +134,47 @@ impl Catalog {
         }
         let width = args.iter().map(|a| a.path.len()).max().unwrap_or(0);
         let mut out = format!("{command}:");
-        for a in args {
+        let line = |a: &Arg, indent: &str| {
             let opt = if a.optional { " (optional)" } else { "" };
-            out.push_str(&format!("\n  {:width$}  {}{opt}", a.path, a.ty));
+            format!("\n{indent}{:width$}  {}{opt}", a.path, a.ty)
+        };
+        // The members every request has, then each union branch's under
+        // the tag values that select it: "required" there means required
+        // when that branch is chosen.
+        for a in args.iter().filter(|a| a.when.is_empty()) {
+            out.push_str(&line(a, "  "));
+        }
+        let mut branches: Vec<String> = Vec::new();
+        for a in args.iter().filter(|a| !a.when.is_empty()) {
+            let c = a.condition();
+            if !branches.contains(&c) {
+                branches.push(c);
+            }
+        }
+        for branch in branches {
+            out.push_str(&format!("\n  with {branch}:"));
+            for a in args.iter().filter(|a| a.condition() == branch) {
+                out.push_str(&line(a, "    "));
+            }
         }
         Some(out)
     }
 }
 
-/// An object type's members, flattened with dotted paths (nesting capped).
-fn members(schema: &Schema, ty: &str, prefix: &str, out: &mut Vec<Arg>, depth: usize) {
+/// An object type's members, flattened with dotted paths (nesting capped);
+/// `when` is the branch condition they are under.
+fn members(
+    schema: &Schema,
+    ty: &str,
+    prefix: &str,
+    when: &[(String, String)],
+    out: &mut Vec<Arg>,
+    depth: usize,
+) {
     let Some(Kind::Object {
         members: list,
+        tag,
         variants,
-        ..
     }) = schema.get(ty).map(|e| &e.kind)
     else {
         return;
@@ -119,18 +185,23 @@ fn members(schema: &Schema, ty: &str, prefix: &str, out: &mut Vec<Arg>, depth: u
     for m in list {
         let path = format!("{prefix}{}", m.name);
         let (shown, values) = describe(schema, &m.ty);
-        if !out.iter().any(|a| a.path == path) {
+        if !out.iter().any(|a| a.path == path && a.when == when) {
             out.push(Arg {
                 path: path.clone(),
                 ty: shown,
                 optional: m.optional,
                 values,
+                when: when.to_vec(),
             });
         }
-        members(schema, &m.ty, &format!("{path}."), out, depth + 1);
+        members(schema, &m.ty, &format!("{path}."), when, out, depth + 1);
     }
     for v in variants {
-        members(schema, &v.ty, prefix, out, depth + 1);
+        let mut branch = when.to_vec();
+        if let Some(tag) = tag {
+            branch.push((format!("{prefix}{tag}"), v.case.clone()));
+        }
+        members(schema, &v.ty, prefix, &branch, out, depth + 1);
     }
 }
 
@@ -214,6 +285,24 @@ mod tests {
             "{help}"
         );
         assert!(help.contains("cache.direct  bool (optional)"), "{help}");
+        // a branch's members under the tag value that selects them
+        assert!(
+            help.ends_with("\n  with driver=file:\n    filename      str"),
+            "{help}"
+        );
+    }
+
+    #[test]
+    fn completion_narrows_to_the_chosen_branch_and_skips_what_was_given() {
+        let c = Catalog::from_schema(&schema());
+        let offered = |line: &str| c.complete(line, line.len()).1;
+        // the file branch's member, only while driver is file or not given
+        assert!(offered("blockdev-add driver=file f").contains(&"filename=".into()));
+        assert!(offered("blockdev-add driver=raw f").is_empty());
+        // names given already are not offered again
+        assert_eq!(offered("blockdev-add node-name=n0 n"), Vec::<String>::new());
+        // help CMD completes a command
+        assert_eq!(offered("help blockdev-d"), ["blockdev-del"]);
     }
 
     #[test]

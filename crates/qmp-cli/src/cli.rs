@@ -74,6 +74,9 @@ pub enum Command {
     Qom(QomCommand),
     /// A VM's name, uuid, version, status, KVM, CPUs, memory and block devices
     Info(InfoArgs),
+    /// Block jobs: wait for one to end
+    #[command(subcommand)]
+    Job(JobCommand),
     /// An interactive QMP shell
     Shell(ShellArgs),
 }
@@ -320,6 +323,21 @@ pub struct ExecArgs {
     /// Arguments as one JSON object (key=value items are added to it)
     #[arg(long = "args", value_name = "JSON")]
     pub json_args: Option<String>,
+    /// For a command that starts a block job: follow the job to its end
+    /// (see `qmp job wait`)
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Follow a job to its end: a progress bar on a terminal, its final
+    /// state as JSON when piped; exit status 0 when it concluded without
+    /// error, 1 with its error
+    Wait {
+        /// The job's id
+        id: String,
+    },
 }
 
 #[derive(Debug, Args)]

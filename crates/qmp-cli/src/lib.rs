@@ -221,6 +221,7 @@ pub fn main_with(argv: Vec<std::ffi::OsString>) -> ExitCode {
             Command::Transcript(t) => commands::transcript::run(t),
             Command::Qom(q) => commands::qom::run(&ctx, q).await,
             Command::Info(a) => commands::info::run(&ctx, a).await,
+            Command::Job(cli::JobCommand::Wait { id }) => commands::job::wait(&ctx, id).await,
             Command::Shell(a) => commands::shell::run(&ctx, a).await,
         }
     });

@@ -564,3 +564,68 @@ per_qemu!(
     #[test]
     a_busy_monitor_is_said_at_once
 );
+
+/// `--wait` follows the job a command starts, `qmp job wait` any job: the
+/// final state as JSON when piped, the job's outcome as the exit status;
+/// on a terminal a progress bar.
+fn jobs_are_followed_to_their_end(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
+    let create = |id: &str, file: &std::path::Path| {
+        qmp(
+            &qsd.address(),
+            &[
+                "blockdev-create",
+                &format!("job-id={id}"),
+                "options.driver=file",
+                &format!("options.filename={}", file.display()),
+                "options.size=0",
+                "--wait",
+            ],
+        )
+    };
+    let out = create("j1", &qsd.dir().join("a.img"));
+    let last = stdout_json(&out);
+    assert_eq!(last["id"], "j1");
+    assert_eq!(last["status"], "concluded");
+    assert!(last.get("error").is_none());
+    // a job that fails: exit status 1 and its error
+    let out = create("j2", &qsd.dir().join("no/such/dir/a.img"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: GenericError: job 'j2' failed: Could not create"),
+        "{err}"
+    );
+    // a concluded job is waited for at once; a missing one is an error
+    let out = qmp(&qsd.address(), &["job", "wait", "j1"]);
+    assert_eq!(stdout_json(&out)["status"], "concluded");
+    let out = qmp(&qsd.address(), &["job", "wait", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "qmp: there is no job 'nope'\n"
+    );
+    let out = qmp(&qsd.address(), &["query-status", "--wait"]);
+    assert_eq!(out.status.code(), Some(2));
+    // on a terminal: the bar, then a line for people
+    let line = format!(
+        "{} -s {} job wait j1",
+        env!("CARGO_BIN_EXE_qmp"),
+        qsd.address()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script (util-linux)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("[##############################] 100%  concluded"),
+        "{text:?}"
+    );
+    assert!(text.contains("job 'j1' concluded"), "{text:?}");
+}
+per_qemu!(
+    #[test]
+    jobs_are_followed_to_their_end
+);

@@ -18,7 +18,24 @@ pub async fn run(ctx: &Context, a: &ExecArgs) -> Result<(), Failure> {
         args::insert_assignment(&mut arguments, item).map_err(|e| Failure::Usage(e.to_string()))?;
     }
     let client = ctx.connect().await?;
-    let ret = client.execute(&a.command, Value::Object(arguments)).await?;
-    ctx.style.print(&ret);
-    Ok(())
+    if !a.wait {
+        let ret = client.execute(&a.command, Value::Object(arguments)).await?;
+        ctx.style.print(&ret);
+        return Ok(());
+    }
+    // --wait: follow the job the command starts, subscribed before it is
+    // started so that no status change is missed.
+    let id = super::job::job_id(&arguments)
+        .filter(|_| super::job::STARTS_A_JOB.contains(&a.command.as_str()))
+        .ok_or_else(|| {
+            Failure::Usage(format!(
+                "--wait follows the job of {} (with job-id, or device); {} starts none",
+                super::job::STARTS_A_JOB.join(", "),
+                a.command
+            ))
+        })?;
+    let events = client
+        .events(qmp_client::EventFilter::name("JOB_STATUS_CHANGE").data_eq("/id", id.as_str()));
+    client.execute(&a.command, Value::Object(arguments)).await?;
+    super::job::follow(ctx, &client, &id, events).await
 }

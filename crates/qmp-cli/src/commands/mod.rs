@@ -4,6 +4,7 @@ pub mod demo;
 pub mod events;
 pub mod exec;
 pub mod info;
+pub mod job;
 pub mod mock;
 pub mod proxy;
 pub mod qom;

@@ -13,7 +13,17 @@ use std::ffi::OsString;
     name = "qmp",
     version,
     propagate_version = true,
-    about = "Talk to a QEMU monitor (QMP) from the shell"
+    about = "Talk to a QEMU monitor (QMP) from the shell",
+    after_help = "\
+Examples:
+  qmp -s /run/vm/qmp.sock query-status
+  qmp blockdev-add driver=null-co node-name=n0 size=1048576
+  qmp blockdev-create job-id=j1 options.driver=file options.filename=/tmp/a.img options.size=0 --wait
+  qmp events --name JOB_STATUS_CHANGE --data id=j1 --count 1 --timeout 60
+  qmp shell                    (or qmp-shell; `qmp shell --demo` needs no QEMU)
+
+Exit status: 0 success; 1 QEMU answered with an error; 2 the connection,
+the protocol or the command line failed."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -77,11 +87,39 @@ pub enum Command {
     /// Block jobs: wait for one to end
     #[command(subcommand)]
     Job(JobCommand),
+    /// Print a shell completion script for qmp or a classic tool
+    #[command(after_help = "Examples:\n  \
+        qmp completions bash > ~/.local/share/bash-completion/completions/qmp\n  \
+        qmp completions zsh qom-list > ~/.zfunc/_qom-list\n  \
+        qmp completions fish qmp-shell > ~/.config/fish/completions/qmp-shell.fish")]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell
+        shell: clap_complete::Shell,
+        /// qmp, or a classic tool (qmp-shell, qom-list, ..., vm-info)
+        #[arg(default_value = "qmp")]
+        tool: String,
+    },
+    /// Print the man page of qmp or a classic tool
+    #[command(after_help = "Example:\n  qmp man qom-tree > ~/.local/share/man/man1/qom-tree.1")]
+    Man {
+        /// qmp, or a classic tool (qmp-shell, qom-list, ..., vm-info)
+        #[arg(default_value = "qmp")]
+        tool: String,
+    },
     /// An interactive QMP shell
     Shell(ShellArgs),
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  qmp-shell /run/vm/qmp.sock
+  qmp-shell --demo
+  qmp-shell --launch -- qemu-system-x86_64 -M pc -S -nodefaults
+  echo 'query-status' | qmp-shell -s /run/vm/qmp.sock
+
+At the prompt: `command key=value ...`, a raw JSON request, `help`, `help
+CMD`, `transaction( action k=v ; ... )`; Tab completes, Ctrl-D leaves.")]
 pub struct ShellArgs {
     /// Monitor address (or -s ADDR, or $QMP_SOCKET)
     #[arg(value_name = "ADDR")]
@@ -111,6 +149,7 @@ pub struct ShellArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  vm-info -s /run/vm/qmp.sock\n  vm-info --json | jq .block")]
 pub struct InfoArgs {
     /// Print JSON instead of aligned text
     #[arg(long)]
@@ -138,6 +177,9 @@ pub enum QomCommand {
         json: bool,
     },
     /// Set a property (VALUE is JSON when it parses, else a string)
+    #[command(
+        after_help = "Examples:\n  qom-set /machine.dump-guest-core false\n  qom-set /objects/mem0.prealloc true"
+    )]
     Set {
         /// The object's path and the property, such as /machine.dump-guest-core
         #[arg(value_name = "PATH.PROPERTY")]
@@ -147,6 +189,9 @@ pub enum QomCommand {
         value: String,
     },
     /// Print objects and their property values, recursively
+    #[command(
+        after_help = "Examples:\n  qom-tree /machine\n  qom-tree --json /machine/peripheral | jq ."
+    )]
     Tree {
         /// Where to start
         #[arg(default_value = "/")]

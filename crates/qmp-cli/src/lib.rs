@@ -222,6 +222,8 @@ pub fn main_with(argv: Vec<std::ffi::OsString>) -> ExitCode {
             Command::Qom(q) => commands::qom::run(&ctx, q).await,
             Command::Info(a) => commands::info::run(&ctx, a).await,
             Command::Job(cli::JobCommand::Wait { id }) => commands::job::wait(&ctx, id).await,
+            Command::Completions { shell, tool } => completions(*shell, tool),
+            Command::Man { tool } => man_page(tool),
             Command::Shell(a) => commands::shell::run(&ctx, a).await,
         }
     });
@@ -285,6 +287,15 @@ pub fn main_classic(tool: &'static str, words: &[&str]) -> ExitCode {
     let _ = TOOL.set(tool);
     // The tool's own command line first: `qom-list --help` is about
     // qom-list, not `qmp qom list`. What passes it passes `qmp` too.
+    if let Err(e) = tool_command(tool, words).try_get_matches_from(std::env::args_os()) {
+        e.exit();
+    }
+    main_with(classic(words))
+}
+
+/// The command line of classic tool `tool`, which is `qmp WORDS...`, by
+/// its own name: for its help, man page and shell completion.
+fn tool_command(tool: &'static str, words: &[&str]) -> clap::Command {
     let mut sub = Cli::command();
     for word in words {
         match sub.find_subcommand(word) {
@@ -292,15 +303,44 @@ pub fn main_classic(tool: &'static str, words: &[&str]) -> ExitCode {
             None => break,
         }
     }
-    let own = <cli::Global as clap::Args>::augment_args(
+    <cli::Global as clap::Args>::augment_args(
         sub.name(tool)
             .bin_name(tool)
             .version(env!("CARGO_PKG_VERSION")),
-    );
-    if let Err(e) = own.try_get_matches_from(std::env::args_os()) {
-        e.exit();
+    )
+}
+
+/// `qmp` or a classic tool's command line, by name.
+fn command_of(tool: &str) -> Result<clap::Command, Failure> {
+    if tool == "qmp" {
+        return Ok(Cli::command());
     }
-    main_with(classic(words))
+    CLASSIC
+        .iter()
+        .find(|(name, _)| *name == tool)
+        .map(|(name, words)| tool_command(name, words))
+        .ok_or_else(|| {
+            let names: Vec<&str> = CLASSIC.iter().map(|(n, _)| *n).collect();
+            Failure::Usage(format!(
+                "no tool named {tool}: qmp, or one of {}",
+                names.join(", ")
+            ))
+        })
+}
+
+/// `qmp completions SHELL [TOOL]`: a completion script on stdout.
+fn completions(shell: clap_complete::Shell, tool: &str) -> Result<(), Failure> {
+    let mut command = command_of(tool)?;
+    clap_complete::generate(shell, &mut command, tool, &mut std::io::stdout());
+    Ok(())
+}
+
+/// `qmp man [TOOL]`: a man page (roff) on stdout.
+fn man_page(tool: &str) -> Result<(), Failure> {
+    let command = command_of(tool)?;
+    clap_mangen::Man::new(command)
+        .render(&mut std::io::stdout())
+        .map_err(|e| Failure::Connection(e.to_string()))
 }
 
 /// The arguments of a classic tool such as `qom-list`: `qmp qom list`

@@ -379,3 +379,48 @@ per_qemu!(
     #[test]
     qom_tree_of_a_vm_uses_qom_list_get_where_qemu_has_it
 );
+
+/// Man pages and completion scripts for qmp and every classic tool.
+#[test]
+fn man_pages_and_completion_scripts() {
+    let qmp = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_qmp"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for tool in [
+        "qmp",
+        "qmp-shell",
+        "qom-list",
+        "qom-get",
+        "qom-set",
+        "qom-tree",
+        "qom-fuse",
+        "vm-info",
+    ] {
+        let man = qmp(&["man", tool]);
+        assert!(man.contains(&format!(".TH {tool} 1")), "{man}");
+        for shell in ["bash", "zsh", "fish"] {
+            let script = qmp(&["completions", shell, tool]);
+            assert!(script.contains(tool), "{shell} {tool}: {script}");
+        }
+    }
+    let bash = qmp(&["completions", "bash", "qom-tree"]);
+    assert!(bash.contains("complete -F _qom__tree"), "{bash}");
+    assert!(bash.contains("--json"), "{bash}");
+    let out = Command::new(env!("CARGO_BIN_EXE_qmp"))
+        .args(["man", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    // --help shows examples
+    assert!(qmp(&["--help"]).contains("Examples:"));
+    assert!(qmp(&["shell", "--help"]).contains("qmp-shell --demo"));
+}

@@ -50,8 +50,9 @@ fn open_shell(args: &str, tag: &str, state: &std::path::Path) -> (Tmux, String) 
     let tmux = Tmux {
         server: format!("qmp-shell-test-{tag}-{}", std::process::id()),
     };
+    // HOME too: the shell looks there for Python qmp-shell's history
     let command = format!(
-        "env XDG_STATE_HOME={} {} {args}",
+        "env XDG_STATE_HOME={0} HOME={0} {1} {args}",
         state.display(),
         env!("CARGO_BIN_EXE_qmp-shell")
     );
@@ -244,4 +245,25 @@ fn hmp_mode_keeps_events_on_the_screen(v: QemuVersion) {
 per_qemu!(
     #[test]
     hmp_mode_keeps_events_on_the_screen
+);
+
+/// Python qmp-shell's history is taken over the first time: Up brings
+/// back its last line.
+fn pythons_history_is_taken_over(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
+    let state = qmp_testkit::test_dir();
+    std::fs::write(
+        state.path().join(".qmp-shell_history"),
+        "query-version\nquery-named-block-nodes flat=true\n",
+    )
+    .unwrap();
+    let (tmux, _) = open_shell(&qsd.address(), "pyhist", state.path());
+    tmux.keys(&["Up"]);
+    tmux.wait_for("Python's last line", |s| {
+        s.contains("(QEMU) query-named-block-nodes flat=true")
+    });
+}
+per_qemu!(
+    #[test]
+    pythons_history_is_taken_over
 );

@@ -138,6 +138,12 @@ fn launch(command: &[String]) -> Result<(Launched, String), Failure> {
     )))
 }
 
+/// Python qmp-shell's history file, `~/.qmp-shell_history`, if there is one.
+fn python_history() -> Option<std::path::PathBuf> {
+    let path = std::path::PathBuf::from(std::env::var_os("HOME")?).join(".qmp-shell_history");
+    path.is_file().then_some(path)
+}
+
 fn history_path() -> Option<std::path::PathBuf> {
     let base = std::env::var_os("XDG_STATE_HOME")
         .map(std::path::PathBuf::from)
@@ -413,7 +419,13 @@ impl Shell {
         }));
         let history = history_path();
         if let Some(h) = &history {
-            let _ = editor.load_history(h);
+            if h.exists() {
+                let _ = editor.load_history(h);
+            } else if let Some(python) = python_history() {
+                // Python qmp-shell's history, taken over once: from now on
+                // it is kept in ours.
+                let _ = editor.load_history(&python);
+            }
         }
         let terminal = Terminal::save();
         // Events go above the line being typed, as they arrive.

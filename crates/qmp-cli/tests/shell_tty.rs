@@ -267,3 +267,38 @@ per_qemu!(
     #[test]
     pythons_history_is_taken_over
 );
+
+/// Values only the live VM knows complete too: QOM paths and property
+/// names, device ids, block node names.
+fn live_values_complete(v: QemuVersion) {
+    let vm = Qemu::system_with(
+        v,
+        &[
+            "-blockdev",
+            "driver=null-co,node-name=n0",
+            "-device",
+            "virtio-blk-pci,drive=n0,id=disk0",
+        ],
+    );
+    let state = qmp_testkit::test_dir();
+    let (tmux, _) = open_shell(&vm.address(), "live", state.path());
+    tmux.keys(&["qom-get path=/mach", "Tab"]);
+    tmux.wait_for("a QOM path", |s| s.contains("(QEMU) qom-get path=/machine"));
+    tmux.keys(&[" property=dump-g", "Tab"]);
+    tmux.wait_for("a property", |s| {
+        s.contains("qom-get path=/machine property=dump-guest-core")
+    });
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("its value", |s| s.contains("{\"return\":true}"));
+    tmux.keys(&["device_del id=d", "Tab"]);
+    tmux.wait_for("a device id", |s| s.contains("(QEMU) device_del id=disk0"));
+    tmux.keys(&["C-c"]);
+    tmux.keys(&["block-dirty-bitmap-add node=", "Tab"]);
+    tmux.wait_for("a node name", |s| {
+        s.contains("(QEMU) block-dirty-bitmap-add node=n0")
+    });
+}
+per_qemu!(
+    #[test]
+    live_values_complete
+);

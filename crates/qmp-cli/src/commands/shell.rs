@@ -23,6 +23,9 @@ use std::time::Duration;
 #[derive(Helper, Highlighter, Hinter, Validator)]
 struct ShellHelper {
     catalog: Arc<Mutex<Catalog>>,
+    /// The live VM, for values only it knows (QOM paths, node names, ...);
+    /// `None` in HMP mode.
+    live: Option<(Client, tokio::runtime::Handle)>,
 }
 
 impl Completer for ShellHelper {
@@ -34,11 +37,124 @@ impl Completer for ShellHelper {
         pos: usize,
         _: &rustyline::Context<'_>,
     ) -> rustyline::Result<(usize, Vec<String>)> {
-        Ok(self
+        let (start, found) = self
             .catalog
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .complete(line, pos))
+            .complete(line, pos);
+        if !found.is_empty() {
+            return Ok((start, found));
+        }
+        // A value the schema cannot list: ask the VM. (This runs on the
+        // line editor's thread; the runtime's own thread keeps serving the
+        // connection meanwhile.)
+        let Some((client, handle)) = &self.live else {
+            return Ok((start, found));
+        };
+        let before = &line[..pos];
+        let word = &before[start..];
+        let mut words = before[..start].split_whitespace();
+        let (Some(command), Some((key, partial))) = (words.next(), word.split_once('=')) else {
+            return Ok((start, found));
+        };
+        let given: Vec<(&str, &str)> = words.filter_map(|w| w.split_once('=')).collect();
+        let values = handle.block_on(live_values(client, command, key, partial, &given));
+        let found = values
+            .into_iter()
+            .filter(|v| v.starts_with(partial))
+            .map(|v| format!("{key}={v}"))
+            .collect();
+        Ok((start, found))
+    }
+}
+
+/// Values of argument `key` of `command` that the live VM has: QOM paths
+/// and property names, block node names, device and object ids, device
+/// and object types. Empty when there is nothing to offer or the VM
+/// cannot say.
+async fn live_values(
+    client: &Client,
+    command: &str,
+    key: &str,
+    partial: &str,
+    given: &[(&str, &str)],
+) -> Vec<String> {
+    let ask = |cmd: &'static str, args: Value| async move {
+        tokio::time::timeout(Duration::from_secs(2), client.execute(cmd, args))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(Value::Null)
+    };
+    let names = |v: &Value, keep: &dyn Fn(&Value) -> bool| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| keep(e))
+            .filter_map(|e| e["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let is_child = |e: &Value| e["type"].as_str().is_some_and(|t| t.starts_with("child<"));
+    match (command, key) {
+        // a QOM path, one level at a time: the children of what is typed
+        (_, "path") => {
+            let parent = match partial.rfind('/') {
+                Some(0) | None => "/",
+                Some(i) => &partial[..i],
+            };
+            let listing = ask("qom-list", json!({"path": parent})).await;
+            let base = parent.trim_end_matches('/');
+            names(&listing, &|e| {
+                e["type"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("child<") || t.starts_with("link<"))
+            })
+            .into_iter()
+            .map(|n| format!("{base}/{n}"))
+            .collect()
+        }
+        (_, "property") => {
+            let path = given
+                .iter()
+                .find(|(k, _)| *k == "path")
+                .map_or("/", |(_, v)| *v);
+            names(&ask("qom-list", json!({"path": path})).await, &|_| true)
+        }
+        ("device_del" | "device-list-properties", "id") => names(
+            &ask("qom-list", json!({"path": "/machine/peripheral"})).await,
+            &is_child,
+        ),
+        ("object-del", "id") => names(
+            &ask("qom-list", json!({"path": "/objects"})).await,
+            &is_child,
+        ),
+        ("device_add", "driver") => names(
+            &ask(
+                "qom-list-types",
+                json!({"implements": "device", "abstract": false}),
+            )
+            .await,
+            &|_| true,
+        ),
+        ("object-add", "qom-type") => names(
+            &ask(
+                "qom-list-types",
+                json!({"implements": "user-creatable", "abstract": false}),
+            )
+            .await,
+            &|_| true,
+        ),
+        ("blockdev-add", _) => Vec::new(),
+        (_, "node-name" | "node" | "device" | "target" | "base-node" | "top-node" | "overlay") => {
+            let nodes = ask("query-named-block-nodes", json!({"flat": true})).await;
+            nodes
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|n| n["node-name"].as_str().map(str::to_owned))
+                .collect()
+        }
+        _ => Vec::new(),
     }
 }
 
@@ -415,6 +531,7 @@ impl Shell {
         let mut editor: Editor<ShellHelper, FileHistory> = Editor::with_config(config)
             .map_err(|e| Failure::Connection(format!("cannot open the terminal: {e}")))?;
         editor.set_helper(Some(ShellHelper {
+            live: (!self.hmp).then(|| (self.client.clone(), tokio::runtime::Handle::current())),
             catalog: self.catalog.clone(),
         }));
         let history = history_path();

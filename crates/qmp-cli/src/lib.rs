@@ -130,6 +130,15 @@ fn raise_descriptor_limit() {
     }
 }
 
+/// `text` in bold red on a terminal's stderr, unless `NO_COLOR` is set.
+fn red(text: &str) -> String {
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) && output::colour_allowed() {
+        format!("\x1b[1;31m{text}\x1b[0m")
+    } else {
+        text.to_owned()
+    }
+}
+
 /// Runs the command line `argv` (program name first).
 pub fn main_with(argv: Vec<std::ffi::OsString>) -> ExitCode {
     // A closed pipe (`qom-tree | head`) ends the tool quietly, as with any
@@ -230,16 +239,16 @@ pub fn main_with(argv: Vec<std::ffi::OsString>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Qmp(e)) => {
-            eprintln!("error: {}: {}", e.class, e.desc);
+            eprintln!("{}: {}: {}", red("error"), e.class, e.desc);
             ExitCode::from(1)
         }
         Err(Failure::Connection(msg)) => {
-            eprintln!("{}: {msg}", tool());
+            eprintln!("{}: {msg}", red(tool()));
             ExitCode::from(2)
         }
         Err(Failure::Quiet(code)) => ExitCode::from(code),
         Err(Failure::Usage(msg)) => {
-            eprintln!("{}: {msg}", tool());
+            eprintln!("{}: {msg}", red(tool()));
             ExitCode::from(2)
         }
     }

@@ -424,3 +424,41 @@ fn man_pages_and_completion_scripts() {
     assert!(qmp(&["--help"]).contains("Examples:"));
     assert!(qmp(&["shell", "--help"]).contains("qmp-shell --demo"));
 }
+
+/// On a terminal an error's prefix is red, unless NO_COLOR is set; piped
+/// it is plain.
+#[test]
+fn errors_are_red_on_a_terminal_only() {
+    let line = format!(
+        "{} -s /nonexistent/qmp.sock",
+        env!("CARGO_BIN_EXE_qom-list")
+    );
+    let run = |no_color: bool| {
+        let mut script = Command::new("script");
+        script
+            .args(["-qec", &line, "/dev/null"])
+            .env_remove("NO_COLOR");
+        if no_color {
+            script.env("NO_COLOR", "1");
+        }
+        String::from_utf8(script.output().expect("script (util-linux)").stdout).unwrap()
+    };
+    assert!(
+        run(false).starts_with("\x1b[1;31mqom-list\x1b[0m: cannot connect"),
+        "{:?}",
+        run(false)
+    );
+    assert!(
+        run(true).starts_with("qom-list: cannot connect"),
+        "{:?}",
+        run(true)
+    );
+    let piped = Command::new(env!("CARGO_BIN_EXE_qom-list"))
+        .args(["-s", "/nonexistent/qmp.sock"])
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8(piped.stderr)
+        .unwrap()
+        .starts_with("qom-list: cannot connect"));
+}

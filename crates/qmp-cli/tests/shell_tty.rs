@@ -196,6 +196,12 @@ fn argument_completion_and_a_typed_transaction_on_a_storage_daemon(v: QemuVersio
     });
     tmux.keys(&[" node-name=n0", "Enter"]);
     tmux.wait_for("blockdev-add's reply", |s| s.contains("{\"return\":{}}"));
+    // an action of a one-line transaction completes from the schema
+    tmux.keys(&["transaction( block-dirty-bitmap-ad", "Tab"]);
+    tmux.wait_for("the action", |s| {
+        s.contains("(QEMU) transaction( block-dirty-bitmap-add")
+    });
+    tmux.keys(&["C-c"]);
     // a transaction over several lines, at the TRANS> prompt
     tmux.keys(&["transaction(", "Enter"]);
     tmux.wait_for("TRANS>", |s| s.contains("TRANS>"));
@@ -226,6 +232,10 @@ fn hmp_mode_keeps_events_on_the_screen(v: QemuVersion) {
     let vm = Qemu::system(v);
     let state = qmp_testkit::test_dir();
     let (tmux, _) = open_shell(&format!("-H {}", vm.address()), "hmp", state.path());
+    // HMP's info subcommands complete after `info`
+    tmux.keys(&["info registe", "Tab"]);
+    tmux.wait_for("info registers", |s| s.contains("(QEMU) info registers"));
+    tmux.keys(&["C-c"]);
     tmux.keys(&["cont", "Enter"]);
     tmux.wait_for("RESUME", |s| s.contains("\"event\":\"RESUME\""));
     tmux.keys(&["info status", "Enter"]);

@@ -339,8 +339,23 @@ pub async fn run(ctx: &Context, a: &ShellArgs) -> Result<(), Failure> {
             .execute("human-monitor-command", json!({"command-line": "help"}))
             .await
         {
+            // `help info` lists `info X -- ...` lines: X completes after info
+            let info = match client
+                .execute(
+                    "human-monitor-command",
+                    json!({"command-line": "help info"}),
+                )
+                .await
+            {
+                Ok(Value::String(text)) => text
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("info "))
+                    .flat_map(hmp_names)
+                    .collect(),
+                _ => Vec::new(),
+            };
             *catalog.lock().unwrap_or_else(|e| e.into_inner()) =
-                Catalog::from_names(hmp_names(&help));
+                Catalog::from_names(hmp_names(&help)).with_next_words("info", info);
         }
     } else if !a.no_negotiate {
         let schema = client.execute("query-qmp-schema", Value::Null).await;

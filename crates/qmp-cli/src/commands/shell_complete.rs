@@ -34,6 +34,9 @@ impl Arg {
 pub struct Catalog {
     pub commands: Vec<String>,
     args: HashMap<String, Vec<Arg>>,
+    /// Words a command takes next, such as HMP's `info` subcommands, or
+    /// the action types of `transaction(`.
+    next_words: HashMap<String, Vec<String>>,
 }
 
 impl Catalog {
@@ -49,7 +52,27 @@ impl Catalog {
             c.commands.push(e.name.clone());
         }
         c.commands.sort();
+        // transaction( ACTION ...: the values of the actions' `type` tag
+        let actions = c
+            .args
+            .get("transaction")
+            .into_iter()
+            .flatten()
+            .find(|a| a.path == "actions")
+            .map(|_| transaction_actions(schema))
+            .unwrap_or_default();
+        if !actions.is_empty() {
+            c.next_words.insert("transaction(".into(), actions);
+        }
         c
+    }
+
+    /// Also completes `command WORD` with `words` (HMP's `info X`).
+    pub fn with_next_words(mut self, command: &str, mut words: Vec<String>) -> Catalog {
+        words.sort();
+        words.dedup();
+        self.next_words.insert(command.to_owned(), words);
+        self
     }
 
     /// Only command names (HMP's, from its `help` text).
@@ -58,7 +81,7 @@ impl Catalog {
         names.dedup();
         Catalog {
             commands: names,
-            args: HashMap::new(),
+            ..Catalog::default()
         }
     }
 
@@ -79,8 +102,27 @@ impl Catalog {
             return (start, command_names(word));
         };
         // `help CMD`: a command's name
-        if command == "help" && before[..start].split_whitespace().count() == 1 {
+        let second = before[..start].split_whitespace().count() == 1;
+        if command == "help" && second {
             return (start, command_names(word));
+        }
+        // `info X`, and each action of `transaction( X ... ; X ...`
+        let after_separator = before[..start].split_whitespace().last() == Some(";");
+        let in_transaction = before.trim_start().starts_with("transaction(");
+        let key = if in_transaction {
+            "transaction("
+        } else {
+            command
+        };
+        if let Some(words) = self.next_words.get(key) {
+            if (second && !in_transaction) || (in_transaction && (second || after_separator)) {
+                let found = words
+                    .iter()
+                    .filter(|w| w.starts_with(word))
+                    .cloned()
+                    .collect();
+                return (start, found);
+            }
         }
         // What the line has given already: KEY=VALUE words before this one.
         let given: Vec<(&str, &str)> = before[..start]
@@ -220,6 +262,36 @@ fn describe(schema: &Schema, ty: &str) -> (String, Vec<String>) {
         Kind::Alternate { .. } => ("alternate".into(), vec![]),
         _ => ("value".into(), vec![]),
     }
+}
+
+/// The action types `transaction` takes: the values of the `type` tag of
+/// its `actions` elements.
+fn transaction_actions(schema: &Schema) -> Vec<String> {
+    let arg_type = |name: &str| match &schema.get(name)?.kind {
+        Kind::Command { arg_type, .. } => Some(arg_type.clone()),
+        _ => None,
+    };
+    let member_type = |ty: &str, member: &str| match &schema.get(ty)?.kind {
+        Kind::Object { members, .. } => members
+            .iter()
+            .find(|m| m.name == member)
+            .map(|m| m.ty.clone()),
+        _ => None,
+    };
+    let actions = (|| {
+        let list = member_type(&arg_type("transaction")?, "actions")?;
+        let Kind::Array { element_type } = &schema.get(&list)?.kind else {
+            return None;
+        };
+        let tag_type = member_type(element_type, "type")?;
+        match &schema.get(&tag_type)?.kind {
+            Kind::Enum { values } => Some(values.clone()),
+            _ => None,
+        }
+    })();
+    let mut actions = actions.unwrap_or_default();
+    actions.sort();
+    actions
 }
 
 /// HMP command names from the text of HMP's `help`.

@@ -115,7 +115,7 @@ impl Catalog {
             command
         };
         if let Some(words) = self.next_words.get(key) {
-            if (second && !in_transaction) || (in_transaction && (second || after_separator)) {
+            if second || (in_transaction && after_separator) {
                 let found = words
                     .iter()
                     .filter(|w| w.starts_with(word))

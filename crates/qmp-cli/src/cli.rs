@@ -143,6 +143,10 @@ pub struct ShellArgs {
     /// A shell on the built-in demo machine
     #[arg(long, conflicts_with_all = ["address", "launch"])]
     pub demo: bool,
+    /// When QEMU goes away, wait for it to come back at the same address
+    /// and carry on (on a terminal)
+    #[arg(long, conflicts_with_all = ["demo", "launch"])]
+    pub reconnect: bool,
     /// Start QEMU with these arguments and a private QMP socket: --launch -- qemu-system-x86_64 ...
     #[arg(long, num_args = 1.., allow_hyphen_values = true, value_name = "QEMU ARGS")]
     pub launch: Vec<String>,

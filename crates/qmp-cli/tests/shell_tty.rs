@@ -312,3 +312,33 @@ per_qemu!(
     #[test]
     live_values_complete
 );
+
+/// `--reconnect`: QEMU goes away and comes back at the same address; the
+/// shell waits for it and carries on.
+fn reconnect_waits_for_qemu_to_come_back(v: QemuVersion) {
+    let dir = qmp_testkit::test_dir();
+    let path = dir.path().join("vm.sock");
+    // each QEMU starts on a socket of its own, then moves where the shell looks
+    let start_qemu = || {
+        let qsd = Qemu::storage_daemon(v);
+        std::fs::rename(&qsd.socket, &path).unwrap();
+        qsd
+    };
+    let mut first = start_qemu();
+    let state = qmp_testkit::test_dir();
+    let (tmux, _) = open_shell(
+        &format!("--reconnect {}", path.display()),
+        "reconnect",
+        state.path(),
+    );
+    first.kill();
+    tmux.wait_for("the wait", |s| s.contains("waiting for QEMU to come back"));
+    let _second = start_qemu();
+    tmux.wait_for("the new connection", |s| s.contains("connected again"));
+    tmux.keys(&["query-version", "Enter"]);
+    tmux.wait_for("a reply", |s| s.contains("{\"return\":{\"qemu\""));
+}
+per_qemu!(
+    #[test]
+    reconnect_waits_for_qemu_to_come_back
+);

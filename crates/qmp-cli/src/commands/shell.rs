@@ -305,7 +305,7 @@ pub async fn run(ctx: &Context, a: &ShellArgs) -> Result<(), Failure> {
     if a.no_negotiate {
         builder = builder.handshake(Handshake::GreetingOnly);
     }
-    let client = crate::connect_with(builder, &address).await?;
+    let client = crate::connect_with(builder.clone(), &address).await?;
     let out = Output {
         pretty: a.pretty || ctx.pretty_given,
         verbose: a.verbose,
@@ -389,6 +389,7 @@ pub async fn run(ctx: &Context, a: &ShellArgs) -> Result<(), Failure> {
         failures: 0,
         limit,
         seen: Seen::default(),
+        reconnect: (a.reconnect && interactive).then(|| (builder, address.clone())),
     };
     if interactive {
         // A person leaving with Ctrl-D has seen every error already.
@@ -416,6 +417,8 @@ struct Shell {
     failures: usize,
     limit: Duration,
     seen: Seen,
+    /// With `--reconnect`: how to connect again when QEMU goes away.
+    reconnect: Option<(ClientBuilder, String)>,
 }
 
 /// Events printed while a command ran, which the shell's own stream also
@@ -623,11 +626,16 @@ impl Shell {
                     if let Some(t) = &terminal {
                         t.restore();
                     }
-                    break;
+                    // Ctrl-D leaves; a connection that ended leaves too,
+                    // unless --reconnect waits for QEMU to come back.
+                    if !(self.client.is_closed() && self.reconnected().await) {
+                        break;
+                    }
+                    continue;
                 }
                 Err(e) => return Err(Failure::Connection(format!("terminal: {e}"))),
             }
-            if self.client.is_closed() {
+            if self.client.is_closed() && !self.reconnected().await {
                 break;
             }
         }
@@ -746,6 +754,29 @@ impl Shell {
         self.events
             .as_mut()
             .expect("the watcher hands the stream back before a command runs")
+    }
+
+    /// With `--reconnect`, after the connection ended: waits (a try a
+    /// second, Ctrl-C gives up) until QEMU is back at the address, then
+    /// carries on with the new connection. False without `--reconnect`.
+    async fn reconnected(&mut self) -> bool {
+        let Some((builder, address)) = self.reconnect.clone() else {
+            return false;
+        };
+        println!("qmp-shell: waiting for QEMU to come back at {address} (Ctrl-C gives up)");
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let Ok(client) = crate::connect_with(builder.clone(), &address).await else {
+                continue;
+            };
+            if let Some(g) = client.greeting() {
+                println!("qmp-shell: connected again, to QEMU {}", g.version.qemu);
+            }
+            self.events = Some(client.events(EventFilter::all()));
+            self.seen = Seen::default();
+            self.client = client;
+            return true;
+        }
     }
 
     /// A closed connection ends the shell with one line.

@@ -55,6 +55,21 @@ pub struct Global {
     pub timeout: Option<f64>,
 }
 
+/// The global options, for the subcommands that have no use for them:
+/// still taken (a script may pass `-s` everywhere), but left out of their
+/// help, where they would mean nothing.
+#[derive(Debug, Default, Args)]
+pub struct NoMonitor {
+    #[arg(short = 's', long = "socket", value_name = "ADDR", hide = true)]
+    socket: Option<String>,
+    #[arg(long, hide = true)]
+    pretty: bool,
+    #[arg(long, hide = true)]
+    compact: bool,
+    #[arg(long, value_name = "SECS", hide = true)]
+    timeout: Option<f64>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run one command and print its return value
@@ -93,6 +108,8 @@ pub enum Command {
         qmp completions zsh qom-list > ~/.zfunc/_qom-list\n  \
         qmp completions fish qmp-shell > ~/.config/fish/completions/qmp-shell.fish")]
     Completions {
+        #[command(flatten)]
+        unused: NoMonitor,
         /// bash, zsh, fish, elvish or powershell
         shell: clap_complete::Shell,
         /// qmp, or a classic tool (qmp-shell, qom-list, ..., vm-info)
@@ -102,6 +119,8 @@ pub enum Command {
     /// Print the man page of qmp or a classic tool
     #[command(after_help = "Example:\n  qmp man qom-tree > ~/.local/share/man/man1/qom-tree.1")]
     Man {
+        #[command(flatten)]
+        unused: NoMonitor,
         /// qmp, or a classic tool (qmp-shell, qom-list, ..., vm-info)
         #[arg(default_value = "qmp")]
         tool: String,
@@ -147,6 +166,9 @@ pub struct ShellArgs {
     /// and carry on (on a terminal)
     #[arg(long, conflicts_with_all = ["demo", "launch"])]
     pub reconnect: bool,
+    /// (The shell prints compact JSON unless -p: --compact means nothing.)
+    #[arg(long, hide = true)]
+    pub compact: bool,
     /// Start QEMU with these arguments and a private QMP socket: --launch -- qemu-system-x86_64 ...
     #[arg(long, num_args = 1.., allow_hyphen_values = true, value_name = "QEMU ARGS")]
     pub launch: Vec<String>,
@@ -218,6 +240,8 @@ pub enum QomCommand {
 // Its --version is the QEMU version to claim, not this program's.
 #[command(disable_version_flag = true)]
 pub struct MockArgs {
+    #[command(flatten)]
+    pub unused: NoMonitor,
     /// The QEMU to mock: `qmp dump` of it (version, command order and
     /// schema), or just its schema as `qmp schema` prints it
     #[arg(long, value_name = "FILE")]
@@ -261,6 +285,8 @@ fn parse_bytes(text: &str) -> Result<usize, String> {
 
 #[derive(Debug, Args)]
 pub struct ProxyArgs {
+    #[command(flatten)]
+    pub unused: NoMonitor,
     /// QEMU's monitor: /path, unix:/path, host:port, tcp:host:port
     #[arg(long, value_name = "ADDR")]
     pub upstream: String,
@@ -295,6 +321,8 @@ pub struct ProxyArgs {
 
 #[derive(Debug, Args)]
 pub struct RecordArgs {
+    #[command(flatten)]
+    pub unused: NoMonitor,
     /// QEMU's monitor
     #[arg(long, value_name = "ADDR")]
     pub upstream: String,
@@ -308,6 +336,8 @@ pub struct RecordArgs {
 
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
+    #[command(flatten)]
+    pub unused: NoMonitor,
     /// The transcript (from `qmp record` or `qmp proxy --record`)
     pub file: String,
     /// Where clients connect
@@ -331,6 +361,8 @@ pub struct ReplayArgs {
 pub enum TranscriptCommand {
     /// A readable view: one line per message, with time, client and direction
     Show {
+        #[command(flatten)]
+        unused: NoMonitor,
         /// The transcript
         file: String,
         /// Print JSON values in full (cut at 200 characters otherwise)
@@ -339,6 +371,8 @@ pub enum TranscriptCommand {
     },
     /// Renumber clients and ids, drop timing, sort keys: diffs well in review
     Normalize {
+        #[command(flatten)]
+        unused: NoMonitor,
         /// The transcript
         file: String,
         /// Write here instead of standard output (may be FILE itself)
@@ -347,6 +381,8 @@ pub enum TranscriptCommand {
     },
     /// Check every recorded request against a QEMU's schema (`qmp schema`)
     Check {
+        #[command(flatten)]
+        unused: NoMonitor,
         /// The transcript
         file: String,
         /// The schema to check against (`qmp schema` of a real QEMU)
@@ -357,6 +393,8 @@ pub enum TranscriptCommand {
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
+    #[command(flatten)]
+    pub unused: NoMonitor,
     /// Where to listen: /path, unix:/path or host:port
     #[arg(long, value_name = "ADDR")]
     pub listen: String,

@@ -231,8 +231,8 @@ pub fn main_with(argv: Vec<std::ffi::OsString>) -> ExitCode {
             Command::Qom(q) => commands::qom::run(&ctx, q).await,
             Command::Info(a) => commands::info::run(&ctx, a).await,
             Command::Job(cli::JobCommand::Wait { id }) => commands::job::wait(&ctx, id).await,
-            Command::Completions { shell, tool } => completions(*shell, tool),
-            Command::Man { tool } => man_page(tool),
+            Command::Completions { shell, tool, .. } => completions(*shell, tool),
+            Command::Man { tool, .. } => man_page(tool),
             Command::Shell(a) => commands::shell::run(&ctx, a).await,
         }
     });
@@ -312,11 +312,18 @@ fn tool_command(tool: &'static str, words: &[&str]) -> clap::Command {
             None => break,
         }
     }
-    <cli::Global as clap::Args>::augment_args(
-        sub.name(tool)
-            .bin_name(tool)
-            .version(env!("CARGO_PKG_VERSION")),
-    )
+    let mut own = sub
+        .name(tool)
+        .bin_name(tool)
+        .version(env!("CARGO_PKG_VERSION"));
+    // The global options, where the tool has none of its own by that name.
+    let globals = <cli::Global as clap::Args>::augment_args(clap::Command::new("globals"));
+    for arg in globals.get_arguments() {
+        if own.get_arguments().all(|a| a.get_id() != arg.get_id()) {
+            own = own.arg(arg.clone());
+        }
+    }
+    own
 }
 
 /// `qmp` or a classic tool's command line, by name.

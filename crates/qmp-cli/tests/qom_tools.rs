@@ -267,6 +267,10 @@ fn proxy_with_an_older_listener(upstream: &str, dir: &std::path::Path) -> Starte
         &at("audit.log"),
     ]);
     qmp_testkit::wait_listening(&dir.join("old.sock"));
+    // serving, not only bound: it greets once connected to QEMU
+    let mut peer =
+        qmp_testkit::RawPeer::connect(&dir.join("new.sock"), std::time::Duration::from_secs(10));
+    peer.read_n(1);
     proxy
 }
 
@@ -420,8 +424,31 @@ fn man_pages_and_completion_scripts() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    // --help shows examples
+    // --help shows examples, and only the options that mean something
     assert!(qmp(&["--help"]).contains("Examples:"));
+    for sub in [
+        &["demo", "--help"][..],
+        &["transcript", "show", "--help"],
+        &["man", "--help"],
+    ] {
+        let help = qmp(sub);
+        assert!(
+            !help.contains("--socket") && !help.contains("--timeout"),
+            "{help}"
+        );
+    }
+    assert!(qmp(&["exec", "--help"]).contains("--socket"));
+    assert!(!qmp(&["shell", "--help"]).contains("--compact"));
+    // still taken, for scripts that pass -s everywhere
+    let out = Command::new(env!("CARGO_BIN_EXE_qmp"))
+        .args(["-s", "/x", "man", "--timeout", "3", "qom-get"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(qmp(&["shell", "--help"]).contains("qmp-shell --demo"));
 }
 

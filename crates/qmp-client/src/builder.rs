@@ -39,8 +39,9 @@ pub struct ClientBuilder {
 
 /// How long a unix socket may wait in the listener's queue before the
 /// monitor is taken to be busy: a QEMU that is free accepts within
-/// milliseconds.
-const BUSY_AFTER: Duration = Duration::from_millis(300);
+/// milliseconds; a proxy that is still connecting to its QEMU within a
+/// fraction of a second.
+const BUSY_AFTER: Duration = Duration::from_secs(1);
 
 impl Default for ClientBuilder {
     fn default() -> Self {
@@ -79,11 +80,11 @@ impl ClientBuilder {
         }
     }
 
-    /// Fail at once with [`Error::Busy`] when the monitor is serving
-    /// another client, instead of waiting (up to the connect timeout) for
-    /// it to finish: a QEMU monitor serves one client at a time and leaves
-    /// the next one connected but unanswered (rule M1). Told apart on unix
-    /// sockets, by whether the connection was accepted within 300 ms;
+    /// Fail soon with [`Error::Busy`] when the monitor is serving another
+    /// client, instead of waiting (up to the connect timeout) for it to
+    /// finish: a QEMU monitor serves one client at a time and leaves the
+    /// next one connected but unanswered (rule M1). Told apart on unix
+    /// sockets, by whether the connection was accepted within a second;
     /// elsewhere this changes nothing. Off by default; the command-line
     /// tools turn it on.
     pub fn fail_if_busy(mut self, yes: bool) -> Self {

@@ -48,6 +48,7 @@ pub async fn record(a: &RecordArgs) -> Result<(), Failure> {
         client_buffer: qmp_proxy::proxy::DEFAULT_CLIENT_BUFFER,
         client_input_budget: qmp_proxy::proxy::DEFAULT_CLIENT_INPUT_BUDGET,
         record: Some(a.out.clone()),
+        unused: Default::default(),
     })
     .await
 }

@@ -32,11 +32,11 @@ fn print(text: &str) -> Result<(), Failure> {
 
 pub fn run(command: &TranscriptCommand) -> Result<(), Failure> {
     match command {
-        TranscriptCommand::Show { file, full } => {
+        TranscriptCommand::Show { file, full, .. } => {
             let width = (!full).then_some(SHOW_WIDTH);
             print(&transcript::show(&load(file)?, width))
         }
-        TranscriptCommand::Normalize { file, output } => {
+        TranscriptCommand::Normalize { file, output, .. } => {
             let text = transcript::normalize(&load(file)?).to_lines();
             match output {
                 None => print(&text),
@@ -44,7 +44,7 @@ pub fn run(command: &TranscriptCommand) -> Result<(), Failure> {
                     .map_err(|e| Failure::Usage(format!("cannot write {out}: {e}"))),
             }
         }
-        TranscriptCommand::Check { file, schema } => {
+        TranscriptCommand::Check { file, schema, .. } => {
             let t = load(file)?;
             let schema = super::mock::read_schema(schema)?;
             let problems = transcript::check(&t, &schema);

@@ -231,6 +231,10 @@ pub enum QomCommand {
         /// Turn writes into qom-set (read-only otherwise)
         #[arg(long)]
         rw: bool,
+        /// When QEMU goes away, stay mounted (reads fail with EIO) and
+        /// carry on once it is back at the same address
+        #[arg(long)]
+        reconnect: bool,
         /// An empty directory to mount the tree on
         mountpoint: String,
     },

@@ -14,11 +14,12 @@ struct Mount {
 
 impl Mount {
     fn start(address: &str, at: &Path, rw: bool) -> Mount {
+        Self::start_with(address, at, if rw { &["--rw"] } else { &[] })
+    }
+
+    fn start_with(address: &str, at: &Path, options: &[&str]) -> Mount {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_qom-fuse"));
-        cmd.args(["-s", address]);
-        if rw {
-            cmd.arg("--rw");
-        }
+        cmd.args(["-s", address]).args(options);
         let child = cmd.arg(at).stderr(Stdio::null()).spawn().unwrap();
         let m = Mount {
             child,
@@ -225,4 +226,51 @@ fn a_bad_mount_point_is_refused_and_qemu_going_away_unmounts(v: QemuVersion) {
 per_qemu!(
     #[test]
     a_bad_mount_point_is_refused_and_qemu_going_away_unmounts
+);
+
+/// `--reconnect`: while QEMU is away the mount stays, its reads failing;
+/// once QEMU is back at the same address they succeed again.
+fn reconnect_keeps_the_mount_until_qemu_is_back(v: QemuVersion) {
+    let dir = qmp_testkit::test_dir();
+    let path = dir.path().join("vm.sock");
+    let start_qemu = || {
+        let vm = Qemu::system(v);
+        std::fs::rename(&vm.socket, &path).unwrap();
+        vm
+    };
+    let mut first = start_qemu();
+    let at = dir.path().join("mnt");
+    std::fs::create_dir(&at).unwrap();
+    let mut m = Mount::start_with(&path.display().to_string(), &at, &["--reconnect"]);
+    let kind = at.join("machine/type");
+    let (ok, _, _) = run("cat", &[&kind]);
+    assert!(ok);
+    first.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ok, _, err) = run("cat", &[&kind]);
+        if !ok {
+            // still mounted: EIO, not "No such file or directory"
+            assert!(err.contains("Input/output error"), "{err}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "reads never failed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _second = start_qemu();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (ok, text, _) = run("cat", &[&kind]);
+        if ok {
+            assert!(text.starts_with("pc-i440fx-"), "{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "reads never came back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(m.stop(), "qom-fuse exits cleanly on SIGTERM");
+}
+per_qemu!(
+    #[test]
+    reconnect_keeps_the_mount_until_qemu_is_back
 );

@@ -6,11 +6,16 @@ use qmp_client::Client;
 use serde_json::{json, Value};
 
 pub async fn run(ctx: &Context, cmd: &QomCommand) -> Result<(), Failure> {
-    if let QomCommand::Fuse { rw, mountpoint } = cmd {
+    if let QomCommand::Fuse {
+        rw,
+        reconnect,
+        mountpoint,
+    } = cmd
+    {
         let address = ctx.address().ok_or_else(|| {
             Failure::Usage("no QMP address: pass -s ADDR or set QMP_SOCKET".into())
         })?;
-        return super::qom_fuse::run(address, *rw, mountpoint).await;
+        return super::qom_fuse::run(address, *rw, *reconnect, mountpoint).await;
     }
     let client = ctx.connect().await?;
     // --json, or --pretty/--compact (which are about JSON): JSON output.

@@ -38,7 +38,8 @@ struct Inodes {
 }
 
 struct QomFs {
-    client: qmp_client::blocking::Client,
+    /// Replaced when `--reconnect` connects again.
+    client: std::sync::Arc<Mutex<std::sync::Arc<qmp_client::blocking::Client>>>,
     rw: bool,
     inodes: Mutex<Inodes>,
     uid: u32,
@@ -77,7 +78,12 @@ impl QomFs {
 
     /// Runs a command; a QMP error is logged and becomes an errno.
     fn qmp(&self, what: &str, command: &str, args: Value) -> Result<Value, Errno> {
-        self.client.execute(command, args).map_err(|e| {
+        let client = self
+            .client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        client.execute(command, args).map_err(|e| {
             eprintln!("qom-fuse: {what}: {e}");
             match e.qmp() {
                 Some(q) if q.class == "DeviceNotFound" || q.desc.contains("not found") => {
@@ -369,7 +375,12 @@ impl Filesystem for QomFs {
     }
 }
 
-pub async fn run(address: &str, rw: bool, mountpoint: &str) -> Result<(), Failure> {
+pub async fn run(
+    address: &str,
+    rw: bool,
+    reconnect: bool,
+    mountpoint: &str,
+) -> Result<(), Failure> {
     // The filesystem's callbacks are blocking, on fuser's thread, so they
     // use the blocking client; it owns a runtime of its own and must be
     // made outside this one.
@@ -379,29 +390,41 @@ pub async fn run(address: &str, rw: bool, mountpoint: &str) -> Result<(), Failur
         )));
     }
     let (address, mp) = (address.to_owned(), mountpoint.to_owned());
-    type Mounted = (fuser::BackgroundSession, qmp_client::Client);
-    let (session, watch) = std::thread::spawn(move || -> Result<Mounted, Failure> {
-        let client = qmp_client::blocking::Client::connect(&address)
-            .map_err(|e| Failure::Connection(e.to_string()))?;
-        // to notice QEMU going away from here
-        let watch = client.as_async().clone();
-        let fs = QomFs {
-            client,
-            rw,
-            inodes: Mutex::default(),
-            uid: nix::unistd::geteuid().as_raw(),
-            gid: nix::unistd::getegid().as_raw(),
-        };
-        fs.ino("/");
-        let mut config = Config::default();
-        config.mount_options = vec![
-            MountOption::FSName("qom".into()),
-            MountOption::Subtype("qmp".into()),
-            if rw { MountOption::RW } else { MountOption::RO },
-        ];
-        fuser::spawn_mount(fs, &mp, &config)
-            .map(|session| (session, watch))
-            .map_err(|e| Failure::Connection(format!("cannot mount on {mp}: {e}")))
+    type Shared = std::sync::Arc<Mutex<std::sync::Arc<qmp_client::blocking::Client>>>;
+    // The filesystem holds the client; this task only a weak handle, so the
+    // blocking client (and its runtime) is dropped with the filesystem, on
+    // a blocking thread, never on this runtime.
+    type Mounted = (
+        fuser::BackgroundSession,
+        qmp_client::Client,
+        std::sync::Weak<Mutex<std::sync::Arc<qmp_client::blocking::Client>>>,
+    );
+    let (session, mut watch, shared) = std::thread::spawn({
+        let address = address.clone();
+        move || -> Result<Mounted, Failure> {
+            let client = qmp_client::blocking::Client::connect(&address)
+                .map_err(|e| Failure::Connection(e.to_string()))?;
+            // to notice QEMU going away from here
+            let watch = client.as_async().clone();
+            let shared: Shared = std::sync::Arc::new(Mutex::new(std::sync::Arc::new(client)));
+            let fs = QomFs {
+                client: shared.clone(),
+                rw,
+                inodes: Mutex::default(),
+                uid: nix::unistd::geteuid().as_raw(),
+                gid: nix::unistd::getegid().as_raw(),
+            };
+            fs.ino("/");
+            let mut config = Config::default();
+            config.mount_options = vec![
+                MountOption::FSName("qom".into()),
+                MountOption::Subtype("qmp".into()),
+                if rw { MountOption::RW } else { MountOption::RO },
+            ];
+            fuser::spawn_mount(fs, &mp, &config)
+                .map(|session| (session, watch, std::sync::Arc::downgrade(&shared)))
+                .map_err(|e| Failure::Connection(format!("cannot mount on {mp}: {e}")))
+        }
     })
     .join()
     .map_err(|_| Failure::Connection("the mount thread failed".into()))??;
@@ -416,10 +439,42 @@ pub async fn run(address: &str, rw: bool, mountpoint: &str) -> Result<(), Failur
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
-            // without QEMU the tree is gone: unmount rather than answer EIO
+            // Without QEMU the tree is gone: unmount rather than answer
+            // EIO; or, with --reconnect, answer EIO until it is back.
             reason = watch.disconnected() => {
-                gone = Some(reason);
-                break;
+                if !reconnect {
+                    gone = Some(reason);
+                    break;
+                }
+                eprintln!("qom-fuse: QEMU went away ({reason}); waiting for it to come back");
+                loop {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => return unmount(session, mountpoint).await,
+                        _ = term.recv() => return unmount(session, mountpoint).await,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                    let address = address.clone();
+                    // the blocking client makes its own runtime: not on this one
+                    let again = tokio::task::spawn_blocking(move || {
+                        qmp_client::blocking::Client::connect(&address)
+                    })
+                    .await;
+                    if let Ok(Ok(client)) = again {
+                        watch = client.as_async().clone();
+                        let client = std::sync::Arc::new(client);
+                        let old = shared.upgrade().map(|s| {
+                            let old = std::mem::replace(
+                                &mut *s.lock().unwrap_or_else(|e| e.into_inner()),
+                                client,
+                            );
+                            (s, old)
+                        });
+                        // what is dropped here may hold a runtime: not on this one
+                        tokio::task::spawn_blocking(move || drop(old));
+                        eprintln!("qom-fuse: connected again");
+                        break;
+                    }
+                }
             }
             _ = tokio::time::sleep(Duration::from_millis(200)) => {
                 if session.guard.is_finished() {
@@ -429,15 +484,19 @@ pub async fn run(address: &str, rw: bool, mountpoint: &str) -> Result<(), Failur
             }
         }
     }
-    let mp = mountpoint.to_owned();
-    tokio::task::spawn_blocking(move || session.umount_and_join())
-        .await
-        .map_err(|e| Failure::Connection(e.to_string()))?
-        .map_err(|e| Failure::Connection(format!("unmounting {mp}: {e}")))?;
+    unmount(session, mountpoint).await?;
     match gone {
         Some(reason) => Err(Failure::Connection(format!(
             "QEMU went away ({reason}); unmounted {mountpoint}"
         ))),
         None => Ok(()),
     }
+}
+
+async fn unmount(session: fuser::BackgroundSession, mountpoint: &str) -> Result<(), Failure> {
+    let mp = mountpoint.to_owned();
+    tokio::task::spawn_blocking(move || session.umount_and_join())
+        .await
+        .map_err(|e| Failure::Connection(e.to_string()))?
+        .map_err(|e| Failure::Connection(format!("unmounting {mp}: {e}")))
 }

@@ -196,6 +196,12 @@ fn argument_completion_and_a_typed_transaction_on_a_storage_daemon(v: QemuVersio
     });
     tmux.keys(&[" node-name=n0", "Enter"]);
     tmux.wait_for("blockdev-add's reply", |s| s.contains("{\"return\":{}}"));
+    // dotted keys into a node of its own (`file`, an alternate)
+    tmux.keys(&["blockdev-add driver=raw file.driver=file file.filen", "Tab"]);
+    tmux.wait_for("file.filename", |s| {
+        s.contains("(QEMU) blockdev-add driver=raw file.driver=file file.filename=")
+    });
+    tmux.keys(&["C-c"]);
     // an action of a one-line transaction completes from the schema
     tmux.keys(&["transaction( block-dirty-bitmap-ad", "Tab"]);
     tmux.wait_for("the action", |s| {

@@ -17,6 +17,11 @@ pub struct Arg {
     /// `[("driver", "file")]` (several for nested unions); empty for the
     /// members every request has.
     pub when: Vec<(String, String)>,
+    /// The object type behind an alternate member (`file` of blockdev-add:
+    /// a node name, or a node of its own), whose members are completed
+    /// dotted on demand (expanding them all up front would multiply
+    /// without end: a node's `file` is a node again).
+    pub object_branch: Option<String>,
 }
 
 impl Arg {
@@ -33,6 +38,8 @@ impl Arg {
 #[derive(Debug, Default)]
 pub struct Catalog {
     pub commands: Vec<String>,
+    /// For what is expanded on demand.
+    schema: Option<std::sync::Arc<Schema>>,
     args: HashMap<String, Vec<Arg>>,
     /// Words a command takes next, such as HMP's `info` subcommands, or
     /// the action types of `transaction(`.
@@ -52,6 +59,7 @@ impl Catalog {
             c.commands.push(e.name.clone());
         }
         c.commands.sort();
+        c.schema = Some(std::sync::Arc::new(schema.clone()));
         // transaction( ACTION ...: the values of the actions' `type` tag
         let actions = c
             .args
@@ -130,12 +138,31 @@ impl Catalog {
             .skip(1)
             .filter_map(|w| w.split_once('='))
             .collect();
-        let args: Vec<&Arg> = self
+        let listed = self
             .args
             .get(command)
             .map(Vec::as_slice)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        // `file.dri`: the members of an alternate's object, on demand
+        let mut on_demand = Vec::new();
+        if let (Some(schema), Some((prefix, _))) = (&self.schema, word.rsplit_once('.')) {
+            let key = prefix.split('=').next().unwrap_or(prefix);
+            for a in listed.iter().filter(|a| a.path == key) {
+                if let Some(object) = &a.object_branch {
+                    members(
+                        schema,
+                        object,
+                        &format!("{key}."),
+                        &a.when,
+                        &mut on_demand,
+                        0,
+                    );
+                }
+            }
+        }
+        let args: Vec<&Arg> = listed
             .iter()
+            .chain(on_demand.iter())
             // a union's branch only once its tag says so, if it was given
             .filter(|a| {
                 a.when.iter().all(|(tag, case)| {
@@ -228,12 +255,20 @@ fn members(
         let path = format!("{prefix}{}", m.name);
         let (shown, values) = describe(schema, &m.ty);
         if !out.iter().any(|a| a.path == path && a.when == when) {
+            let object_branch = match schema.get(&m.ty).map(|e| &e.kind) {
+                Some(Kind::Alternate { members: branches }) => branches
+                    .iter()
+                    .find(|b| matches!(schema.get(b).map(|e| &e.kind), Some(Kind::Object { .. })))
+                    .cloned(),
+                _ => None,
+            };
             out.push(Arg {
                 path: path.clone(),
                 ty: shown,
                 optional: m.optional,
                 values,
                 when: when.to_vec(),
+                object_branch,
             });
         }
         members(schema, &m.ty, &format!("{path}."), when, out, depth + 1);
@@ -362,6 +397,39 @@ mod tests {
             help.ends_with("\n  with driver=file:\n    filename      str"),
             "{help}"
         );
+    }
+
+    /// Dotted keys reach into an alternate's object, as blockdev-add's
+    /// `file` (a node name, or a node of its own), and follow its tag.
+    #[test]
+    fn dotted_keys_through_an_alternate() {
+        let schema = Schema::from_json(&json!([
+            {"name": "blockdev-add", "meta-type": "command", "arg-type": "0", "ret-type": "0"},
+            {"name": "0", "meta-type": "object", "tag": "driver",
+             "members": [{"name": "driver", "type": "3"}, {"name": "file", "type": "1", "default": null}],
+             "variants": [{"case": "file", "type": "4"}]},
+            {"name": "1", "meta-type": "alternate", "members": [{"type": "0"}, {"type": "str"}]},
+            {"name": "3", "meta-type": "enum", "values": ["file", "raw"]},
+            {"name": "4", "meta-type": "object", "members": [{"name": "filename", "type": "str"}]},
+            {"name": "str", "meta-type": "builtin", "json-type": "string"}
+        ]))
+        .unwrap();
+        let c = Catalog::from_schema(&schema);
+        let offered = |line: &str| c.complete(line, line.len()).1;
+        assert_eq!(
+            offered("blockdev-add driver=raw file."),
+            ["file.driver=", "file.file=", "file.filename="]
+        );
+        // the inner node's own tag narrows its members
+        assert_eq!(
+            offered("blockdev-add driver=raw file.driver=file file.f"),
+            ["file.file=", "file.filename="]
+        );
+        assert_eq!(
+            offered("blockdev-add file.driver=raw file.f"),
+            ["file.file="]
+        );
+        assert_eq!(offered("blockdev-add file.driver=r"), ["file.driver=raw"]);
     }
 
     #[test]

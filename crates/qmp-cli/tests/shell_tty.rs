@@ -313,6 +313,31 @@ fn live_values_complete(v: QemuVersion) {
     tmux.wait_for("a node name", |s| {
         s.contains("(QEMU) block-dirty-bitmap-add node=n0")
     });
+    tmux.keys(&["C-c"]);
+    // a command that fails, then Ctrl-D: a person leaving, exit status 0
+    tmux.keys(&["no-such-command", "Enter"]);
+    tmux.wait_for("the error", |s| s.contains("CommandNotFound"));
+    tmux.keys(&["C-d"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let dead = tmux.run(&["display-message", "-p", "-t", "shell", "#{pane_dead}"]);
+        if dead.trim() == "1" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the shell did not leave on Ctrl-D"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = tmux.run(&[
+        "display-message",
+        "-p",
+        "-t",
+        "shell",
+        "#{pane_dead_status}",
+    ]);
+    assert_eq!(status.trim(), "0");
 }
 per_qemu!(
     #[test]

@@ -302,3 +302,31 @@ fn a_closed_connection_ends_the_shell_with_one_line() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("closed"), "{err}");
 }
+
+/// On a terminal (`script`'s), a person who ran a failing command and
+/// leaves with Ctrl-D gets exit status 0: the failures count in pipe mode
+/// only.
+fn ctrl_d_on_a_terminal_exits_0_after_a_failed_command(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
+    let line = format!("{} {}", env!("CARGO_BIN_EXE_qmp-shell"), qsd.address());
+    let mut script = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux)");
+    let mut keys = script.stdin.take().unwrap();
+    // typed, as a person would: the command, then Ctrl-D at the next prompt
+    keys.write_all(b"no-such-command\r").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    keys.write_all(b"\x04").unwrap();
+    let out = script.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("CommandNotFound"), "{text}");
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    drop(keys);
+}
+per_qemu!(
+    #[test]
+    ctrl_d_on_a_terminal_exits_0_after_a_failed_command
+);

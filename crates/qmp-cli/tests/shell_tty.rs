@@ -107,15 +107,6 @@ fn completion_events_while_typing_ctrl_c_and_the_server_going_away(v: QemuVersio
     tmux.keys(&["Enter"]);
     tmux.wait_for("the reply", |s| s.contains("\"status\":\"prelaunch\""));
 
-    // several candidates: a second Tab lists them, as bash does
-    tmux.keys(&["query-c", "Tab", "Tab"]);
-    tmux.wait_for("the candidates listed", |s| {
-        s.contains("query-cpus-fast")
-            && s.lines()
-                .any(|l| l.contains("query-chardev") && l.contains("query-commands"))
-    });
-    tmux.interrupt();
-
     // an event arrives while a line is half typed: printed at once, and
     // the typed text is still there
     tmux.keys(&["query-na"]);
@@ -377,4 +368,22 @@ fn reconnect_waits_for_qemu_to_come_back(v: QemuVersion) {
 per_qemu!(
     #[test]
     reconnect_waits_for_qemu_to_come_back
+);
+
+/// Several candidates: a second Tab lists them, as bash does, rather than
+/// cycling through them in place.
+fn a_second_tab_lists_the_candidates(v: QemuVersion) {
+    let vm = Qemu::system(v);
+    let state = qmp_testkit::test_dir();
+    let (tmux, _) = open_shell(&vm.address(), "list", state.path());
+    tmux.keys(&["query-c", "Tab", "Tab"]);
+    tmux.wait_for("the candidates listed", |s| {
+        s.contains("query-cpus-fast")
+            && s.lines()
+                .any(|l| l.contains("query-chardev") && l.contains("query-commands"))
+    });
+}
+per_qemu!(
+    #[test]
+    a_second_tab_lists_the_candidates
 );

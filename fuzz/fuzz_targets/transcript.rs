@@ -2,8 +2,8 @@
 //! into a replay, or refused with an error, never a panic.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use qmp_proxy::replay::Replay;
-use qmp_proxy::transcript::{normalize, show, Transcript};
+use qmp_replay::replay::Replay;
+use qmp_replay::transcript::{normalize, show, Transcript};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -10,7 +10,7 @@ use crate::error::{Disconnect, Error, Result};
 use crate::events::StreamEnd;
 use crate::events::{EventFilter, EventStream, DEFAULT_EVENT_BUFFER};
 use crate::router::{Shared, Waiter};
-use crate::session::{Outgoing, Ticket, Transmit};
+use crate::session::{Outgoing, Ticket};
 use crate::writer::{self, Sink, SinkClosed};
 use qmp_proto::{Event, Greeting, Response};
 use serde::{de::DeserializeOwned, Serialize};
@@ -440,15 +440,10 @@ impl Client {
         // otherwise let the writer task batch this with its neighbours.
         let direct = st.session.is_idle();
         let started = st.session.start(request, waiter)?;
-        let Some(Transmit { frame, fds }) = started.transmit else {
+        let Some(t) = started.transmit else {
             return Ok((started.ticket, rx));
         };
-        tracing::debug!(target: "qmp::wire", "-> {}", String::from_utf8_lossy(frame.trim_ascii_end()));
-        let out = if fds.is_empty() {
-            writer::Outgoing::Frame(frame)
-        } else {
-            writer::Outgoing::FrameWithFds(frame, fds)
-        };
+        let out = writer::Outgoing::request(t);
         if let Err(SinkClosed(cause)) = self.inner.sink.send(out, direct) {
             st.session.abandon(&started.ticket);
             drop(st);

@@ -15,7 +15,7 @@
 use crate::connection::FramedReader;
 use crate::error::{Disconnect, Error, Result};
 use crate::events::{EventStream, Subscriber};
-use crate::session::{ClientSession, Routed, Transmit};
+use crate::session::{ClientSession, Routed};
 use crate::writer::{Outgoing, Sink, SinkClosed};
 use qmp_proto::{DecodeError, Event, Message, Response};
 use serde_json::Value;
@@ -170,14 +170,8 @@ impl Shared {
     /// Writes what the session released, in order. Called with the state
     /// locked, so nothing a caller starts meanwhile can overtake it.
     pub(crate) fn transmit(&self, st: &mut State, sink: &Sink) -> Result<(), Disconnect> {
-        while let Some(Transmit { frame, fds }) = st.session.poll_transmit() {
-            tracing::debug!(target: "qmp::wire", "-> {}", String::from_utf8_lossy(frame.trim_ascii_end()));
-            let out = if fds.is_empty() {
-                Outgoing::Frame(frame)
-            } else {
-                Outgoing::FrameWithFds(frame, fds)
-            };
-            if let Err(SinkClosed(cause)) = sink.send(out, false) {
+        while let Some(t) = st.session.poll_transmit() {
+            if let Err(SinkClosed(cause)) = sink.send(Outgoing::request(t), false) {
                 return Err(cause.map_or(Disconnect::Closed, |e| Disconnect::Io(Arc::new(e))));
             }
         }

@@ -36,6 +36,19 @@ struct Queue {
     done: bool,
 }
 
+impl Outgoing {
+    /// A request the session let go, logged as it is queued for the wire.
+    pub(crate) fn request(t: crate::session::Transmit) -> Outgoing {
+        let crate::session::Transmit { frame, fds } = t;
+        tracing::debug!(target: "qmp::wire", "-> {}", String::from_utf8_lossy(frame.trim_ascii_end()));
+        if fds.is_empty() {
+            Outgoing::Frame(frame)
+        } else {
+            Outgoing::FrameWithFds(frame, fds)
+        }
+    }
+}
+
 /// The write side shared by callers and the writer task.
 pub(crate) struct Sink {
     io: WriteHalf,

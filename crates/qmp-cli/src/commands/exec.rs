@@ -34,8 +34,7 @@ pub async fn run(ctx: &Context, a: &ExecArgs) -> Result<(), Failure> {
                 a.command
             ))
         })?;
-    let events = client
-        .events(qmp_client::EventFilter::name("JOB_STATUS_CHANGE").data_eq("/id", id.as_str()));
+    let events = super::job::status_changes(&client, &id);
     client.execute(&a.command, Value::Object(arguments)).await?;
     super::job::follow(ctx, &client, &id, events).await
 }

@@ -129,9 +129,14 @@ pub async fn follow(
     }
 }
 
+/// The status changes of job `id`, subscribed before it may change.
+pub fn status_changes(client: &Client, id: &str) -> EventStream {
+    client.events(EventFilter::name("JOB_STATUS_CHANGE").data_eq("/id", id))
+}
+
 /// `qmp job wait ID`.
 pub async fn wait(ctx: &Context, id: &str) -> Result<(), Failure> {
     let client = ctx.connect().await?;
-    let events = client.events(EventFilter::name("JOB_STATUS_CHANGE").data_eq("/id", id));
+    let events = status_changes(&client, id);
     follow(ctx, &client, id, events).await
 }

@@ -170,9 +170,19 @@ impl ClientBuilder {
             }
             self.open(stream).await
         };
-        tokio::time::timeout(limit, opening)
+        let tls = matches!(address, Address::Tls { .. });
+        let result = tokio::time::timeout(limit, opening)
             .await
-            .unwrap_or_else(|_| Err(handshake_timeout(&what, limit)))
+            .unwrap_or_else(|_| Err(handshake_timeout(&what, limit)));
+        match result {
+            // QEMU checks a client's certificate after the TLS handshake
+            // (TLS 1.3): then it closes, or (qemu-storage-daemon 10.0)
+            // neither greets nor closes.
+            Err(Error::Handshake(message)) if tls => Err(Error::Handshake(format!(
+                "{message}; over TLS this is what QEMU does when it refuses this client's certificate, or the lack of one: check --tls-cert and --tls-key (cert=, key=), and that QEMU's tls-creds trusts their CA"
+            ))),
+            other => other,
+        }
     }
 
     /// Waits for a peer (QEMU started with `server=off`) to connect to
@@ -204,6 +214,7 @@ impl ClientBuilder {
 
     async fn open(self, stream: Stream) -> Result<Client> {
         let fd_passing = stream.can_pass_fds();
+        let tls = stream.is_tls();
         let (read, write) = stream.split().map_err(|e| Error::Connect {
             address: "(stream)".into(),
             source: Arc::new(e),
@@ -231,6 +242,9 @@ impl ClientBuilder {
                 }
             }
         });
+        if tls {
+            tokio::spawn(crate::nudge::run(shared.clone(), sink.clone()));
+        }
         let router = tokio::spawn(router::run(reader, shared.clone(), sink.clone())).abort_handle();
         let mut client = Client::start(
             shared,

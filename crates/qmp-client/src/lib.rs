@@ -57,6 +57,7 @@ mod connection;
 mod error;
 mod events;
 mod handshake;
+mod nudge;
 mod router;
 pub mod session;
 pub mod transport;

@@ -58,6 +58,8 @@ pub(crate) struct Shared {
     /// Signalled when a reply is routed or the connection ends, for a
     /// graceful close waiting for its callers.
     pub(crate) progress: Notify,
+    /// Messages received so far (see `nudge`).
+    received: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -73,7 +75,13 @@ impl Shared {
             unsolicited: std::sync::OnceLock::new(),
             closed_tx: watch::channel(None).0,
             progress: Notify::new(),
+            received: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// How many messages have been received.
+    pub(crate) fn received(&self) -> u64 {
+        self.received.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The state lock. A panic while holding it (only a user's event
@@ -181,6 +189,8 @@ impl Shared {
     /// Routes one message (or an unreadable one) and delivers it, outside
     /// the lock.
     fn route(&self, sink: &Sink, message: Result<Message, DecodeError>) -> Result<(), Disconnect> {
+        self.received
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let routed = {
             let mut st = self.lock();
             let routed = match message {

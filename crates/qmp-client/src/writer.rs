@@ -151,7 +151,7 @@ pub(crate) async fn run(sink: Arc<Sink>) -> io::Result<()> {
                 }
                 Some(Outgoing::Shutdown(done)) => {
                     if result.is_ok() {
-                        result = sink.io.shutdown();
+                        result = sink.io.shutdown().await;
                     }
                     finished = Some(done);
                 }

@@ -52,7 +52,7 @@ pub mod message;
 pub mod qemu_json;
 pub mod schema;
 
-pub use address::{Address, AddressError};
+pub use address::{Address, AddressError, TlsOptions};
 
 /// How many in-band requests QEMU queues per monitor with oob on (rule
 /// O3): past them it reads nothing until one finishes. A server that

@@ -2,11 +2,14 @@
 //!
 //! [`Stream`] is a connected socket: unix or TCP, made by [`connect`], by a
 //! [`Listener`] in accept mode (QEMU started with `server=off` connects to
-//! us), or handed in ready-made (a socketpair, an inherited fd). It splits
-//! into a read half for the router task and a write half for the writer
-//! task; only the unix write half can carry file descriptors.
+//! us), or handed in ready-made (a socketpair, an inherited fd); or TLS
+//! over TCP (`tls:`, the `tls` feature). It splits into a read half for the
+//! router task and a write half for the writer task; only the unix write
+//! half can carry file descriptors.
 
 mod tcp;
+#[cfg(feature = "tls")]
+mod tls;
 mod unix;
 
 use crate::error::Error;
@@ -18,15 +21,21 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::net::{TcpStream, UnixStream};
 
+#[cfg(feature = "tls")]
+pub use tls::TlsStream;
 pub use unix::socketpair;
 
 /// A connected stream.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Stream {
     /// A unix socket (file descriptors can pass).
     Unix(UnixStream),
     /// A TCP connection.
     Tcp(TcpStream),
+    /// TLS over TCP.
+    #[cfg(feature = "tls")]
+    Tls(Box<TlsStream>),
 }
 
 impl From<UnixStream> for Stream {
@@ -48,8 +57,17 @@ impl Stream {
     pub(crate) fn waiting_to_be_accepted(&self) -> Option<bool> {
         match self {
             Stream::Unix(s) => unix::waiting_to_be_accepted(s.as_raw_fd()),
-            Stream::Tcp(_) => None,
+            _ => None,
         }
+    }
+
+    /// Whether this is a TLS connection.
+    pub fn is_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if let Stream::Tls(_) = self {
+            return true;
+        }
+        false
     }
 
     /// Whether file descriptors can be passed on this stream.
@@ -68,31 +86,44 @@ impl Stream {
     /// is a duplicate registered (writability only), as one epoll cannot
     /// hold one descriptor twice. So a connection holds one descriptor, not
     /// two (a process with 10,000 clients needs 10,000).
+    ///
+    /// TLS cannot write from two places at once: its halves are tokio's,
+    /// and every write goes through the writer task.
     pub(crate) fn split(self) -> io::Result<(ReadHalf, WriteHalf)> {
         let (fd, unix): (OwnedFd, bool) = match self {
             Stream::Unix(s) => (s.into_std()?.into(), true),
             Stream::Tcp(s) => (s.into_std()?.into(), false),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => {
+                let (r, w) = tokio::io::split(*s);
+                return Ok((ReadHalf::Tls(r), WriteHalf::Tls(tokio::sync::Mutex::new(w))));
+            }
         };
         let fd = Arc::new(fd);
-        let write = WriteHalf {
+        let write = WriteHalf::Fd {
             fd: fd.clone(),
             unix,
         };
-        let read = ReadHalf {
-            fd: register(fd, Interest::READABLE)?,
-        };
+        let read = ReadHalf::Fd(register(fd, Interest::READABLE)?);
         Ok((read, write))
     }
 }
 
-pub(crate) struct ReadHalf {
-    fd: AsyncFd<Arc<OwnedFd>>,
+pub(crate) enum ReadHalf {
+    Fd(AsyncFd<Arc<OwnedFd>>),
+    #[cfg(feature = "tls")]
+    Tls(tokio::io::ReadHalf<TlsStream>),
 }
 
 impl ReadHalf {
     pub(crate) async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let fd = match self {
+            ReadHalf::Fd(fd) => fd,
+            #[cfg(feature = "tls")]
+            ReadHalf::Tls(r) => return tokio::io::AsyncReadExt::read(r, buf).await,
+        };
         loop {
-            let mut guard = self.fd.readable().await?;
+            let mut guard = fd.readable().await?;
             match guard.try_io(|fd| recv(fd.as_raw_fd(), buf)) {
                 Ok(Ok(n)) => {
                     // A short read drained the socket: wait for the next
@@ -123,25 +154,34 @@ fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     socket::recv(fd, buf, MsgFlags::MSG_DONTWAIT).map_err(io::Error::from)
 }
 
-pub(crate) struct WriteHalf {
-    fd: Arc<OwnedFd>,
-    unix: bool,
+pub(crate) enum WriteHalf {
+    Fd {
+        fd: Arc<OwnedFd>,
+        unix: bool,
+    },
+    #[cfg(feature = "tls")]
+    Tls(tokio::sync::Mutex<tokio::io::WriteHalf<TlsStream>>),
 }
 
 impl WriteHalf {
-    /// One non-blocking write; `WouldBlock` when the socket is full.
+    /// One non-blocking write; `WouldBlock` when the socket is full (and
+    /// always over TLS, whose writes the writer task makes).
     pub(crate) fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
-        socket::send(
-            self.fd.as_raw_fd(),
-            bytes,
-            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-        )
-        .map_err(io::Error::from)
+        match self {
+            WriteHalf::Fd { fd, .. } => socket::send(
+                fd.as_raw_fd(),
+                bytes,
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            )
+            .map_err(io::Error::from),
+            #[cfg(feature = "tls")]
+            WriteHalf::Tls(_) => Err(io::ErrorKind::WouldBlock.into()),
+        }
     }
 
     /// Waits until the socket has room, registering it just for this.
-    async fn writable(&self) -> io::Result<()> {
-        let fd = register(self.fd.try_clone()?, Interest::WRITABLE)?;
+    async fn writable(fd: &OwnedFd) -> io::Result<()> {
+        let fd = register(fd.try_clone()?, Interest::WRITABLE)?;
         let mut guard = fd.writable().await?;
         guard.retain_ready();
         Ok(())
@@ -149,11 +189,21 @@ impl WriteHalf {
 
     /// Writes all of `bytes`, waiting for room as needed.
     pub(crate) async fn write_all(&self, mut bytes: &[u8]) -> io::Result<()> {
+        let fd = match self {
+            WriteHalf::Fd { fd, .. } => fd,
+            #[cfg(feature = "tls")]
+            WriteHalf::Tls(w) => {
+                use tokio::io::AsyncWriteExt;
+                let mut w = w.lock().await;
+                w.write_all(bytes).await?;
+                return w.flush().await;
+            }
+        };
         while !bytes.is_empty() {
             match self.try_write(bytes) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => bytes = &bytes[n..],
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable().await?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Self::writable(fd).await?,
                 Err(e) => return Err(e),
             }
         }
@@ -162,25 +212,35 @@ impl WriteHalf {
 
     /// Writes `bytes` with `fds` attached to their first byte (SCM_RIGHTS).
     pub(crate) async fn write_with_fds(&self, bytes: &[u8], fds: &[OwnedFd]) -> io::Result<()> {
-        if !self.unix {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "file descriptors can only be passed over a unix socket",
-            ));
-        }
+        let fd = match self {
+            WriteHalf::Fd { fd, unix: true } => fd,
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "file descriptors can only be passed over a unix socket",
+                ))
+            }
+        };
         let sent = loop {
-            match unix::send_with_fds(self.fd.as_raw_fd(), bytes, fds) {
+            match unix::send_with_fds(fd.as_raw_fd(), bytes, fds) {
                 Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable().await?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Self::writable(fd).await?,
                 Err(e) => return Err(e),
             }
         };
         self.write_all(&bytes[sent..]).await
     }
 
-    /// Half-closes: the server sees EOF after what was written.
-    pub(crate) fn shutdown(&self) -> io::Result<()> {
-        socket::shutdown(self.fd.as_raw_fd(), socket::Shutdown::Write).map_err(io::Error::from)
+    /// Half-closes: the server sees EOF after what was written (over TLS,
+    /// after a close_notify).
+    pub(crate) async fn shutdown(&self) -> io::Result<()> {
+        match self {
+            WriteHalf::Fd { fd, .. } => {
+                socket::shutdown(fd.as_raw_fd(), socket::Shutdown::Write).map_err(io::Error::from)
+            }
+            #[cfg(feature = "tls")]
+            WriteHalf::Tls(w) => tokio::io::AsyncWriteExt::shutdown(&mut *w.lock().await).await,
+        }
     }
 }
 
@@ -201,6 +261,12 @@ pub async fn connect(address: &Address) -> Result<Stream, Error> {
     let r = match address {
         Address::Unix(path) => UnixStream::connect(path).await.map(Stream::Unix),
         Address::Tcp(host, port) => tcp::connect(host, *port).await,
+        #[cfg(feature = "tls")]
+        Address::Tls {
+            host,
+            port,
+            options,
+        } => tls::connect(host, *port, options).await,
         // Only a program's main can know that it owns an inherited
         // descriptor: it hands one over as an OwnedFd (from_fd).
         Address::Fd(fd) => Err(io::Error::new(

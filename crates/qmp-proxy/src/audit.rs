@@ -3,13 +3,14 @@
 //!
 //! ```json
 //! {"time": "2026-11-21T10:00:00.123456Z", "listener": "/run/ro.sock", "client": 3,
-//!  "uid": 1000, "pid": 4242, "command": "blockdev-add", "arguments": {...},
+//!  "uid": 1000, "pid": 4242, "identity": null, "command": "blockdev-add", "arguments": {...},
 //!  "oob": false, "outcome": "error", "class": "GenericError", "latency-us": 181}
 //! ```
 //!
 //! `outcome` is `return`, `error` (with `class`), `denied` (refused by the
 //! policy, never sent to QEMU) or `lost` (QEMU went away first). `uid` and
-//! `pid` are `null` over TCP. Arguments the policy redacts read
+//! `pid` are `null` over TCP; `identity`, the subject of a TLS client's
+//! certificate (`CN=alice,O=example`), is `null` elsewhere. Arguments the policy redacts read
 //! `"<redacted>"`; a string longer than 256 bytes is cut there (with its
 //! length noted), and arguments still over 4 KiB are replaced by their
 //! size, so no client can make a line large.
@@ -49,6 +50,9 @@ pub struct ClientInfo {
     pub uid: Option<u32>,
     /// The peer's pid (unix listeners only).
     pub pid: Option<i32>,
+    /// The subject of the peer's certificate (TLS listeners with
+    /// `client-ca` only), such as `CN=alice,O=example`.
+    pub identity: Option<String>,
 }
 
 /// An append-only log file, shared by every connection.
@@ -161,6 +165,7 @@ impl AuditLog {
             "client": who.client,
             "uid": who.uid,
             "pid": who.pid,
+            "identity": who.identity,
             "command": command,
             "arguments": arguments,
             "oob": oob,

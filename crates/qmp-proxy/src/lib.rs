@@ -21,6 +21,7 @@ mod downstream;
 pub mod policy;
 pub mod proxy;
 mod recorder;
+pub mod tls;
 mod upstream;
 
 pub use policy::PolicyFile;

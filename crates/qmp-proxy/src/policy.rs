@@ -25,7 +25,28 @@
 //! [[policy.monitoring.rule]]
 //! uid = [0, 107]
 //! allow = ["*"]
+//!
+//! [policy.operators]
+//! preset = "all"
+//!
+//! # Which policy a client gets, by who it is: the first entry that
+//! # matches wins; a client no entry matches gets its listener's policy.
+//! [[client]]
+//! identity = "CN=viewer-*"     # TLS: the certificate's subject (globs)
+//! policy = "read-only"
+//!
+//! [[client]]
+//! identity = ["CN=ops-*", "CN=admin,O=example"]
+//! policy = "operators"
+//!
+//! [[client]]
+//! uid = 1000                   # unix: the peer's uid (one or a list)
+//! policy = "monitoring"
 //! ```
+//!
+//! An identity is the subject of the certificate a client showed a TLS
+//! listener with `client-ca=`, most specific part first:
+//! `CN=alice,O=example`.
 //!
 //! Globs know `*` (any run of characters) and `?` (one character).
 //!
@@ -103,6 +124,49 @@ pub struct PolicyFile {
     redact: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     policy: BTreeMap<String, PolicySpec>,
+    #[serde(default)]
+    client: Vec<ClientSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientSpec {
+    identity: Option<Globs>,
+    uid: Option<Uids>,
+    policy: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Globs {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Which clients a `[[client]]` entry of the policy file is for.
+#[derive(Debug, Clone)]
+pub struct ClientRule {
+    identities: Option<Vec<String>>,
+    uids: Option<Uids>,
+}
+
+impl ClientRule {
+    /// Whether a client with this uid (unix listeners) and identity (TLS
+    /// listeners with client certificates) is one the entry names: it
+    /// must match each of the entry's conditions.
+    pub fn matches(&self, uid: Option<u32>, identity: Option<&str>) -> bool {
+        let uid_ok = match (&self.uids, uid) {
+            (None, _) => true,
+            (Some(uids), Some(uid)) => uids.contains(uid),
+            (Some(_), None) => false,
+        };
+        let identity_ok = match (&self.identities, identity) {
+            (None, _) => true,
+            (Some(globs), Some(identity)) => globs.iter().any(|g| glob(g, identity)),
+            (Some(_), None) => false,
+        };
+        uid_ok && identity_ok
+    }
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -176,7 +240,33 @@ impl PolicyFile {
         if file.policy.contains_key(READ_ONLY) {
             return Err(PolicyError::Reserved(READ_ONLY.into()));
         }
+        for client in &file.client {
+            if client.identity.is_none() && client.uid.is_none() {
+                return Err(PolicyError::Syntax(format!(
+                    "a [[client]] entry (policy '{}') names no one: give identity = \"GLOB\" or uid = N",
+                    client.policy
+                )));
+            }
+            file.policy(Some(&client.policy))?;
+        }
         Ok(file)
+    }
+
+    /// The `[[client]]` entries, in order, each with the policy it gives.
+    pub fn client_policies(&self) -> Result<Vec<(ClientRule, Arc<Policy>)>, PolicyError> {
+        self.client
+            .iter()
+            .map(|c| {
+                let rule = ClientRule {
+                    identities: c.identity.clone().map(|g| match g {
+                        Globs::One(g) => vec![g],
+                        Globs::Many(gs) => gs,
+                    }),
+                    uids: c.uid.clone(),
+                };
+                Ok((rule, self.policy(Some(&c.policy))?))
+            })
+            .collect()
     }
 
     /// The policy a listener names, or the one that permits everything.
@@ -386,6 +476,48 @@ pub fn glob(pattern: &str, text: &str) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn client_entries_choose_policies_by_identity_or_uid_in_order() {
+        let file = PolicyFile::parse(
+            r#"
+            [policy.ops]
+            preset = "all"
+            [[client]]
+            identity = "CN=viewer*"
+            policy = "read-only"
+            [[client]]
+            identity = ["CN=ops-*", "CN=root,O=x"]
+            policy = "ops"
+            [[client]]
+            uid = [1000, 1001]
+            policy = "read-only"
+            "#,
+        )
+        .unwrap();
+        let rules = file.client_policies().unwrap();
+        let pick = |uid, identity| {
+            rules
+                .iter()
+                .find(|(r, _)| r.matches(uid, identity))
+                .and_then(|(_, p)| p.name.clone())
+        };
+        assert_eq!(
+            pick(None, Some("CN=viewer-1,O=x")).as_deref(),
+            Some("read-only")
+        );
+        assert_eq!(pick(None, Some("CN=ops-2")).as_deref(), Some("ops"));
+        assert_eq!(pick(None, Some("CN=root,O=x")).as_deref(), Some("ops"));
+        assert_eq!(pick(None, Some("CN=root,O=y")), None);
+        assert_eq!(pick(Some(1001), None).as_deref(), Some("read-only"));
+        assert_eq!(pick(Some(0), None), None);
+        assert_eq!(pick(None, None), None);
+        assert!(PolicyFile::parse("[[client]]\npolicy = \"read-only\"").is_err());
+        assert!(matches!(
+            PolicyFile::parse("[[client]]\nuid = 1\npolicy = \"nope\""),
+            Err(PolicyError::Unknown(_))
+        ));
+    }
 
     #[test]
     fn globs() {

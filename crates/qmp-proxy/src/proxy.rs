@@ -41,8 +41,9 @@
 
 use crate::audit::{AuditLog, ClientInfo};
 use crate::downstream::Downstream;
-use crate::policy::{Policy, PolicyError, PolicyFile};
+use crate::policy::{ClientRule, Policy, PolicyError, PolicyFile};
 use crate::recorder::Recorder;
+use crate::tls::TlsListen;
 use crate::upstream::Upstream;
 use qmp_proto::Address;
 use qmp_server::Listener;
@@ -107,17 +108,21 @@ pub enum ProxyError {
     UpstreamLost(String),
 }
 
-/// One `--listen ADDR[,policy=NAME][,mode=OCTAL]`.
+/// One `--listen ADDR[,policy=NAME][,mode=OCTAL]`, or
+/// `--listen tls:HOST:PORT,cert=FILE,key=FILE[,client-ca=FILE][,policy=NAME]`.
 #[derive(Debug, Clone)]
 pub struct ListenSpec {
     /// Where clients connect.
     pub address: Address,
-    /// As written, for logs and the audit log.
+    /// As written (up to the first comma), for logs and the audit log.
     pub label: String,
-    /// The policy its clients get (`None`: everything allowed).
+    /// The policy its clients get, unless a `[[client]]` entry of the
+    /// policy file chooses another (`None`: everything allowed).
     pub policy: Option<String>,
     /// Permissions of a unix socket file.
     pub mode: u32,
+    /// The files of a `tls:` listener.
+    pub tls: Option<TlsListen>,
 }
 
 impl FromStr for ListenSpec {
@@ -132,22 +137,44 @@ impl FromStr for ListenSpec {
             label,
             policy: None,
             mode: 0o600,
+            tls: None,
         };
+        let is_tls = matches!(spec.address, Address::Tls { .. });
+        let mut tls = TlsListen::default();
         for option in parts {
             match option.split_once('=') {
                 Some(("policy", name)) if !name.is_empty() => spec.policy = Some(name.into()),
+                Some(("cert", path)) if is_tls && !path.is_empty() => tls.cert = path.into(),
+                Some(("key", path)) if is_tls && !path.is_empty() => tls.key = path.into(),
+                Some(("client-ca", path)) if is_tls && !path.is_empty() => {
+                    tls.client_ca = Some(path.into())
+                }
                 Some(("mode", m)) => {
                     spec.mode = u32::from_str_radix(m, 8)
                         .ok()
                         .filter(|m| *m <= 0o777)
                         .ok_or_else(|| format!("mode must be octal, such as 0660, not '{m}'"))?
                 }
+                _ if is_tls => {
+                    return Err(format!(
+                        "unknown TLS listener option '{option}' (known: cert=FILE, key=FILE, client-ca=FILE, policy=NAME)"
+                    ))
+                }
                 _ => {
                     return Err(format!(
-                        "unknown listener option '{option}' (known: policy=NAME, mode=OCTAL)"
+                        "unknown listener option '{option}' (known: policy=NAME, mode=OCTAL; tls: listeners also take cert=, key=, client-ca=)"
                     ))
                 }
             }
+        }
+        if is_tls {
+            if tls.cert.as_os_str().is_empty() || tls.key.as_os_str().is_empty() {
+                return Err(format!(
+                    "the TLS listener {} needs cert=FILE and key=FILE",
+                    spec.label
+                ));
+            }
+            spec.tls = Some(tls);
         }
         Ok(spec)
     }
@@ -240,21 +267,32 @@ impl ProxyBuilder {
         let mut listeners = Vec::new();
         for spec in &self.listeners {
             let policy = self.policies.policy(spec.policy.as_deref())?;
-            let listener = Listener::bind(&spec.address, spec.mode)
+            let bind_error = |source| ProxyError::Bind {
+                address: spec.label.clone(),
+                source,
+            };
+            let (address, tls) = match (&spec.address, &spec.tls) {
+                (Address::Tls { host, port, .. }, Some(files)) => (
+                    Address::Tcp(host.clone(), *port),
+                    Some(files.acceptor().map_err(bind_error)?),
+                ),
+                (address, _) => (address.clone(), None),
+            };
+            let listener = Listener::bind(&address, spec.mode)
                 .await
-                .map_err(|source| ProxyError::Bind {
-                    address: spec.label.clone(),
-                    source,
-                })?;
+                .map_err(bind_error)?;
             listeners.push(Arc::new(Bound {
                 listener,
                 label: spec.label.clone(),
                 policy,
+                tls,
             }));
         }
+        let client_policies = Arc::new(self.policies.client_policies()?);
         Ok(Proxy {
             upstream: self.upstream,
             listeners,
+            client_policies,
             audit,
             reconnect: self.reconnect,
             client_buffer: self.client_buffer,
@@ -267,17 +305,20 @@ impl ProxyBuilder {
     }
 }
 
-/// A bound listener and its policy.
+/// A bound listener, its policy, and for `tls:` its acceptor.
 struct Bound {
     listener: Listener,
     label: String,
     policy: Arc<Policy>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// A proxy with its listeners bound; [`run`](Proxy::run) serves.
 pub struct Proxy {
     upstream: Address,
     listeners: Vec<Arc<Bound>>,
+    /// The policy file's `[[client]]` entries, in order.
+    client_policies: Arc<Vec<(ClientRule, Arc<Policy>)>>,
     audit: Option<Arc<AuditLog>>,
     reconnect: bool,
     client_buffer: usize,
@@ -448,6 +489,7 @@ impl Proxy {
             input_budget: self.client_input_budget,
             stop: self.stop.subscribe(),
             recorder: self.recorder.clone(),
+            client_policies: self.client_policies.clone(),
         }
     }
 }
@@ -460,10 +502,12 @@ struct Serving {
     input_budget: usize,
     stop: watch::Receiver<bool>,
     recorder: Option<Arc<Recorder>>,
+    client_policies: Arc<Vec<(ClientRule, Arc<Policy>)>>,
 }
 
 impl Serving {
-    /// Starts serving a client accepted on `bound`, on its own task.
+    /// Starts serving a client accepted on `bound`, on its own task
+    /// (which first runs the TLS handshake of a `tls:` listener's client).
     fn start(
         &self,
         bound: &Arc<Bound>,
@@ -472,38 +516,67 @@ impl Serving {
         done: &mpsc::Sender<()>,
     ) {
         let cred = stream.peer_cred();
-        let who = ClientInfo {
-            listener: bound.label.clone(),
-            client: self.clients.fetch_add(1, Ordering::Relaxed) + 1,
-            uid: cred.map(|c| c.uid),
-            pid: cred.and_then(|c| c.pid),
-        };
-        let peer = match (who.uid, who.pid) {
-            (Some(uid), Some(pid)) => format!("uid {uid}, pid {pid}"),
-            (Some(uid), None) => format!("uid {uid}"),
-            _ => "tcp".to_owned(),
-        };
-        tracing::info!(
-            "client {} connected on {} ({peer})",
-            who.client,
-            who.listener
-        );
-        let downstream = Downstream {
-            upstream: upstream.clone(),
-            access: bound.policy.commands_for(who.uid).clone(),
-            policy: bound.policy.clone(),
-            audit: self.audit.clone(),
-            who,
-            buffer: self.buffer,
-            input_budget: self.input_budget,
-            stop: self.stop.clone(),
-            recorder: self.recorder.clone(),
-        };
-        let done = done.clone();
+        let number = self.clients.fetch_add(1, Ordering::Relaxed) + 1;
+        let (bound, upstream, done) = (bound.clone(), upstream.clone(), done.clone());
+        let (audit, recorder, stop) =
+            (self.audit.clone(), self.recorder.clone(), self.stop.clone());
+        let (buffer, input_budget) = (self.buffer, self.input_budget);
+        let client_policies = self.client_policies.clone();
         tokio::spawn(async move {
-            let n = downstream.who.client;
+            let (stream, identity) = match (&bound.tls, stream) {
+                (Some(acceptor), qmp_server::connection::Stream::Tcp(tcp)) => {
+                    match crate::tls::accept(acceptor, tcp).await {
+                        Ok((tls, identity)) => (
+                            qmp_server::connection::Stream::Other(Box::new(tls)),
+                            identity,
+                        ),
+                        Err(e) => {
+                            tracing::info!(
+                                "client {number} on {} refused: TLS handshake failed: {e}",
+                                bound.label
+                            );
+                            return;
+                        }
+                    }
+                }
+                (_, stream) => (stream, None),
+            };
+            let who = ClientInfo {
+                listener: bound.label.clone(),
+                client: number,
+                uid: cred.map(|c| c.uid),
+                pid: cred.and_then(|c| c.pid),
+                identity,
+            };
+            let peer = match (&who.identity, who.uid, who.pid) {
+                (Some(identity), ..) => format!("identity {identity}"),
+                (None, Some(uid), Some(pid)) => format!("uid {uid}, pid {pid}"),
+                (None, Some(uid), None) => format!("uid {uid}"),
+                _ if bound.tls.is_some() => "tls, no certificate".to_owned(),
+                _ => "tcp".to_owned(),
+            };
+            let policy = client_policies
+                .iter()
+                .find(|(rule, _)| rule.matches(who.uid, who.identity.as_deref()))
+                .map_or_else(|| bound.policy.clone(), |(_, p)| p.clone());
+            tracing::info!(
+                "client {number} connected on {} ({peer}), policy {}",
+                who.listener,
+                policy.name.as_deref().unwrap_or("(none)")
+            );
+            let downstream = Downstream {
+                upstream,
+                access: policy.commands_for(who.uid).clone(),
+                policy,
+                audit,
+                who,
+                buffer,
+                input_budget,
+                stop,
+                recorder,
+            };
             qmp_server::connection::run(downstream, stream).await;
-            tracing::info!("client {n} left");
+            tracing::info!("client {number} left");
             drop(done);
         });
     }

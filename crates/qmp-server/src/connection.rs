@@ -64,12 +64,21 @@ impl Event {
 /// A connected client: the server's side of what a client holds as
 /// `qmp_client::Stream`.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Stream {
     /// A unix socket (file descriptors can pass).
     Unix(UnixStream),
     /// A TCP connection.
     Tcp(TcpStream),
+    /// Any other byte stream: TLS (as the proxy's TLS listeners accept),
+    /// a pipe, an in-memory duplex for a test.
+    Other(Box<dyn ByteStream>),
 }
+
+/// What [`Stream::Other`] holds: any tokio byte stream.
+pub trait ByteStream: AsyncRead + AsyncWrite + Send + Unpin + std::fmt::Debug + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + std::fmt::Debug + 'static> ByteStream for T {}
 
 /// Who is at the other end of a unix socket (SO_PEERCRED).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +100,7 @@ impl Stream {
                 gid: c.gid(),
                 pid: c.pid(),
             }),
-            Stream::Tcp(_) => None,
+            _ => None,
         }
     }
 }
@@ -182,6 +191,10 @@ fn split(stream: Stream) -> (ReadSide, Writer) {
         }
         Stream::Tcp(s) => {
             let (r, w) = s.into_split();
+            (ReadSide::Other(Box::new(r)), Box::new(w))
+        }
+        Stream::Other(s) => {
+            let (r, w) = tokio::io::split(s);
             (ReadSide::Other(Box::new(r)), Box::new(w))
         }
     }

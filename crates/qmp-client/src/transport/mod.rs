@@ -9,7 +9,7 @@
 
 mod tcp;
 #[cfg(feature = "tls")]
-mod tls;
+pub mod tls;
 mod unix;
 
 use crate::error::Error;

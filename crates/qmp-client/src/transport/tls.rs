@@ -19,6 +19,8 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+pub use rustls;
+
 /// A TLS connection to a server.
 pub type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
 
@@ -67,7 +69,7 @@ fn client_config(options: &TlsOptions) -> io::Result<rustls::ClientConfig> {
     match (&options.cert, &options.key) {
         (Some(cert), Some(key)) => {
             let chain = read_certs(cert, "certificate")?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad_file(key, "key", e))?;
+            let key = read_key(key)?;
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
@@ -80,7 +82,9 @@ fn client_config(options: &TlsOptions) -> io::Result<rustls::ClientConfig> {
     }
 }
 
-fn read_certs(path: &Path, what: &str) -> io::Result<Vec<CertificateDer<'static>>> {
+/// Reads the PEM certificates in `path` (`what` names them in errors:
+/// "CA", "certificate"); an error if there are none.
+pub fn read_certs(path: &Path, what: &str) -> io::Result<Vec<CertificateDer<'static>>> {
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| bad_file(path, what, e))?
         .collect::<Result<Vec<_>, _>>()
@@ -89,6 +93,11 @@ fn read_certs(path: &Path, what: &str) -> io::Result<Vec<CertificateDer<'static>
         return Err(bad_file(path, what, "no PEM certificate in it"));
     }
     Ok(certs)
+}
+
+/// Reads the PEM private key in `path`.
+pub fn read_key(path: &Path) -> io::Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| bad_file(path, "key", e))
 }
 
 fn bad_file(path: &Path, what: &str, e: impl std::fmt::Display) -> io::Error {

@@ -21,8 +21,12 @@ pub enum Handshake {
     Negotiate,
     /// Read the greeting but leave negotiation to the caller.
     GreetingOnly,
-    /// Expect no greeting at all (the guest agent speaks without one).
+    /// Expect no greeting and do nothing: a raw session.
     None,
+    /// The guest agent: no greeting; sync with `guest-sync-delimited`
+    /// when connecting and whenever stale bytes may be in the stream (see
+    /// [`Client::resync`]).
+    GuestAgent,
 }
 
 /// Builds a [`Client`].
@@ -114,6 +118,24 @@ impl ClientBuilder {
     pub fn handshake(mut self, handshake: Handshake) -> Self {
         self.handshake = handshake;
         self
+    }
+
+    /// Talk to a guest agent (qemu-ga) rather than a QEMU monitor: the
+    /// same as `.handshake(Handshake::GuestAgent)`.
+    ///
+    /// ```no_run
+    /// # async fn f() -> qmp_client::Result<()> {
+    /// use qmp_client::ClientBuilder;
+    /// use serde_json::json;
+    /// // QEMU's end of the guest's virtio-serial channel (or qemu-ga's own
+    /// // socket)
+    /// let agent = ClientBuilder::new().guest_agent().connect("/run/vm1-ga.sock").await?;
+    /// let info = agent.execute("guest-info", json!({})).await?;
+    /// println!("agent {}", info["version"]);
+    /// # Ok(()) }
+    /// ```
+    pub fn guest_agent(self) -> Self {
+        self.handshake(Handshake::GuestAgent)
     }
 
     /// Largest message accepted from the server (default 256 MiB).
@@ -219,9 +241,13 @@ impl ClientBuilder {
             address: "(stream)".into(),
             source: Arc::new(e),
         })?;
+        let agent = self.handshake == Handshake::GuestAgent;
         let mut reader = FramedReader::new(read, self.max_message_size);
+        if agent {
+            reader = reader.with_reset_byte();
+        }
         let greeting = match self.handshake {
-            Handshake::None => None,
+            Handshake::None | Handshake::GuestAgent => None,
             _ => Some(handshake::read_greeting(&mut reader).await?),
         };
         let will_negotiate_oob = self.handshake == Handshake::Negotiate
@@ -245,7 +271,8 @@ impl ClientBuilder {
         if tls {
             tokio::spawn(crate::nudge::run(shared.clone(), sink.clone()));
         }
-        let router = tokio::spawn(router::run(reader, shared.clone(), sink.clone())).abort_handle();
+        let router =
+            tokio::spawn(router::run(reader, shared.clone(), sink.clone(), agent)).abort_handle();
         let mut client = Client::start(
             shared,
             sink,
@@ -254,6 +281,13 @@ impl ClientBuilder {
             fd_passing,
             self.timeout,
         );
+        if agent {
+            client.set_agent();
+            client
+                .resync()
+                .await
+                .map_err(|e| Error::Handshake(format!("the guest agent did not sync: {e}")))?;
+        }
         if let (Handshake::Negotiate, Some(g)) = (self.handshake, &greeting) {
             let oob = handshake::negotiate(&client, g, self.oob).await?;
             client.set_oob(oob);

@@ -50,6 +50,8 @@ struct Inner {
     fd_passing: bool,
     default_timeout: Option<Duration>,
     router: AbortHandle,
+    /// Guest agent mode: held while a `guest-sync-delimited` runs.
+    agent: Option<tokio::sync::Mutex<()>>,
 }
 
 impl Drop for Inner {
@@ -168,7 +170,69 @@ impl Client {
                 fd_passing,
                 default_timeout,
                 router,
+                agent: None,
             }),
+        }
+    }
+
+    /// Turns on guest agent mode. Only called while opening, while this
+    /// is the only handle.
+    pub(crate) fn set_agent(&mut self) {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.agent = Some(tokio::sync::Mutex::new(()));
+        }
+    }
+
+    /// Whether this client talks to a guest agent
+    /// ([`ClientBuilder::guest_agent`](crate::ClientBuilder::guest_agent)).
+    pub fn is_guest_agent(&self) -> bool {
+        self.inner.agent.is_some()
+    }
+
+    /// Resynchronizes with the guest agent: sends the 0xFF byte (which
+    /// makes the agent drop a request half received), then
+    /// `guest-sync-delimited` with a random id, and discards everything
+    /// received until the 0xFF that precedes the reply carrying that id.
+    /// A guest agent client does this when it connects, and before the
+    /// next call after a call timed out or bytes came that were no
+    /// message; call it yourself after the guest restarted its agent.
+    /// An error for a client that is not a guest agent's.
+    pub async fn resync(&self) -> Result<()> {
+        let Some(lock) = &self.inner.agent else {
+            return Err(Error::Handshake(
+                "resync is for guest agent connections (ClientBuilder::guest_agent)".into(),
+            ));
+        };
+        let _one = lock.lock().await;
+        let token = random_token();
+        let id = Value::String(format!("sync-{token}"));
+        {
+            let mut st = self.inner.shared.lock();
+            st.syncing = Some(id.clone());
+            st.needs_sync = true;
+        }
+        // The marker, then the request: the writer keeps their order.
+        let _ = self
+            .inner
+            .sink
+            .send(writer::Outgoing::Frame(vec![0xFF]), false);
+        let request = Outgoing::new("guest-sync-delimited").id(id);
+        let arguments = serde_json::json!({ "id": token });
+        let timeout = Some(self.inner.default_timeout.or(Some(SYNC_TIMEOUT)));
+        let result = self
+            .exchange(request.arguments(&arguments), timeout, None)
+            .await;
+        let mut st = self.inner.shared.lock();
+        st.syncing = None;
+        match result {
+            Ok(v) if v == serde_json::json!(token) => {
+                st.needs_sync = false;
+                Ok(())
+            }
+            Ok(other) => Err(Error::Handshake(format!(
+                "guest-sync-delimited returned {other}, not the {token} it was sent"
+            ))),
+            Err(e) => Err(e),
         }
     }
 
@@ -379,7 +443,28 @@ impl Client {
         self.close_with_grace(Duration::from_secs(5)).await
     }
 
+    /// One call; for the guest agent, synced first when needed, and
+    /// marked for a sync if it times out (its reply may still come).
     async fn roundtrip<A: Serialize + ?Sized>(
+        &self,
+        request: Outgoing<'_, A>,
+        timeout: Option<Option<Duration>>,
+        events: Option<StreamEnd>,
+    ) -> Result<Value> {
+        if self.inner.agent.is_none() {
+            return self.exchange(request, timeout, events).await;
+        }
+        if self.inner.shared.lock().needs_sync {
+            self.resync().await?;
+        }
+        let result = self.exchange(request, timeout, events).await;
+        if let Err(Error::Timeout { .. }) = &result {
+            self.inner.shared.lock().needs_sync = true;
+        }
+        result
+    }
+
+    async fn exchange<A: Serialize + ?Sized>(
         &self,
         request: Outgoing<'_, A>,
         timeout: Option<Option<Duration>>,
@@ -454,6 +539,18 @@ impl Client {
         }
         Ok((started.ticket, rx))
     }
+}
+
+/// How long a sync waits for the agent when calls have no timeout.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A number no earlier sync used: random, below 2^31 (the agent takes any
+/// integer; small ones read well in logs).
+fn random_token() -> u64 {
+    use std::hash::BuildHasher;
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::collections::hash_map::RandomState::new().hash_one(n) & 0x7fff_ffff
 }
 
 /// Runs when a caller stops waiting before its reply came (timeout or

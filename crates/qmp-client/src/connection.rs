@@ -26,6 +26,12 @@ impl FramedReader {
         }
     }
 
+    /// For the guest agent: a 0xFF byte abandons a message half read.
+    pub(crate) fn with_reset_byte(mut self) -> Self {
+        self.decoder = std::mem::take(&mut self.decoder).with_reset_byte();
+        self
+    }
+
     /// The next message. A clean end of stream between messages is
     /// [`Disconnect::Eof`]; an end inside one is a protocol error that
     /// quotes what was received.

@@ -47,6 +47,12 @@ pub(crate) struct State {
     /// Set by a graceful close: no new calls, pending ones still finish.
     pub(crate) closing: bool,
     pub(crate) closed: Option<Disconnect>,
+    /// Guest agent only: the id of the `guest-sync-delimited` in flight.
+    /// Until its reply comes, everything else received is stale.
+    pub(crate) syncing: Option<serde_json::Value>,
+    /// Guest agent only: the stream may hold stale bytes (a call timed out,
+    /// garbage came); sync before the next call.
+    pub(crate) needs_sync: bool,
 }
 
 pub(crate) struct Shared {
@@ -71,6 +77,8 @@ impl Shared {
                 prune_at: 16,
                 closing: false,
                 closed: None,
+                syncing: None,
+                needs_sync: false,
             }),
             unsolicited: std::sync::OnceLock::new(),
             closed_tx: watch::channel(None).0,
@@ -193,6 +201,15 @@ impl Shared {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let routed = {
             let mut st = self.lock();
+            if let Some(sync) = &st.syncing {
+                match &message {
+                    Ok(Message::Response(r)) if r.id.as_ref() == Some(sync) => st.syncing = None,
+                    other => {
+                        tracing::debug!("discarded while resynchronizing: {other:?}");
+                        return Ok(());
+                    }
+                }
+            }
             let routed = match message {
                 Ok(m) => st.session.receive(m),
                 Err(e) => st
@@ -254,14 +271,31 @@ impl Shared {
     }
 }
 
-/// The reader task: routes messages until the connection ends.
-pub(crate) async fn run(mut reader: FramedReader, shared: Arc<Shared>, sink: Arc<Sink>) {
+/// The reader task: routes messages until the connection ends. For the
+/// guest agent (`agent`), bytes that are not a message are skipped, and
+/// the next call syncs first.
+pub(crate) async fn run(
+    mut reader: FramedReader,
+    shared: Arc<Shared>,
+    sink: Arc<Sink>,
+    agent: bool,
+) {
     let reason = loop {
         let message = match reader.next().await {
             Ok(m) => Ok(m),
             // A message too deep to read was skipped whole: the stream is
             // still in step, so only the call it answers fails.
             Err(Disconnect::Protocol(e @ DecodeError::TooDeep { .. })) => Err(e),
+            Err(Disconnect::Protocol(
+                e @ (DecodeError::Garbage { .. } | DecodeError::Malformed { .. }),
+            )) if agent => {
+                let mut st = shared.lock();
+                if st.syncing.is_none() {
+                    tracing::warn!("skipped bytes from the guest agent: {e}");
+                    st.needs_sync = true;
+                }
+                continue;
+            }
             Err(reason) => break reason,
         };
         if let Err(reason) = shared.route(&sink, message) {

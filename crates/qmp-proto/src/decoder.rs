@@ -118,6 +118,9 @@ pub struct Decoder {
     max_nesting: usize,
     /// Set after [`DecodeError::TooLarge`]: the frame boundary is lost.
     poisoned: Option<DecodeError>,
+    /// A 0xFF byte abandons the message being read (the guest agent's
+    /// resynchronization marker).
+    reset_byte: bool,
 }
 
 impl Default for Decoder {
@@ -141,7 +144,27 @@ impl Decoder {
             max_message_size,
             max_nesting: DEFAULT_MAX_NESTING,
             poisoned: None,
+            reset_byte: false,
         }
+    }
+
+    /// Makes a 0xFF byte, wherever it comes, end whatever was being read
+    /// and be skipped, as the guest agent's `guest-sync-delimited` needs:
+    /// the agent sends 0xFF before that reply, and valid UTF-8 never holds
+    /// the byte, so everything before it is left behind. Off by default
+    /// (QEMU never sends it; a 0xFF is then garbage).
+    ///
+    /// ```
+    /// use qmp_proto::{Decoder, Message};
+    /// let mut d = Decoder::new().with_reset_byte();
+    /// d.feed(b"{\"return\": {\"stale\xff{\"return\": 7, \"id\": 1}");
+    /// let Some(Message::Response(r)) = d.next_message()? else { panic!() };
+    /// assert_eq!(r.result.unwrap(), 7);
+    /// # Ok::<(), qmp_proto::DecodeError>(())
+    /// ```
+    pub fn with_reset_byte(mut self) -> Self {
+        self.reset_byte = true;
+        self
     }
 
     /// Sets the nesting limit ([`DEFAULT_MAX_NESTING`] unless changed).
@@ -253,6 +276,11 @@ impl Decoder {
         let mut i = s.cursor;
         while i < buf.len() {
             let b = buf[i];
+            if b == 0xFF && self.reset_byte {
+                *s = Scan::default();
+                i += 1;
+                continue;
+            }
             match s.start {
                 None => {
                     if b == b'{' {
@@ -280,7 +308,10 @@ impl Decoder {
                             s.in_string = false;
                         } else {
                             // Skip ahead to the next byte that matters.
-                            if let Some(n) = buf[i..].iter().position(|&c| c == b'"' || c == b'\\')
+                            let reset = if self.reset_byte { 0xFF } else { b'"' };
+                            if let Some(n) = buf[i..]
+                                .iter()
+                                .position(|&c| c == b'"' || c == b'\\' || c == reset)
                             {
                                 i += n;
                                 continue;

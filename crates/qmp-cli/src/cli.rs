@@ -34,7 +34,8 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct Global {
-    /// Monitor address: /path, unix:/path, host:port, tcp:host:port, [v6]:port, fd:N
+    /// Monitor address: /path, unix:/path, host:port, tcp:host:port, [v6]:port, fd:N,
+    /// tls:host:port[,ca=FILE,cert=FILE,key=FILE,server-name=NAME]
     #[arg(
         short = 's',
         long = "socket",
@@ -53,6 +54,31 @@ pub struct Global {
     /// `events` waits for events without end unless this is given
     #[arg(long, global = true, value_name = "SECS")]
     pub timeout: Option<f64>,
+    /// TLS: the CA that signed QEMU's certificate (PEM); makes a host:port
+    /// address TLS
+    #[arg(long, global = true, value_name = "FILE", help_heading = "TLS")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// TLS: this client's certificate (PEM), which QEMU's verify-peer=on asks for
+    #[arg(long, global = true, value_name = "FILE", help_heading = "TLS")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// TLS: the private key of --tls-cert (PEM)
+    #[arg(long, global = true, value_name = "FILE", help_heading = "TLS")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// TLS: the name QEMU's certificate must carry, when not the host's
+    #[arg(long, global = true, value_name = "NAME", help_heading = "TLS")]
+    pub tls_server_name: Option<String>,
+}
+
+impl Global {
+    /// The `--tls-*` options.
+    pub fn tls(&self) -> qmp_proto::TlsOptions {
+        let mut tls = qmp_proto::TlsOptions::default();
+        tls.ca = self.tls_ca.clone();
+        tls.cert = self.tls_cert.clone();
+        tls.key = self.tls_key.clone();
+        tls.server_name = self.tls_server_name.clone();
+        tls
+    }
 }
 
 /// The global options, for the subcommands that have no use for them:
@@ -127,6 +153,81 @@ pub enum Command {
     },
     /// An interactive QMP shell
     Shell(ShellArgs),
+    /// The guest agent (qemu-ga): -s is QEMU's end of the guest's
+    /// agent channel, or the agent's own socket
+    #[command(subcommand)]
+    Ga(GaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+#[command(after_help = "\
+Examples:
+  qmp ga -s /run/vm1/ga.sock ping
+  qmp ga -s /run/vm1/ga.sock exec -- uname -a
+  qmp ga -s /run/vm1/ga.sock file get /var/log/syslog ./syslog
+  qmp ga -s /run/vm1/ga.sock guest-get-osinfo
+  qmp-shell --ga /run/vm1/ga.sock")]
+pub enum GaCommand {
+    /// Check that the agent answers
+    Ping,
+    /// The agent's version and which commands it has enabled
+    Info,
+    /// Run a program in the guest; print its output; exit with its status
+    #[command(
+        after_help = "With --timeout, give up after SECS seconds (exit 124);         without, wait for the program however long it runs."
+    )]
+    Exec(GaExecArgs),
+    /// Copy files between the guest and here
+    #[command(subcommand)]
+    File(GaFileCommand),
+    /// Freeze or thaw the guest's file systems, or ask which they are
+    Fsfreeze {
+        /// freeze, thaw or status
+        action: FreezeAction,
+    },
+    /// The guest's network interfaces and addresses
+    Network,
+    /// Any agent command: `guest-get-osinfo`, `guest-get-fsinfo`, ...
+    #[command(external_subcommand)]
+    Other(Vec<String>),
+}
+
+#[derive(Debug, Args)]
+pub struct GaExecArgs {
+    /// Environment variables for the program (repeatable)
+    #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// Send this text to the program's standard input
+    #[arg(long, value_name = "TEXT")]
+    pub input: Option<String>,
+    /// The program and its arguments (after --)
+    #[arg(required = true, last = true, value_name = "PROGRAM ARGS")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GaFileCommand {
+    /// Copy a guest file here
+    Get {
+        /// The file in the guest
+        guest: String,
+        /// Where to write it here (- for standard output)
+        local: String,
+    },
+    /// Copy a file here into the guest
+    Put {
+        /// The file here (- for standard input)
+        local: String,
+        /// Where to write it in the guest
+        guest: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FreezeAction {
+    Freeze,
+    Thaw,
+    Status,
 }
 
 #[derive(Debug, Args)]
@@ -156,6 +257,9 @@ pub struct ShellArgs {
     /// Do not negotiate capabilities (for the guest agent, or to try it by hand)
     #[arg(short = 'N', long = "skip-negotiation")]
     pub no_negotiate: bool,
+    /// ADDR is a guest agent (qemu-ga), not a QEMU monitor
+    #[arg(long, conflicts_with_all = ["hmp", "no_negotiate", "demo", "launch"])]
+    pub ga: bool,
     /// Append each request and its reply to LOGFILE as JSON lines
     #[arg(short = 'l', long = "logfile", value_name = "LOGFILE")]
     pub log: Option<String>,

@@ -57,13 +57,20 @@ impl Context {
     }
 
     pub async fn connect(&self) -> Result<Client, Failure> {
+        self.connect_with(ClientBuilder::new()).await
+    }
+
+    /// Connects to a guest agent (see [`ClientBuilder::guest_agent`]).
+    pub async fn connect_agent(&self) -> Result<Client, Failure> {
+        self.connect_with(ClientBuilder::new().guest_agent()).await
+    }
+
+    async fn connect_with(&self, builder: ClientBuilder) -> Result<Client, Failure> {
         let address = self.address.as_deref().ok_or_else(|| {
             Failure::Usage("no QMP address: pass -s ADDR or set QMP_SOCKET".into())
         })?;
         let limit = self.limit();
-        let builder = ClientBuilder::new()
-            .timeout(Some(limit))
-            .connect_timeout(limit);
+        let builder = builder.timeout(Some(limit)).connect_timeout(limit);
         connect_with(builder, address).await
     }
 }
@@ -74,9 +81,46 @@ pub async fn connect_with(builder: ClientBuilder, address: &str) -> Result<Clien
     // A person at a shell wants to hear at once that another client has
     // the monitor, not after the whole timeout.
     let builder = builder.fail_if_busy(true);
-    match address.parse() {
-        Ok(qmp_client::Address::Fd(fd)) => Ok(builder.from_fd(inherited(fd)?).await?),
-        _ => Ok(builder.connect(address).await?),
+    let address: qmp_client::Address = address
+        .parse()
+        .map_err(|e: qmp_proto::AddressError| Failure::Usage(e.to_string()))?;
+    match with_tls_options(address)? {
+        qmp_client::Address::Fd(fd) => Ok(builder.from_fd(inherited(fd)?).await?),
+        address => Ok(builder.connect_to(&address).await?),
+    }
+}
+
+/// The command line's `--tls-*` options, set once in `main_with`.
+static TLS_OPTIONS: std::sync::OnceLock<qmp_proto::TlsOptions> = std::sync::OnceLock::new();
+
+/// `address` with the `--tls-*` options applied: over a `tls:` address's
+/// own, and making a `host:port` address TLS. A unix socket takes none.
+fn with_tls_options(address: qmp_client::Address) -> Result<qmp_client::Address, Failure> {
+    use qmp_client::Address;
+    let Some(tls) = TLS_OPTIONS.get().filter(|t| !t.is_empty()) else {
+        return Ok(address);
+    };
+    match address {
+        Address::Tls {
+            host,
+            port,
+            mut options,
+        } => {
+            options.merge(tls);
+            Ok(Address::Tls {
+                host,
+                port,
+                options,
+            })
+        }
+        Address::Tcp(host, port) => Ok(Address::Tls {
+            host,
+            port,
+            options: tls.clone(),
+        }),
+        other => Err(Failure::Usage(format!(
+            "--tls-* options are for host:port and tls: addresses, not {other}"
+        ))),
     }
 }
 
@@ -198,6 +242,7 @@ pub fn main_with(argv: Vec<std::ffi::OsString>) -> ExitCode {
         eprintln!("{}: --timeout must be a positive number of seconds", tool());
         return ExitCode::from(2);
     }
+    let _ = TLS_OPTIONS.set(cli.global.tls());
     let ctx = Context {
         address: cli.global.socket.clone(),
         style: Style::choose(cli.global.pretty, cli.global.compact),
@@ -234,6 +279,7 @@ pub fn main_with(argv: Vec<std::ffi::OsString>) -> ExitCode {
             Command::Completions { shell, tool, .. } => completions(*shell, tool),
             Command::Man { tool, .. } => man_page(tool),
             Command::Shell(a) => commands::shell::run(&ctx, a).await,
+            Command::Ga(c) => commands::ga::run(&ctx, c).await,
         }
     });
     match result {

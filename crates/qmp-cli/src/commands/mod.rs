@@ -3,6 +3,7 @@
 pub mod demo;
 pub mod events;
 pub mod exec;
+pub mod ga;
 pub mod info;
 pub mod job;
 pub mod mock;

@@ -305,6 +305,9 @@ pub async fn run(ctx: &Context, a: &ShellArgs) -> Result<(), Failure> {
     if a.no_negotiate {
         builder = builder.handshake(Handshake::GreetingOnly);
     }
+    if a.ga {
+        builder = builder.guest_agent();
+    }
     let client = crate::connect_with(builder.clone(), &address).await?;
     let out = Output {
         pretty: a.pretty || ctx.pretty_given,
@@ -356,6 +359,24 @@ pub async fn run(ctx: &Context, a: &ShellArgs) -> Result<(), Failure> {
             };
             *catalog.lock().unwrap_or_else(|e| e.into_inner()) =
                 Catalog::from_names(hmp_names(&help)).with_next_words("info", info);
+        }
+    } else if a.ga {
+        // The agent has no schema to ask for: its command names complete.
+        if let Ok(info) = client.execute("guest-info", Value::Null).await {
+            let names = info["supported_commands"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|c| c["enabled"] == true)
+                .filter_map(|c| c["name"].as_str().map(str::to_owned))
+                .collect();
+            *catalog.lock().unwrap_or_else(|e| e.into_inner()) = Catalog::from_names(names);
+            if interactive {
+                println!(
+                    "Welcome to the QMP shell. Connected to the guest agent {}.",
+                    info["version"].as_str().unwrap_or("?")
+                );
+            }
         }
     } else if !a.no_negotiate {
         let schema = client.execute("query-qmp-schema", Value::Null).await;

@@ -39,12 +39,12 @@ apt_update() { [ $apt_updated = 1 ] || { apt-get update -qq; apt_updated=1; }; }
 
 # --- the host: 10.0 from bookworm-backports, and the tools the tests drive ---
 host_packages_ok() {
-  dpkg-query -W -f '${Status}\n' tmux fuse3 debootstrap qemu-guest-agent 2>/dev/null | grep -vq 'install ok installed' && return 1
+  dpkg-query -W -f '${Status}\n' tmux fuse3 debootstrap qemu-guest-agent openssl 2>/dev/null | grep -vq 'install ok installed' && return 1
   qemu-system-x86_64 --version 2>/dev/null | grep -q 'version 10\.0' &&
     qemu-storage-daemon --version 2>/dev/null | grep -q 'version 10\.0'
 }
 if ! host_packages_ok; then
-  log "host packages (qemu-system-x86 10.0 from bookworm-backports, tmux, fuse3, debootstrap, qemu-guest-agent)"
+  log "host packages (qemu-system-x86 10.0 from bookworm-backports, tmux, fuse3, debootstrap, qemu-guest-agent, openssl)"
   if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
     cat >/etc/apt/sources.list.d/qmp-rs-backports.sources <<EOF
 Types: deb
@@ -58,7 +58,7 @@ EOF
   apt_update
   apt-get install -y -qq --no-install-recommends -t bookworm-backports \
     qemu-system-x86 qemu-utils >/dev/null
-  apt-get install -y -qq --no-install-recommends tmux fuse3 debootstrap qemu-guest-agent >/dev/null
+  apt-get install -y -qq --no-install-recommends tmux fuse3 debootstrap qemu-guest-agent openssl >/dev/null
 fi
 
 # --- Python's qemu.qmp, a client nobody here wrote ---

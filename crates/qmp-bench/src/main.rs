@@ -8,6 +8,7 @@ mod proxy;
 mod raw;
 mod reader;
 mod scale;
+mod tls;
 
 use raw::Raw;
 
@@ -52,6 +53,9 @@ pub(crate) struct Opts {
     /// Only the scale figures (many connections at once)
     #[arg(long)]
     scale_only: bool,
+    /// Only the TLS listener beside the unix one (proxy, 1,000 clients)
+    #[arg(long)]
+    tls_only: bool,
     /// Connections at once, for the scale figures
     #[arg(long, default_value_t = 10_000)]
     pub(crate) connections: usize,
@@ -430,6 +434,10 @@ fn main() {
     }
     if o.scale_only {
         scale::scale_figures(&o);
+        return;
+    }
+    if o.tls_only {
+        tls::tls_figures(&o);
         return;
     }
     for v in o.versions() {

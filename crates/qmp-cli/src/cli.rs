@@ -153,6 +153,16 @@ pub enum Command {
     },
     /// An interactive QMP shell
     Shell(ShellArgs),
+    /// Generate typed commands and events (Rust) from query-qmp-schema dumps
+    #[command(after_help = "\
+Example:
+  qmp -s /run/vm/qmp.sock schema > my-qemu.json
+  qmp codegen --schema my-qemu.json -o src/qmp_types.rs
+
+The file needs the crates qmp-proto and serde_json; `mod qmp_types;` then
+gives the types, which `qmp_client::Client::run` and `events_of` take.
+A dump's file name (without .json) is the label its docs name it by.")]
+    Codegen(CodegenArgs),
     /// The guest agent (qemu-ga): -s is QEMU's end of the guest's
     /// agent channel, or the agent's own socket
     #[command(subcommand)]
@@ -190,6 +200,18 @@ pub enum GaCommand {
     /// Any agent command: `guest-get-osinfo`, `guest-get-fsinfo`, ...
     #[command(external_subcommand)]
     Other(Vec<String>),
+}
+
+#[derive(Debug, Args)]
+pub struct CodegenArgs {
+    #[command(flatten)]
+    pub unused: NoMonitor,
+    /// A query-qmp-schema dump (`qmp schema`); repeat for several QEMUs
+    #[arg(long = "schema", value_name = "DUMP", required = true)]
+    pub schemas: Vec<std::path::PathBuf>,
+    /// Where to write the Rust source
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: std::path::PathBuf,
 }
 
 #[derive(Debug, Args)]

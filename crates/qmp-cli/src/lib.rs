@@ -280,6 +280,7 @@ pub fn main_with(argv: Vec<std::ffi::OsString>) -> ExitCode {
             Command::Man { tool, .. } => man_page(tool),
             Command::Shell(a) => commands::shell::run(&ctx, a).await,
             Command::Ga(c) => commands::ga::run(&ctx, c).await,
+            Command::Codegen(a) => commands::codegen::run(a),
         }
     });
     match result {

@@ -127,6 +127,19 @@ impl Client {
             .block_on(self.inner.execute_typed(command, arguments))
     }
 
+    /// Runs a typed command (see [`crate::Client::run`]).
+    pub fn run<C: qmp_proto::typed::Command>(&self, command: C) -> Result<C::Ok> {
+        self.runtime.block_on(self.inner.run(command))
+    }
+
+    /// Events of type `E`, decoded (see [`crate::Client::events_of`]).
+    pub fn events_of<E: qmp_proto::typed::Event>(&self) -> TypedEvents<E> {
+        TypedEvents {
+            inner: self.inner.events_of(),
+            runtime: self.runtime.clone(),
+        }
+    }
+
     /// Runs a fully specified [`Call`].
     pub fn call(&self, call: Call) -> Result<Value> {
         self.runtime.block_on(self.inner.call(call))
@@ -240,6 +253,36 @@ impl EventStream {
     /// The next event already buffered, without waiting.
     pub fn try_next(&mut self) -> Option<std::result::Result<Arc<Event>, Lagged>> {
         self.inner.try_next()
+    }
+}
+
+/// A blocking typed subscription.
+#[derive(Debug)]
+pub struct TypedEvents<E> {
+    inner: crate::TypedEvents<E>,
+    runtime: Arc<Runtime>,
+}
+
+/// Blocks for each next event; ends once the connection is gone.
+impl<E: qmp_proto::typed::Event> Iterator for TypedEvents<E> {
+    type Item = std::result::Result<E, crate::TypedEventError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.runtime.block_on(self.inner.next())
+    }
+}
+
+impl<E: qmp_proto::typed::Event> TypedEvents<E> {
+    /// The next event, or `None` when `timeout` passes first or the
+    /// connection ended.
+    pub fn next_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Option<std::result::Result<E, crate::TypedEventError>> {
+        self.runtime
+            .block_on(async { tokio::time::timeout(timeout, self.inner.next()).await })
+            .ok()
+            .flatten()
     }
 }
 

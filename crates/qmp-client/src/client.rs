@@ -25,7 +25,7 @@ use tokio::task::AbortHandle;
 /// which closes when the last one is dropped (or on [`Client::close`]).
 #[derive(Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Client {
@@ -42,7 +42,7 @@ impl std::fmt::Debug for Client {
     }
 }
 
-struct Inner {
+pub(crate) struct Inner {
     shared: Arc<Shared>,
     sink: Arc<Sink>,
     greeting: Option<Greeting>,
@@ -52,6 +52,8 @@ struct Inner {
     router: AbortHandle,
     /// Guest agent mode: held while a `guest-sync-delimited` runs.
     agent: Option<tokio::sync::Mutex<()>>,
+    /// The server's schema, read on the first typed call (see `typed`).
+    pub(crate) schema: tokio::sync::OnceCell<Option<Arc<qmp_proto::schema::Schema>>>,
 }
 
 impl Drop for Inner {
@@ -171,6 +173,7 @@ impl Client {
                 default_timeout,
                 router,
                 agent: None,
+                schema: tokio::sync::OnceCell::new(),
             }),
         }
     }

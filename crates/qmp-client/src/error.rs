@@ -91,6 +91,18 @@ pub enum Error {
     /// An invalid address string.
     #[error("{0}")]
     Address(#[from] qmp_proto::AddressError),
+    /// A typed command's reply did not decode to its type.
+    #[error("the reply to '{command}' did not decode: {error}")]
+    Type {
+        /// The command.
+        command: String,
+        /// Where and why.
+        error: qmp_proto::typed::TypeError,
+    },
+    /// A typed command, or an argument member of it, that the connected
+    /// QEMU's schema lacks: nothing was sent.
+    #[error("{0}; nothing was sent")]
+    NotInSchema(String),
 }
 
 impl Error {

@@ -78,6 +78,12 @@ impl EventFilter {
         }
     }
 
+    /// The same predicates, for events with this name only.
+    pub fn only_name(mut self, name: impl Into<String>) -> Self {
+        self.names = vec![name.into()];
+        self
+    }
+
     /// Also accept events with this name.
     pub fn or_name(mut self, name: impl Into<String>) -> Self {
         self.names.push(name.into());
@@ -148,7 +154,13 @@ impl Subscriber {
             capacity: capacity.max(1),
             queue: queue.clone(),
         };
-        (sub, EventStream { queue })
+        (
+            sub,
+            EventStream {
+                queue,
+                waiting: None,
+            },
+        )
     }
 
     /// Whether its stream is still held and may get events.
@@ -212,9 +224,44 @@ pub struct Lagged(pub u64);
 
 /// A subscription. It ends (yields `None`) when the connection goes away,
 /// after the events buffered before that.
-#[derive(Debug)]
 pub struct EventStream {
     queue: Arc<Queue>,
+    /// While polled as a `Stream`: the wait for the next event.
+    waiting: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+}
+
+impl std::fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStream").finish_non_exhaustive()
+    }
+}
+
+impl futures_core::Stream for EventStream {
+    type Item = Result<Arc<Event>, Lagged>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        loop {
+            if let Some(item) = self.try_next() {
+                self.waiting = None;
+                return Poll::Ready(Some(item));
+            }
+            if self.queue.lock().ended {
+                return Poll::Ready(None);
+            }
+            let queue = self.queue.clone();
+            let wait = self
+                .waiting
+                .get_or_insert_with(|| Box::pin(async move { queue.ready.notified().await }));
+            match wait.as_mut().poll(cx) {
+                Poll::Ready(()) => self.waiting = None,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
 }
 
 impl Drop for EventStream {

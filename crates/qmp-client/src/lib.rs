@@ -61,6 +61,7 @@ mod nudge;
 mod router;
 pub mod session;
 pub mod transport;
+mod typed;
 mod writer;
 
 pub use builder::{ClientBuilder, Handshake, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
@@ -70,3 +71,4 @@ pub use events::{EventFilter, EventStream, Lagged, DEFAULT_EVENT_BUFFER};
 pub use qmp_proto::address::{self, Address};
 pub use qmp_proto::{self as proto, Event, Greeting, QmpError, Response};
 pub use transport::{Listener, Stream};
+pub use typed::{TypedEventError, TypedEvents};

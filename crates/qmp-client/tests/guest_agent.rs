@@ -46,8 +46,15 @@ async fn the_guest_agent_client_syncs_runs_commands_and_gets_the_refusals() {
     // What would touch the host is refused by the agent itself.
     for blocked in qmp_testkit::agent::BLOCKED {
         let e = client.execute(blocked, json!({})).await.unwrap_err();
-        assert_eq!(e.qmp().map(|q| q.class.as_str()), Some("CommandNotFound"), "{blocked}: {e}");
-        assert!(e.to_string().contains("has been disabled"), "{blocked}: {e}");
+        assert_eq!(
+            e.qmp().map(|q| q.class.as_str()),
+            Some("CommandNotFound"),
+            "{blocked}: {e}"
+        );
+        assert!(
+            e.to_string().contains("has been disabled"),
+            "{blocked}: {e}"
+        );
     }
     // A file outside the test's directory cannot be written.
     let e = client

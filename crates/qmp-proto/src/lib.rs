@@ -51,6 +51,7 @@ pub mod encoder;
 pub mod message;
 pub mod qemu_json;
 pub mod schema;
+pub mod typed;
 
 pub use address::{Address, AddressError, TlsOptions};
 

@@ -244,6 +244,67 @@ impl Schema {
         }
     }
 
+    /// The first member of `value` that type `ty` does not have, as a
+    /// dotted path (`file.filenme`), looking into nested objects, list
+    /// elements, union branches (by the tag's value) and the object
+    /// member of an alternate; `None` when all are known.
+    pub fn unknown_member(&self, ty: &str, value: &Value) -> Option<String> {
+        match &self.get(ty)?.kind {
+            Kind::Object { .. } => {
+                let object = value.as_object()?;
+                let members = self.object_members(ty, object);
+                for (key, v) in object {
+                    match members.iter().find(|m| &m.name == key) {
+                        None => return Some(key.clone()),
+                        Some(m) => {
+                            if let Some(inner) = self.unknown_member(&m.ty, v) {
+                                return Some(format!("{key}.{inner}"));
+                            }
+                        }
+                    }
+                }
+                None
+            }
+            Kind::Array { element_type } => {
+                value.as_array()?.iter().enumerate().find_map(|(i, v)| {
+                    self.unknown_member(element_type, v)
+                        .map(|inner| format!("{i}.{inner}"))
+                })
+            }
+            Kind::Alternate { members } if value.is_object() => members
+                .iter()
+                .find(|m| matches!(self.get(m).map(|e| &e.kind), Some(Kind::Object { .. })))
+                .and_then(|m| self.unknown_member(m, value)),
+            _ => None,
+        }
+    }
+
+    /// An object type's members, with those of the union branch that
+    /// `object`'s tag picks.
+    fn object_members(&self, ty: &str, object: &serde_json::Map<String, Value>) -> Vec<Member> {
+        let Some(Entry {
+            kind:
+                Kind::Object {
+                    members,
+                    tag,
+                    variants,
+                },
+            ..
+        }) = self.get(ty)
+        else {
+            return Vec::new();
+        };
+        let mut all = members.clone();
+        let case = tag
+            .as_deref()
+            .and_then(|t| object.get(t))
+            .and_then(Value::as_str);
+        if let Some(variant) = variants.iter().find(|v| Some(v.case.as_str()) == case) {
+            all.extend(self.object_members(&variant.ty, object));
+        }
+        all
+    }
+
     /// The object type of a command's arguments (or an event's data).
     pub fn arguments_of(&self, name: &str) -> Option<&Entry> {
         match &self.get(name)?.kind {

@@ -1,5 +1,6 @@
 //! One file per subcommand.
 
+pub mod codegen;
 pub mod demo;
 pub mod events;
 pub mod exec;

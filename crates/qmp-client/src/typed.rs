@@ -1,0 +1,185 @@
+//! Typed commands and events: [`Client::run`] and [`Client::events_of`],
+//! for the types of `qmp-types` (or of `qmp codegen`), which implement
+//! [`qmp_proto::typed::Command`] and [`qmp_proto::typed::Event`].
+//!
+//! Before a typed command is sent, it is checked against the connected
+//! QEMU's own schema (read once, on the first typed call): a command that
+//! QEMU lacks, or an argument member it does not know, fails at once,
+//! naming both, and nothing is sent.
+
+use crate::events::{EventFilter, EventStream, Lagged};
+use crate::{Client, Error, Result};
+use qmp_proto::schema::Schema;
+use qmp_proto::typed::{Command, Event, Qmp, TypeError};
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+impl Client {
+    /// Runs a typed command and decodes its reply.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use qmp_proto::typed::{Command, Empty, Qmp, TypeError};
+    /// use serde_json::{json, Value};
+    ///
+    /// // What qmp-types has, generated, for every command.
+    /// struct QueryName;
+    /// impl Qmp for QueryName {
+    ///     fn from_qmp(_: Value) -> Result<Self, TypeError> { Ok(QueryName) }
+    ///     fn to_qmp(&self) -> Value { json!({}) }
+    /// }
+    /// impl Command for QueryName {
+    ///     const NAME: &'static str = "query-name";
+    ///     const ALLOW_OOB: bool = false;
+    ///     const SINCE: &'static [&'static str] = &[];
+    ///     type Ok = Empty;
+    /// }
+    ///
+    /// let demo = qmp_server::demo::start().await?;
+    /// let client = qmp_client::Client::connect(demo.address()).await?;
+    /// let name = client.run(QueryName).await?;
+    /// assert_eq!(name.other["name"], "demo");
+    /// # Ok(()) }
+    /// ```
+    pub async fn run<C: Command>(&self, command: C) -> Result<C::Ok> {
+        let arguments = command.to_qmp();
+        if let Some(schema) = self.schema().await {
+            check(&schema, C::NAME, &arguments, &self.qemu_version())?;
+        }
+        let reply = self.execute(C::NAME, arguments).await?;
+        C::Ok::from_qmp(reply).map_err(|error| Error::Type {
+            command: C::NAME.to_owned(),
+            error,
+        })
+    }
+
+    /// Events of type `E`, decoded.
+    pub fn events_of<E: Event>(&self) -> TypedEvents<E> {
+        self.events_of_filtered(EventFilter::all())
+    }
+
+    /// Events of type `E` that also pass `filter` (its names are replaced
+    /// by `E`'s).
+    pub fn events_of_filtered<E: Event>(&self, filter: EventFilter) -> TypedEvents<E> {
+        TypedEvents {
+            stream: self.events(filter.only_name(E::NAME)),
+            kind: PhantomData,
+        }
+    }
+
+    fn qemu_version(&self) -> String {
+        match self.greeting() {
+            Some(g) => format!("QEMU {}", g.version.qemu),
+            None => "the server".to_owned(),
+        }
+    }
+
+    /// The connected QEMU's schema, read once; `None` where there is none
+    /// to read (the guest agent, a server without introspection).
+    async fn schema(&self) -> Option<Arc<Schema>> {
+        self.inner
+            .schema
+            .get_or_init(|| async {
+                let reply = self
+                    .execute("query-qmp-schema", serde_json::Value::Null)
+                    .await
+                    .ok()?;
+                Schema::from_json(&reply).ok().map(Arc::new)
+            })
+            .await
+            .clone()
+    }
+}
+
+/// Fails a command that the schema lacks, or arguments with a member it
+/// does not know.
+fn check(schema: &Schema, command: &str, arguments: &serde_json::Value, qemu: &str) -> Result<()> {
+    if schema.allow_oob(command).is_none() {
+        return Err(Error::NotInSchema(format!(
+            "{qemu} has no command '{command}'"
+        )));
+    }
+    let Some(entry) = schema.arguments_of(command) else {
+        return Ok(());
+    };
+    match schema.unknown_member(&entry.name, arguments) {
+        Some(path) => Err(Error::NotInSchema(format!(
+            "{qemu} does not know the member '{path}' of '{command}'"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// A typed subscription: events of type `E`, decoded. It ends (`None`)
+/// when the connection goes away.
+#[derive(Debug)]
+pub struct TypedEvents<E> {
+    stream: EventStream,
+    kind: PhantomData<fn() -> E>,
+}
+
+/// Why a typed subscription could not give the next event.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TypedEventError {
+    /// Events were dropped for lack of room, as [`Lagged`] reports.
+    #[error("{0} events were dropped: the subscription fell behind")]
+    Lagged(u64),
+    /// An event's data did not decode.
+    #[error("event {name}: {error}")]
+    Undecodable {
+        /// The event's name.
+        name: String,
+        /// Why.
+        error: TypeError,
+    },
+}
+
+impl<E: Event> TypedEvents<E> {
+    /// The next event.
+    pub async fn next(&mut self) -> Option<std::result::Result<E, TypedEventError>> {
+        Some(decode(self.stream.next().await?))
+    }
+
+    /// The next event already received, without waiting.
+    pub fn try_next(&mut self) -> Option<std::result::Result<E, TypedEventError>> {
+        Some(decode(self.stream.try_next()?))
+    }
+
+    /// The untyped stream underneath.
+    pub fn into_inner(self) -> EventStream {
+        self.stream
+    }
+}
+
+fn decode<E: Event>(
+    item: std::result::Result<Arc<qmp_proto::Event>, Lagged>,
+) -> std::result::Result<E, TypedEventError> {
+    match item {
+        Err(Lagged(n)) => Err(TypedEventError::Lagged(n)),
+        Ok(event) => E::from_qmp(
+            event
+                .data
+                .clone()
+                .unwrap_or_else(|| serde_json::Value::Object(Default::default())),
+        )
+        .map_err(|error| TypedEventError::Undecodable {
+            name: event.name.clone(),
+            error,
+        }),
+    }
+}
+
+impl<E: Event> futures_core::Stream for TypedEvents<E> {
+    type Item = std::result::Result<E, TypedEventError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::pin::Pin::new(&mut self.stream)
+            .poll_next(cx)
+            .map(|item| item.map(decode))
+    }
+}

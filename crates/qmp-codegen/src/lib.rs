@@ -16,9 +16,20 @@ pub use model::Model;
 pub fn generate(
     dumps: &[(String, serde_json::Value)],
 ) -> Result<String, qmp_proto::schema::SchemaError> {
+    generate_only(dumps, |_| true)
+}
+
+/// Like [`generate`], for the commands and events whose names pass `keep`.
+pub fn generate_only(
+    dumps: &[(String, serde_json::Value)],
+    keep: impl Fn(&str) -> bool,
+) -> Result<String, qmp_proto::schema::SchemaError> {
     let schemas = dumps
         .iter()
         .map(|(label, json)| Ok((label.clone(), qmp_proto::schema::Schema::from_json(json)?)))
         .collect::<Result<Vec<_>, qmp_proto::schema::SchemaError>>()?;
-    Ok(emit::generate(&Model::merge(&schemas)))
+    let mut model = Model::merge(&schemas);
+    model.commands.retain(|c| keep(&c.name));
+    model.events.retain(|e| keep(&e.name));
+    Ok(emit::generate(&model))
 }

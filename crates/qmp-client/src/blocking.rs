@@ -129,7 +129,14 @@ impl Client {
 
     /// Runs a typed command (see [`crate::Client::run`]).
     pub fn run<C: qmp_proto::typed::Command>(&self, command: C) -> Result<C::Ok> {
-        self.runtime.block_on(self.inner.run(command))
+        use qmp_proto::typed::Qmp;
+        let reply = self
+            .runtime
+            .block_on(self.inner.run_value(C::NAME, command.to_qmp()))?;
+        C::Ok::from_qmp(reply).map_err(|error| crate::Error::Type {
+            command: C::NAME.to_owned(),
+            error,
+        })
     }
 
     /// Events of type `E`, decoded (see [`crate::Client::events_of`]).

@@ -43,15 +43,26 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn run<C: Command>(&self, command: C) -> Result<C::Ok> {
-        let arguments = command.to_qmp();
-        if let Some(schema) = self.schema().await {
-            check(&schema, C::NAME, &arguments, &self.qemu_version())?;
-        }
-        let reply = self.execute(C::NAME, arguments).await?;
+        // The generic part is kept to the conversions, so that each
+        // command a program uses costs it little to compile.
+        let reply = self.run_value(C::NAME, command.to_qmp()).await?;
         C::Ok::from_qmp(reply).map_err(|error| Error::Type {
             command: C::NAME.to_owned(),
             error,
         })
+    }
+
+    /// [`run`](Self::run) without the types: checks the command and its
+    /// arguments against the connected QEMU's schema, then runs it.
+    pub(crate) async fn run_value(
+        &self,
+        command: &'static str,
+        arguments: serde_json::Value,
+    ) -> Result<serde_json::Value> {
+        if let Some(schema) = self.schema().await {
+            check(&schema, command, &arguments, &self.qemu_version())?;
+        }
+        self.execute(command, arguments).await
     }
 
     /// Events of type `E`, decoded.

@@ -251,7 +251,7 @@ impl Gen<'_> {
         );
         let _ = writeln!(
             s,
-            "#[derive(Debug, Clone, PartialEq)]\n#[non_exhaustive]\npub enum {name} {{"
+            "#[derive(Debug, Clone)]\n#[non_exhaustive]\npub enum {name} {{"
         );
         for (variant, _, ty) in &arms {
             let _ = writeln!(s, "    /// As {variant}.\n    {variant}({ty}),");
@@ -341,7 +341,7 @@ impl Gen<'_> {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "#[derive(Debug, Clone, PartialEq)]\n#[non_exhaustive]\npub struct {name} {{"
+            "#[derive(Debug, Clone)]\n#[non_exhaustive]\npub struct {name} {{"
         );
         for (f, id, ty) in &fields {
             let ty = if f.optional {
@@ -459,7 +459,7 @@ impl Gen<'_> {
             let _ = writeln!(s, "impl Qmp for {name} {{\n    fn from_qmp(v: Value) -> Result<Self, TypeError> {{\n        let mut m = rt::object(v)?;\n        let mut this = Self::take(&mut m)?;\n        this.other = m;\n        Ok(this)\n    }}\n    fn to_qmp(&self) -> Value {{\n        let mut m = Map::new();\n        self.put(&mut m);\n        Value::Object(m)\n    }}\n}}\n");
         }
         if o.tag.is_some() {
-            let _ = writeln!(s, "/// The branches of [`{name}`], by its tag.\n#[derive(Debug, Clone, PartialEq)]\n#[non_exhaustive]\npub enum {branch_enum} {{");
+            let _ = writeln!(s, "/// The branches of [`{name}`], by its tag.\n#[derive(Debug, Clone)]\n#[non_exhaustive]\npub enum {branch_enum} {{");
             for (case, variant, ty, seen) in &branches {
                 let _ = writeln!(
                     s,
@@ -499,7 +499,7 @@ pub fn reply_round_trip(command: &str, reply: Value) -> Option<Result<Value, Typ
 
     fn any_event(&mut self, events: &[(String, String)]) {
         let mut s = String::new();
-        let _ = writeln!(s, "/// Any event, typed; one the dumps lack is `Unknown`.\n#[derive(Debug, Clone, PartialEq)]\n#[non_exhaustive]\npub enum AnyEvent {{");
+        let _ = writeln!(s, "/// Any event, typed; one the dumps lack is `Unknown`.\n#[derive(Debug, Clone)]\n#[non_exhaustive]\npub enum AnyEvent {{");
         for (event, ty) in events {
             let _ = writeln!(s, "    /// `{event}`.\n    {ty}({ty}),");
         }

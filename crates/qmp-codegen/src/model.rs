@@ -343,3 +343,58 @@ fn merge_objects(a: &Object, b: &Object) -> Object {
         branches,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn schema(members: serde_json::Value, values: serde_json::Value) -> Schema {
+        Schema::from_json(&json!([
+            {"name": "query-x", "meta-type": "command", "arg-type": "0", "ret-type": "1"},
+            {"name": "0", "meta-type": "object", "members": []},
+            {"name": "1", "meta-type": "object", "members": members},
+            {"name": "2", "meta-type": "enum", "values": values},
+            {"name": "str", "meta-type": "builtin", "json-type": "string"},
+            {"name": "int", "meta-type": "builtin", "json-type": "int"}
+        ]))
+        .unwrap()
+    }
+
+    #[test]
+    fn dumps_merge_into_options_value_unions_and_json_values_where_they_disagree() {
+        let old = schema(
+            json!([{"name": "a", "type": "str"}, {"name": "gone", "type": "int"},
+                   {"name": "kind", "type": "2"}, {"name": "changed", "type": "str"}]),
+            json!(["x", "y"]),
+        );
+        let new = schema(
+            json!([{"name": "a", "type": "str"}, {"name": "kind", "type": "2"},
+                   {"name": "changed", "type": "1"}, {"name": "added", "type": "int", "default": null}]),
+            json!(["y", "z"]),
+        );
+        let m = Model::merge(&[("old".into(), old), ("new".into(), new)]);
+        let Shape::Object(ret) = &m.commands[0].returns else {
+            panic!()
+        };
+        let field = |n: &str| ret.members.iter().find(|f| f.name == n).unwrap();
+        assert!(!field("a").optional);
+        assert_eq!(field("a").seen, 0b11);
+        assert!(field("gone").optional, "absent from one dump");
+        assert_eq!(field("gone").seen, 0b01);
+        assert!(field("added").optional);
+        assert_eq!(field("added").seen, 0b10);
+        assert_eq!(
+            field("changed").shape,
+            Shape::Any,
+            "a string, then an object"
+        );
+        let Shape::Enum(values) = &field("kind").shape else {
+            panic!()
+        };
+        assert_eq!(
+            values,
+            &[("x".into(), 0b01), ("y".into(), 0b11), ("z".into(), 0b10)]
+        );
+    }
+}

@@ -4,7 +4,7 @@
 use qmp_proto::typed::{self as rt, Qmp, TypeError};
 use serde_json::{Map, Value};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct AddFd {
     /// `fdset-id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -39,11 +39,7 @@ impl AddFd {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let fdset_id = rt::optional(m, "fdset-id")?;
         let opaque = rt::optional(m, "opaque")?;
-        Ok(Self {
-            fdset_id,
-            opaque,
-            other: Map::new(),
-        })
+        Ok(Self { fdset_id, opaque, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -69,7 +65,7 @@ impl Qmp for AddFd {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct AddFdReturn {
     /// `fdset-id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -104,11 +100,7 @@ impl AddFdReturn {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let fdset_id = rt::optional(m, "fdset-id")?;
         let fd = rt::optional(m, "fd")?;
-        Ok(Self {
-            fdset_id,
-            fd,
-            other: Map::new(),
-        })
+        Ok(Self { fdset_id, fd, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -141,7 +133,7 @@ impl rt::Command for AddFd {
     type Ok = AddFdReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct AddClient {
     /// `protocol`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -184,13 +176,7 @@ impl AddClient {
         let fdname = rt::required(m, "fdname")?;
         let skipauth = rt::optional(m, "skipauth")?;
         let tls = rt::optional(m, "tls")?;
-        Ok(Self {
-            protocol,
-            fdname,
-            skipauth,
-            tls,
-            other: Map::new(),
-        })
+        Ok(Self { protocol, fdname, skipauth, tls, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -225,7 +211,7 @@ impl rt::Command for AddClient {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct AnnounceSelf {
     /// `initial`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -276,15 +262,7 @@ impl AnnounceSelf {
         let step = rt::required(m, "step")?;
         let interfaces = rt::optional(m, "interfaces")?;
         let id = rt::optional(m, "id")?;
-        Ok(Self {
-            initial,
-            max,
-            rounds,
-            step,
-            interfaces,
-            id,
-            other: Map::new(),
-        })
+        Ok(Self { initial, max, rounds, step, interfaces, id, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -321,7 +299,7 @@ impl rt::Command for AnnounceSelf {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Balloon {
     /// `value`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -342,10 +320,7 @@ impl Balloon {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let value = rt::required(m, "value")?;
-        Ok(Self {
-            value,
-            other: Map::new(),
-        })
+        Ok(Self { value, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -425,7 +400,7 @@ impl Qmp for BlockCommitOnError {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockCommit {
     /// `job-id`. In every dumped QEMU.
@@ -554,22 +529,7 @@ impl BlockCommit {
         let filter_node_name = rt::optional(m, "filter-node-name")?;
         let auto_finalize = rt::optional(m, "auto-finalize")?;
         let auto_dismiss = rt::optional(m, "auto-dismiss")?;
-        Ok(Self {
-            job_id,
-            device,
-            base_node,
-            base,
-            top_node,
-            top,
-            backing_file,
-            backing_mask_protocol,
-            speed,
-            on_error,
-            filter_node_name,
-            auto_finalize,
-            auto_dismiss,
-            other: Map::new(),
-        })
+        Ok(Self { job_id, device, base_node, base, top_node, top, backing_file, backing_mask_protocol, speed, on_error, filter_node_name, auto_finalize, auto_dismiss, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -609,18 +569,11 @@ impl Qmp for BlockCommit {
 impl rt::Command for BlockCommit {
     const NAME: &'static str = "block-commit";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockDirtyBitmapAdd {
     /// `node`. In every dumped QEMU.
@@ -672,14 +625,7 @@ impl BlockDirtyBitmapAdd {
         let granularity = rt::optional(m, "granularity")?;
         let persistent = rt::optional(m, "persistent")?;
         let disabled = rt::optional(m, "disabled")?;
-        Ok(Self {
-            node,
-            name,
-            granularity,
-            persistent,
-            disabled,
-            other: Map::new(),
-        })
+        Ok(Self { node, name, granularity, persistent, disabled, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -711,18 +657,11 @@ impl Qmp for BlockDirtyBitmapAdd {
 impl rt::Command for BlockDirtyBitmapAdd {
     const NAME: &'static str = "block-dirty-bitmap-add";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockDirtyBitmapClear {
     /// `node`. In every dumped QEMU.
@@ -747,11 +686,7 @@ impl BlockDirtyBitmapClear {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let node = rt::required(m, "node")?;
         let name = rt::required(m, "name")?;
-        Ok(Self {
-            node,
-            name,
-            other: Map::new(),
-        })
+        Ok(Self { node, name, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -780,18 +715,11 @@ impl Qmp for BlockDirtyBitmapClear {
 impl rt::Command for BlockDirtyBitmapClear {
     const NAME: &'static str = "block-dirty-bitmap-clear";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockDirtyBitmapDisable {
     /// `node`. In every dumped QEMU.
@@ -816,11 +744,7 @@ impl BlockDirtyBitmapDisable {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let node = rt::required(m, "node")?;
         let name = rt::required(m, "name")?;
-        Ok(Self {
-            node,
-            name,
-            other: Map::new(),
-        })
+        Ok(Self { node, name, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -849,18 +773,11 @@ impl Qmp for BlockDirtyBitmapDisable {
 impl rt::Command for BlockDirtyBitmapDisable {
     const NAME: &'static str = "block-dirty-bitmap-disable";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockDirtyBitmapEnable {
     /// `node`. In every dumped QEMU.
@@ -885,11 +802,7 @@ impl BlockDirtyBitmapEnable {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let node = rt::required(m, "node")?;
         let name = rt::required(m, "name")?;
-        Ok(Self {
-            node,
-            name,
-            other: Map::new(),
-        })
+        Ok(Self { node, name, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -918,19 +831,12 @@ impl Qmp for BlockDirtyBitmapEnable {
 impl rt::Command for BlockDirtyBitmapEnable {
     const NAME: &'static str = "block-dirty-bitmap-enable";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
 /// One of several kinds of value; anything else is kept in `Other`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum BlockDirtyBitmapMergeBitmaps {
     /// As Str.
@@ -958,7 +864,7 @@ impl Qmp for BlockDirtyBitmapMergeBitmaps {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockDirtyBitmapMerge {
     /// `node`. In every dumped QEMU.
@@ -987,12 +893,7 @@ impl BlockDirtyBitmapMerge {
         let node = rt::required(m, "node")?;
         let target = rt::required(m, "target")?;
         let bitmaps = rt::required(m, "bitmaps")?;
-        Ok(Self {
-            node,
-            target,
-            bitmaps,
-            other: Map::new(),
-        })
+        Ok(Self { node, target, bitmaps, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -1022,18 +923,11 @@ impl Qmp for BlockDirtyBitmapMerge {
 impl rt::Command for BlockDirtyBitmapMerge {
     const NAME: &'static str = "block-dirty-bitmap-merge";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockDirtyBitmapRemove {
     /// `node`. In every dumped QEMU.
@@ -1058,11 +952,7 @@ impl BlockDirtyBitmapRemove {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let node = rt::required(m, "node")?;
         let name = rt::required(m, "name")?;
-        Ok(Self {
-            node,
-            name,
-            other: Map::new(),
-        })
+        Ok(Self { node, name, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -1091,18 +981,11 @@ impl Qmp for BlockDirtyBitmapRemove {
 impl rt::Command for BlockDirtyBitmapRemove {
     const NAME: &'static str = "block-dirty-bitmap-remove";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockExportAddNbd {
     /// `name`. In every dumped QEMU.
@@ -1152,12 +1035,7 @@ impl BlockExportAddNbd {
         let description = rt::optional(m, "description")?;
         let bitmaps = rt::optional(m, "bitmaps")?;
         let allocation_depth = rt::optional(m, "allocation-depth")?;
-        Ok(Self {
-            name,
-            description,
-            bitmaps,
-            allocation_depth,
-        })
+        Ok(Self { name, description, bitmaps, allocation_depth, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -1168,7 +1046,7 @@ impl BlockExportAddNbd {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockExportAddVhostUserBlkAddrInet {
     /// `host`. In every dumped QEMU.
@@ -1271,19 +1149,7 @@ impl BlockExportAddVhostUserBlkAddrInet {
         let keep_alive_idle = rt::optional(m, "keep-alive-idle")?;
         let keep_alive_interval = rt::optional(m, "keep-alive-interval")?;
         let mptcp = rt::optional(m, "mptcp")?;
-        Ok(Self {
-            host,
-            port,
-            numeric,
-            to,
-            ipv4,
-            ipv6,
-            keep_alive,
-            keep_alive_count,
-            keep_alive_idle,
-            keep_alive_interval,
-            mptcp,
-        })
+        Ok(Self { host, port, numeric, to, ipv4, ipv6, keep_alive, keep_alive_count, keep_alive_idle, keep_alive_interval, mptcp, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -1301,7 +1167,7 @@ impl BlockExportAddVhostUserBlkAddrInet {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockExportAddVhostUserBlkAddrUnix {
     /// `path`. In every dumped QEMU.
@@ -1337,11 +1203,7 @@ impl BlockExportAddVhostUserBlkAddrUnix {
         let path = rt::required(m, "path")?;
         let r#abstract = rt::optional(m, "abstract")?;
         let tight = rt::optional(m, "tight")?;
-        Ok(Self {
-            path,
-            r#abstract,
-            tight,
-        })
+        Ok(Self { path, r#abstract, tight, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -1351,7 +1213,7 @@ impl BlockExportAddVhostUserBlkAddrUnix {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockExportAddVhostUserBlkAddrVsock {
     /// `cid`. In every dumped QEMU.
@@ -1364,13 +1226,16 @@ impl BlockExportAddVhostUserBlkAddrVsock {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(cid: String, port: String) -> Self {
-        Self { cid, port }
+        Self {
+            cid,
+            port,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let cid = rt::required(m, "cid")?;
         let port = rt::required(m, "port")?;
-        Ok(Self { cid, port })
+        Ok(Self { cid, port, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -1379,7 +1244,7 @@ impl BlockExportAddVhostUserBlkAddrVsock {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockExportAddVhostUserBlkAddrFd {
     /// `str`. In every dumped QEMU.
@@ -1390,12 +1255,14 @@ impl BlockExportAddVhostUserBlkAddrFd {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(str: String) -> Self {
-        Self { str }
+        Self {
+            str,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let str = rt::required(m, "str")?;
-        Ok(Self { str })
+        Ok(Self { str, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -1403,7 +1270,7 @@ impl BlockExportAddVhostUserBlkAddrFd {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockExportAddVhostUserBlkAddr {
     /// The members of the branch the tag picks.
@@ -1471,10 +1338,7 @@ impl BlockExportAddVhostUserBlkAddr {
             }
             _ => BlockExportAddVhostUserBlkAddrBranch::Other,
         };
-        Ok(Self {
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -1518,7 +1382,7 @@ impl Qmp for BlockExportAddVhostUserBlkAddr {
 }
 
 /// The branches of [`BlockExportAddVhostUserBlkAddr`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum BlockExportAddVhostUserBlkAddrBranch {
     /// `inet`. In every dumped QEMU.
@@ -1534,7 +1398,7 @@ pub enum BlockExportAddVhostUserBlkAddrBranch {
     Other,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockExportAddVhostUserBlk {
     /// `addr`. In every dumped QEMU.
@@ -1570,11 +1434,7 @@ impl BlockExportAddVhostUserBlk {
         let addr = rt::required(m, "addr")?;
         let logical_block_size = rt::optional(m, "logical-block-size")?;
         let num_queues = rt::optional(m, "num-queues")?;
-        Ok(Self {
-            addr,
-            logical_block_size,
-            num_queues,
-        })
+        Ok(Self { addr, logical_block_size, num_queues, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -1624,7 +1484,7 @@ impl Qmp for BlockExportAddFuseAllowOther {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockExportAddFuse {
     /// `mountpoint`. In every dumped QEMU.
@@ -1660,11 +1520,7 @@ impl BlockExportAddFuse {
         let mountpoint = rt::required(m, "mountpoint")?;
         let growable = rt::optional(m, "growable")?;
         let allow_other = rt::optional(m, "allow-other")?;
-        Ok(Self {
-            mountpoint,
-            growable,
-            allow_other,
-        })
+        Ok(Self { mountpoint, growable, allow_other, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -1674,7 +1530,7 @@ impl BlockExportAddFuse {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockExportAddVduseBlk {
     /// `name`. In every dumped QEMU.
@@ -1728,13 +1584,7 @@ impl BlockExportAddVduseBlk {
         let queue_size = rt::optional(m, "queue-size")?;
         let logical_block_size = rt::optional(m, "logical-block-size")?;
         let serial = rt::optional(m, "serial")?;
-        Ok(Self {
-            name,
-            num_queues,
-            queue_size,
-            logical_block_size,
-            serial,
-        })
+        Ok(Self { name, num_queues, queue_size, logical_block_size, serial, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -1746,7 +1596,7 @@ impl BlockExportAddVduseBlk {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockExportAdd {
     /// `id`. In every dumped QEMU.
@@ -1867,17 +1717,7 @@ impl BlockExportAdd {
             }
             _ => BlockExportAddBranch::Other,
         };
-        Ok(Self {
-            id,
-            fixed_iothread,
-            iothread,
-            node_name,
-            writable,
-            writethrough,
-            allow_inactive,
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { id, fixed_iothread, iothread, node_name, writable, writethrough, allow_inactive, branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -1894,10 +1734,7 @@ impl BlockExportAdd {
                 b.put(m);
             }
             BlockExportAddBranch::VhostUserBlk(b) => {
-                m.insert(
-                    "type".to_owned(),
-                    Value::String("vhost-user-blk".to_owned()),
-                );
+                m.insert("type".to_owned(), Value::String("vhost-user-blk".to_owned()));
                 b.put(m);
             }
             BlockExportAddBranch::Fuse(b) => {
@@ -1931,7 +1768,7 @@ impl Qmp for BlockExportAdd {
 }
 
 /// The branches of [`BlockExportAdd`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum BlockExportAddBranch {
     /// `nbd`. In every dumped QEMU.
@@ -1950,14 +1787,7 @@ pub enum BlockExportAddBranch {
 impl rt::Command for BlockExportAdd {
     const NAME: &'static str = "block-export-add";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
@@ -1997,7 +1827,7 @@ impl Qmp for BlockExportDelMode {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockExportDel {
     /// `id`. In every dumped QEMU.
@@ -2027,11 +1857,7 @@ impl BlockExportDel {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let id = rt::required(m, "id")?;
         let mode = rt::optional(m, "mode")?;
-        Ok(Self {
-            id,
-            mode,
-            other: Map::new(),
-        })
+        Ok(Self { id, mode, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -2060,18 +1886,11 @@ impl Qmp for BlockExportDel {
 impl rt::Command for BlockExportDel {
     const NAME: &'static str = "block-export-del";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockJobCancel {
     /// `device`. In every dumped QEMU.
@@ -2101,11 +1920,7 @@ impl BlockJobCancel {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let device = rt::required(m, "device")?;
         let force = rt::optional(m, "force")?;
-        Ok(Self {
-            device,
-            force,
-            other: Map::new(),
-        })
+        Ok(Self { device, force, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -2134,14 +1949,7 @@ impl Qmp for BlockJobCancel {
 impl rt::Command for BlockJobCancel {
     const NAME: &'static str = "block-job-cancel";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
@@ -2181,7 +1989,7 @@ impl Qmp for BlockJobChangeMirrorCopyMode {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockJobChangeMirror {
     /// `copy-mode`. In: 10.0-system, 10.0-storage-daemon, 11.1-system, 11.1-storage-daemon.
@@ -2192,12 +2000,14 @@ impl BlockJobChangeMirror {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(copy_mode: BlockJobChangeMirrorCopyMode) -> Self {
-        Self { copy_mode }
+        Self {
+            copy_mode,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let copy_mode = rt::required(m, "copy-mode")?;
-        Ok(Self { copy_mode })
+        Ok(Self { copy_mode, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -2205,151 +2015,175 @@ impl BlockJobChangeMirror {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockJobChangeCommit {}
+pub struct BlockJobChangeCommit {
+}
 
 impl BlockJobChangeCommit {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockJobChangeStream {}
+pub struct BlockJobChangeStream {
+}
 
 impl BlockJobChangeStream {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockJobChangeBackup {}
+pub struct BlockJobChangeBackup {
+}
 
 impl BlockJobChangeBackup {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockJobChangeCreate {}
+pub struct BlockJobChangeCreate {
+}
 
 impl BlockJobChangeCreate {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockJobChangeAmend {}
+pub struct BlockJobChangeAmend {
+}
 
 impl BlockJobChangeAmend {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockJobChangeSnapshotLoad {}
+pub struct BlockJobChangeSnapshotLoad {
+}
 
 impl BlockJobChangeSnapshotLoad {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockJobChangeSnapshotSave {}
+pub struct BlockJobChangeSnapshotSave {
+}
 
 impl BlockJobChangeSnapshotSave {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockJobChangeSnapshotDelete {}
+pub struct BlockJobChangeSnapshotDelete {
+}
 
 impl BlockJobChangeSnapshotDelete {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockJobChange {
     /// `id`. In: 10.0-system, 10.0-storage-daemon, 11.1-system, 11.1-storage-daemon.
@@ -2476,11 +2310,7 @@ impl BlockJobChange {
             }
             _ => BlockJobChangeBranch::Other,
         };
-        Ok(Self {
-            id,
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { id, branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -2519,10 +2349,7 @@ impl BlockJobChange {
                 b.put(m);
             }
             BlockJobChangeBranch::SnapshotDelete(b) => {
-                m.insert(
-                    "type".to_owned(),
-                    Value::String("snapshot-delete".to_owned()),
-                );
+                m.insert("type".to_owned(), Value::String("snapshot-delete".to_owned()));
                 b.put(m);
             }
             BlockJobChangeBranch::Other => {}
@@ -2548,7 +2375,7 @@ impl Qmp for BlockJobChange {
 }
 
 /// The branches of [`BlockJobChange`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum BlockJobChangeBranch {
     /// `mirror`. In: 10.0-system, 10.0-storage-daemon, 11.1-system, 11.1-storage-daemon.
@@ -2577,16 +2404,11 @@ pub enum BlockJobChangeBranch {
 impl rt::Command for BlockJobChange {
     const NAME: &'static str = "block-job-change";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockJobComplete {
     /// `device`. In every dumped QEMU.
@@ -2607,10 +2429,7 @@ impl BlockJobComplete {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let device = rt::required(m, "device")?;
-        Ok(Self {
-            device,
-            other: Map::new(),
-        })
+        Ok(Self { device, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -2638,18 +2457,11 @@ impl Qmp for BlockJobComplete {
 impl rt::Command for BlockJobComplete {
     const NAME: &'static str = "block-job-complete";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockJobDismiss {
     /// `id`. In every dumped QEMU.
@@ -2670,10 +2482,7 @@ impl BlockJobDismiss {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let id = rt::required(m, "id")?;
-        Ok(Self {
-            id,
-            other: Map::new(),
-        })
+        Ok(Self { id, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -2701,18 +2510,11 @@ impl Qmp for BlockJobDismiss {
 impl rt::Command for BlockJobDismiss {
     const NAME: &'static str = "block-job-dismiss";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockJobFinalize {
     /// `id`. In every dumped QEMU.
@@ -2733,10 +2535,7 @@ impl BlockJobFinalize {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let id = rt::required(m, "id")?;
-        Ok(Self {
-            id,
-            other: Map::new(),
-        })
+        Ok(Self { id, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -2764,18 +2563,11 @@ impl Qmp for BlockJobFinalize {
 impl rt::Command for BlockJobFinalize {
     const NAME: &'static str = "block-job-finalize";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockJobPause {
     /// `device`. In every dumped QEMU.
@@ -2796,10 +2588,7 @@ impl BlockJobPause {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let device = rt::required(m, "device")?;
-        Ok(Self {
-            device,
-            other: Map::new(),
-        })
+        Ok(Self { device, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -2827,18 +2616,11 @@ impl Qmp for BlockJobPause {
 impl rt::Command for BlockJobPause {
     const NAME: &'static str = "block-job-pause";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockJobResume {
     /// `device`. In every dumped QEMU.
@@ -2859,10 +2641,7 @@ impl BlockJobResume {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let device = rt::required(m, "device")?;
-        Ok(Self {
-            device,
-            other: Map::new(),
-        })
+        Ok(Self { device, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -2890,18 +2669,11 @@ impl Qmp for BlockJobResume {
 impl rt::Command for BlockJobResume {
     const NAME: &'static str = "block-job-resume";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockJobSetSpeed {
     /// `device`. In every dumped QEMU.
@@ -2926,11 +2698,7 @@ impl BlockJobSetSpeed {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let device = rt::required(m, "device")?;
         let speed = rt::required(m, "speed")?;
-        Ok(Self {
-            device,
-            speed,
-            other: Map::new(),
-        })
+        Ok(Self { device, speed, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -2959,18 +2727,11 @@ impl Qmp for BlockJobSetSpeed {
 impl rt::Command for BlockJobSetSpeed {
     const NAME: &'static str = "block-job-set-speed";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockLatencyHistogramSet {
     /// `id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -3036,15 +2797,7 @@ impl BlockLatencyHistogramSet {
         let boundaries_write = rt::optional(m, "boundaries-write")?;
         let boundaries_zap = rt::optional(m, "boundaries-zap")?;
         let boundaries_flush = rt::optional(m, "boundaries-flush")?;
-        Ok(Self {
-            id,
-            boundaries,
-            boundaries_read,
-            boundaries_write,
-            boundaries_zap,
-            boundaries_flush,
-            other: Map::new(),
-        })
+        Ok(Self { id, boundaries, boundaries_read, boundaries_write, boundaries_zap, boundaries_flush, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -3081,7 +2834,7 @@ impl rt::Command for BlockLatencyHistogramSet {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockSetWriteThreshold {
     /// `node-name`. In every dumped QEMU.
@@ -3106,11 +2859,7 @@ impl BlockSetWriteThreshold {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let node_name = rt::required(m, "node-name")?;
         let write_threshold = rt::required(m, "write-threshold")?;
-        Ok(Self {
-            node_name,
-            write_threshold,
-            other: Map::new(),
-        })
+        Ok(Self { node_name, write_threshold, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -3139,18 +2888,11 @@ impl Qmp for BlockSetWriteThreshold {
 impl rt::Command for BlockSetWriteThreshold {
     const NAME: &'static str = "block-set-write-threshold";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockStream {
     /// `job-id`. In every dumped QEMU.
@@ -3270,21 +3012,7 @@ impl BlockStream {
         let filter_node_name = rt::optional(m, "filter-node-name")?;
         let auto_finalize = rt::optional(m, "auto-finalize")?;
         let auto_dismiss = rt::optional(m, "auto-dismiss")?;
-        Ok(Self {
-            job_id,
-            device,
-            base,
-            base_node,
-            backing_file,
-            backing_mask_protocol,
-            bottom,
-            speed,
-            on_error,
-            filter_node_name,
-            auto_finalize,
-            auto_dismiss,
-            other: Map::new(),
-        })
+        Ok(Self { job_id, device, base, base_node, backing_file, backing_mask_protocol, bottom, speed, on_error, filter_node_name, auto_finalize, auto_dismiss, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -3323,18 +3051,11 @@ impl Qmp for BlockStream {
 impl rt::Command for BlockStream {
     const NAME: &'static str = "block-stream";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockResize {
     /// `device`. In every dumped QEMU.
@@ -3373,12 +3094,7 @@ impl BlockResize {
         let device = rt::optional(m, "device")?;
         let node_name = rt::optional(m, "node-name")?;
         let size = rt::required(m, "size")?;
-        Ok(Self {
-            device,
-            node_name,
-            size,
-            other: Map::new(),
-        })
+        Ok(Self { device, node_name, size, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -3408,18 +3124,11 @@ impl Qmp for BlockResize {
 impl rt::Command for BlockResize {
     const NAME: &'static str = "block_resize";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockSetIoThrottle {
     /// `device`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -3604,31 +3313,7 @@ impl BlockSetIoThrottle {
         let iops_wr_max_length = rt::optional(m, "iops_wr_max_length")?;
         let iops_size = rt::optional(m, "iops_size")?;
         let group = rt::optional(m, "group")?;
-        Ok(Self {
-            device,
-            id,
-            bps,
-            bps_rd,
-            bps_wr,
-            iops,
-            iops_rd,
-            iops_wr,
-            bps_max,
-            bps_rd_max,
-            bps_wr_max,
-            iops_max,
-            iops_rd_max,
-            iops_wr_max,
-            bps_max_length,
-            bps_rd_max_length,
-            bps_wr_max_length,
-            iops_max_length,
-            iops_rd_max_length,
-            iops_wr_max_length,
-            iops_size,
-            group,
-            other: Map::new(),
-        })
+        Ok(Self { device, id, bps, bps_rd, bps_wr, iops, iops_rd, iops_wr, bps_max, bps_rd_max, bps_wr_max, iops_max, iops_rd_max, iops_wr_max, bps_max_length, bps_rd_max_length, bps_wr_max_length, iops_max_length, iops_rd_max_length, iops_wr_max_length, iops_size, group, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -3717,7 +3402,7 @@ impl Qmp for BlockdevAddDiscard {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddCache {
     /// `direct`. In every dumped QEMU.
@@ -3752,11 +3437,7 @@ impl BlockdevAddCache {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let direct = rt::optional(m, "direct")?;
         let no_flush = rt::optional(m, "no-flush")?;
-        Ok(Self {
-            direct,
-            no_flush,
-            other: Map::new(),
-        })
+        Ok(Self { direct, no_flush, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -3823,7 +3504,7 @@ impl Qmp for BlockdevAddDetectZeroes {
 }
 
 /// One of several kinds of value; anything else is kept in `Other`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum BlockdevAddBlkdebugImage {
     /// As Object.
@@ -4123,7 +3804,7 @@ impl Qmp for BlockdevAddBlkdebugInjectErrorIotype {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddBlkdebugInjectError {
     /// `event`. In every dumped QEMU.
@@ -4207,17 +3888,7 @@ impl BlockdevAddBlkdebugInjectError {
         let sector = rt::optional(m, "sector")?;
         let once = rt::optional(m, "once")?;
         let immediately = rt::optional(m, "immediately")?;
-        Ok(Self {
-            event,
-            state,
-            iotype,
-            errno,
-            delay_ns,
-            sector,
-            once,
-            immediately,
-            other: Map::new(),
-        })
+        Ok(Self { event, state, iotype, errno, delay_ns, sector, once, immediately, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -4249,7 +3920,7 @@ impl Qmp for BlockdevAddBlkdebugInjectError {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddBlkdebugSetState {
     /// `event`. In every dumped QEMU.
@@ -4283,12 +3954,7 @@ impl BlockdevAddBlkdebugSetState {
         let event = rt::required(m, "event")?;
         let state = rt::optional(m, "state")?;
         let new_state = rt::required(m, "new_state")?;
-        Ok(Self {
-            event,
-            state,
-            new_state,
-            other: Map::new(),
-        })
+        Ok(Self { event, state, new_state, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -4359,7 +4025,7 @@ impl Qmp for BlockdevAddBlkdebugTakeChildPerms {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddBlkdebug {
     /// `image`. In every dumped QEMU.
@@ -4458,10 +4124,7 @@ impl BlockdevAddBlkdebug {
         self
     }
     /// Sets `unshare-child-perms`.
-    pub fn with_unshare_child_perms(
-        mut self,
-        value: Vec<BlockdevAddBlkdebugTakeChildPerms>,
-    ) -> Self {
+    pub fn with_unshare_child_perms(mut self, value: Vec<BlockdevAddBlkdebugTakeChildPerms>) -> Self {
         self.unshare_child_perms = Some(value);
         self
     }
@@ -4479,20 +4142,7 @@ impl BlockdevAddBlkdebug {
         let set_state = rt::optional(m, "set-state")?;
         let take_child_perms = rt::optional(m, "take-child-perms")?;
         let unshare_child_perms = rt::optional(m, "unshare-child-perms")?;
-        Ok(Self {
-            image,
-            config,
-            align,
-            max_transfer,
-            opt_write_zero,
-            max_write_zero,
-            opt_discard,
-            max_discard,
-            inject_error,
-            set_state,
-            take_child_perms,
-            unshare_child_perms,
-        })
+        Ok(Self { image, config, align, max_transfer, opt_write_zero, max_write_zero, opt_discard, max_discard, inject_error, set_state, take_child_perms, unshare_child_perms, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -4511,7 +4161,7 @@ impl BlockdevAddBlkdebug {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddBlklogwrites {
     /// `file`. In every dumped QEMU.
@@ -4560,13 +4210,7 @@ impl BlockdevAddBlklogwrites {
         let log_sector_size = rt::optional(m, "log-sector-size")?;
         let log_append = rt::optional(m, "log-append")?;
         let log_super_update_interval = rt::optional(m, "log-super-update-interval")?;
-        Ok(Self {
-            file,
-            log,
-            log_sector_size,
-            log_append,
-            log_super_update_interval,
-        })
+        Ok(Self { file, log, log_sector_size, log_append, log_super_update_interval, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -4574,15 +4218,11 @@ impl BlockdevAddBlklogwrites {
         rt::put(m, "log", &self.log);
         rt::put_optional(m, "log-sector-size", &self.log_sector_size);
         rt::put_optional(m, "log-append", &self.log_append);
-        rt::put_optional(
-            m,
-            "log-super-update-interval",
-            &self.log_super_update_interval,
-        );
+        rt::put_optional(m, "log-super-update-interval", &self.log_super_update_interval);
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddBlkverify {
     /// `test`. In every dumped QEMU.
@@ -4595,13 +4235,16 @@ impl BlockdevAddBlkverify {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(test: BlockdevAddBlkdebugImage, raw: BlockdevAddBlkdebugImage) -> Self {
-        Self { test, raw }
+        Self {
+            test,
+            raw,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let test = rt::required(m, "test")?;
         let raw = rt::required(m, "raw")?;
-        Ok(Self { test, raw })
+        Ok(Self { test, raw, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -4610,7 +4253,7 @@ impl BlockdevAddBlkverify {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddBlkreplay {
     /// `image`. In every dumped QEMU.
@@ -4621,12 +4264,14 @@ impl BlockdevAddBlkreplay {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(image: BlockdevAddBlkdebugImage) -> Self {
-        Self { image }
+        Self {
+            image,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let image = rt::required(m, "image")?;
-        Ok(Self { image })
+        Ok(Self { image, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -4634,7 +4279,7 @@ impl BlockdevAddBlkreplay {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddBochs {
     /// `file`. In every dumped QEMU.
@@ -4645,12 +4290,14 @@ impl BlockdevAddBochs {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(file: BlockdevAddBlkdebugImage) -> Self {
-        Self { file }
+        Self {
+            file,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let file = rt::required(m, "file")?;
-        Ok(Self { file })
+        Ok(Self { file, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -4658,7 +4305,7 @@ impl BlockdevAddBochs {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddCloop {
     /// `file`. In every dumped QEMU.
@@ -4669,12 +4316,14 @@ impl BlockdevAddCloop {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(file: BlockdevAddBlkdebugImage) -> Self {
-        Self { file }
+        Self {
+            file,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let file = rt::required(m, "file")?;
-        Ok(Self { file })
+        Ok(Self { file, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -4682,7 +4331,7 @@ impl BlockdevAddCloop {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddCompress {
     /// `file`. In every dumped QEMU.
@@ -4693,12 +4342,14 @@ impl BlockdevAddCompress {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(file: BlockdevAddBlkdebugImage) -> Self {
-        Self { file }
+        Self {
+            file,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let file = rt::required(m, "file")?;
-        Ok(Self { file })
+        Ok(Self { file, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -4742,7 +4393,7 @@ impl Qmp for BlockdevAddCopyBeforeWriteOnCbwError {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddCopyBeforeWrite {
     /// `file`. In every dumped QEMU.
@@ -4800,14 +4451,7 @@ impl BlockdevAddCopyBeforeWrite {
         let on_cbw_error = rt::optional(m, "on-cbw-error")?;
         let cbw_timeout = rt::optional(m, "cbw-timeout")?;
         let min_cluster_size = rt::optional(m, "min-cluster-size")?;
-        Ok(Self {
-            file,
-            target,
-            bitmap,
-            on_cbw_error,
-            cbw_timeout,
-            min_cluster_size,
-        })
+        Ok(Self { file, target, bitmap, on_cbw_error, cbw_timeout, min_cluster_size, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -4820,7 +4464,7 @@ impl BlockdevAddCopyBeforeWrite {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddCopyOnRead {
     /// `file`. In every dumped QEMU.
@@ -4833,7 +4477,10 @@ impl BlockdevAddCopyOnRead {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(file: BlockdevAddBlkdebugImage) -> Self {
-        Self { file, bottom: None }
+        Self {
+            file,
+            bottom: None,
+        }
     }
     /// Sets `bottom`.
     pub fn with_bottom(mut self, value: String) -> Self {
@@ -4844,7 +4491,7 @@ impl BlockdevAddCopyOnRead {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let file = rt::required(m, "file")?;
         let bottom = rt::optional(m, "bottom")?;
-        Ok(Self { file, bottom })
+        Ok(Self { file, bottom, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -4853,7 +4500,7 @@ impl BlockdevAddCopyOnRead {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddDmg {
     /// `file`. In every dumped QEMU.
@@ -4864,12 +4511,14 @@ impl BlockdevAddDmg {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(file: BlockdevAddBlkdebugImage) -> Self {
-        Self { file }
+        Self {
+            file,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let file = rt::required(m, "file")?;
-        Ok(Self { file })
+        Ok(Self { file, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -4957,7 +4606,7 @@ impl Qmp for BlockdevAddFileAio {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddFile {
     /// `filename`. In every dumped QEMU.
@@ -5029,15 +4678,7 @@ impl BlockdevAddFile {
         let aio_max_batch = rt::optional(m, "aio-max-batch")?;
         let drop_cache = rt::optional(m, "drop-cache")?;
         let x_check_cache_dropped = rt::optional(m, "x-check-cache-dropped")?;
-        Ok(Self {
-            filename,
-            pr_manager,
-            locking,
-            aio,
-            aio_max_batch,
-            drop_cache,
-            x_check_cache_dropped,
-        })
+        Ok(Self { filename, pr_manager, locking, aio, aio_max_batch, drop_cache, x_check_cache_dropped, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -5051,7 +4692,7 @@ impl BlockdevAddFile {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddFtp {
     /// `url`. In every dumped QEMU.
@@ -5123,15 +4764,7 @@ impl BlockdevAddFtp {
         let password_secret = rt::optional(m, "password-secret")?;
         let proxy_username = rt::optional(m, "proxy-username")?;
         let proxy_password_secret = rt::optional(m, "proxy-password-secret")?;
-        Ok(Self {
-            url,
-            readahead,
-            timeout,
-            username,
-            password_secret,
-            proxy_username,
-            proxy_password_secret,
-        })
+        Ok(Self { url, readahead, timeout, username, password_secret, proxy_username, proxy_password_secret, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -5145,7 +4778,7 @@ impl BlockdevAddFtp {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddFtps {
     /// `url`. In every dumped QEMU.
@@ -5226,16 +4859,7 @@ impl BlockdevAddFtps {
         let proxy_username = rt::optional(m, "proxy-username")?;
         let proxy_password_secret = rt::optional(m, "proxy-password-secret")?;
         let sslverify = rt::optional(m, "sslverify")?;
-        Ok(Self {
-            url,
-            readahead,
-            timeout,
-            username,
-            password_secret,
-            proxy_username,
-            proxy_password_secret,
-            sslverify,
-        })
+        Ok(Self { url, readahead, timeout, username, password_secret, proxy_username, proxy_password_secret, sslverify, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -5250,7 +4874,7 @@ impl BlockdevAddFtps {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddHostCdrom {
     /// `filename`. In every dumped QEMU.
@@ -5322,15 +4946,7 @@ impl BlockdevAddHostCdrom {
         let aio_max_batch = rt::optional(m, "aio-max-batch")?;
         let drop_cache = rt::optional(m, "drop-cache")?;
         let x_check_cache_dropped = rt::optional(m, "x-check-cache-dropped")?;
-        Ok(Self {
-            filename,
-            pr_manager,
-            locking,
-            aio,
-            aio_max_batch,
-            drop_cache,
-            x_check_cache_dropped,
-        })
+        Ok(Self { filename, pr_manager, locking, aio, aio_max_batch, drop_cache, x_check_cache_dropped, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -5344,7 +4960,7 @@ impl BlockdevAddHostCdrom {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddHostDevice {
     /// `filename`. In every dumped QEMU.
@@ -5416,15 +5032,7 @@ impl BlockdevAddHostDevice {
         let aio_max_batch = rt::optional(m, "aio-max-batch")?;
         let drop_cache = rt::optional(m, "drop-cache")?;
         let x_check_cache_dropped = rt::optional(m, "x-check-cache-dropped")?;
-        Ok(Self {
-            filename,
-            pr_manager,
-            locking,
-            aio,
-            aio_max_batch,
-            drop_cache,
-            x_check_cache_dropped,
-        })
+        Ok(Self { filename, pr_manager, locking, aio, aio_max_batch, drop_cache, x_check_cache_dropped, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -5438,7 +5046,7 @@ impl BlockdevAddHostDevice {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddHttp {
     /// `url`. In every dumped QEMU.
@@ -5537,18 +5145,7 @@ impl BlockdevAddHttp {
         let cookie = rt::optional(m, "cookie")?;
         let cookie_secret = rt::optional(m, "cookie-secret")?;
         let force_range = rt::optional(m, "force-range")?;
-        Ok(Self {
-            url,
-            readahead,
-            timeout,
-            username,
-            password_secret,
-            proxy_username,
-            proxy_password_secret,
-            cookie,
-            cookie_secret,
-            force_range,
-        })
+        Ok(Self { url, readahead, timeout, username, password_secret, proxy_username, proxy_password_secret, cookie, cookie_secret, force_range, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -5565,7 +5162,7 @@ impl BlockdevAddHttp {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddHttps {
     /// `url`. In every dumped QEMU.
@@ -5673,19 +5270,7 @@ impl BlockdevAddHttps {
         let cookie_secret = rt::optional(m, "cookie-secret")?;
         let force_range = rt::optional(m, "force-range")?;
         let sslverify = rt::optional(m, "sslverify")?;
-        Ok(Self {
-            url,
-            readahead,
-            timeout,
-            username,
-            password_secret,
-            proxy_username,
-            proxy_password_secret,
-            cookie,
-            cookie_secret,
-            force_range,
-            sslverify,
-        })
+        Ok(Self { url, readahead, timeout, username, password_secret, proxy_username, proxy_password_secret, cookie, cookie_secret, force_range, sslverify, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -5703,7 +5288,7 @@ impl BlockdevAddHttps {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddIoUring {
     /// `filename`. In: 11.1-system, 11.1-storage-daemon.
@@ -5714,12 +5299,14 @@ impl BlockdevAddIoUring {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(filename: String) -> Self {
-        Self { filename }
+        Self {
+            filename,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let filename = rt::required(m, "filename")?;
-        Ok(Self { filename })
+        Ok(Self { filename, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -5807,7 +5394,7 @@ impl Qmp for BlockdevAddIscsiHeaderDigest {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddIscsi {
     /// `transport`. In every dumped QEMU.
@@ -5887,17 +5474,7 @@ impl BlockdevAddIscsi {
         let initiator_name = rt::optional(m, "initiator-name")?;
         let header_digest = rt::optional(m, "header-digest")?;
         let timeout = rt::optional(m, "timeout")?;
-        Ok(Self {
-            transport,
-            portal,
-            target,
-            lun,
-            user,
-            password_secret,
-            initiator_name,
-            header_digest,
-            timeout,
-        })
+        Ok(Self { transport, portal, target, lun, user, password_secret, initiator_name, header_digest, timeout, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -5913,7 +5490,7 @@ impl BlockdevAddIscsi {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddLuks {
     /// `file`. In every dumped QEMU.
@@ -5949,11 +5526,7 @@ impl BlockdevAddLuks {
         let file = rt::required(m, "file")?;
         let key_secret = rt::optional(m, "key-secret")?;
         let header = rt::optional(m, "header")?;
-        Ok(Self {
-            file,
-            key_secret,
-            header,
-        })
+        Ok(Self { file, key_secret, header, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -5963,7 +5536,7 @@ impl BlockdevAddLuks {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddNbd {
     /// `server`. In every dumped QEMU.
@@ -6035,15 +5608,7 @@ impl BlockdevAddNbd {
         let x_dirty_bitmap = rt::optional(m, "x-dirty-bitmap")?;
         let reconnect_delay = rt::optional(m, "reconnect-delay")?;
         let open_timeout = rt::optional(m, "open-timeout")?;
-        Ok(Self {
-            server,
-            export,
-            tls_creds,
-            tls_hostname,
-            x_dirty_bitmap,
-            reconnect_delay,
-            open_timeout,
-        })
+        Ok(Self { server, export, tls_creds, tls_hostname, x_dirty_bitmap, reconnect_delay, open_timeout, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -6089,7 +5654,7 @@ impl Qmp for BlockdevAddNfsServerType {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddNfsServer {
     /// `type`. In every dumped QEMU.
@@ -6114,11 +5679,7 @@ impl BlockdevAddNfsServer {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let r#type = rt::required(m, "type")?;
         let host = rt::required(m, "host")?;
-        Ok(Self {
-            r#type,
-            host,
-            other: Map::new(),
-        })
+        Ok(Self { r#type, host, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -6144,7 +5705,7 @@ impl Qmp for BlockdevAddNfsServer {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddNfs {
     /// `server`. In every dumped QEMU.
@@ -6220,16 +5781,7 @@ impl BlockdevAddNfs {
         let readahead_size = rt::optional(m, "readahead-size")?;
         let page_cache_size = rt::optional(m, "page-cache-size")?;
         let debug = rt::optional(m, "debug")?;
-        Ok(Self {
-            server,
-            path,
-            user,
-            group,
-            tcp_syn_count,
-            readahead_size,
-            page_cache_size,
-            debug,
-        })
+        Ok(Self { server, path, user, group, tcp_syn_count, readahead_size, page_cache_size, debug, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -6244,7 +5796,7 @@ impl BlockdevAddNfs {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddNullAio {
     /// `size`. In every dumped QEMU.
@@ -6285,11 +5837,7 @@ impl BlockdevAddNullAio {
         let size = rt::optional(m, "size")?;
         let latency_ns = rt::optional(m, "latency-ns")?;
         let read_zeroes = rt::optional(m, "read-zeroes")?;
-        Ok(Self {
-            size,
-            latency_ns,
-            read_zeroes,
-        })
+        Ok(Self { size, latency_ns, read_zeroes, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -6299,7 +5847,7 @@ impl BlockdevAddNullAio {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddNullCo {
     /// `size`. In every dumped QEMU.
@@ -6340,11 +5888,7 @@ impl BlockdevAddNullCo {
         let size = rt::optional(m, "size")?;
         let latency_ns = rt::optional(m, "latency-ns")?;
         let read_zeroes = rt::optional(m, "read-zeroes")?;
-        Ok(Self {
-            size,
-            latency_ns,
-            read_zeroes,
-        })
+        Ok(Self { size, latency_ns, read_zeroes, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -6354,7 +5898,7 @@ impl BlockdevAddNullCo {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddNvme {
     /// `device`. In every dumped QEMU.
@@ -6367,13 +5911,16 @@ impl BlockdevAddNvme {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(device: String, namespace: i64) -> Self {
-        Self { device, namespace }
+        Self {
+            device,
+            namespace,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let device = rt::required(m, "device")?;
         let namespace = rt::required(m, "namespace")?;
-        Ok(Self { device, namespace })
+        Ok(Self { device, namespace, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -6382,7 +5929,7 @@ impl BlockdevAddNvme {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddNvmeIoUring {
     /// `path`. In: 11.1-system, 11.1-storage-daemon.
@@ -6393,12 +5940,14 @@ impl BlockdevAddNvmeIoUring {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(path: String) -> Self {
-        Self { path }
+        Self {
+            path,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let path = rt::required(m, "path")?;
-        Ok(Self { path })
+        Ok(Self { path, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -6406,7 +5955,7 @@ impl BlockdevAddNvmeIoUring {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddParallels {
     /// `file`. In every dumped QEMU.
@@ -6417,12 +5966,14 @@ impl BlockdevAddParallels {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(file: BlockdevAddBlkdebugImage) -> Self {
-        Self { file }
+        Self {
+            file,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let file = rt::required(m, "file")?;
-        Ok(Self { file })
+        Ok(Self { file, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -6430,7 +5981,7 @@ impl BlockdevAddParallels {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddPreallocate {
     /// `file`. In every dumped QEMU.
@@ -6466,11 +6017,7 @@ impl BlockdevAddPreallocate {
         let file = rt::required(m, "file")?;
         let prealloc_align = rt::optional(m, "prealloc-align")?;
         let prealloc_size = rt::optional(m, "prealloc-size")?;
-        Ok(Self {
-            file,
-            prealloc_align,
-            prealloc_size,
-        })
+        Ok(Self { file, prealloc_align, prealloc_size, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -6481,7 +6028,7 @@ impl BlockdevAddPreallocate {
 }
 
 /// One of several kinds of value; anything else is kept in `Other`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum BlockdevAddQcow2Backing {
     /// As Object.
@@ -6557,7 +6104,7 @@ impl Qmp for BlockdevAddQcow2OverlapCheckObjectTemplate {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddQcow2OverlapCheckObject {
     /// `template`. In every dumped QEMU.
@@ -6664,19 +6211,7 @@ impl BlockdevAddQcow2OverlapCheckObject {
         let inactive_l1 = rt::optional(m, "inactive-l1")?;
         let inactive_l2 = rt::optional(m, "inactive-l2")?;
         let bitmap_directory = rt::optional(m, "bitmap-directory")?;
-        Ok(Self {
-            template,
-            main_header,
-            active_l1,
-            active_l2,
-            refcount_table,
-            refcount_block,
-            snapshot_table,
-            inactive_l1,
-            inactive_l2,
-            bitmap_directory,
-            other: Map::new(),
-        })
+        Ok(Self { template, main_header, active_l1, active_l2, refcount_table, refcount_block, snapshot_table, inactive_l1, inactive_l2, bitmap_directory, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -6711,7 +6246,7 @@ impl Qmp for BlockdevAddQcow2OverlapCheckObject {
 }
 
 /// One of several kinds of value; anything else is kept in `Other`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum BlockdevAddQcow2OverlapCheck {
     /// As Object.
@@ -6739,7 +6274,7 @@ impl Qmp for BlockdevAddQcow2OverlapCheck {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddQcow2EncryptAes {
     /// `key-secret`. In every dumped QEMU.
@@ -6750,7 +6285,9 @@ impl BlockdevAddQcow2EncryptAes {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { key_secret: None }
+        Self {
+            key_secret: None,
+        }
     }
     /// Sets `key-secret`.
     pub fn with_key_secret(mut self, value: String) -> Self {
@@ -6760,7 +6297,7 @@ impl BlockdevAddQcow2EncryptAes {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let key_secret = rt::optional(m, "key-secret")?;
-        Ok(Self { key_secret })
+        Ok(Self { key_secret, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -6768,7 +6305,7 @@ impl BlockdevAddQcow2EncryptAes {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddQcow2EncryptLuks {
     /// `key-secret`. In every dumped QEMU.
@@ -6779,7 +6316,9 @@ impl BlockdevAddQcow2EncryptLuks {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { key_secret: None }
+        Self {
+            key_secret: None,
+        }
     }
     /// Sets `key-secret`.
     pub fn with_key_secret(mut self, value: String) -> Self {
@@ -6789,7 +6328,7 @@ impl BlockdevAddQcow2EncryptLuks {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let key_secret = rt::optional(m, "key-secret")?;
-        Ok(Self { key_secret })
+        Ok(Self { key_secret, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -6797,7 +6336,7 @@ impl BlockdevAddQcow2EncryptLuks {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddQcow2Encrypt {
     /// The members of the branch the tag picks.
@@ -6843,10 +6382,7 @@ impl BlockdevAddQcow2Encrypt {
             }
             _ => BlockdevAddQcow2EncryptBranch::Other,
         };
-        Ok(Self {
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -6882,7 +6418,7 @@ impl Qmp for BlockdevAddQcow2Encrypt {
 }
 
 /// The branches of [`BlockdevAddQcow2Encrypt`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum BlockdevAddQcow2EncryptBranch {
     /// `aes`. In every dumped QEMU.
@@ -6894,7 +6430,7 @@ pub enum BlockdevAddQcow2EncryptBranch {
     Other,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddQcow2 {
     /// `file`. In every dumped QEMU.
@@ -7038,23 +6574,7 @@ impl BlockdevAddQcow2 {
         let cache_clean_interval = rt::optional(m, "cache-clean-interval")?;
         let encrypt = rt::optional(m, "encrypt")?;
         let data_file = rt::optional(m, "data-file")?;
-        Ok(Self {
-            file,
-            backing,
-            lazy_refcounts,
-            pass_discard_request,
-            pass_discard_snapshot,
-            pass_discard_other,
-            discard_no_unref,
-            overlap_check,
-            cache_size,
-            l2_cache_size,
-            l2_cache_entry_size,
-            refcount_cache_size,
-            cache_clean_interval,
-            encrypt,
-            data_file,
-        })
+        Ok(Self { file, backing, lazy_refcounts, pass_discard_request, pass_discard_snapshot, pass_discard_other, discard_no_unref, overlap_check, cache_size, l2_cache_size, l2_cache_entry_size, refcount_cache_size, cache_clean_interval, encrypt, data_file, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -7076,7 +6596,7 @@ impl BlockdevAddQcow2 {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddQcowEncryptAes {
     /// `key-secret`. In every dumped QEMU.
@@ -7087,7 +6607,9 @@ impl BlockdevAddQcowEncryptAes {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { key_secret: None }
+        Self {
+            key_secret: None,
+        }
     }
     /// Sets `key-secret`.
     pub fn with_key_secret(mut self, value: String) -> Self {
@@ -7097,7 +6619,7 @@ impl BlockdevAddQcowEncryptAes {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let key_secret = rt::optional(m, "key-secret")?;
-        Ok(Self { key_secret })
+        Ok(Self { key_secret, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -7105,7 +6627,7 @@ impl BlockdevAddQcowEncryptAes {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddQcowEncrypt {
     /// The members of the branch the tag picks.
@@ -7140,10 +6662,7 @@ impl BlockdevAddQcowEncrypt {
             }
             _ => BlockdevAddQcowEncryptBranch::Other,
         };
-        Ok(Self {
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -7175,7 +6694,7 @@ impl Qmp for BlockdevAddQcowEncrypt {
 }
 
 /// The branches of [`BlockdevAddQcowEncrypt`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum BlockdevAddQcowEncryptBranch {
     /// `aes`. In every dumped QEMU.
@@ -7185,7 +6704,7 @@ pub enum BlockdevAddQcowEncryptBranch {
     Other,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddQcow {
     /// `file`. In every dumped QEMU.
@@ -7221,11 +6740,7 @@ impl BlockdevAddQcow {
         let file = rt::required(m, "file")?;
         let backing = rt::optional(m, "backing")?;
         let encrypt = rt::optional(m, "encrypt")?;
-        Ok(Self {
-            file,
-            backing,
-            encrypt,
-        })
+        Ok(Self { file, backing, encrypt, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -7235,7 +6750,7 @@ impl BlockdevAddQcow {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddQed {
     /// `file`. In every dumped QEMU.
@@ -7262,7 +6777,7 @@ impl BlockdevAddQed {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let file = rt::required(m, "file")?;
         let backing = rt::optional(m, "backing")?;
-        Ok(Self { file, backing })
+        Ok(Self { file, backing, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -7307,7 +6822,7 @@ impl Qmp for BlockdevAddQuorumReadPattern {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddQuorum {
     /// `blkverify`. In every dumped QEMU.
@@ -7356,13 +6871,7 @@ impl BlockdevAddQuorum {
         let vote_threshold = rt::required(m, "vote-threshold")?;
         let rewrite_corrupted = rt::optional(m, "rewrite-corrupted")?;
         let read_pattern = rt::optional(m, "read-pattern")?;
-        Ok(Self {
-            blkverify,
-            children,
-            vote_threshold,
-            rewrite_corrupted,
-            read_pattern,
-        })
+        Ok(Self { blkverify, children, vote_threshold, rewrite_corrupted, read_pattern, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -7374,7 +6883,7 @@ impl BlockdevAddQuorum {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddRaw {
     /// `file`. In every dumped QEMU.
@@ -7410,7 +6919,7 @@ impl BlockdevAddRaw {
         let file = rt::required(m, "file")?;
         let offset = rt::optional(m, "offset")?;
         let size = rt::optional(m, "size")?;
-        Ok(Self { file, offset, size })
+        Ok(Self { file, offset, size, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -7420,7 +6929,7 @@ impl BlockdevAddRaw {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddRbdEncryptLuks {
     /// `key-secret`. In every dumped QEMU.
@@ -7431,12 +6940,14 @@ impl BlockdevAddRbdEncryptLuks {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(key_secret: String) -> Self {
-        Self { key_secret }
+        Self {
+            key_secret,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let key_secret = rt::required(m, "key-secret")?;
-        Ok(Self { key_secret })
+        Ok(Self { key_secret, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -7444,7 +6955,7 @@ impl BlockdevAddRbdEncryptLuks {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddRbdEncryptLuks2 {
     /// `key-secret`. In every dumped QEMU.
@@ -7455,12 +6966,14 @@ impl BlockdevAddRbdEncryptLuks2 {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(key_secret: String) -> Self {
-        Self { key_secret }
+        Self {
+            key_secret,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let key_secret = rt::required(m, "key-secret")?;
-        Ok(Self { key_secret })
+        Ok(Self { key_secret, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -7468,7 +6981,7 @@ impl BlockdevAddRbdEncryptLuks2 {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddRbdEncryptLuksAny {
     /// `key-secret`. In: 10.0-system, 10.0-storage-daemon, 11.1-system, 11.1-storage-daemon.
@@ -7479,12 +6992,14 @@ impl BlockdevAddRbdEncryptLuksAny {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(key_secret: String) -> Self {
-        Self { key_secret }
+        Self {
+            key_secret,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let key_secret = rt::required(m, "key-secret")?;
-        Ok(Self { key_secret })
+        Ok(Self { key_secret, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -7492,7 +7007,7 @@ impl BlockdevAddRbdEncryptLuksAny {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddRbdEncrypt {
     /// `parent`. In: 10.0-system, 10.0-storage-daemon, 11.1-system, 11.1-storage-daemon.
@@ -7558,11 +7073,7 @@ impl BlockdevAddRbdEncrypt {
             }
             _ => BlockdevAddRbdEncryptBranch::Other,
         };
-        Ok(Self {
-            parent,
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { parent, branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -7603,7 +7114,7 @@ impl Qmp for BlockdevAddRbdEncrypt {
 }
 
 /// The branches of [`BlockdevAddRbdEncrypt`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum BlockdevAddRbdEncryptBranch {
     /// `luks`. In every dumped QEMU.
@@ -7653,7 +7164,7 @@ impl Qmp for BlockdevAddRbdAuthClientRequired {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddRbdServer {
     /// `host`. In every dumped QEMU.
@@ -7678,11 +7189,7 @@ impl BlockdevAddRbdServer {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let host = rt::required(m, "host")?;
         let port = rt::required(m, "port")?;
-        Ok(Self {
-            host,
-            port,
-            other: Map::new(),
-        })
+        Ok(Self { host, port, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -7708,7 +7215,7 @@ impl Qmp for BlockdevAddRbdServer {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddRbd {
     /// `pool`. In every dumped QEMU.
@@ -7776,10 +7283,7 @@ impl BlockdevAddRbd {
         self
     }
     /// Sets `auth-client-required`.
-    pub fn with_auth_client_required(
-        mut self,
-        value: Vec<BlockdevAddRbdAuthClientRequired>,
-    ) -> Self {
+    pub fn with_auth_client_required(mut self, value: Vec<BlockdevAddRbdAuthClientRequired>) -> Self {
         self.auth_client_required = Some(value);
         self
     }
@@ -7805,18 +7309,7 @@ impl BlockdevAddRbd {
         let auth_client_required = rt::optional(m, "auth-client-required")?;
         let key_secret = rt::optional(m, "key-secret")?;
         let server = rt::optional(m, "server")?;
-        Ok(Self {
-            pool,
-            namespace,
-            image,
-            conf,
-            snapshot,
-            encrypt,
-            user,
-            auth_client_required,
-            key_secret,
-            server,
-        })
+        Ok(Self { pool, namespace, image, conf, snapshot, encrypt, user, auth_client_required, key_secret, server, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -7869,7 +7362,7 @@ impl Qmp for BlockdevAddReplicationMode {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddReplication {
     /// `file`. In every dumped QEMU.
@@ -7900,7 +7393,7 @@ impl BlockdevAddReplication {
         let file = rt::required(m, "file")?;
         let mode = rt::required(m, "mode")?;
         let top_id = rt::optional(m, "top-id")?;
-        Ok(Self { file, mode, top_id })
+        Ok(Self { file, mode, top_id, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -7910,7 +7403,7 @@ impl BlockdevAddReplication {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddSnapshotAccess {
     /// `file`. In every dumped QEMU.
@@ -7921,12 +7414,14 @@ impl BlockdevAddSnapshotAccess {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(file: BlockdevAddBlkdebugImage) -> Self {
-        Self { file }
+        Self {
+            file,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let file = rt::required(m, "file")?;
-        Ok(Self { file })
+        Ok(Self { file, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -7934,7 +7429,7 @@ impl BlockdevAddSnapshotAccess {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddSshServer {
     /// `host`. In every dumped QEMU.
@@ -8040,20 +7535,7 @@ impl BlockdevAddSshServer {
         let keep_alive_idle = rt::optional(m, "keep-alive-idle")?;
         let keep_alive_interval = rt::optional(m, "keep-alive-interval")?;
         let mptcp = rt::optional(m, "mptcp")?;
-        Ok(Self {
-            host,
-            port,
-            numeric,
-            to,
-            ipv4,
-            ipv6,
-            keep_alive,
-            keep_alive_count,
-            keep_alive_idle,
-            keep_alive_interval,
-            mptcp,
-            other: Map::new(),
-        })
+        Ok(Self { host, port, numeric, to, ipv4, ipv6, keep_alive, keep_alive_count, keep_alive_idle, keep_alive_interval, mptcp, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -8128,7 +7610,7 @@ impl Qmp for BlockdevAddSshHostKeyCheckHashType {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddSshHostKeyCheckHash {
     /// `type`. In every dumped QEMU.
@@ -8141,13 +7623,16 @@ impl BlockdevAddSshHostKeyCheckHash {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(r#type: BlockdevAddSshHostKeyCheckHashType, hash: String) -> Self {
-        Self { r#type, hash }
+        Self {
+            r#type,
+            hash,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let r#type = rt::required(m, "type")?;
         let hash = rt::required(m, "hash")?;
-        Ok(Self { r#type, hash })
+        Ok(Self { r#type, hash, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -8156,43 +7641,49 @@ impl BlockdevAddSshHostKeyCheckHash {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevAddSshHostKeyCheckNone {}
+pub struct BlockdevAddSshHostKeyCheckNone {
+}
 
 impl BlockdevAddSshHostKeyCheckNone {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevAddSshHostKeyCheckKnownHosts {}
+pub struct BlockdevAddSshHostKeyCheckKnownHosts {
+}
 
 impl BlockdevAddSshHostKeyCheckKnownHosts {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddSshHostKeyCheck {
     /// The members of the branch the tag picks.
@@ -8249,10 +7740,7 @@ impl BlockdevAddSshHostKeyCheck {
             }
             _ => BlockdevAddSshHostKeyCheckBranch::Other,
         };
-        Ok(Self {
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -8292,7 +7780,7 @@ impl Qmp for BlockdevAddSshHostKeyCheck {
 }
 
 /// The branches of [`BlockdevAddSshHostKeyCheck`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum BlockdevAddSshHostKeyCheckBranch {
     /// `hash`. In every dumped QEMU.
@@ -8306,7 +7794,7 @@ pub enum BlockdevAddSshHostKeyCheckBranch {
     Other,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddSsh {
     /// `server`. In every dumped QEMU.
@@ -8346,12 +7834,7 @@ impl BlockdevAddSsh {
         let path = rt::required(m, "path")?;
         let user = rt::optional(m, "user")?;
         let host_key_check = rt::optional(m, "host-key-check")?;
-        Ok(Self {
-            server,
-            path,
-            user,
-            host_key_check,
-        })
+        Ok(Self { server, path, user, host_key_check, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -8362,7 +7845,7 @@ impl BlockdevAddSsh {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddThrottle {
     /// `throttle-group`. In every dumped QEMU.
@@ -8384,10 +7867,7 @@ impl BlockdevAddThrottle {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let throttle_group = rt::required(m, "throttle-group")?;
         let file = rt::required(m, "file")?;
-        Ok(Self {
-            throttle_group,
-            file,
-        })
+        Ok(Self { throttle_group, file, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -8396,7 +7876,7 @@ impl BlockdevAddThrottle {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddVdi {
     /// `file`. In every dumped QEMU.
@@ -8407,12 +7887,14 @@ impl BlockdevAddVdi {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(file: BlockdevAddBlkdebugImage) -> Self {
-        Self { file }
+        Self {
+            file,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let file = rt::required(m, "file")?;
-        Ok(Self { file })
+        Ok(Self { file, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -8420,7 +7902,7 @@ impl BlockdevAddVdi {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddVhdx {
     /// `file`. In every dumped QEMU.
@@ -8431,12 +7913,14 @@ impl BlockdevAddVhdx {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(file: BlockdevAddBlkdebugImage) -> Self {
-        Self { file }
+        Self {
+            file,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let file = rt::required(m, "file")?;
-        Ok(Self { file })
+        Ok(Self { file, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -8444,7 +7928,7 @@ impl BlockdevAddVhdx {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddVirtioBlkVfioPci {
     /// `path`. In: 11.1-system, 11.1-storage-daemon.
@@ -8455,12 +7939,14 @@ impl BlockdevAddVirtioBlkVfioPci {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(path: String) -> Self {
-        Self { path }
+        Self {
+            path,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let path = rt::required(m, "path")?;
-        Ok(Self { path })
+        Ok(Self { path, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -8468,7 +7954,7 @@ impl BlockdevAddVirtioBlkVfioPci {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddVirtioBlkVhostUser {
     /// `path`. In: 11.1-system, 11.1-storage-daemon.
@@ -8479,12 +7965,14 @@ impl BlockdevAddVirtioBlkVhostUser {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(path: String) -> Self {
-        Self { path }
+        Self {
+            path,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let path = rt::required(m, "path")?;
-        Ok(Self { path })
+        Ok(Self { path, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -8492,7 +7980,7 @@ impl BlockdevAddVirtioBlkVhostUser {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddVirtioBlkVhostVdpa {
     /// `path`. In: 11.1-system, 11.1-storage-daemon.
@@ -8503,12 +7991,14 @@ impl BlockdevAddVirtioBlkVhostVdpa {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(path: String) -> Self {
-        Self { path }
+        Self {
+            path,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let path = rt::required(m, "path")?;
-        Ok(Self { path })
+        Ok(Self { path, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -8516,7 +8006,7 @@ impl BlockdevAddVirtioBlkVhostVdpa {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddVmdk {
     /// `file`. In every dumped QEMU.
@@ -8543,7 +8033,7 @@ impl BlockdevAddVmdk {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let file = rt::required(m, "file")?;
         let backing = rt::optional(m, "backing")?;
-        Ok(Self { file, backing })
+        Ok(Self { file, backing, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -8552,7 +8042,7 @@ impl BlockdevAddVmdk {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddVpc {
     /// `file`. In every dumped QEMU.
@@ -8563,12 +8053,14 @@ impl BlockdevAddVpc {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(file: BlockdevAddBlkdebugImage) -> Self {
-        Self { file }
+        Self {
+            file,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let file = rt::required(m, "file")?;
-        Ok(Self { file })
+        Ok(Self { file, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -8576,7 +8068,7 @@ impl BlockdevAddVpc {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddVvfat {
     /// `dir`. In every dumped QEMU.
@@ -8630,13 +8122,7 @@ impl BlockdevAddVvfat {
         let floppy = rt::optional(m, "floppy")?;
         let label = rt::optional(m, "label")?;
         let rw = rt::optional(m, "rw")?;
-        Ok(Self {
-            dir,
-            fat_type,
-            floppy,
-            label,
-            rw,
-        })
+        Ok(Self { dir, fat_type, floppy, label, rw, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -8648,7 +8134,7 @@ impl BlockdevAddVvfat {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddGlusterServerInet {
     /// `host`. In: 7.2-system, 7.2-storage-daemon, 10.0-system, 10.0-storage-daemon.
@@ -8724,16 +8210,7 @@ impl BlockdevAddGlusterServerInet {
         let ipv6 = rt::optional(m, "ipv6")?;
         let keep_alive = rt::optional(m, "keep-alive")?;
         let mptcp = rt::optional(m, "mptcp")?;
-        Ok(Self {
-            host,
-            port,
-            numeric,
-            to,
-            ipv4,
-            ipv6,
-            keep_alive,
-            mptcp,
-        })
+        Ok(Self { host, port, numeric, to, ipv4, ipv6, keep_alive, mptcp, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -8748,7 +8225,7 @@ impl BlockdevAddGlusterServerInet {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddGlusterServerUnix {
     /// `path`. In: 7.2-system, 7.2-storage-daemon, 10.0-system, 10.0-storage-daemon.
@@ -8784,11 +8261,7 @@ impl BlockdevAddGlusterServerUnix {
         let path = rt::required(m, "path")?;
         let r#abstract = rt::optional(m, "abstract")?;
         let tight = rt::optional(m, "tight")?;
-        Ok(Self {
-            path,
-            r#abstract,
-            tight,
-        })
+        Ok(Self { path, r#abstract, tight, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -8798,7 +8271,7 @@ impl BlockdevAddGlusterServerUnix {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddGlusterServerVsock {
     /// `cid`. In: 7.2-system, 7.2-storage-daemon, 10.0-system, 10.0-storage-daemon.
@@ -8811,13 +8284,16 @@ impl BlockdevAddGlusterServerVsock {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(cid: String, port: String) -> Self {
-        Self { cid, port }
+        Self {
+            cid,
+            port,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let cid = rt::required(m, "cid")?;
         let port = rt::required(m, "port")?;
-        Ok(Self { cid, port })
+        Ok(Self { cid, port, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -8826,7 +8302,7 @@ impl BlockdevAddGlusterServerVsock {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddGlusterServerFd {
     /// `str`. In: 7.2-system, 7.2-storage-daemon, 10.0-system, 10.0-storage-daemon.
@@ -8837,12 +8313,14 @@ impl BlockdevAddGlusterServerFd {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(str: String) -> Self {
-        Self { str }
+        Self {
+            str,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let str = rt::required(m, "str")?;
-        Ok(Self { str })
+        Ok(Self { str, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -8850,7 +8328,7 @@ impl BlockdevAddGlusterServerFd {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddGlusterServer {
     /// The members of the branch the tag picks.
@@ -8918,10 +8396,7 @@ impl BlockdevAddGlusterServer {
             }
             _ => BlockdevAddGlusterServerBranch::Other,
         };
-        Ok(Self {
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -8965,7 +8440,7 @@ impl Qmp for BlockdevAddGlusterServer {
 }
 
 /// The branches of [`BlockdevAddGlusterServer`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum BlockdevAddGlusterServerBranch {
     /// `inet`. In: 7.2-system, 7.2-storage-daemon, 10.0-system, 10.0-storage-daemon.
@@ -8981,7 +8456,7 @@ pub enum BlockdevAddGlusterServerBranch {
     Other,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAddGluster {
     /// `volume`. In: 7.2-system, 7.2-storage-daemon, 10.0-system, 10.0-storage-daemon.
@@ -9025,13 +8500,7 @@ impl BlockdevAddGluster {
         let server = rt::required(m, "server")?;
         let debug = rt::optional(m, "debug")?;
         let logfile = rt::optional(m, "logfile")?;
-        Ok(Self {
-            volume,
-            path,
-            server,
-            debug,
-            logfile,
-        })
+        Ok(Self { volume, path, server, debug, logfile, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -9043,7 +8512,7 @@ impl BlockdevAddGluster {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevAdd {
     /// `node-name`. In every dumped QEMU.
@@ -9656,18 +9125,7 @@ impl BlockdevAdd {
             }
             _ => BlockdevAddBranch::Other,
         };
-        Ok(Self {
-            node_name,
-            discard,
-            cache,
-            active,
-            read_only,
-            auto_read_only,
-            force_share,
-            detect_zeroes,
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { node_name, discard, cache, active, read_only, auto_read_only, force_share, detect_zeroes, branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -9685,10 +9143,7 @@ impl BlockdevAdd {
                 b.put(m);
             }
             BlockdevAddBranch::Blklogwrites(b) => {
-                m.insert(
-                    "driver".to_owned(),
-                    Value::String("blklogwrites".to_owned()),
-                );
+                m.insert("driver".to_owned(), Value::String("blklogwrites".to_owned()));
                 b.put(m);
             }
             BlockdevAddBranch::Blkverify(b) => {
@@ -9712,17 +9167,11 @@ impl BlockdevAdd {
                 b.put(m);
             }
             BlockdevAddBranch::CopyBeforeWrite(b) => {
-                m.insert(
-                    "driver".to_owned(),
-                    Value::String("copy-before-write".to_owned()),
-                );
+                m.insert("driver".to_owned(), Value::String("copy-before-write".to_owned()));
                 b.put(m);
             }
             BlockdevAddBranch::CopyOnRead(b) => {
-                m.insert(
-                    "driver".to_owned(),
-                    Value::String("copy-on-read".to_owned()),
-                );
+                m.insert("driver".to_owned(), Value::String("copy-on-read".to_owned()));
                 b.put(m);
             }
             BlockdevAddBranch::Dmg(b) => {
@@ -9790,10 +9239,7 @@ impl BlockdevAdd {
                 b.put(m);
             }
             BlockdevAddBranch::NvmeIoUring(b) => {
-                m.insert(
-                    "driver".to_owned(),
-                    Value::String("nvme-io_uring".to_owned()),
-                );
+                m.insert("driver".to_owned(), Value::String("nvme-io_uring".to_owned()));
                 b.put(m);
             }
             BlockdevAddBranch::Parallels(b) => {
@@ -9833,10 +9279,7 @@ impl BlockdevAdd {
                 b.put(m);
             }
             BlockdevAddBranch::SnapshotAccess(b) => {
-                m.insert(
-                    "driver".to_owned(),
-                    Value::String("snapshot-access".to_owned()),
-                );
+                m.insert("driver".to_owned(), Value::String("snapshot-access".to_owned()));
                 b.put(m);
             }
             BlockdevAddBranch::Ssh(b) => {
@@ -9856,24 +9299,15 @@ impl BlockdevAdd {
                 b.put(m);
             }
             BlockdevAddBranch::VirtioBlkVfioPci(b) => {
-                m.insert(
-                    "driver".to_owned(),
-                    Value::String("virtio-blk-vfio-pci".to_owned()),
-                );
+                m.insert("driver".to_owned(), Value::String("virtio-blk-vfio-pci".to_owned()));
                 b.put(m);
             }
             BlockdevAddBranch::VirtioBlkVhostUser(b) => {
-                m.insert(
-                    "driver".to_owned(),
-                    Value::String("virtio-blk-vhost-user".to_owned()),
-                );
+                m.insert("driver".to_owned(), Value::String("virtio-blk-vhost-user".to_owned()));
                 b.put(m);
             }
             BlockdevAddBranch::VirtioBlkVhostVdpa(b) => {
-                m.insert(
-                    "driver".to_owned(),
-                    Value::String("virtio-blk-vhost-vdpa".to_owned()),
-                );
+                m.insert("driver".to_owned(), Value::String("virtio-blk-vhost-vdpa".to_owned()));
                 b.put(m);
             }
             BlockdevAddBranch::Vmdk(b) => {
@@ -9915,7 +9349,7 @@ impl Qmp for BlockdevAdd {
 }
 
 /// The branches of [`BlockdevAdd`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum BlockdevAddBranch {
     /// `blkdebug`. In every dumped QEMU.
@@ -10020,14 +9454,7 @@ pub enum BlockdevAddBranch {
 impl rt::Command for BlockdevAdd {
     const NAME: &'static str = "blockdev-add";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
@@ -10119,7 +9546,7 @@ impl Qmp for BlockdevBackupBitmapMode {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevBackupXPerf {
     /// `use-copy-range`. In every dumped QEMU.
@@ -10172,13 +9599,7 @@ impl BlockdevBackupXPerf {
         let max_workers = rt::optional(m, "max-workers")?;
         let max_chunk = rt::optional(m, "max-chunk")?;
         let min_cluster_size = rt::optional(m, "min-cluster-size")?;
-        Ok(Self {
-            use_copy_range,
-            max_workers,
-            max_chunk,
-            min_cluster_size,
-            other: Map::new(),
-        })
+        Ok(Self { use_copy_range, max_workers, max_chunk, min_cluster_size, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -10206,7 +9627,7 @@ impl Qmp for BlockdevBackupXPerf {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevBackup {
     /// `job-id`. In every dumped QEMU.
@@ -10352,25 +9773,7 @@ impl BlockdevBackup {
         let discard_source = rt::optional(m, "discard-source")?;
         let x_perf = rt::optional(m, "x-perf")?;
         let target = rt::required(m, "target")?;
-        Ok(Self {
-            job_id,
-            device,
-            sync,
-            speed,
-            bitmap,
-            bitmap_mode,
-            compress,
-            on_source_error,
-            on_target_error,
-            on_cbw_error,
-            auto_finalize,
-            auto_dismiss,
-            filter_node_name,
-            discard_source,
-            x_perf,
-            target,
-            other: Map::new(),
-        })
+        Ok(Self { job_id, device, sync, speed, bitmap, bitmap_mode, compress, on_source_error, on_target_error, on_cbw_error, auto_finalize, auto_dismiss, filter_node_name, discard_source, x_perf, target, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -10413,14 +9816,7 @@ impl Qmp for BlockdevBackup {
 impl rt::Command for BlockdevBackup {
     const NAME: &'static str = "blockdev-backup";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
@@ -10464,7 +9860,7 @@ impl Qmp for BlockdevChangeMediumReadOnlyMode {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevChangeMedium {
     /// `device`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -10530,15 +9926,7 @@ impl BlockdevChangeMedium {
         let format = rt::optional(m, "format")?;
         let force = rt::optional(m, "force")?;
         let read_only_mode = rt::optional(m, "read-only-mode")?;
-        Ok(Self {
-            device,
-            id,
-            filename,
-            format,
-            force,
-            read_only_mode,
-            other: Map::new(),
-        })
+        Ok(Self { device, id, filename, format, force, read_only_mode, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -10575,7 +9963,7 @@ impl rt::Command for BlockdevChangeMedium {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevCloseTray {
     /// `device`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -10610,11 +9998,7 @@ impl BlockdevCloseTray {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let device = rt::optional(m, "device")?;
         let id = rt::optional(m, "id")?;
-        Ok(Self {
-            device,
-            id,
-            other: Map::new(),
-        })
+        Ok(Self { device, id, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -10691,7 +10075,7 @@ impl Qmp for BlockdevCreateOptionsFilePreallocation {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevCreateOptionsFile {
     /// `filename`. In every dumped QEMU.
@@ -10740,13 +10124,7 @@ impl BlockdevCreateOptionsFile {
         let preallocation = rt::optional(m, "preallocation")?;
         let nocow = rt::optional(m, "nocow")?;
         let extent_size_hint = rt::optional(m, "extent-size-hint")?;
-        Ok(Self {
-            filename,
-            size,
-            preallocation,
-            nocow,
-            extent_size_hint,
-        })
+        Ok(Self { filename, size, preallocation, nocow, extent_size_hint, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -10983,7 +10361,7 @@ impl Qmp for BlockdevCreateOptionsLuksIvgenHashAlg {
 }
 
 /// One of several kinds of value; anything else is kept in `Other`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum BlockdevCreateOptionsLuksFile {
     /// As Object.
@@ -11011,7 +10389,7 @@ impl Qmp for BlockdevCreateOptionsLuksFile {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevCreateOptionsLuks {
     /// `key-secret`. In every dumped QEMU.
@@ -11119,19 +10497,7 @@ impl BlockdevCreateOptionsLuks {
         let header = rt::optional(m, "header")?;
         let size = rt::required(m, "size")?;
         let preallocation = rt::optional(m, "preallocation")?;
-        Ok(Self {
-            key_secret,
-            cipher_alg,
-            cipher_mode,
-            ivgen_alg,
-            ivgen_hash_alg,
-            hash_alg,
-            iter_time,
-            file,
-            header,
-            size,
-            preallocation,
-        })
+        Ok(Self { key_secret, cipher_alg, cipher_mode, ivgen_alg, ivgen_hash_alg, hash_alg, iter_time, file, header, size, preallocation, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -11149,7 +10515,7 @@ impl BlockdevCreateOptionsLuks {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevCreateOptionsNfsLocation {
     /// `server`. In every dumped QEMU.
@@ -11228,17 +10594,7 @@ impl BlockdevCreateOptionsNfsLocation {
         let readahead_size = rt::optional(m, "readahead-size")?;
         let page_cache_size = rt::optional(m, "page-cache-size")?;
         let debug = rt::optional(m, "debug")?;
-        Ok(Self {
-            server,
-            path,
-            user,
-            group,
-            tcp_syn_count,
-            readahead_size,
-            page_cache_size,
-            debug,
-            other: Map::new(),
-        })
+        Ok(Self { server, path, user, group, tcp_syn_count, readahead_size, page_cache_size, debug, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -11270,7 +10626,7 @@ impl Qmp for BlockdevCreateOptionsNfsLocation {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevCreateOptionsNfs {
     /// `location`. In every dumped QEMU.
@@ -11283,13 +10639,16 @@ impl BlockdevCreateOptionsNfs {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(location: BlockdevCreateOptionsNfsLocation, size: i64) -> Self {
-        Self { location, size }
+        Self {
+            location,
+            size,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let location = rt::required(m, "location")?;
         let size = rt::required(m, "size")?;
-        Ok(Self { location, size })
+        Ok(Self { location, size, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -11298,7 +10657,7 @@ impl BlockdevCreateOptionsNfs {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevCreateOptionsParallels {
     /// `file`. In every dumped QEMU.
@@ -11329,11 +10688,7 @@ impl BlockdevCreateOptionsParallels {
         let file = rt::required(m, "file")?;
         let size = rt::required(m, "size")?;
         let cluster_size = rt::optional(m, "cluster-size")?;
-        Ok(Self {
-            file,
-            size,
-            cluster_size,
-        })
+        Ok(Self { file, size, cluster_size, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -11343,7 +10698,7 @@ impl BlockdevCreateOptionsParallels {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevCreateOptionsQcowEncryptQcow {
     /// `key-secret`. In every dumped QEMU.
@@ -11354,7 +10709,9 @@ impl BlockdevCreateOptionsQcowEncryptQcow {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { key_secret: None }
+        Self {
+            key_secret: None,
+        }
     }
     /// Sets `key-secret`.
     pub fn with_key_secret(mut self, value: String) -> Self {
@@ -11364,7 +10721,7 @@ impl BlockdevCreateOptionsQcowEncryptQcow {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let key_secret = rt::optional(m, "key-secret")?;
-        Ok(Self { key_secret })
+        Ok(Self { key_secret, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -11372,7 +10729,7 @@ impl BlockdevCreateOptionsQcowEncryptQcow {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevCreateOptionsQcowEncryptLuks {
     /// `key-secret`. In every dumped QEMU.
@@ -11449,15 +10806,7 @@ impl BlockdevCreateOptionsQcowEncryptLuks {
         let ivgen_hash_alg = rt::optional(m, "ivgen-hash-alg")?;
         let hash_alg = rt::optional(m, "hash-alg")?;
         let iter_time = rt::optional(m, "iter-time")?;
-        Ok(Self {
-            key_secret,
-            cipher_alg,
-            cipher_mode,
-            ivgen_alg,
-            ivgen_hash_alg,
-            hash_alg,
-            iter_time,
-        })
+        Ok(Self { key_secret, cipher_alg, cipher_mode, ivgen_alg, ivgen_hash_alg, hash_alg, iter_time, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -11471,7 +10820,7 @@ impl BlockdevCreateOptionsQcowEncryptLuks {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevCreateOptionsQcowEncrypt {
     /// The members of the branch the tag picks.
@@ -11517,10 +10866,7 @@ impl BlockdevCreateOptionsQcowEncrypt {
             }
             _ => BlockdevCreateOptionsQcowEncryptBranch::Other,
         };
-        Ok(Self {
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -11556,7 +10902,7 @@ impl Qmp for BlockdevCreateOptionsQcowEncrypt {
 }
 
 /// The branches of [`BlockdevCreateOptionsQcowEncrypt`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum BlockdevCreateOptionsQcowEncryptBranch {
     /// `qcow`. In every dumped QEMU.
@@ -11568,7 +10914,7 @@ pub enum BlockdevCreateOptionsQcowEncryptBranch {
     Other,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevCreateOptionsQcow {
     /// `file`. In every dumped QEMU.
@@ -11608,12 +10954,7 @@ impl BlockdevCreateOptionsQcow {
         let size = rt::required(m, "size")?;
         let backing_file = rt::optional(m, "backing-file")?;
         let encrypt = rt::optional(m, "encrypt")?;
-        Ok(Self {
-            file,
-            size,
-            backing_file,
-            encrypt,
-        })
+        Ok(Self { file, size, backing_file, encrypt, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -11912,7 +11253,7 @@ impl Qmp for BlockdevCreateOptionsQcow2CompressionType {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevCreateOptionsQcow2 {
     /// `file`. In every dumped QEMU.
@@ -12022,10 +11363,7 @@ impl BlockdevCreateOptionsQcow2 {
         self
     }
     /// Sets `compression-type`.
-    pub fn with_compression_type(
-        mut self,
-        value: BlockdevCreateOptionsQcow2CompressionType,
-    ) -> Self {
+    pub fn with_compression_type(mut self, value: BlockdevCreateOptionsQcow2CompressionType) -> Self {
         self.compression_type = Some(value);
         self
     }
@@ -12045,22 +11383,7 @@ impl BlockdevCreateOptionsQcow2 {
         let lazy_refcounts = rt::optional(m, "lazy-refcounts")?;
         let refcount_bits = rt::optional(m, "refcount-bits")?;
         let compression_type = rt::optional(m, "compression-type")?;
-        Ok(Self {
-            file,
-            data_file,
-            data_file_raw,
-            extended_l2,
-            size,
-            version,
-            backing_file,
-            backing_fmt,
-            encrypt,
-            cluster_size,
-            preallocation,
-            lazy_refcounts,
-            refcount_bits,
-            compression_type,
-        })
+        Ok(Self { file, data_file, data_file_raw, extended_l2, size, version, backing_file, backing_fmt, encrypt, cluster_size, preallocation, lazy_refcounts, refcount_bits, compression_type, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -12081,7 +11404,7 @@ impl BlockdevCreateOptionsQcow2 {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevCreateOptionsQed {
     /// `file`. In every dumped QEMU.
@@ -12139,14 +11462,7 @@ impl BlockdevCreateOptionsQed {
         let backing_fmt = rt::optional(m, "backing-fmt")?;
         let cluster_size = rt::optional(m, "cluster-size")?;
         let table_size = rt::optional(m, "table-size")?;
-        Ok(Self {
-            file,
-            size,
-            backing_file,
-            backing_fmt,
-            cluster_size,
-            table_size,
-        })
+        Ok(Self { file, size, backing_file, backing_fmt, cluster_size, table_size, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -12159,7 +11475,7 @@ impl BlockdevCreateOptionsQed {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevCreateOptionsRbdLocation {
     /// `pool`. In every dumped QEMU.
@@ -12230,10 +11546,7 @@ impl BlockdevCreateOptionsRbdLocation {
         self
     }
     /// Sets `auth-client-required`.
-    pub fn with_auth_client_required(
-        mut self,
-        value: Vec<BlockdevAddRbdAuthClientRequired>,
-    ) -> Self {
+    pub fn with_auth_client_required(mut self, value: Vec<BlockdevAddRbdAuthClientRequired>) -> Self {
         self.auth_client_required = Some(value);
         self
     }
@@ -12259,19 +11572,7 @@ impl BlockdevCreateOptionsRbdLocation {
         let auth_client_required = rt::optional(m, "auth-client-required")?;
         let key_secret = rt::optional(m, "key-secret")?;
         let server = rt::optional(m, "server")?;
-        Ok(Self {
-            pool,
-            namespace,
-            image,
-            conf,
-            snapshot,
-            encrypt,
-            user,
-            auth_client_required,
-            key_secret,
-            server,
-            other: Map::new(),
-        })
+        Ok(Self { pool, namespace, image, conf, snapshot, encrypt, user, auth_client_required, key_secret, server, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -12305,7 +11606,7 @@ impl Qmp for BlockdevCreateOptionsRbdLocation {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevCreateOptionsRbdEncryptLuks {
     /// `key-secret`. In every dumped QEMU.
@@ -12332,10 +11633,7 @@ impl BlockdevCreateOptionsRbdEncryptLuks {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let key_secret = rt::required(m, "key-secret")?;
         let cipher_alg = rt::optional(m, "cipher-alg")?;
-        Ok(Self {
-            key_secret,
-            cipher_alg,
-        })
+        Ok(Self { key_secret, cipher_alg, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -12344,7 +11642,7 @@ impl BlockdevCreateOptionsRbdEncryptLuks {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevCreateOptionsRbdEncryptLuks2 {
     /// `key-secret`. In every dumped QEMU.
@@ -12371,10 +11669,7 @@ impl BlockdevCreateOptionsRbdEncryptLuks2 {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let key_secret = rt::required(m, "key-secret")?;
         let cipher_alg = rt::optional(m, "cipher-alg")?;
-        Ok(Self {
-            key_secret,
-            cipher_alg,
-        })
+        Ok(Self { key_secret, cipher_alg, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -12383,25 +11678,28 @@ impl BlockdevCreateOptionsRbdEncryptLuks2 {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevCreateOptionsRbdEncryptLuksAny {}
+pub struct BlockdevCreateOptionsRbdEncryptLuksAny {
+}
 
 impl BlockdevCreateOptionsRbdEncryptLuksAny {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevCreateOptionsRbdEncrypt {
     /// The members of the branch the tag picks.
@@ -12458,10 +11756,7 @@ impl BlockdevCreateOptionsRbdEncrypt {
             }
             _ => BlockdevCreateOptionsRbdEncryptBranch::Other,
         };
-        Ok(Self {
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -12501,7 +11796,7 @@ impl Qmp for BlockdevCreateOptionsRbdEncrypt {
 }
 
 /// The branches of [`BlockdevCreateOptionsRbdEncrypt`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum BlockdevCreateOptionsRbdEncryptBranch {
     /// `luks`. In every dumped QEMU.
@@ -12515,7 +11810,7 @@ pub enum BlockdevCreateOptionsRbdEncryptBranch {
     Other,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevCreateOptionsRbd {
     /// `location`. In every dumped QEMU.
@@ -12555,12 +11850,7 @@ impl BlockdevCreateOptionsRbd {
         let size = rt::required(m, "size")?;
         let cluster_size = rt::optional(m, "cluster-size")?;
         let encrypt = rt::optional(m, "encrypt")?;
-        Ok(Self {
-            location,
-            size,
-            cluster_size,
-            encrypt,
-        })
+        Ok(Self { location, size, cluster_size, encrypt, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -12571,7 +11861,7 @@ impl BlockdevCreateOptionsRbd {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevCreateOptionsSshLocation {
     /// `server`. In every dumped QEMU.
@@ -12614,13 +11904,7 @@ impl BlockdevCreateOptionsSshLocation {
         let path = rt::required(m, "path")?;
         let user = rt::optional(m, "user")?;
         let host_key_check = rt::optional(m, "host-key-check")?;
-        Ok(Self {
-            server,
-            path,
-            user,
-            host_key_check,
-            other: Map::new(),
-        })
+        Ok(Self { server, path, user, host_key_check, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -12648,7 +11932,7 @@ impl Qmp for BlockdevCreateOptionsSshLocation {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevCreateOptionsSsh {
     /// `location`. In every dumped QEMU.
@@ -12661,13 +11945,16 @@ impl BlockdevCreateOptionsSsh {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(location: BlockdevCreateOptionsSshLocation, size: i64) -> Self {
-        Self { location, size }
+        Self {
+            location,
+            size,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let location = rt::required(m, "location")?;
         let size = rt::required(m, "size")?;
-        Ok(Self { location, size })
+        Ok(Self { location, size, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -12676,7 +11963,7 @@ impl BlockdevCreateOptionsSsh {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevCreateOptionsVdi {
     /// `file`. In every dumped QEMU.
@@ -12707,11 +11994,7 @@ impl BlockdevCreateOptionsVdi {
         let file = rt::required(m, "file")?;
         let size = rt::required(m, "size")?;
         let preallocation = rt::optional(m, "preallocation")?;
-        Ok(Self {
-            file,
-            size,
-            preallocation,
-        })
+        Ok(Self { file, size, preallocation, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -12757,7 +12040,7 @@ impl Qmp for BlockdevCreateOptionsVhdxSubformat {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevCreateOptionsVhdx {
     /// `file`. In every dumped QEMU.
@@ -12815,14 +12098,7 @@ impl BlockdevCreateOptionsVhdx {
         let block_size = rt::optional(m, "block-size")?;
         let subformat = rt::optional(m, "subformat")?;
         let block_state_zero = rt::optional(m, "block-state-zero")?;
-        Ok(Self {
-            file,
-            size,
-            log_size,
-            block_size,
-            subformat,
-            block_state_zero,
-        })
+        Ok(Self { file, size, log_size, block_size, subformat, block_state_zero, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -12927,7 +12203,7 @@ impl Qmp for BlockdevCreateOptionsVmdkAdapterType {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevCreateOptionsVmdk {
     /// `file`. In every dumped QEMU.
@@ -13012,17 +12288,7 @@ impl BlockdevCreateOptionsVmdk {
         let hwversion = rt::optional(m, "hwversion")?;
         let toolsversion = rt::optional(m, "toolsversion")?;
         let zeroed_grain = rt::optional(m, "zeroed-grain")?;
-        Ok(Self {
-            file,
-            size,
-            extents,
-            subformat,
-            backing_file,
-            adapter_type,
-            hwversion,
-            toolsversion,
-            zeroed_grain,
-        })
+        Ok(Self { file, size, extents, subformat, backing_file, adapter_type, hwversion, toolsversion, zeroed_grain, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -13038,7 +12304,7 @@ impl BlockdevCreateOptionsVmdk {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevCreateOptionsVpc {
     /// `file`. In every dumped QEMU.
@@ -13078,12 +12344,7 @@ impl BlockdevCreateOptionsVpc {
         let size = rt::required(m, "size")?;
         let subformat = rt::optional(m, "subformat")?;
         let force_size = rt::optional(m, "force-size")?;
-        Ok(Self {
-            file,
-            size,
-            subformat,
-            force_size,
-        })
+        Ok(Self { file, size, subformat, force_size, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -13094,601 +12355,700 @@ impl BlockdevCreateOptionsVpc {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevCreateOptionsBlkdebug {}
+pub struct BlockdevCreateOptionsBlkdebug {
+}
 
 impl BlockdevCreateOptionsBlkdebug {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevCreateOptionsBlklogwrites {}
+pub struct BlockdevCreateOptionsBlklogwrites {
+}
 
 impl BlockdevCreateOptionsBlklogwrites {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevCreateOptionsBlkreplay {}
+pub struct BlockdevCreateOptionsBlkreplay {
+}
 
 impl BlockdevCreateOptionsBlkreplay {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevCreateOptionsBlkverify {}
+pub struct BlockdevCreateOptionsBlkverify {
+}
 
 impl BlockdevCreateOptionsBlkverify {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevCreateOptionsBochs {}
+pub struct BlockdevCreateOptionsBochs {
+}
 
 impl BlockdevCreateOptionsBochs {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevCreateOptionsCloop {}
+pub struct BlockdevCreateOptionsCloop {
+}
 
 impl BlockdevCreateOptionsCloop {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevCreateOptionsCompress {}
+pub struct BlockdevCreateOptionsCompress {
+}
 
 impl BlockdevCreateOptionsCompress {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevCreateOptionsCopyBeforeWrite {}
+pub struct BlockdevCreateOptionsCopyBeforeWrite {
+}
 
 impl BlockdevCreateOptionsCopyBeforeWrite {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevCreateOptionsCopyOnRead {}
+pub struct BlockdevCreateOptionsCopyOnRead {
+}
 
 impl BlockdevCreateOptionsCopyOnRead {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevCreateOptionsDmg {}
+pub struct BlockdevCreateOptionsDmg {
+}
 
 impl BlockdevCreateOptionsDmg {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevCreateOptionsSnapshotAccess {}
+pub struct BlockdevCreateOptionsSnapshotAccess {
+}
 
 impl BlockdevCreateOptionsSnapshotAccess {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevCreateOptionsFtp {}
+pub struct BlockdevCreateOptionsFtp {
+}
 
 impl BlockdevCreateOptionsFtp {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevCreateOptionsFtps {}
+pub struct BlockdevCreateOptionsFtps {
+}
 
 impl BlockdevCreateOptionsFtps {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevCreateOptionsHostCdrom {}
+pub struct BlockdevCreateOptionsHostCdrom {
+}
 
 impl BlockdevCreateOptionsHostCdrom {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevCreateOptionsHostDevice {}
+pub struct BlockdevCreateOptionsHostDevice {
+}
 
 impl BlockdevCreateOptionsHostDevice {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevCreateOptionsHttp {}
+pub struct BlockdevCreateOptionsHttp {
+}
 
 impl BlockdevCreateOptionsHttp {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevCreateOptionsHttps {}
+pub struct BlockdevCreateOptionsHttps {
+}
 
 impl BlockdevCreateOptionsHttps {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevCreateOptionsIoUring {}
+pub struct BlockdevCreateOptionsIoUring {
+}
 
 impl BlockdevCreateOptionsIoUring {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevCreateOptionsIscsi {}
+pub struct BlockdevCreateOptionsIscsi {
+}
 
 impl BlockdevCreateOptionsIscsi {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevCreateOptionsNbd {}
+pub struct BlockdevCreateOptionsNbd {
+}
 
 impl BlockdevCreateOptionsNbd {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevCreateOptionsNullAio {}
+pub struct BlockdevCreateOptionsNullAio {
+}
 
 impl BlockdevCreateOptionsNullAio {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevCreateOptionsNullCo {}
+pub struct BlockdevCreateOptionsNullCo {
+}
 
 impl BlockdevCreateOptionsNullCo {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevCreateOptionsNvme {}
+pub struct BlockdevCreateOptionsNvme {
+}
 
 impl BlockdevCreateOptionsNvme {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevCreateOptionsNvmeIoUring {}
+pub struct BlockdevCreateOptionsNvmeIoUring {
+}
 
 impl BlockdevCreateOptionsNvmeIoUring {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevCreateOptionsPreallocate {}
+pub struct BlockdevCreateOptionsPreallocate {
+}
 
 impl BlockdevCreateOptionsPreallocate {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevCreateOptionsQuorum {}
+pub struct BlockdevCreateOptionsQuorum {
+}
 
 impl BlockdevCreateOptionsQuorum {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevCreateOptionsRaw {}
+pub struct BlockdevCreateOptionsRaw {
+}
 
 impl BlockdevCreateOptionsRaw {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevCreateOptionsReplication {}
+pub struct BlockdevCreateOptionsReplication {
+}
 
 impl BlockdevCreateOptionsReplication {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevCreateOptionsThrottle {}
+pub struct BlockdevCreateOptionsThrottle {
+}
 
 impl BlockdevCreateOptionsThrottle {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevCreateOptionsVirtioBlkVfioPci {}
+pub struct BlockdevCreateOptionsVirtioBlkVfioPci {
+}
 
 impl BlockdevCreateOptionsVirtioBlkVfioPci {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevCreateOptionsVirtioBlkVhostUser {}
+pub struct BlockdevCreateOptionsVirtioBlkVhostUser {
+}
 
 impl BlockdevCreateOptionsVirtioBlkVhostUser {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevCreateOptionsVirtioBlkVhostVdpa {}
+pub struct BlockdevCreateOptionsVirtioBlkVhostVdpa {
+}
 
 impl BlockdevCreateOptionsVirtioBlkVhostVdpa {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct BlockdevCreateOptionsVvfat {}
+pub struct BlockdevCreateOptionsVvfat {
+}
 
 impl BlockdevCreateOptionsVvfat {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevCreateOptionsGlusterLocation {
     /// `volume`. In: 7.2-system, 7.2-storage-daemon, 10.0-system, 10.0-storage-daemon.
@@ -13735,14 +13095,7 @@ impl BlockdevCreateOptionsGlusterLocation {
         let server = rt::required(m, "server")?;
         let debug = rt::optional(m, "debug")?;
         let logfile = rt::optional(m, "logfile")?;
-        Ok(Self {
-            volume,
-            path,
-            server,
-            debug,
-            logfile,
-            other: Map::new(),
-        })
+        Ok(Self { volume, path, server, debug, logfile, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -13771,7 +13124,7 @@ impl Qmp for BlockdevCreateOptionsGlusterLocation {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevCreateOptionsGluster {
     /// `location`. In: 7.2-system, 7.2-storage-daemon, 10.0-system, 10.0-storage-daemon.
@@ -13802,11 +13155,7 @@ impl BlockdevCreateOptionsGluster {
         let location = rt::required(m, "location")?;
         let size = rt::required(m, "size")?;
         let preallocation = rt::optional(m, "preallocation")?;
-        Ok(Self {
-            location,
-            size,
-            preallocation,
-        })
+        Ok(Self { location, size, preallocation, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -13816,7 +13165,7 @@ impl BlockdevCreateOptionsGluster {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevCreateOptions {
     /// The members of the branch the tag picks.
@@ -14357,10 +13706,7 @@ impl BlockdevCreateOptions {
             }
             _ => BlockdevCreateOptionsBranch::Other,
         };
-        Ok(Self {
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -14422,10 +13768,7 @@ impl BlockdevCreateOptions {
                 b.put(m);
             }
             BlockdevCreateOptionsBranch::Blklogwrites(b) => {
-                m.insert(
-                    "driver".to_owned(),
-                    Value::String("blklogwrites".to_owned()),
-                );
+                m.insert("driver".to_owned(), Value::String("blklogwrites".to_owned()));
                 b.put(m);
             }
             BlockdevCreateOptionsBranch::Blkreplay(b) => {
@@ -14449,17 +13792,11 @@ impl BlockdevCreateOptions {
                 b.put(m);
             }
             BlockdevCreateOptionsBranch::CopyBeforeWrite(b) => {
-                m.insert(
-                    "driver".to_owned(),
-                    Value::String("copy-before-write".to_owned()),
-                );
+                m.insert("driver".to_owned(), Value::String("copy-before-write".to_owned()));
                 b.put(m);
             }
             BlockdevCreateOptionsBranch::CopyOnRead(b) => {
-                m.insert(
-                    "driver".to_owned(),
-                    Value::String("copy-on-read".to_owned()),
-                );
+                m.insert("driver".to_owned(), Value::String("copy-on-read".to_owned()));
                 b.put(m);
             }
             BlockdevCreateOptionsBranch::Dmg(b) => {
@@ -14467,10 +13804,7 @@ impl BlockdevCreateOptions {
                 b.put(m);
             }
             BlockdevCreateOptionsBranch::SnapshotAccess(b) => {
-                m.insert(
-                    "driver".to_owned(),
-                    Value::String("snapshot-access".to_owned()),
-                );
+                m.insert("driver".to_owned(), Value::String("snapshot-access".to_owned()));
                 b.put(m);
             }
             BlockdevCreateOptionsBranch::Ftp(b) => {
@@ -14522,10 +13856,7 @@ impl BlockdevCreateOptions {
                 b.put(m);
             }
             BlockdevCreateOptionsBranch::NvmeIoUring(b) => {
-                m.insert(
-                    "driver".to_owned(),
-                    Value::String("nvme-io_uring".to_owned()),
-                );
+                m.insert("driver".to_owned(), Value::String("nvme-io_uring".to_owned()));
                 b.put(m);
             }
             BlockdevCreateOptionsBranch::Preallocate(b) => {
@@ -14549,24 +13880,15 @@ impl BlockdevCreateOptions {
                 b.put(m);
             }
             BlockdevCreateOptionsBranch::VirtioBlkVfioPci(b) => {
-                m.insert(
-                    "driver".to_owned(),
-                    Value::String("virtio-blk-vfio-pci".to_owned()),
-                );
+                m.insert("driver".to_owned(), Value::String("virtio-blk-vfio-pci".to_owned()));
                 b.put(m);
             }
             BlockdevCreateOptionsBranch::VirtioBlkVhostUser(b) => {
-                m.insert(
-                    "driver".to_owned(),
-                    Value::String("virtio-blk-vhost-user".to_owned()),
-                );
+                m.insert("driver".to_owned(), Value::String("virtio-blk-vhost-user".to_owned()));
                 b.put(m);
             }
             BlockdevCreateOptionsBranch::VirtioBlkVhostVdpa(b) => {
-                m.insert(
-                    "driver".to_owned(),
-                    Value::String("virtio-blk-vhost-vdpa".to_owned()),
-                );
+                m.insert("driver".to_owned(), Value::String("virtio-blk-vhost-vdpa".to_owned()));
                 b.put(m);
             }
             BlockdevCreateOptionsBranch::Vvfat(b) => {
@@ -14600,7 +13922,7 @@ impl Qmp for BlockdevCreateOptions {
 }
 
 /// The branches of [`BlockdevCreateOptions`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum BlockdevCreateOptionsBranch {
     /// `file`. In every dumped QEMU.
@@ -14702,7 +14024,7 @@ pub enum BlockdevCreateOptionsBranch {
     Other,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevCreate {
     /// `job-id`. In every dumped QEMU.
@@ -14727,11 +14049,7 @@ impl BlockdevCreate {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let job_id = rt::required(m, "job-id")?;
         let options = rt::required(m, "options")?;
-        Ok(Self {
-            job_id,
-            options,
-            other: Map::new(),
-        })
+        Ok(Self { job_id, options, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -14760,18 +14078,11 @@ impl Qmp for BlockdevCreate {
 impl rt::Command for BlockdevCreate {
     const NAME: &'static str = "blockdev-create";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevDel {
     /// `node-name`. In every dumped QEMU.
@@ -14792,10 +14103,7 @@ impl BlockdevDel {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let node_name = rt::required(m, "node-name")?;
-        Ok(Self {
-            node_name,
-            other: Map::new(),
-        })
+        Ok(Self { node_name, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -14823,18 +14131,11 @@ impl Qmp for BlockdevDel {
 impl rt::Command for BlockdevDel {
     const NAME: &'static str = "blockdev-del";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevInsertMedium {
     /// `id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -14859,11 +14160,7 @@ impl BlockdevInsertMedium {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let id = rt::required(m, "id")?;
         let node_name = rt::required(m, "node-name")?;
-        Ok(Self {
-            id,
-            node_name,
-            other: Map::new(),
-        })
+        Ok(Self { id, node_name, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -14896,7 +14193,7 @@ impl rt::Command for BlockdevInsertMedium {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevMirror {
     /// `job-id`. In every dumped QEMU.
@@ -15033,24 +14330,7 @@ impl BlockdevMirror {
         let auto_finalize = rt::optional(m, "auto-finalize")?;
         let auto_dismiss = rt::optional(m, "auto-dismiss")?;
         let target_is_zero = rt::optional(m, "target-is-zero")?;
-        Ok(Self {
-            job_id,
-            device,
-            target,
-            replaces,
-            sync,
-            speed,
-            granularity,
-            buf_size,
-            on_source_error,
-            on_target_error,
-            filter_node_name,
-            copy_mode,
-            auto_finalize,
-            auto_dismiss,
-            target_is_zero,
-            other: Map::new(),
-        })
+        Ok(Self { job_id, device, target, replaces, sync, speed, granularity, buf_size, on_source_error, on_target_error, filter_node_name, copy_mode, auto_finalize, auto_dismiss, target_is_zero, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -15092,18 +14372,11 @@ impl Qmp for BlockdevMirror {
 impl rt::Command for BlockdevMirror {
     const NAME: &'static str = "blockdev-mirror";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevOpenTray {
     /// `device`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -15147,12 +14420,7 @@ impl BlockdevOpenTray {
         let device = rt::optional(m, "device")?;
         let id = rt::optional(m, "id")?;
         let force = rt::optional(m, "force")?;
-        Ok(Self {
-            device,
-            id,
-            force,
-            other: Map::new(),
-        })
+        Ok(Self { device, id, force, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -15186,7 +14454,7 @@ impl rt::Command for BlockdevOpenTray {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevRemoveMedium {
     /// `id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -15207,10 +14475,7 @@ impl BlockdevRemoveMedium {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let id = rt::required(m, "id")?;
-        Ok(Self {
-            id,
-            other: Map::new(),
-        })
+        Ok(Self { id, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -15242,7 +14507,7 @@ impl rt::Command for BlockdevRemoveMedium {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevReopen {
     /// `options`. In every dumped QEMU.
@@ -15263,10 +14528,7 @@ impl BlockdevReopen {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let options = rt::required(m, "options")?;
-        Ok(Self {
-            options,
-            other: Map::new(),
-        })
+        Ok(Self { options, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -15294,18 +14556,11 @@ impl Qmp for BlockdevReopen {
 impl rt::Command for BlockdevReopen {
     const NAME: &'static str = "blockdev-reopen";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevSetActive {
     /// `node-name`. In: 10.0-system, 10.0-storage-daemon, 11.1-system, 11.1-storage-daemon.
@@ -15335,11 +14590,7 @@ impl BlockdevSetActive {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let node_name = rt::optional(m, "node-name")?;
         let active = rt::required(m, "active")?;
-        Ok(Self {
-            node_name,
-            active,
-            other: Map::new(),
-        })
+        Ok(Self { node_name, active, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -15368,16 +14619,11 @@ impl Qmp for BlockdevSetActive {
 impl rt::Command for BlockdevSetActive {
     const NAME: &'static str = "blockdev-set-active";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevSnapshot {
     /// `node`. In every dumped QEMU.
@@ -15402,11 +14648,7 @@ impl BlockdevSnapshot {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let node = rt::required(m, "node")?;
         let overlay = rt::required(m, "overlay")?;
-        Ok(Self {
-            node,
-            overlay,
-            other: Map::new(),
-        })
+        Ok(Self { node, overlay, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -15435,18 +14677,11 @@ impl Qmp for BlockdevSnapshot {
 impl rt::Command for BlockdevSnapshot {
     const NAME: &'static str = "blockdev-snapshot";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevSnapshotDeleteInternalSync {
     /// `device`. In every dumped QEMU.
@@ -15485,12 +14720,7 @@ impl BlockdevSnapshotDeleteInternalSync {
         let device = rt::required(m, "device")?;
         let id = rt::optional(m, "id")?;
         let name = rt::optional(m, "name")?;
-        Ok(Self {
-            device,
-            id,
-            name,
-            other: Map::new(),
-        })
+        Ok(Self { device, id, name, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -15517,7 +14747,7 @@ impl Qmp for BlockdevSnapshotDeleteInternalSync {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevSnapshotDeleteInternalSyncReturn {
     /// `id`. In every dumped QEMU.
@@ -15606,17 +14836,7 @@ impl BlockdevSnapshotDeleteInternalSyncReturn {
         let vm_clock_sec = rt::optional(m, "vm-clock-sec")?;
         let vm_clock_nsec = rt::optional(m, "vm-clock-nsec")?;
         let icount = rt::optional(m, "icount")?;
-        Ok(Self {
-            id,
-            name,
-            vm_state_size,
-            date_sec,
-            date_nsec,
-            vm_clock_sec,
-            vm_clock_nsec,
-            icount,
-            other: Map::new(),
-        })
+        Ok(Self { id, name, vm_state_size, date_sec, date_nsec, vm_clock_sec, vm_clock_nsec, icount, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -15651,18 +14871,11 @@ impl Qmp for BlockdevSnapshotDeleteInternalSyncReturn {
 impl rt::Command for BlockdevSnapshotDeleteInternalSync {
     const NAME: &'static str = "blockdev-snapshot-delete-internal-sync";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = BlockdevSnapshotDeleteInternalSyncReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevSnapshotInternalSync {
     /// `device`. In every dumped QEMU.
@@ -15687,11 +14900,7 @@ impl BlockdevSnapshotInternalSync {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let device = rt::required(m, "device")?;
         let name = rt::required(m, "name")?;
-        Ok(Self {
-            device,
-            name,
-            other: Map::new(),
-        })
+        Ok(Self { device, name, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -15720,14 +14929,7 @@ impl Qmp for BlockdevSnapshotInternalSync {
 impl rt::Command for BlockdevSnapshotInternalSync {
     const NAME: &'static str = "blockdev-snapshot-internal-sync";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
@@ -15767,7 +14969,7 @@ impl Qmp for BlockdevSnapshotSyncMode {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockdevSnapshotSync {
     /// `device`. In every dumped QEMU.
@@ -15833,15 +15035,7 @@ impl BlockdevSnapshotSync {
         let snapshot_node_name = rt::optional(m, "snapshot-node-name")?;
         let format = rt::optional(m, "format")?;
         let mode = rt::optional(m, "mode")?;
-        Ok(Self {
-            device,
-            node_name,
-            snapshot_file,
-            snapshot_node_name,
-            format,
-            mode,
-            other: Map::new(),
-        })
+        Ok(Self { device, node_name, snapshot_file, snapshot_node_name, format, mode, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -15874,14 +15068,7 @@ impl Qmp for BlockdevSnapshotSync {
 impl rt::Command for BlockdevSnapshotSync {
     const NAME: &'static str = "blockdev-snapshot-sync";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
@@ -15961,7 +15148,7 @@ impl Qmp for CalcDirtyRateMode {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct CalcDirtyRate {
     /// `calc-time`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -16009,13 +15196,7 @@ impl CalcDirtyRate {
         let calc_time_unit = rt::optional(m, "calc-time-unit")?;
         let sample_pages = rt::optional(m, "sample-pages")?;
         let mode = rt::optional(m, "mode")?;
-        Ok(Self {
-            calc_time,
-            calc_time_unit,
-            sample_pages,
-            mode,
-            other: Map::new(),
-        })
+        Ok(Self { calc_time, calc_time_unit, sample_pages, mode, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -16050,7 +15231,7 @@ impl rt::Command for CalcDirtyRate {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct CancelVcpuDirtyLimit {
     /// `cpu-index`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -16076,10 +15257,7 @@ impl CancelVcpuDirtyLimit {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let cpu_index = rt::optional(m, "cpu-index")?;
-        Ok(Self {
-            cpu_index,
-            other: Map::new(),
-        })
+        Ok(Self { cpu_index, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -16111,7 +15289,7 @@ impl rt::Command for CancelVcpuDirtyLimit {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChangeBackingFile {
     /// `device`. In every dumped QEMU.
@@ -16140,12 +15318,7 @@ impl ChangeBackingFile {
         let device = rt::required(m, "device")?;
         let image_node_name = rt::required(m, "image-node-name")?;
         let backing_file = rt::required(m, "backing-file")?;
-        Ok(Self {
-            device,
-            image_node_name,
-            backing_file,
-            other: Map::new(),
-        })
+        Ok(Self { device, image_node_name, backing_file, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -16175,18 +15348,11 @@ impl Qmp for ChangeBackingFile {
 impl rt::Command for ChangeBackingFile {
     const NAME: &'static str = "change-backing-file";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChangeVncPassword {
     /// `password`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -16207,10 +15373,7 @@ impl ChangeVncPassword {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let password = rt::required(m, "password")?;
-        Ok(Self {
-            password,
-            other: Map::new(),
-        })
+        Ok(Self { password, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -16242,7 +15405,7 @@ impl rt::Command for ChangeVncPassword {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendFileData {
     /// `logfile`. In every dumped QEMU.
@@ -16308,15 +15471,7 @@ impl ChardevAddBackendFileData {
         let r#in = rt::optional(m, "in")?;
         let out = rt::required(m, "out")?;
         let append = rt::optional(m, "append")?;
-        Ok(Self {
-            logfile,
-            logappend,
-            logtimestamp,
-            r#in,
-            out,
-            append,
-            other: Map::new(),
-        })
+        Ok(Self { logfile, logappend, logtimestamp, r#in, out, append, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -16346,7 +15501,7 @@ impl Qmp for ChardevAddBackendFileData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendFile {
     /// `data`. In every dumped QEMU.
@@ -16357,12 +15512,14 @@ impl ChardevAddBackendFile {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: ChardevAddBackendFileData) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -16370,7 +15527,7 @@ impl ChardevAddBackendFile {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendSerialData {
     /// `logfile`. In every dumped QEMU.
@@ -16418,13 +15575,7 @@ impl ChardevAddBackendSerialData {
         let logappend = rt::optional(m, "logappend")?;
         let logtimestamp = rt::optional(m, "logtimestamp")?;
         let device = rt::required(m, "device")?;
-        Ok(Self {
-            logfile,
-            logappend,
-            logtimestamp,
-            device,
-            other: Map::new(),
-        })
+        Ok(Self { logfile, logappend, logtimestamp, device, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -16452,7 +15603,7 @@ impl Qmp for ChardevAddBackendSerialData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendSerial {
     /// `data`. In every dumped QEMU.
@@ -16463,12 +15614,14 @@ impl ChardevAddBackendSerial {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: ChardevAddBackendSerialData) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -16476,7 +15629,7 @@ impl ChardevAddBackendSerial {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendParallel {
     /// `data`. In every dumped QEMU.
@@ -16487,12 +15640,14 @@ impl ChardevAddBackendParallel {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: ChardevAddBackendSerialData) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -16500,7 +15655,7 @@ impl ChardevAddBackendParallel {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendPipe {
     /// `data`. In every dumped QEMU.
@@ -16511,12 +15666,14 @@ impl ChardevAddBackendPipe {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: ChardevAddBackendSerialData) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -16524,7 +15681,7 @@ impl ChardevAddBackendPipe {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendSocketDataAddrInet {
     /// `data`. In every dumped QEMU.
@@ -16535,12 +15692,14 @@ impl ChardevAddBackendSocketDataAddrInet {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: BlockdevAddSshServer) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -16548,7 +15707,7 @@ impl ChardevAddBackendSocketDataAddrInet {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendSocketDataAddrUnixData {
     /// `path`. In every dumped QEMU.
@@ -16587,12 +15746,7 @@ impl ChardevAddBackendSocketDataAddrUnixData {
         let path = rt::required(m, "path")?;
         let r#abstract = rt::optional(m, "abstract")?;
         let tight = rt::optional(m, "tight")?;
-        Ok(Self {
-            path,
-            r#abstract,
-            tight,
-            other: Map::new(),
-        })
+        Ok(Self { path, r#abstract, tight, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -16619,7 +15773,7 @@ impl Qmp for ChardevAddBackendSocketDataAddrUnixData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendSocketDataAddrUnix {
     /// `data`. In every dumped QEMU.
@@ -16630,12 +15784,14 @@ impl ChardevAddBackendSocketDataAddrUnix {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: ChardevAddBackendSocketDataAddrUnixData) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -16643,7 +15799,7 @@ impl ChardevAddBackendSocketDataAddrUnix {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendSocketDataAddrVsockData {
     /// `cid`. In every dumped QEMU.
@@ -16668,11 +15824,7 @@ impl ChardevAddBackendSocketDataAddrVsockData {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let cid = rt::required(m, "cid")?;
         let port = rt::required(m, "port")?;
-        Ok(Self {
-            cid,
-            port,
-            other: Map::new(),
-        })
+        Ok(Self { cid, port, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -16698,7 +15850,7 @@ impl Qmp for ChardevAddBackendSocketDataAddrVsockData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendSocketDataAddrVsock {
     /// `data`. In every dumped QEMU.
@@ -16709,12 +15861,14 @@ impl ChardevAddBackendSocketDataAddrVsock {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: ChardevAddBackendSocketDataAddrVsockData) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -16722,7 +15876,7 @@ impl ChardevAddBackendSocketDataAddrVsock {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendSocketDataAddrFdData {
     /// `str`. In every dumped QEMU.
@@ -16743,10 +15897,7 @@ impl ChardevAddBackendSocketDataAddrFdData {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let str = rt::required(m, "str")?;
-        Ok(Self {
-            str,
-            other: Map::new(),
-        })
+        Ok(Self { str, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -16771,7 +15922,7 @@ impl Qmp for ChardevAddBackendSocketDataAddrFdData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendSocketDataAddrFd {
     /// `data`. In every dumped QEMU.
@@ -16782,12 +15933,14 @@ impl ChardevAddBackendSocketDataAddrFd {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: ChardevAddBackendSocketDataAddrFdData) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -16795,7 +15948,7 @@ impl ChardevAddBackendSocketDataAddrFd {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendSocketDataAddr {
     /// The members of the branch the tag picks.
@@ -16863,10 +16016,7 @@ impl ChardevAddBackendSocketDataAddr {
             }
             _ => ChardevAddBackendSocketDataAddrBranch::Other,
         };
-        Ok(Self {
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -16910,7 +16060,7 @@ impl Qmp for ChardevAddBackendSocketDataAddr {
 }
 
 /// The branches of [`ChardevAddBackendSocketDataAddr`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum ChardevAddBackendSocketDataAddrBranch {
     /// `inet`. In every dumped QEMU.
@@ -16926,7 +16076,7 @@ pub enum ChardevAddBackendSocketDataAddrBranch {
     Other,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendSocketData {
     /// `logfile`. In every dumped QEMU.
@@ -17064,23 +16214,7 @@ impl ChardevAddBackendSocketData {
         let websocket = rt::optional(m, "websocket")?;
         let reconnect_ms = rt::optional(m, "reconnect-ms")?;
         let reconnect = rt::optional(m, "reconnect")?;
-        Ok(Self {
-            logfile,
-            logappend,
-            logtimestamp,
-            addr,
-            tls_creds,
-            tls_authz,
-            server,
-            wait,
-            nodelay,
-            telnet,
-            tn3270,
-            websocket,
-            reconnect_ms,
-            reconnect,
-            other: Map::new(),
-        })
+        Ok(Self { logfile, logappend, logtimestamp, addr, tls_creds, tls_authz, server, wait, nodelay, telnet, tn3270, websocket, reconnect_ms, reconnect, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -17118,7 +16252,7 @@ impl Qmp for ChardevAddBackendSocketData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendSocket {
     /// `data`. In every dumped QEMU.
@@ -17129,12 +16263,14 @@ impl ChardevAddBackendSocket {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: ChardevAddBackendSocketData) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -17142,7 +16278,7 @@ impl ChardevAddBackendSocket {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendUdpData {
     /// `logfile`. In every dumped QEMU.
@@ -17199,14 +16335,7 @@ impl ChardevAddBackendUdpData {
         let logtimestamp = rt::optional(m, "logtimestamp")?;
         let remote = rt::required(m, "remote")?;
         let local = rt::optional(m, "local")?;
-        Ok(Self {
-            logfile,
-            logappend,
-            logtimestamp,
-            remote,
-            local,
-            other: Map::new(),
-        })
+        Ok(Self { logfile, logappend, logtimestamp, remote, local, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -17235,7 +16364,7 @@ impl Qmp for ChardevAddBackendUdpData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendUdp {
     /// `data`. In every dumped QEMU.
@@ -17246,12 +16375,14 @@ impl ChardevAddBackendUdp {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: ChardevAddBackendUdpData) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -17259,7 +16390,7 @@ impl ChardevAddBackendUdp {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendPtyData {
     /// `logfile`. In every dumped QEMU.
@@ -17312,13 +16443,7 @@ impl ChardevAddBackendPtyData {
         let logappend = rt::optional(m, "logappend")?;
         let logtimestamp = rt::optional(m, "logtimestamp")?;
         let path = rt::optional(m, "path")?;
-        Ok(Self {
-            logfile,
-            logappend,
-            logtimestamp,
-            path,
-            other: Map::new(),
-        })
+        Ok(Self { logfile, logappend, logtimestamp, path, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -17346,7 +16471,7 @@ impl Qmp for ChardevAddBackendPtyData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendPty {
     /// `data`. In every dumped QEMU.
@@ -17357,12 +16482,14 @@ impl ChardevAddBackendPty {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: ChardevAddBackendPtyData) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -17370,7 +16497,7 @@ impl ChardevAddBackendPty {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendNullData {
     /// `logfile`. In every dumped QEMU.
@@ -17414,12 +16541,7 @@ impl ChardevAddBackendNullData {
         let logfile = rt::optional(m, "logfile")?;
         let logappend = rt::optional(m, "logappend")?;
         let logtimestamp = rt::optional(m, "logtimestamp")?;
-        Ok(Self {
-            logfile,
-            logappend,
-            logtimestamp,
-            other: Map::new(),
-        })
+        Ok(Self { logfile, logappend, logtimestamp, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -17446,7 +16568,7 @@ impl Qmp for ChardevAddBackendNullData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendNull {
     /// `data`. In every dumped QEMU.
@@ -17457,12 +16579,14 @@ impl ChardevAddBackendNull {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: ChardevAddBackendNullData) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -17470,7 +16594,7 @@ impl ChardevAddBackendNull {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendMuxData {
     /// `logfile`. In every dumped QEMU.
@@ -17518,13 +16642,7 @@ impl ChardevAddBackendMuxData {
         let logappend = rt::optional(m, "logappend")?;
         let logtimestamp = rt::optional(m, "logtimestamp")?;
         let chardev = rt::required(m, "chardev")?;
-        Ok(Self {
-            logfile,
-            logappend,
-            logtimestamp,
-            chardev,
-            other: Map::new(),
-        })
+        Ok(Self { logfile, logappend, logtimestamp, chardev, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -17552,7 +16670,7 @@ impl Qmp for ChardevAddBackendMuxData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendMux {
     /// `data`. In every dumped QEMU.
@@ -17563,12 +16681,14 @@ impl ChardevAddBackendMux {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: ChardevAddBackendMuxData) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -17576,7 +16696,7 @@ impl ChardevAddBackendMux {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendHubData {
     /// `logfile`. In: 10.0-system, 10.0-storage-daemon, 11.1-system, 11.1-storage-daemon.
@@ -17624,13 +16744,7 @@ impl ChardevAddBackendHubData {
         let logappend = rt::optional(m, "logappend")?;
         let logtimestamp = rt::optional(m, "logtimestamp")?;
         let chardevs = rt::required(m, "chardevs")?;
-        Ok(Self {
-            logfile,
-            logappend,
-            logtimestamp,
-            chardevs,
-            other: Map::new(),
-        })
+        Ok(Self { logfile, logappend, logtimestamp, chardevs, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -17658,7 +16772,7 @@ impl Qmp for ChardevAddBackendHubData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendHub {
     /// `data`. In: 10.0-system, 10.0-storage-daemon, 11.1-system, 11.1-storage-daemon.
@@ -17669,12 +16783,14 @@ impl ChardevAddBackendHub {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: ChardevAddBackendHubData) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -17682,7 +16798,7 @@ impl ChardevAddBackendHub {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendMsmouse {
     /// `data`. In every dumped QEMU.
@@ -17693,12 +16809,14 @@ impl ChardevAddBackendMsmouse {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: ChardevAddBackendNullData) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -17706,7 +16824,7 @@ impl ChardevAddBackendMsmouse {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendWctablet {
     /// `data`. In every dumped QEMU.
@@ -17717,12 +16835,14 @@ impl ChardevAddBackendWctablet {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: ChardevAddBackendNullData) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -17730,7 +16850,7 @@ impl ChardevAddBackendWctablet {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendBraille {
     /// `data`. In every dumped QEMU.
@@ -17741,12 +16861,14 @@ impl ChardevAddBackendBraille {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: ChardevAddBackendNullData) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -17754,7 +16876,7 @@ impl ChardevAddBackendBraille {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendTestdev {
     /// `data`. In every dumped QEMU.
@@ -17765,12 +16887,14 @@ impl ChardevAddBackendTestdev {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: ChardevAddBackendNullData) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -17778,7 +16902,7 @@ impl ChardevAddBackendTestdev {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendStdioData {
     /// `logfile`. In every dumped QEMU.
@@ -17831,13 +16955,7 @@ impl ChardevAddBackendStdioData {
         let logappend = rt::optional(m, "logappend")?;
         let logtimestamp = rt::optional(m, "logtimestamp")?;
         let signal = rt::optional(m, "signal")?;
-        Ok(Self {
-            logfile,
-            logappend,
-            logtimestamp,
-            signal,
-            other: Map::new(),
-        })
+        Ok(Self { logfile, logappend, logtimestamp, signal, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -17865,7 +16983,7 @@ impl Qmp for ChardevAddBackendStdioData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendStdio {
     /// `data`. In every dumped QEMU.
@@ -17876,12 +16994,14 @@ impl ChardevAddBackendStdio {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: ChardevAddBackendStdioData) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -17889,7 +17009,7 @@ impl ChardevAddBackendStdio {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendSpicevmcData {
     /// `logfile`. In every dumped QEMU.
@@ -17937,13 +17057,7 @@ impl ChardevAddBackendSpicevmcData {
         let logappend = rt::optional(m, "logappend")?;
         let logtimestamp = rt::optional(m, "logtimestamp")?;
         let r#type = rt::required(m, "type")?;
-        Ok(Self {
-            logfile,
-            logappend,
-            logtimestamp,
-            r#type,
-            other: Map::new(),
-        })
+        Ok(Self { logfile, logappend, logtimestamp, r#type, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -17971,7 +17085,7 @@ impl Qmp for ChardevAddBackendSpicevmcData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendSpicevmc {
     /// `data`. In every dumped QEMU.
@@ -17982,12 +17096,14 @@ impl ChardevAddBackendSpicevmc {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: ChardevAddBackendSpicevmcData) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -17995,7 +17111,7 @@ impl ChardevAddBackendSpicevmc {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendSpiceportData {
     /// `logfile`. In every dumped QEMU.
@@ -18043,13 +17159,7 @@ impl ChardevAddBackendSpiceportData {
         let logappend = rt::optional(m, "logappend")?;
         let logtimestamp = rt::optional(m, "logtimestamp")?;
         let fqdn = rt::required(m, "fqdn")?;
-        Ok(Self {
-            logfile,
-            logappend,
-            logtimestamp,
-            fqdn,
-            other: Map::new(),
-        })
+        Ok(Self { logfile, logappend, logtimestamp, fqdn, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -18077,7 +17187,7 @@ impl Qmp for ChardevAddBackendSpiceportData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendSpiceport {
     /// `data`. In every dumped QEMU.
@@ -18088,12 +17198,14 @@ impl ChardevAddBackendSpiceport {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: ChardevAddBackendSpiceportData) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -18101,7 +17213,7 @@ impl ChardevAddBackendSpiceport {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendQemuVdagentData {
     /// `logfile`. In every dumped QEMU.
@@ -18163,14 +17275,7 @@ impl ChardevAddBackendQemuVdagentData {
         let logtimestamp = rt::optional(m, "logtimestamp")?;
         let mouse = rt::optional(m, "mouse")?;
         let clipboard = rt::optional(m, "clipboard")?;
-        Ok(Self {
-            logfile,
-            logappend,
-            logtimestamp,
-            mouse,
-            clipboard,
-            other: Map::new(),
-        })
+        Ok(Self { logfile, logappend, logtimestamp, mouse, clipboard, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -18199,7 +17304,7 @@ impl Qmp for ChardevAddBackendQemuVdagentData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendQemuVdagent {
     /// `data`. In every dumped QEMU.
@@ -18210,12 +17315,14 @@ impl ChardevAddBackendQemuVdagent {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: ChardevAddBackendQemuVdagentData) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -18259,7 +17366,7 @@ impl Qmp for ChardevAddBackendDbusDataEncoding {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendDbusData {
     /// `logfile`. In every dumped QEMU.
@@ -18316,14 +17423,7 @@ impl ChardevAddBackendDbusData {
         let logtimestamp = rt::optional(m, "logtimestamp")?;
         let name = rt::required(m, "name")?;
         let encoding = rt::optional(m, "encoding")?;
-        Ok(Self {
-            logfile,
-            logappend,
-            logtimestamp,
-            name,
-            encoding,
-            other: Map::new(),
-        })
+        Ok(Self { logfile, logappend, logtimestamp, name, encoding, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -18352,7 +17452,7 @@ impl Qmp for ChardevAddBackendDbusData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendDbus {
     /// `data`. In every dumped QEMU.
@@ -18363,12 +17463,14 @@ impl ChardevAddBackendDbus {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: ChardevAddBackendDbusData) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -18376,7 +17478,7 @@ impl ChardevAddBackendDbus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendVcData {
     /// `logfile`. In every dumped QEMU.
@@ -18465,17 +17567,7 @@ impl ChardevAddBackendVcData {
         let cols = rt::optional(m, "cols")?;
         let rows = rt::optional(m, "rows")?;
         let encoding = rt::optional(m, "encoding")?;
-        Ok(Self {
-            logfile,
-            logappend,
-            logtimestamp,
-            width,
-            height,
-            cols,
-            rows,
-            encoding,
-            other: Map::new(),
-        })
+        Ok(Self { logfile, logappend, logtimestamp, width, height, cols, rows, encoding, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -18507,7 +17599,7 @@ impl Qmp for ChardevAddBackendVcData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendVc {
     /// `data`. In every dumped QEMU.
@@ -18518,12 +17610,14 @@ impl ChardevAddBackendVc {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: ChardevAddBackendVcData) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -18531,7 +17625,7 @@ impl ChardevAddBackendVc {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendRingbufData {
     /// `logfile`. In every dumped QEMU.
@@ -18584,13 +17678,7 @@ impl ChardevAddBackendRingbufData {
         let logappend = rt::optional(m, "logappend")?;
         let logtimestamp = rt::optional(m, "logtimestamp")?;
         let size = rt::optional(m, "size")?;
-        Ok(Self {
-            logfile,
-            logappend,
-            logtimestamp,
-            size,
-            other: Map::new(),
-        })
+        Ok(Self { logfile, logappend, logtimestamp, size, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -18618,7 +17706,7 @@ impl Qmp for ChardevAddBackendRingbufData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendRingbuf {
     /// `data`. In every dumped QEMU.
@@ -18629,12 +17717,14 @@ impl ChardevAddBackendRingbuf {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: ChardevAddBackendRingbufData) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -18642,7 +17732,7 @@ impl ChardevAddBackendRingbuf {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendMemory {
     /// `data`. In every dumped QEMU.
@@ -18653,12 +17743,14 @@ impl ChardevAddBackendMemory {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: ChardevAddBackendRingbufData) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -18666,7 +17758,7 @@ impl ChardevAddBackendMemory {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendConsoleData {
     /// `logfile`. In: 7.2-system, 7.2-storage-daemon.
@@ -18701,11 +17793,7 @@ impl ChardevAddBackendConsoleData {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let logfile = rt::optional(m, "logfile")?;
         let logappend = rt::optional(m, "logappend")?;
-        Ok(Self {
-            logfile,
-            logappend,
-            other: Map::new(),
-        })
+        Ok(Self { logfile, logappend, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -18731,7 +17819,7 @@ impl Qmp for ChardevAddBackendConsoleData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackendConsole {
     /// `data`. In: 7.2-system, 7.2-storage-daemon.
@@ -18742,12 +17830,14 @@ impl ChardevAddBackendConsole {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: ChardevAddBackendConsoleData) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -18755,7 +17845,7 @@ impl ChardevAddBackendConsole {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddBackend {
     /// The members of the branch the tag picks.
@@ -19032,10 +18122,7 @@ impl ChardevAddBackend {
             }
             _ => ChardevAddBackendBranch::Other,
         };
-        Ok(Self {
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -19155,7 +18242,7 @@ impl Qmp for ChardevAddBackend {
 }
 
 /// The branches of [`ChardevAddBackend`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum ChardevAddBackendBranch {
     /// `file`. In every dumped QEMU.
@@ -19209,7 +18296,7 @@ pub enum ChardevAddBackendBranch {
     Other,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAdd {
     /// `id`. In every dumped QEMU.
@@ -19234,11 +18321,7 @@ impl ChardevAdd {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let id = rt::required(m, "id")?;
         let backend = rt::required(m, "backend")?;
-        Ok(Self {
-            id,
-            backend,
-            other: Map::new(),
-        })
+        Ok(Self { id, backend, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -19264,7 +18347,7 @@ impl Qmp for ChardevAdd {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevAddReturn {
     /// `pty`. In every dumped QEMU.
@@ -19290,10 +18373,7 @@ impl ChardevAddReturn {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let pty = rt::optional(m, "pty")?;
-        Ok(Self {
-            pty,
-            other: Map::new(),
-        })
+        Ok(Self { pty, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -19321,18 +18401,11 @@ impl Qmp for ChardevAddReturn {
 impl rt::Command for ChardevAdd {
     const NAME: &'static str = "chardev-add";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = ChardevAddReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevChange {
     /// `id`. In every dumped QEMU.
@@ -19357,11 +18430,7 @@ impl ChardevChange {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let id = rt::required(m, "id")?;
         let backend = rt::required(m, "backend")?;
-        Ok(Self {
-            id,
-            backend,
-            other: Map::new(),
-        })
+        Ok(Self { id, backend, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -19390,18 +18459,11 @@ impl Qmp for ChardevChange {
 impl rt::Command for ChardevChange {
     const NAME: &'static str = "chardev-change";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = ChardevAddReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevRemove {
     /// `id`. In every dumped QEMU.
@@ -19422,10 +18484,7 @@ impl ChardevRemove {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let id = rt::required(m, "id")?;
-        Ok(Self {
-            id,
-            other: Map::new(),
-        })
+        Ok(Self { id, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -19453,18 +18512,11 @@ impl Qmp for ChardevRemove {
 impl rt::Command for ChardevRemove {
     const NAME: &'static str = "chardev-remove";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChardevSendBreak {
     /// `id`. In every dumped QEMU.
@@ -19485,10 +18537,7 @@ impl ChardevSendBreak {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let id = rt::required(m, "id")?;
-        Ok(Self {
-            id,
-            other: Map::new(),
-        })
+        Ok(Self { id, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -19516,18 +18565,11 @@ impl Qmp for ChardevSendBreak {
 impl rt::Command for ChardevSendBreak {
     const NAME: &'static str = "chardev-send-break";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ClientMigrateInfo {
     /// `protocol`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -19579,14 +18621,7 @@ impl ClientMigrateInfo {
         let port = rt::optional(m, "port")?;
         let tls_port = rt::optional(m, "tls-port")?;
         let cert_subject = rt::optional(m, "cert-subject")?;
-        Ok(Self {
-            protocol,
-            hostname,
-            port,
-            tls_port,
-            cert_subject,
-            other: Map::new(),
-        })
+        Ok(Self { protocol, hostname, port, tls_port, cert_subject, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -19622,7 +18657,7 @@ impl rt::Command for ClientMigrateInfo {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Closefd {
     /// `fdname`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -19643,10 +18678,7 @@ impl Closefd {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let fdname = rt::required(m, "fdname")?;
-        Ok(Self {
-            fdname,
-            other: Map::new(),
-        })
+        Ok(Self { fdname, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -19678,7 +18710,7 @@ impl rt::Command for Closefd {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Cont {
     /// Members the dumps did not have, as received.
@@ -19689,11 +18721,13 @@ impl Cont {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -19768,7 +18802,7 @@ impl Qmp for CxlAddDynamicCapacitySelectionPolicy {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct CxlAddDynamicCapacityExtents {
     /// `offset`. In: 10.0-system, 11.1-system.
@@ -19793,11 +18827,7 @@ impl CxlAddDynamicCapacityExtents {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let offset = rt::required(m, "offset")?;
         let len = rt::required(m, "len")?;
-        Ok(Self {
-            offset,
-            len,
-            other: Map::new(),
-        })
+        Ok(Self { offset, len, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -19823,7 +18853,7 @@ impl Qmp for CxlAddDynamicCapacityExtents {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct CxlAddDynamicCapacity {
     /// `path`. In: 10.0-system, 11.1-system.
@@ -19845,13 +18875,7 @@ pub struct CxlAddDynamicCapacity {
 impl CxlAddDynamicCapacity {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        path: String,
-        host_id: i64,
-        selection_policy: CxlAddDynamicCapacitySelectionPolicy,
-        region: i64,
-        extents: Vec<CxlAddDynamicCapacityExtents>,
-    ) -> Self {
+    pub fn new(path: String, host_id: i64, selection_policy: CxlAddDynamicCapacitySelectionPolicy, region: i64, extents: Vec<CxlAddDynamicCapacityExtents>) -> Self {
         Self {
             path,
             host_id,
@@ -19875,15 +18899,7 @@ impl CxlAddDynamicCapacity {
         let region = rt::required(m, "region")?;
         let tag = rt::optional(m, "tag")?;
         let extents = rt::required(m, "extents")?;
-        Ok(Self {
-            path,
-            host_id,
-            selection_policy,
-            region,
-            tag,
-            extents,
-            other: Map::new(),
-        })
+        Ok(Self { path, host_id, selection_policy, region, tag, extents, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -19976,7 +18992,7 @@ impl Qmp for CxlInjectCorrectableErrorType {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct CxlInjectCorrectableError {
     /// `path`. In: 10.0-system, 11.1-system.
@@ -20001,11 +19017,7 @@ impl CxlInjectCorrectableError {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let path = rt::required(m, "path")?;
         let r#type = rt::required(m, "type")?;
-        Ok(Self {
-            path,
-            r#type,
-            other: Map::new(),
-        })
+        Ok(Self { path, r#type, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -20082,7 +19094,7 @@ impl Qmp for CxlInjectDramEventLog {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct CxlInjectDramEvent {
     /// `path`. In: 10.0-system, 11.1-system.
@@ -20142,15 +19154,7 @@ pub struct CxlInjectDramEvent {
 impl CxlInjectDramEvent {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        path: String,
-        log: CxlInjectDramEventLog,
-        flags: i64,
-        dpa: i64,
-        descriptor: i64,
-        r#type: i64,
-        transaction_type: i64,
-    ) -> Self {
+    pub fn new(path: String, log: CxlInjectDramEventLog, flags: i64, dpa: i64, descriptor: i64, r#type: i64, transaction_type: i64) -> Self {
         Self {
             path,
             log,
@@ -20297,34 +19301,7 @@ impl CxlInjectDramEvent {
         let cme_ev_flags = rt::optional(m, "cme-ev-flags")?;
         let cvme_count = rt::optional(m, "cvme-count")?;
         let sub_type = rt::optional(m, "sub-type")?;
-        Ok(Self {
-            path,
-            log,
-            flags,
-            maint_op_class,
-            maint_op_subclass,
-            ld_id,
-            head_id,
-            dpa,
-            descriptor,
-            r#type,
-            transaction_type,
-            channel,
-            rank,
-            nibble_mask,
-            bank_group,
-            bank,
-            row,
-            column,
-            correction_mask,
-            component_id,
-            is_comp_id_pldm,
-            sub_channel,
-            cme_ev_flags,
-            cvme_count,
-            sub_type,
-            other: Map::new(),
-        })
+        Ok(Self { path, log, flags, maint_op_class, maint_op_subclass, ld_id, head_id, dpa, descriptor, r#type, transaction_type, channel, rank, nibble_mask, bank_group, bank, row, column, correction_mask, component_id, is_comp_id_pldm, sub_channel, cme_ev_flags, cvme_count, sub_type, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -20380,7 +19357,7 @@ impl rt::Command for CxlInjectDramEvent {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct CxlInjectGeneralMediaEvent {
     /// `path`. In: 10.0-system, 11.1-system.
@@ -20428,15 +19405,7 @@ pub struct CxlInjectGeneralMediaEvent {
 impl CxlInjectGeneralMediaEvent {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        path: String,
-        log: CxlInjectDramEventLog,
-        flags: i64,
-        dpa: i64,
-        descriptor: i64,
-        r#type: i64,
-        transaction_type: i64,
-    ) -> Self {
+    pub fn new(path: String, log: CxlInjectDramEventLog, flags: i64, dpa: i64, descriptor: i64, r#type: i64, transaction_type: i64) -> Self {
         Self {
             path,
             log,
@@ -20541,28 +19510,7 @@ impl CxlInjectGeneralMediaEvent {
         let cme_ev_flags = rt::optional(m, "cme-ev-flags")?;
         let cme_count = rt::optional(m, "cme-count")?;
         let sub_type = rt::optional(m, "sub-type")?;
-        Ok(Self {
-            path,
-            log,
-            flags,
-            maint_op_class,
-            maint_op_subclass,
-            ld_id,
-            head_id,
-            dpa,
-            descriptor,
-            r#type,
-            transaction_type,
-            channel,
-            rank,
-            device,
-            component_id,
-            is_comp_id_pldm,
-            cme_ev_flags,
-            cme_count,
-            sub_type,
-            other: Map::new(),
-        })
+        Ok(Self { path, log, flags, maint_op_class, maint_op_subclass, ld_id, head_id, dpa, descriptor, r#type, transaction_type, channel, rank, device, component_id, is_comp_id_pldm, cme_ev_flags, cme_count, sub_type, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -20612,7 +19560,7 @@ impl rt::Command for CxlInjectGeneralMediaEvent {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct CxlInjectMemoryModuleEvent {
     /// `path`. In: 10.0-system, 11.1-system.
@@ -20660,20 +19608,7 @@ pub struct CxlInjectMemoryModuleEvent {
 impl CxlInjectMemoryModuleEvent {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        path: String,
-        log: CxlInjectDramEventLog,
-        flags: i64,
-        r#type: i64,
-        health_status: i64,
-        media_status: i64,
-        additional_status: i64,
-        life_used: i64,
-        temperature: i64,
-        dirty_shutdown_count: i64,
-        corrected_volatile_error_count: i64,
-        corrected_persistent_error_count: i64,
-    ) -> Self {
+    pub fn new(path: String, log: CxlInjectDramEventLog, flags: i64, r#type: i64, health_status: i64, media_status: i64, additional_status: i64, life_used: i64, temperature: i64, dirty_shutdown_count: i64, corrected_volatile_error_count: i64, corrected_persistent_error_count: i64) -> Self {
         Self {
             path,
             log,
@@ -20753,28 +19688,7 @@ impl CxlInjectMemoryModuleEvent {
         let component_id = rt::optional(m, "component-id")?;
         let is_comp_id_pldm = rt::optional(m, "is-comp-id-pldm")?;
         let sub_type = rt::optional(m, "sub-type")?;
-        Ok(Self {
-            path,
-            log,
-            flags,
-            maint_op_class,
-            maint_op_subclass,
-            ld_id,
-            head_id,
-            r#type,
-            health_status,
-            media_status,
-            additional_status,
-            life_used,
-            temperature,
-            dirty_shutdown_count,
-            corrected_volatile_error_count,
-            corrected_persistent_error_count,
-            component_id,
-            is_comp_id_pldm,
-            sub_type,
-            other: Map::new(),
-        })
+        Ok(Self { path, log, flags, maint_op_class, maint_op_subclass, ld_id, head_id, r#type, health_status, media_status, additional_status, life_used, temperature, dirty_shutdown_count, corrected_volatile_error_count, corrected_persistent_error_count, component_id, is_comp_id_pldm, sub_type, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -20792,16 +19706,8 @@ impl CxlInjectMemoryModuleEvent {
         rt::put(m, "life-used", &self.life_used);
         rt::put(m, "temperature", &self.temperature);
         rt::put(m, "dirty-shutdown-count", &self.dirty_shutdown_count);
-        rt::put(
-            m,
-            "corrected-volatile-error-count",
-            &self.corrected_volatile_error_count,
-        );
-        rt::put(
-            m,
-            "corrected-persistent-error-count",
-            &self.corrected_persistent_error_count,
-        );
+        rt::put(m, "corrected-volatile-error-count", &self.corrected_volatile_error_count);
+        rt::put(m, "corrected-persistent-error-count", &self.corrected_persistent_error_count);
         rt::put_optional(m, "component-id", &self.component_id);
         rt::put_optional(m, "is-comp-id-pldm", &self.is_comp_id_pldm);
         rt::put_optional(m, "sub-type", &self.sub_type);
@@ -20832,7 +19738,7 @@ impl rt::Command for CxlInjectMemoryModuleEvent {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct CxlInjectPoison {
     /// `path`. In: 10.0-system, 11.1-system.
@@ -20861,12 +19767,7 @@ impl CxlInjectPoison {
         let path = rt::required(m, "path")?;
         let start = rt::required(m, "start")?;
         let length = rt::required(m, "length")?;
-        Ok(Self {
-            path,
-            start,
-            length,
-            other: Map::new(),
-        })
+        Ok(Self { path, start, length, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -20988,7 +19889,7 @@ impl Qmp for CxlInjectUncorrectableErrorsErrorsType {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct CxlInjectUncorrectableErrorsErrors {
     /// `type`. In: 10.0-system, 11.1-system.
@@ -21013,11 +19914,7 @@ impl CxlInjectUncorrectableErrorsErrors {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let r#type = rt::required(m, "type")?;
         let header = rt::required(m, "header")?;
-        Ok(Self {
-            r#type,
-            header,
-            other: Map::new(),
-        })
+        Ok(Self { r#type, header, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -21043,7 +19940,7 @@ impl Qmp for CxlInjectUncorrectableErrorsErrors {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct CxlInjectUncorrectableErrors {
     /// `path`. In: 10.0-system, 11.1-system.
@@ -21068,11 +19965,7 @@ impl CxlInjectUncorrectableErrors {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let path = rt::required(m, "path")?;
         let errors = rt::required(m, "errors")?;
-        Ok(Self {
-            path,
-            errors,
-            other: Map::new(),
-        })
+        Ok(Self { path, errors, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -21141,7 +20034,7 @@ impl Qmp for CxlReleaseDynamicCapacityRemovalPolicy {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct CxlReleaseDynamicCapacity {
     /// `path`. In: 10.0-system, 11.1-system.
@@ -21167,13 +20060,7 @@ pub struct CxlReleaseDynamicCapacity {
 impl CxlReleaseDynamicCapacity {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        path: String,
-        host_id: i64,
-        removal_policy: CxlReleaseDynamicCapacityRemovalPolicy,
-        region: i64,
-        extents: Vec<CxlAddDynamicCapacityExtents>,
-    ) -> Self {
+    pub fn new(path: String, host_id: i64, removal_policy: CxlReleaseDynamicCapacityRemovalPolicy, region: i64, extents: Vec<CxlAddDynamicCapacityExtents>) -> Self {
         Self {
             path,
             host_id,
@@ -21211,17 +20098,7 @@ impl CxlReleaseDynamicCapacity {
         let region = rt::required(m, "region")?;
         let tag = rt::optional(m, "tag")?;
         let extents = rt::required(m, "extents")?;
-        Ok(Self {
-            path,
-            host_id,
-            removal_policy,
-            forced_removal,
-            sanitize_on_release,
-            region,
-            tag,
-            extents,
-            other: Map::new(),
-        })
+        Ok(Self { path, host_id, removal_policy, forced_removal, sanitize_on_release, region, tag, extents, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -21260,7 +20137,7 @@ impl rt::Command for CxlReleaseDynamicCapacity {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct DeviceListProperties {
     /// `typename`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -21281,10 +20158,7 @@ impl DeviceListProperties {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let typename = rt::required(m, "typename")?;
-        Ok(Self {
-            typename,
-            other: Map::new(),
-        })
+        Ok(Self { typename, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -21309,7 +20183,7 @@ impl Qmp for DeviceListProperties {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct DeviceListPropertiesReturn {
     /// `name`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -21362,13 +20236,7 @@ impl DeviceListPropertiesReturn {
         let r#type = rt::optional(m, "type")?;
         let description = rt::optional(m, "description")?;
         let default_value = rt::optional(m, "default-value")?;
-        Ok(Self {
-            name,
-            r#type,
-            description,
-            default_value,
-            other: Map::new(),
-        })
+        Ok(Self { name, r#type, description, default_value, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -21403,7 +20271,7 @@ impl rt::Command for DeviceListProperties {
     type Ok = Vec<DeviceListPropertiesReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct DeviceSyncConfig {
     /// `id`. In: 10.0-system, 11.1-system.
@@ -21424,10 +20292,7 @@ impl DeviceSyncConfig {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let id = rt::required(m, "id")?;
-        Ok(Self {
-            id,
-            other: Map::new(),
-        })
+        Ok(Self { id, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -21459,7 +20324,7 @@ impl rt::Command for DeviceSyncConfig {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct DeviceAdd {
     /// `driver`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -21498,12 +20363,7 @@ impl DeviceAdd {
         let driver = rt::required(m, "driver")?;
         let bus = rt::optional(m, "bus")?;
         let id = rt::optional(m, "id")?;
-        Ok(Self {
-            driver,
-            bus,
-            id,
-            other: Map::new(),
-        })
+        Ok(Self { driver, bus, id, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -21537,7 +20397,7 @@ impl rt::Command for DeviceAdd {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct DeviceDel {
     /// `id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -21558,10 +20418,7 @@ impl DeviceDel {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let id = rt::required(m, "id")?;
-        Ok(Self {
-            id,
-            other: Map::new(),
-        })
+        Ok(Self { id, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -21593,7 +20450,7 @@ impl rt::Command for DeviceDel {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct DisplayReloadVnc {
     /// `tls-certs`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -21604,7 +20461,9 @@ impl DisplayReloadVnc {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { tls_certs: None }
+        Self {
+            tls_certs: None,
+        }
     }
     /// Sets `tls-certs`.
     pub fn with_tls_certs(mut self, value: bool) -> Self {
@@ -21614,7 +20473,7 @@ impl DisplayReloadVnc {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let tls_certs = rt::optional(m, "tls-certs")?;
-        Ok(Self { tls_certs })
+        Ok(Self { tls_certs, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -21622,7 +20481,7 @@ impl DisplayReloadVnc {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct DisplayReload {
     /// The members of the branch the tag picks.
@@ -21657,10 +20516,7 @@ impl DisplayReload {
             }
             _ => DisplayReloadBranch::Other,
         };
-        Ok(Self {
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -21692,7 +20548,7 @@ impl Qmp for DisplayReload {
 }
 
 /// The branches of [`DisplayReload`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum DisplayReloadBranch {
     /// `vnc`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -21709,7 +20565,7 @@ impl rt::Command for DisplayReload {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct DisplayUpdateVnc {
     /// `addresses`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -21720,7 +20576,9 @@ impl DisplayUpdateVnc {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { addresses: None }
+        Self {
+            addresses: None,
+        }
     }
     /// Sets `addresses`.
     pub fn with_addresses(mut self, value: Vec<BlockExportAddVhostUserBlkAddr>) -> Self {
@@ -21730,7 +20588,7 @@ impl DisplayUpdateVnc {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let addresses = rt::optional(m, "addresses")?;
-        Ok(Self { addresses })
+        Ok(Self { addresses, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -21738,7 +20596,7 @@ impl DisplayUpdateVnc {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct DisplayUpdate {
     /// The members of the branch the tag picks.
@@ -21773,10 +20631,7 @@ impl DisplayUpdate {
             }
             _ => DisplayUpdateBranch::Other,
         };
-        Ok(Self {
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -21808,7 +20663,7 @@ impl Qmp for DisplayUpdate {
 }
 
 /// The branches of [`DisplayUpdate`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum DisplayUpdateBranch {
     /// `vnc`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -21825,7 +20680,7 @@ impl rt::Command for DisplayUpdate {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct DriveBackup {
     /// `job-id`. In every dumped QEMU.
@@ -21989,27 +20844,7 @@ impl DriveBackup {
         let target = rt::required(m, "target")?;
         let format = rt::optional(m, "format")?;
         let mode = rt::optional(m, "mode")?;
-        Ok(Self {
-            job_id,
-            device,
-            sync,
-            speed,
-            bitmap,
-            bitmap_mode,
-            compress,
-            on_source_error,
-            on_target_error,
-            on_cbw_error,
-            auto_finalize,
-            auto_dismiss,
-            filter_node_name,
-            discard_source,
-            x_perf,
-            target,
-            format,
-            mode,
-            other: Map::new(),
-        })
+        Ok(Self { job_id, device, sync, speed, bitmap, bitmap_mode, compress, on_source_error, on_target_error, on_cbw_error, auto_finalize, auto_dismiss, filter_node_name, discard_source, x_perf, target, format, mode, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -22054,18 +20889,11 @@ impl Qmp for DriveBackup {
 impl rt::Command for DriveBackup {
     const NAME: &'static str = "drive-backup";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct DriveMirror {
     /// `job-id`. In every dumped QEMU.
@@ -22220,26 +21048,7 @@ impl DriveMirror {
         let copy_mode = rt::optional(m, "copy-mode")?;
         let auto_finalize = rt::optional(m, "auto-finalize")?;
         let auto_dismiss = rt::optional(m, "auto-dismiss")?;
-        Ok(Self {
-            job_id,
-            device,
-            target,
-            format,
-            node_name,
-            replaces,
-            sync,
-            mode,
-            speed,
-            granularity,
-            buf_size,
-            on_source_error,
-            on_target_error,
-            unmap,
-            copy_mode,
-            auto_finalize,
-            auto_dismiss,
-            other: Map::new(),
-        })
+        Ok(Self { job_id, device, target, format, node_name, replaces, sync, mode, speed, granularity, buf_size, on_source_error, on_target_error, unmap, copy_mode, auto_finalize, auto_dismiss, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -22283,14 +21092,7 @@ impl Qmp for DriveMirror {
 impl rt::Command for DriveMirror {
     const NAME: &'static str = "drive-mirror";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
@@ -22354,7 +21156,7 @@ impl Qmp for DumpGuestMemoryFormat {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct DumpGuestMemory {
     /// `paging`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -22415,15 +21217,7 @@ impl DumpGuestMemory {
         let begin = rt::optional(m, "begin")?;
         let length = rt::optional(m, "length")?;
         let format = rt::optional(m, "format")?;
-        Ok(Self {
-            paging,
-            protocol,
-            detach,
-            begin,
-            length,
-            format,
-            other: Map::new(),
-        })
+        Ok(Self { paging, protocol, detach, begin, length, format, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -22460,7 +21254,7 @@ impl rt::Command for DumpGuestMemory {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct DumpSkeys {
     /// `filename`. In: 11.1-system.
@@ -22481,10 +21275,7 @@ impl DumpSkeys {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let filename = rt::required(m, "filename")?;
-        Ok(Self {
-            filename,
-            other: Map::new(),
-        })
+        Ok(Self { filename, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -22516,7 +21307,7 @@ impl rt::Command for DumpSkeys {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Dumpdtb {
     /// `filename`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -22537,10 +21328,7 @@ impl Dumpdtb {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let filename = rt::required(m, "filename")?;
-        Ok(Self {
-            filename,
-            other: Map::new(),
-        })
+        Ok(Self { filename, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -22572,7 +21360,7 @@ impl rt::Command for Dumpdtb {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Eject {
     /// `device`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -22616,12 +21404,7 @@ impl Eject {
         let device = rt::optional(m, "device")?;
         let id = rt::optional(m, "id")?;
         let force = rt::optional(m, "force")?;
-        Ok(Self {
-            device,
-            id,
-            force,
-            other: Map::new(),
-        })
+        Ok(Self { device, id, force, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -22655,7 +21438,7 @@ impl rt::Command for Eject {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ExpirePasswordVnc {
     /// `display`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -22666,7 +21449,9 @@ impl ExpirePasswordVnc {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { display: None }
+        Self {
+            display: None,
+        }
     }
     /// Sets `display`.
     pub fn with_display(mut self, value: String) -> Self {
@@ -22676,7 +21461,7 @@ impl ExpirePasswordVnc {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let display = rt::optional(m, "display")?;
-        Ok(Self { display })
+        Ok(Self { display, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -22684,25 +21469,28 @@ impl ExpirePasswordVnc {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct ExpirePasswordSpice {}
+pub struct ExpirePasswordSpice {
+}
 
 impl ExpirePasswordSpice {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ExpirePassword {
     /// `time`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -22752,11 +21540,7 @@ impl ExpirePassword {
             }
             _ => ExpirePasswordBranch::Other,
         };
-        Ok(Self {
-            time,
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { time, branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -22793,7 +21577,7 @@ impl Qmp for ExpirePassword {
 }
 
 /// The branches of [`ExpirePassword`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum ExpirePasswordBranch {
     /// `vnc`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -22812,7 +21596,7 @@ impl rt::Command for ExpirePassword {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Getfd {
     /// `fdname`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -22833,10 +21617,7 @@ impl Getfd {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let fdname = rt::required(m, "fdname")?;
-        Ok(Self {
-            fdname,
-            other: Map::new(),
-        })
+        Ok(Self { fdname, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -22868,7 +21649,7 @@ impl rt::Command for Getfd {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct HumanMonitorCommand {
     /// `command-line`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -22898,11 +21679,7 @@ impl HumanMonitorCommand {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let command_line = rt::required(m, "command-line")?;
         let cpu_index = rt::optional(m, "cpu-index")?;
-        Ok(Self {
-            command_line,
-            cpu_index,
-            other: Map::new(),
-        })
+        Ok(Self { command_line, cpu_index, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -22935,7 +21712,7 @@ impl rt::Command for HumanMonitorCommand {
     type Ok = String;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct InjectGhesV2Error {
     /// `cper`. In: 11.1-system.
@@ -22956,10 +21733,7 @@ impl InjectGhesV2Error {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let cper = rt::required(m, "cper")?;
-        Ok(Self {
-            cper,
-            other: Map::new(),
-        })
+        Ok(Self { cper, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -22991,7 +21765,7 @@ impl rt::Command for InjectGhesV2Error {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct InjectNmi {
     /// Members the dumps did not have, as received.
@@ -23002,11 +21776,13 @@ impl InjectNmi {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -23037,7 +21813,7 @@ impl rt::Command for InjectNmi {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct InputSendEventEventsKeyDataKeyNumber {
     /// `data`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -23048,12 +21824,14 @@ impl InputSendEventEventsKeyDataKeyNumber {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: i64) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -23737,7 +22515,7 @@ impl Qmp for InputSendEventEventsKeyDataKeyQcodeData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct InputSendEventEventsKeyDataKeyQcode {
     /// `data`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -23748,12 +22526,14 @@ impl InputSendEventEventsKeyDataKeyQcode {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: InputSendEventEventsKeyDataKeyQcodeData) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -23761,7 +22541,7 @@ impl InputSendEventEventsKeyDataKeyQcode {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct InputSendEventEventsKeyDataKey {
     /// The members of the branch the tag picks.
@@ -23807,10 +22587,7 @@ impl InputSendEventEventsKeyDataKey {
             }
             _ => InputSendEventEventsKeyDataKeyBranch::Other,
         };
-        Ok(Self {
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -23846,7 +22623,7 @@ impl Qmp for InputSendEventEventsKeyDataKey {
 }
 
 /// The branches of [`InputSendEventEventsKeyDataKey`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum InputSendEventEventsKeyDataKeyBranch {
     /// `number`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -23858,7 +22635,7 @@ pub enum InputSendEventEventsKeyDataKeyBranch {
     Other,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct InputSendEventEventsKeyData {
     /// `key`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -23883,11 +22660,7 @@ impl InputSendEventEventsKeyData {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let key = rt::required(m, "key")?;
         let down = rt::required(m, "down")?;
-        Ok(Self {
-            key,
-            down,
-            other: Map::new(),
-        })
+        Ok(Self { key, down, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -23913,7 +22686,7 @@ impl Qmp for InputSendEventEventsKeyData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct InputSendEventEventsKey {
     /// `data`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -23924,12 +22697,14 @@ impl InputSendEventEventsKey {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: InputSendEventEventsKeyData) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -24005,7 +22780,7 @@ impl Qmp for InputSendEventEventsBtnDataButton {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct InputSendEventEventsBtnData {
     /// `button`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -24030,11 +22805,7 @@ impl InputSendEventEventsBtnData {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let button = rt::required(m, "button")?;
         let down = rt::required(m, "down")?;
-        Ok(Self {
-            button,
-            down,
-            other: Map::new(),
-        })
+        Ok(Self { button, down, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -24060,7 +22831,7 @@ impl Qmp for InputSendEventEventsBtnData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct InputSendEventEventsBtn {
     /// `data`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -24071,12 +22842,14 @@ impl InputSendEventEventsBtn {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: InputSendEventEventsBtnData) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -24120,7 +22893,7 @@ impl Qmp for InputSendEventEventsRelDataAxis {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct InputSendEventEventsRelData {
     /// `axis`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -24145,11 +22918,7 @@ impl InputSendEventEventsRelData {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let axis = rt::required(m, "axis")?;
         let value = rt::required(m, "value")?;
-        Ok(Self {
-            axis,
-            value,
-            other: Map::new(),
-        })
+        Ok(Self { axis, value, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -24175,7 +22944,7 @@ impl Qmp for InputSendEventEventsRelData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct InputSendEventEventsRel {
     /// `data`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -24186,12 +22955,14 @@ impl InputSendEventEventsRel {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: InputSendEventEventsRelData) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -24199,7 +22970,7 @@ impl InputSendEventEventsRel {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct InputSendEventEventsAbs {
     /// `data`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -24210,12 +22981,14 @@ impl InputSendEventEventsAbs {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: InputSendEventEventsRelData) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -24271,7 +23044,7 @@ impl Qmp for InputSendEventEventsMttDataType {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct InputSendEventEventsMttData {
     /// `type`. In: 10.0-system, 11.1-system.
@@ -24291,13 +23064,7 @@ pub struct InputSendEventEventsMttData {
 impl InputSendEventEventsMttData {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        r#type: InputSendEventEventsMttDataType,
-        slot: i64,
-        tracking_id: i64,
-        axis: InputSendEventEventsRelDataAxis,
-        value: i64,
-    ) -> Self {
+    pub fn new(r#type: InputSendEventEventsMttDataType, slot: i64, tracking_id: i64, axis: InputSendEventEventsRelDataAxis, value: i64) -> Self {
         Self {
             r#type,
             slot,
@@ -24314,14 +23081,7 @@ impl InputSendEventEventsMttData {
         let tracking_id = rt::required(m, "tracking-id")?;
         let axis = rt::required(m, "axis")?;
         let value = rt::required(m, "value")?;
-        Ok(Self {
-            r#type,
-            slot,
-            tracking_id,
-            axis,
-            value,
-            other: Map::new(),
-        })
+        Ok(Self { r#type, slot, tracking_id, axis, value, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -24350,7 +23110,7 @@ impl Qmp for InputSendEventEventsMttData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct InputSendEventEventsMtt {
     /// `data`. In: 10.0-system, 11.1-system.
@@ -24361,12 +23121,14 @@ impl InputSendEventEventsMtt {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: InputSendEventEventsMttData) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -24374,7 +23136,7 @@ impl InputSendEventEventsMtt {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct InputSendEventEvents {
     /// The members of the branch the tag picks.
@@ -24453,10 +23215,7 @@ impl InputSendEventEvents {
             }
             _ => InputSendEventEventsBranch::Other,
         };
-        Ok(Self {
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -24504,7 +23263,7 @@ impl Qmp for InputSendEventEvents {
 }
 
 /// The branches of [`InputSendEventEvents`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum InputSendEventEventsBranch {
     /// `key`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -24522,7 +23281,7 @@ pub enum InputSendEventEventsBranch {
     Other,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct InputSendEvent {
     /// `device`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -24561,12 +23320,7 @@ impl InputSendEvent {
         let device = rt::optional(m, "device")?;
         let head = rt::optional(m, "head")?;
         let events = rt::required(m, "events")?;
-        Ok(Self {
-            device,
-            head,
-            events,
-            other: Map::new(),
-        })
+        Ok(Self { device, head, events, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -24600,7 +23354,7 @@ impl rt::Command for InputSendEvent {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct JobCancel {
     /// `id`. In every dumped QEMU.
@@ -24621,10 +23375,7 @@ impl JobCancel {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let id = rt::required(m, "id")?;
-        Ok(Self {
-            id,
-            other: Map::new(),
-        })
+        Ok(Self { id, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -24652,18 +23403,11 @@ impl Qmp for JobCancel {
 impl rt::Command for JobCancel {
     const NAME: &'static str = "job-cancel";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct JobComplete {
     /// `id`. In every dumped QEMU.
@@ -24684,10 +23428,7 @@ impl JobComplete {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let id = rt::required(m, "id")?;
-        Ok(Self {
-            id,
-            other: Map::new(),
-        })
+        Ok(Self { id, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -24715,18 +23456,11 @@ impl Qmp for JobComplete {
 impl rt::Command for JobComplete {
     const NAME: &'static str = "job-complete";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct JobDismiss {
     /// `id`. In every dumped QEMU.
@@ -24747,10 +23481,7 @@ impl JobDismiss {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let id = rt::required(m, "id")?;
-        Ok(Self {
-            id,
-            other: Map::new(),
-        })
+        Ok(Self { id, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -24778,18 +23509,11 @@ impl Qmp for JobDismiss {
 impl rt::Command for JobDismiss {
     const NAME: &'static str = "job-dismiss";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct JobFinalize {
     /// `id`. In every dumped QEMU.
@@ -24810,10 +23534,7 @@ impl JobFinalize {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let id = rt::required(m, "id")?;
-        Ok(Self {
-            id,
-            other: Map::new(),
-        })
+        Ok(Self { id, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -24841,18 +23562,11 @@ impl Qmp for JobFinalize {
 impl rt::Command for JobFinalize {
     const NAME: &'static str = "job-finalize";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct JobPause {
     /// `id`. In every dumped QEMU.
@@ -24873,10 +23587,7 @@ impl JobPause {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let id = rt::required(m, "id")?;
-        Ok(Self {
-            id,
-            other: Map::new(),
-        })
+        Ok(Self { id, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -24904,18 +23615,11 @@ impl Qmp for JobPause {
 impl rt::Command for JobPause {
     const NAME: &'static str = "job-pause";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct JobResume {
     /// `id`. In every dumped QEMU.
@@ -24936,10 +23640,7 @@ impl JobResume {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let id = rt::required(m, "id")?;
-        Ok(Self {
-            id,
-            other: Map::new(),
-        })
+        Ok(Self { id, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -24967,18 +23668,11 @@ impl Qmp for JobResume {
 impl rt::Command for JobResume {
     const NAME: &'static str = "job-resume";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Memsave {
     /// `val`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -25016,13 +23710,7 @@ impl Memsave {
         let size = rt::required(m, "size")?;
         let filename = rt::required(m, "filename")?;
         let cpu_index = rt::optional(m, "cpu-index")?;
-        Ok(Self {
-            val,
-            size,
-            filename,
-            cpu_index,
-            other: Map::new(),
-        })
+        Ok(Self { val, size, filename, cpu_index, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -25093,7 +23781,7 @@ impl Qmp for MigrateChannelsChannelType {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MigrateChannelsAddrSocketInet {
     /// `host`. In: 10.0-system, 11.1-system.
@@ -25196,19 +23884,7 @@ impl MigrateChannelsAddrSocketInet {
         let keep_alive_idle = rt::optional(m, "keep-alive-idle")?;
         let keep_alive_interval = rt::optional(m, "keep-alive-interval")?;
         let mptcp = rt::optional(m, "mptcp")?;
-        Ok(Self {
-            host,
-            port,
-            numeric,
-            to,
-            ipv4,
-            ipv6,
-            keep_alive,
-            keep_alive_count,
-            keep_alive_idle,
-            keep_alive_interval,
-            mptcp,
-        })
+        Ok(Self { host, port, numeric, to, ipv4, ipv6, keep_alive, keep_alive_count, keep_alive_idle, keep_alive_interval, mptcp, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -25226,7 +23902,7 @@ impl MigrateChannelsAddrSocketInet {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MigrateChannelsAddrSocketUnix {
     /// `path`. In: 10.0-system, 11.1-system.
@@ -25262,11 +23938,7 @@ impl MigrateChannelsAddrSocketUnix {
         let path = rt::required(m, "path")?;
         let r#abstract = rt::optional(m, "abstract")?;
         let tight = rt::optional(m, "tight")?;
-        Ok(Self {
-            path,
-            r#abstract,
-            tight,
-        })
+        Ok(Self { path, r#abstract, tight, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -25276,7 +23948,7 @@ impl MigrateChannelsAddrSocketUnix {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MigrateChannelsAddrSocketVsock {
     /// `cid`. In: 10.0-system, 11.1-system.
@@ -25289,13 +23961,16 @@ impl MigrateChannelsAddrSocketVsock {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(cid: String, port: String) -> Self {
-        Self { cid, port }
+        Self {
+            cid,
+            port,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let cid = rt::required(m, "cid")?;
         let port = rt::required(m, "port")?;
-        Ok(Self { cid, port })
+        Ok(Self { cid, port, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -25304,7 +23979,7 @@ impl MigrateChannelsAddrSocketVsock {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MigrateChannelsAddrSocketFd {
     /// `str`. In: 10.0-system, 11.1-system.
@@ -25315,12 +23990,14 @@ impl MigrateChannelsAddrSocketFd {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(str: String) -> Self {
-        Self { str }
+        Self {
+            str,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let str = rt::required(m, "str")?;
-        Ok(Self { str })
+        Ok(Self { str, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -25328,7 +24005,7 @@ impl MigrateChannelsAddrSocketFd {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MigrateChannelsAddrSocket {
     /// The members of the branch the tag picks.
@@ -25339,7 +24016,9 @@ impl MigrateChannelsAddrSocket {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(branch: MigrateChannelsAddrSocketBranch) -> Self {
-        Self { branch }
+        Self {
+            branch,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
@@ -25391,7 +24070,7 @@ impl MigrateChannelsAddrSocket {
             }
             _ => MigrateChannelsAddrSocketBranch::Other,
         };
-        Ok(Self { branch })
+        Ok(Self { branch, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -25418,7 +24097,7 @@ impl MigrateChannelsAddrSocket {
 }
 
 /// The branches of [`MigrateChannelsAddrSocket`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum MigrateChannelsAddrSocketBranch {
     /// `inet`. In: 10.0-system, 11.1-system.
@@ -25434,7 +24113,7 @@ pub enum MigrateChannelsAddrSocketBranch {
     Other,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MigrateChannelsAddrExec {
     /// `args`. In: 10.0-system, 11.1-system.
@@ -25445,12 +24124,14 @@ impl MigrateChannelsAddrExec {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(args: Vec<String>) -> Self {
-        Self { args }
+        Self {
+            args,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let args = rt::required(m, "args")?;
-        Ok(Self { args })
+        Ok(Self { args, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -25458,7 +24139,7 @@ impl MigrateChannelsAddrExec {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MigrateChannelsAddrRdma {
     /// `host`. In: 10.0-system, 11.1-system.
@@ -25561,19 +24242,7 @@ impl MigrateChannelsAddrRdma {
         let keep_alive_idle = rt::optional(m, "keep-alive-idle")?;
         let keep_alive_interval = rt::optional(m, "keep-alive-interval")?;
         let mptcp = rt::optional(m, "mptcp")?;
-        Ok(Self {
-            host,
-            port,
-            numeric,
-            to,
-            ipv4,
-            ipv6,
-            keep_alive,
-            keep_alive_count,
-            keep_alive_idle,
-            keep_alive_interval,
-            mptcp,
-        })
+        Ok(Self { host, port, numeric, to, ipv4, ipv6, keep_alive, keep_alive_count, keep_alive_idle, keep_alive_interval, mptcp, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -25591,7 +24260,7 @@ impl MigrateChannelsAddrRdma {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MigrateChannelsAddrFile {
     /// `filename`. In: 10.0-system, 11.1-system.
@@ -25604,13 +24273,16 @@ impl MigrateChannelsAddrFile {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(filename: String, offset: i64) -> Self {
-        Self { filename, offset }
+        Self {
+            filename,
+            offset,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let filename = rt::required(m, "filename")?;
         let offset = rt::required(m, "offset")?;
-        Ok(Self { filename, offset })
+        Ok(Self { filename, offset, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -25619,7 +24291,7 @@ impl MigrateChannelsAddrFile {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MigrateChannelsAddr {
     /// The members of the branch the tag picks.
@@ -25639,10 +24311,7 @@ impl MigrateChannelsAddr {
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        let tag = m
-            .get("transport")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+        let tag = m.get("transport").and_then(Value::as_str).map(str::to_owned);
         let branch = match tag.as_deref() {
             Some("socket") => {
                 let saved = m.clone();
@@ -25690,10 +24359,7 @@ impl MigrateChannelsAddr {
             }
             _ => MigrateChannelsAddrBranch::Other,
         };
-        Ok(Self {
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -25737,7 +24403,7 @@ impl Qmp for MigrateChannelsAddr {
 }
 
 /// The branches of [`MigrateChannelsAddr`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum MigrateChannelsAddrBranch {
     /// `socket`. In: 10.0-system, 11.1-system.
@@ -25753,7 +24419,7 @@ pub enum MigrateChannelsAddrBranch {
     Other,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MigrateChannels {
     /// `channel-type`. In: 10.0-system, 11.1-system.
@@ -25778,11 +24444,7 @@ impl MigrateChannels {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let channel_type = rt::required(m, "channel-type")?;
         let addr = rt::required(m, "addr")?;
-        Ok(Self {
-            channel_type,
-            addr,
-            other: Map::new(),
-        })
+        Ok(Self { channel_type, addr, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -25808,7 +24470,7 @@ impl Qmp for MigrateChannels {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Migrate {
     /// `uri`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -25879,15 +24541,7 @@ impl Migrate {
         let detach = rt::optional(m, "detach")?;
         let blk = rt::optional(m, "blk")?;
         let inc = rt::optional(m, "inc")?;
-        Ok(Self {
-            uri,
-            channels,
-            resume,
-            detach,
-            blk,
-            inc,
-            other: Map::new(),
-        })
+        Ok(Self { uri, channels, resume, detach, blk, inc, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -26020,7 +24674,7 @@ impl Qmp for MigrateContinueState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MigrateContinue {
     /// `state`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -26041,10 +24695,7 @@ impl MigrateContinue {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let state = rt::required(m, "state")?;
-        Ok(Self {
-            state,
-            other: Map::new(),
-        })
+        Ok(Self { state, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -26076,7 +24727,7 @@ impl rt::Command for MigrateContinue {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MigrateIncoming {
     /// `uri`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -26120,12 +24771,7 @@ impl MigrateIncoming {
         let uri = rt::optional(m, "uri")?;
         let channels = rt::optional(m, "channels")?;
         let exit_on_error = rt::optional(m, "exit-on-error")?;
-        Ok(Self {
-            uri,
-            channels,
-            exit_on_error,
-            other: Map::new(),
-        })
+        Ok(Self { uri, channels, exit_on_error, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -26159,7 +24805,7 @@ impl rt::Command for MigrateIncoming {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MigratePause {
     /// Members the dumps did not have, as received.
@@ -26170,11 +24816,13 @@ impl MigratePause {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -26205,7 +24853,7 @@ impl rt::Command for MigratePause {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MigrateRecover {
     /// `uri`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -26226,10 +24874,7 @@ impl MigrateRecover {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let uri = rt::required(m, "uri")?;
-        Ok(Self {
-            uri,
-            other: Map::new(),
-        })
+        Ok(Self { uri, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -26385,7 +25030,7 @@ impl Qmp for MigrateSetCapabilitiesCapabilitiesCapability {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MigrateSetCapabilitiesCapabilities {
     /// `capability`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -26410,11 +25055,7 @@ impl MigrateSetCapabilitiesCapabilities {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let capability = rt::required(m, "capability")?;
         let state = rt::required(m, "state")?;
-        Ok(Self {
-            capability,
-            state,
-            other: Map::new(),
-        })
+        Ok(Self { capability, state, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -26440,7 +25081,7 @@ impl Qmp for MigrateSetCapabilitiesCapabilities {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MigrateSetCapabilities {
     /// `capabilities`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -26461,10 +25102,7 @@ impl MigrateSetCapabilities {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let capabilities = rt::required(m, "capabilities")?;
-        Ok(Self {
-            capabilities,
-            other: Map::new(),
-        })
+        Ok(Self { capabilities, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -26497,7 +25135,7 @@ impl rt::Command for MigrateSetCapabilities {
 }
 
 /// One of several kinds of value; anything else is kept in `Other`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum MigrateSetParametersTlsCreds {
     /// As Str.
@@ -26565,7 +25203,7 @@ impl Qmp for MigrateSetParametersMultifdCompression {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MigrateSetParametersBlockBitmapMappingBitmapsTransform {
     /// `persistent`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -26591,10 +25229,7 @@ impl MigrateSetParametersBlockBitmapMappingBitmapsTransform {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let persistent = rt::optional(m, "persistent")?;
-        Ok(Self {
-            persistent,
-            other: Map::new(),
-        })
+        Ok(Self { persistent, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -26619,7 +25254,7 @@ impl Qmp for MigrateSetParametersBlockBitmapMappingBitmapsTransform {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MigrateSetParametersBlockBitmapMappingBitmaps {
     /// `name`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -26644,10 +25279,7 @@ impl MigrateSetParametersBlockBitmapMappingBitmaps {
         }
     }
     /// Sets `transform`.
-    pub fn with_transform(
-        mut self,
-        value: MigrateSetParametersBlockBitmapMappingBitmapsTransform,
-    ) -> Self {
+    pub fn with_transform(mut self, value: MigrateSetParametersBlockBitmapMappingBitmapsTransform) -> Self {
         self.transform = Some(value);
         self
     }
@@ -26656,12 +25288,7 @@ impl MigrateSetParametersBlockBitmapMappingBitmaps {
         let name = rt::required(m, "name")?;
         let alias = rt::required(m, "alias")?;
         let transform = rt::optional(m, "transform")?;
-        Ok(Self {
-            name,
-            alias,
-            transform,
-            other: Map::new(),
-        })
+        Ok(Self { name, alias, transform, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -26688,7 +25315,7 @@ impl Qmp for MigrateSetParametersBlockBitmapMappingBitmaps {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MigrateSetParametersBlockBitmapMapping {
     /// `node-name`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -26704,11 +25331,7 @@ pub struct MigrateSetParametersBlockBitmapMapping {
 impl MigrateSetParametersBlockBitmapMapping {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        node_name: String,
-        alias: String,
-        bitmaps: Vec<MigrateSetParametersBlockBitmapMappingBitmaps>,
-    ) -> Self {
+    pub fn new(node_name: String, alias: String, bitmaps: Vec<MigrateSetParametersBlockBitmapMappingBitmaps>) -> Self {
         Self {
             node_name,
             alias,
@@ -26721,12 +25344,7 @@ impl MigrateSetParametersBlockBitmapMapping {
         let node_name = rt::required(m, "node-name")?;
         let alias = rt::required(m, "alias")?;
         let bitmaps = rt::required(m, "bitmaps")?;
-        Ok(Self {
-            node_name,
-            alias,
-            bitmaps,
-            other: Map::new(),
-        })
+        Ok(Self { node_name, alias, bitmaps, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -26837,7 +25455,7 @@ impl Qmp for MigrateSetParametersZeroPageDetection {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MigrateSetParameters {
     /// `announce-initial`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -27056,10 +25674,7 @@ impl MigrateSetParameters {
         self
     }
     /// Sets `multifd-compression`.
-    pub fn with_multifd_compression(
-        mut self,
-        value: MigrateSetParametersMultifdCompression,
-    ) -> Self {
+    pub fn with_multifd_compression(mut self, value: MigrateSetParametersMultifdCompression) -> Self {
         self.multifd_compression = Some(value);
         self
     }
@@ -27079,10 +25694,7 @@ impl MigrateSetParameters {
         self
     }
     /// Sets `block-bitmap-mapping`.
-    pub fn with_block_bitmap_mapping(
-        mut self,
-        value: Vec<MigrateSetParametersBlockBitmapMapping>,
-    ) -> Self {
+    pub fn with_block_bitmap_mapping(mut self, value: Vec<MigrateSetParametersBlockBitmapMapping>) -> Self {
         self.block_bitmap_mapping = Some(value);
         self
     }
@@ -27102,10 +25714,7 @@ impl MigrateSetParameters {
         self
     }
     /// Sets `zero-page-detection`.
-    pub fn with_zero_page_detection(
-        mut self,
-        value: MigrateSetParametersZeroPageDetection,
-    ) -> Self {
+    pub fn with_zero_page_detection(mut self, value: MigrateSetParametersZeroPageDetection) -> Self {
         self.zero_page_detection = Some(value);
         self
     }
@@ -27187,45 +25796,7 @@ impl MigrateSetParameters {
         let compress_wait_thread = rt::optional(m, "compress-wait-thread")?;
         let decompress_threads = rt::optional(m, "decompress-threads")?;
         let block_incremental = rt::optional(m, "block-incremental")?;
-        Ok(Self {
-            announce_initial,
-            announce_max,
-            announce_rounds,
-            announce_step,
-            throttle_trigger_threshold,
-            cpu_throttle_initial,
-            cpu_throttle_increment,
-            cpu_throttle_tailslow,
-            tls_creds,
-            tls_hostname,
-            tls_authz,
-            max_bandwidth,
-            avail_switchover_bandwidth,
-            downtime_limit,
-            x_checkpoint_delay,
-            multifd_channels,
-            xbzrle_cache_size,
-            max_postcopy_bandwidth,
-            max_cpu_throttle,
-            multifd_compression,
-            multifd_zlib_level,
-            multifd_qatzip_level,
-            multifd_zstd_level,
-            block_bitmap_mapping,
-            x_vcpu_dirty_limit_period,
-            vcpu_dirty_limit,
-            mode,
-            zero_page_detection,
-            direct_io,
-            x_rdma_chunk_size,
-            cpr_exec_command,
-            compress_level,
-            compress_threads,
-            compress_wait_thread,
-            decompress_threads,
-            block_incremental,
-            other: Map::new(),
-        })
+        Ok(Self { announce_initial, announce_max, announce_rounds, announce_step, throttle_trigger_threshold, cpu_throttle_initial, cpu_throttle_increment, cpu_throttle_tailslow, tls_creds, tls_hostname, tls_authz, max_bandwidth, avail_switchover_bandwidth, downtime_limit, x_checkpoint_delay, multifd_channels, xbzrle_cache_size, max_postcopy_bandwidth, max_cpu_throttle, multifd_compression, multifd_zlib_level, multifd_qatzip_level, multifd_zstd_level, block_bitmap_mapping, x_vcpu_dirty_limit_period, vcpu_dirty_limit, mode, zero_page_detection, direct_io, x_rdma_chunk_size, cpr_exec_command, compress_level, compress_threads, compress_wait_thread, decompress_threads, block_incremental, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -27233,11 +25804,7 @@ impl MigrateSetParameters {
         rt::put_optional(m, "announce-max", &self.announce_max);
         rt::put_optional(m, "announce-rounds", &self.announce_rounds);
         rt::put_optional(m, "announce-step", &self.announce_step);
-        rt::put_optional(
-            m,
-            "throttle-trigger-threshold",
-            &self.throttle_trigger_threshold,
-        );
+        rt::put_optional(m, "throttle-trigger-threshold", &self.throttle_trigger_threshold);
         rt::put_optional(m, "cpu-throttle-initial", &self.cpu_throttle_initial);
         rt::put_optional(m, "cpu-throttle-increment", &self.cpu_throttle_increment);
         rt::put_optional(m, "cpu-throttle-tailslow", &self.cpu_throttle_tailslow);
@@ -27245,11 +25812,7 @@ impl MigrateSetParameters {
         rt::put_optional(m, "tls-hostname", &self.tls_hostname);
         rt::put_optional(m, "tls-authz", &self.tls_authz);
         rt::put_optional(m, "max-bandwidth", &self.max_bandwidth);
-        rt::put_optional(
-            m,
-            "avail-switchover-bandwidth",
-            &self.avail_switchover_bandwidth,
-        );
+        rt::put_optional(m, "avail-switchover-bandwidth", &self.avail_switchover_bandwidth);
         rt::put_optional(m, "downtime-limit", &self.downtime_limit);
         rt::put_optional(m, "x-checkpoint-delay", &self.x_checkpoint_delay);
         rt::put_optional(m, "multifd-channels", &self.multifd_channels);
@@ -27261,11 +25824,7 @@ impl MigrateSetParameters {
         rt::put_optional(m, "multifd-qatzip-level", &self.multifd_qatzip_level);
         rt::put_optional(m, "multifd-zstd-level", &self.multifd_zstd_level);
         rt::put_optional(m, "block-bitmap-mapping", &self.block_bitmap_mapping);
-        rt::put_optional(
-            m,
-            "x-vcpu-dirty-limit-period",
-            &self.x_vcpu_dirty_limit_period,
-        );
+        rt::put_optional(m, "x-vcpu-dirty-limit-period", &self.x_vcpu_dirty_limit_period);
         rt::put_optional(m, "vcpu-dirty-limit", &self.vcpu_dirty_limit);
         rt::put_optional(m, "mode", &self.mode);
         rt::put_optional(m, "zero-page-detection", &self.zero_page_detection);
@@ -27304,7 +25863,7 @@ impl rt::Command for MigrateSetParameters {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MigrateStartPostcopy {
     /// Members the dumps did not have, as received.
@@ -27315,11 +25874,13 @@ impl MigrateStartPostcopy {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -27350,7 +25911,7 @@ impl rt::Command for MigrateStartPostcopy {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MigrateCancel {
     /// Members the dumps did not have, as received.
@@ -27361,11 +25922,13 @@ impl MigrateCancel {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -27396,7 +25959,7 @@ impl rt::Command for MigrateCancel {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NbdServerAdd {
     /// `name`. In every dumped QEMU.
@@ -27453,14 +26016,7 @@ impl NbdServerAdd {
         let device = rt::required(m, "device")?;
         let writable = rt::optional(m, "writable")?;
         let bitmap = rt::optional(m, "bitmap")?;
-        Ok(Self {
-            name,
-            description,
-            device,
-            writable,
-            bitmap,
-            other: Map::new(),
-        })
+        Ok(Self { name, description, device, writable, bitmap, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -27492,18 +26048,11 @@ impl Qmp for NbdServerAdd {
 impl rt::Command for NbdServerAdd {
     const NAME: &'static str = "nbd-server-add";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NbdServerRemove {
     /// `name`. In every dumped QEMU.
@@ -27533,11 +26082,7 @@ impl NbdServerRemove {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let name = rt::required(m, "name")?;
         let mode = rt::optional(m, "mode")?;
-        Ok(Self {
-            name,
-            mode,
-            other: Map::new(),
-        })
+        Ok(Self { name, mode, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -27566,18 +26111,11 @@ impl Qmp for NbdServerRemove {
 impl rt::Command for NbdServerRemove {
     const NAME: &'static str = "nbd-server-remove";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NbdServerStart {
     /// `handshake-max-seconds`. In: 10.0-system, 10.0-storage-daemon, 11.1-system, 11.1-storage-daemon.
@@ -27634,14 +26172,7 @@ impl NbdServerStart {
         let tls_authz = rt::optional(m, "tls-authz")?;
         let max_connections = rt::optional(m, "max-connections")?;
         let addr = rt::required(m, "addr")?;
-        Ok(Self {
-            handshake_max_seconds,
-            tls_creds,
-            tls_authz,
-            max_connections,
-            addr,
-            other: Map::new(),
-        })
+        Ok(Self { handshake_max_seconds, tls_creds, tls_authz, max_connections, addr, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -27673,18 +26204,11 @@ impl Qmp for NbdServerStart {
 impl rt::Command for NbdServerStart {
     const NAME: &'static str = "nbd-server-start";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NbdServerStop {
     /// Members the dumps did not have, as received.
@@ -27695,11 +26219,13 @@ impl NbdServerStop {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -27726,18 +26252,11 @@ impl Qmp for NbdServerStop {
 impl rt::Command for NbdServerStop {
     const NAME: &'static str = "nbd-server-stop";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NetdevAddNic {
     /// `netdev`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -27796,13 +26315,7 @@ impl NetdevAddNic {
         let model = rt::optional(m, "model")?;
         let addr = rt::optional(m, "addr")?;
         let vectors = rt::optional(m, "vectors")?;
-        Ok(Self {
-            netdev,
-            macaddr,
-            model,
-            addr,
-            vectors,
-        })
+        Ok(Self { netdev, macaddr, model, addr, vectors, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -27814,7 +26327,7 @@ impl NetdevAddNic {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NetdevAddPasst {
     /// `path`. In: 11.1-system.
@@ -28134,42 +26647,7 @@ impl NetdevAddPasst {
         let tcp_ports = rt::optional(m, "tcp-ports")?;
         let udp_ports = rt::optional(m, "udp-ports")?;
         let param = rt::optional(m, "param")?;
-        Ok(Self {
-            path,
-            quiet,
-            vhost_user,
-            mtu,
-            address,
-            netmask,
-            mac,
-            gateway,
-            interface,
-            outbound,
-            outbound_if4,
-            outbound_if6,
-            dns,
-            search,
-            fqdn,
-            dhcp_dns,
-            dhcp_search,
-            map_host_loopback,
-            map_guest_addr,
-            dns_forward,
-            dns_host,
-            tcp,
-            udp,
-            icmp,
-            dhcp,
-            ndp,
-            dhcpv6,
-            ra,
-            freebind,
-            ipv4,
-            ipv6,
-            tcp_ports,
-            udp_ports,
-            param,
-        })
+        Ok(Self { path, quiet, vhost_user, mtu, address, netmask, mac, gateway, interface, outbound, outbound_if4, outbound_if6, dns, search, fqdn, dhcp_dns, dhcp_search, map_host_loopback, map_guest_addr, dns_forward, dns_host, tcp, udp, icmp, dhcp, ndp, dhcpv6, ra, freebind, ipv4, ipv6, tcp_ports, udp_ports, param, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -28210,7 +26688,7 @@ impl NetdevAddPasst {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NetdevAddUser {
     /// `hostname`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -28422,30 +26900,7 @@ impl NetdevAddUser {
         let hostfwd = rt::optional(m, "hostfwd")?;
         let guestfwd = rt::optional(m, "guestfwd")?;
         let tftp_server_name = rt::optional(m, "tftp-server-name")?;
-        Ok(Self {
-            hostname,
-            restrict,
-            ipv4,
-            ipv6,
-            ip,
-            net,
-            host,
-            tftp,
-            bootfile,
-            dhcpstart,
-            dns,
-            dnssearch,
-            domainname,
-            ipv6_prefix,
-            ipv6_prefixlen,
-            ipv6_host,
-            ipv6_dns,
-            smb,
-            smbserver,
-            hostfwd,
-            guestfwd,
-            tftp_server_name,
-        })
+        Ok(Self { hostname, restrict, ipv4, ipv6, ip, net, host, tftp, bootfile, dhcpstart, dns, dnssearch, domainname, ipv6_prefix, ipv6_prefixlen, ipv6_host, ipv6_dns, smb, smbserver, hostfwd, guestfwd, tftp_server_name, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -28474,7 +26929,7 @@ impl NetdevAddUser {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NetdevAddTap {
     /// `ifname`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -28623,23 +27078,7 @@ impl NetdevAddTap {
         let vhostforce = rt::optional(m, "vhostforce")?;
         let queues = rt::optional(m, "queues")?;
         let poll_us = rt::optional(m, "poll-us")?;
-        Ok(Self {
-            ifname,
-            fd,
-            fds,
-            script,
-            downscript,
-            br,
-            helper,
-            sndbuf,
-            vnet_hdr,
-            vhost,
-            vhostfd,
-            vhostfds,
-            vhostforce,
-            queues,
-            poll_us,
-        })
+        Ok(Self { ifname, fd, fds, script, downscript, br, helper, sndbuf, vnet_hdr, vhost, vhostfd, vhostfds, vhostforce, queues, poll_us, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -28661,7 +27100,7 @@ impl NetdevAddTap {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NetdevAddL2tpv3 {
     /// `src`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -28786,22 +27225,7 @@ impl NetdevAddL2tpv3 {
         let txsession = rt::required(m, "txsession")?;
         let rxsession = rt::optional(m, "rxsession")?;
         let offset = rt::optional(m, "offset")?;
-        Ok(Self {
-            src,
-            dst,
-            srcport,
-            dstport,
-            ipv6,
-            udp,
-            cookie64,
-            counter,
-            pincounter,
-            txcookie,
-            rxcookie,
-            txsession,
-            rxsession,
-            offset,
-        })
+        Ok(Self { src, dst, srcport, dstport, ipv6, udp, cookie64, counter, pincounter, txcookie, rxcookie, txsession, rxsession, offset, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -28822,7 +27246,7 @@ impl NetdevAddL2tpv3 {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NetdevAddSocket {
     /// `fd`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -28890,14 +27314,7 @@ impl NetdevAddSocket {
         let mcast = rt::optional(m, "mcast")?;
         let localaddr = rt::optional(m, "localaddr")?;
         let udp = rt::optional(m, "udp")?;
-        Ok(Self {
-            fd,
-            listen,
-            connect,
-            mcast,
-            localaddr,
-            udp,
-        })
+        Ok(Self { fd, listen, connect, mcast, localaddr, udp, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -28910,7 +27327,7 @@ impl NetdevAddSocket {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NetdevAddStream {
     /// `addr`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -28955,12 +27372,7 @@ impl NetdevAddStream {
         let server = rt::optional(m, "server")?;
         let reconnect_ms = rt::optional(m, "reconnect-ms")?;
         let reconnect = rt::optional(m, "reconnect")?;
-        Ok(Self {
-            addr,
-            server,
-            reconnect_ms,
-            reconnect,
-        })
+        Ok(Self { addr, server, reconnect_ms, reconnect, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -28971,7 +27383,7 @@ impl NetdevAddStream {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NetdevAddDgram {
     /// `local`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -29003,7 +27415,7 @@ impl NetdevAddDgram {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let local = rt::optional(m, "local")?;
         let remote = rt::optional(m, "remote")?;
-        Ok(Self { local, remote })
+        Ok(Self { local, remote, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -29012,7 +27424,7 @@ impl NetdevAddDgram {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NetdevAddVde {
     /// `sock`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -29062,12 +27474,7 @@ impl NetdevAddVde {
         let port = rt::optional(m, "port")?;
         let group = rt::optional(m, "group")?;
         let mode = rt::optional(m, "mode")?;
-        Ok(Self {
-            sock,
-            port,
-            group,
-            mode,
-        })
+        Ok(Self { sock, port, group, mode, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -29078,7 +27485,7 @@ impl NetdevAddVde {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NetdevAddBridge {
     /// `br`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -29110,7 +27517,7 @@ impl NetdevAddBridge {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let br = rt::optional(m, "br")?;
         let helper = rt::optional(m, "helper")?;
-        Ok(Self { br, helper })
+        Ok(Self { br, helper, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -29119,7 +27526,7 @@ impl NetdevAddBridge {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NetdevAddHubport {
     /// `hubid`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -29146,7 +27553,7 @@ impl NetdevAddHubport {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let hubid = rt::required(m, "hubid")?;
         let netdev = rt::optional(m, "netdev")?;
-        Ok(Self { hubid, netdev })
+        Ok(Self { hubid, netdev, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -29155,7 +27562,7 @@ impl NetdevAddHubport {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NetdevAddNetmap {
     /// `ifname`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -29182,7 +27589,7 @@ impl NetdevAddNetmap {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let ifname = rt::required(m, "ifname")?;
         let devname = rt::optional(m, "devname")?;
-        Ok(Self { ifname, devname })
+        Ok(Self { ifname, devname, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -29191,7 +27598,7 @@ impl NetdevAddNetmap {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NetdevAddVhostUser {
     /// `chardev`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -29227,11 +27634,7 @@ impl NetdevAddVhostUser {
         let chardev = rt::required(m, "chardev")?;
         let vhostforce = rt::optional(m, "vhostforce")?;
         let queues = rt::optional(m, "queues")?;
-        Ok(Self {
-            chardev,
-            vhostforce,
-            queues,
-        })
+        Ok(Self { chardev, vhostforce, queues, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -29241,7 +27644,7 @@ impl NetdevAddVhostUser {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NetdevAddVhostVdpa {
     /// `vhostdev`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -29291,12 +27694,7 @@ impl NetdevAddVhostVdpa {
         let vhostfd = rt::optional(m, "vhostfd")?;
         let queues = rt::optional(m, "queues")?;
         let x_svq = rt::optional(m, "x-svq")?;
-        Ok(Self {
-            vhostdev,
-            vhostfd,
-            queues,
-            x_svq,
-        })
+        Ok(Self { vhostdev, vhostfd, queues, x_svq, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -29307,25 +27705,28 @@ impl NetdevAddVhostVdpa {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct NetdevAddNone {}
+pub struct NetdevAddNone {
+}
 
 impl NetdevAddNone {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NetdevAdd {
     /// `id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -29518,11 +27919,7 @@ impl NetdevAdd {
             }
             _ => NetdevAddBranch::Other,
         };
-        Ok(Self {
-            id,
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { id, branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -29611,7 +28008,7 @@ impl Qmp for NetdevAdd {
 }
 
 /// The branches of [`NetdevAdd`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum NetdevAddBranch {
     /// `nic`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -29656,7 +28053,7 @@ impl rt::Command for NetdevAdd {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NetdevDel {
     /// `id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -29677,10 +28074,7 @@ impl NetdevDel {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let id = rt::required(m, "id")?;
-        Ok(Self {
-            id,
-            other: Map::new(),
-        })
+        Ok(Self { id, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -29712,7 +28106,7 @@ impl rt::Command for NetdevDel {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddAcpiGenericInitiator {
     /// `pci-dev`. In: 10.0-system, 10.0-storage-daemon, 11.1-system, 11.1-storage-daemon.
@@ -29725,13 +28119,16 @@ impl ObjectAddAcpiGenericInitiator {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(pci_dev: String, node: i64) -> Self {
-        Self { pci_dev, node }
+        Self {
+            pci_dev,
+            node,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let pci_dev = rt::required(m, "pci-dev")?;
         let node = rt::required(m, "node")?;
-        Ok(Self { pci_dev, node })
+        Ok(Self { pci_dev, node, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -29740,7 +28137,7 @@ impl ObjectAddAcpiGenericInitiator {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddAcpiGenericPort {
     /// `pci-bus`. In: 10.0-system, 10.0-storage-daemon, 11.1-system, 11.1-storage-daemon.
@@ -29753,13 +28150,16 @@ impl ObjectAddAcpiGenericPort {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(pci_bus: String, node: i64) -> Self {
-        Self { pci_bus, node }
+        Self {
+            pci_bus,
+            node,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let pci_bus = rt::required(m, "pci-bus")?;
         let node = rt::required(m, "node")?;
-        Ok(Self { pci_bus, node })
+        Ok(Self { pci_bus, node, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -29840,7 +28240,7 @@ impl Qmp for ObjectAddAuthzListRulesFormat {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddAuthzListRules {
     /// `match`. In every dumped QEMU.
@@ -29874,12 +28274,7 @@ impl ObjectAddAuthzListRules {
         let r#match = rt::required(m, "match")?;
         let policy = rt::required(m, "policy")?;
         let format = rt::optional(m, "format")?;
-        Ok(Self {
-            r#match,
-            policy,
-            format,
-            other: Map::new(),
-        })
+        Ok(Self { r#match, policy, format, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -29906,7 +28301,7 @@ impl Qmp for ObjectAddAuthzListRules {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddAuthzList {
     /// `policy`. In every dumped QEMU.
@@ -29938,7 +28333,7 @@ impl ObjectAddAuthzList {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let policy = rt::optional(m, "policy")?;
         let rules = rt::optional(m, "rules")?;
-        Ok(Self { policy, rules })
+        Ok(Self { policy, rules, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -29947,7 +28342,7 @@ impl ObjectAddAuthzList {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddAuthzListfile {
     /// `filename`. In every dumped QEMU.
@@ -29974,7 +28369,7 @@ impl ObjectAddAuthzListfile {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let filename = rt::required(m, "filename")?;
         let refresh = rt::optional(m, "refresh")?;
-        Ok(Self { filename, refresh })
+        Ok(Self { filename, refresh, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -29983,7 +28378,7 @@ impl ObjectAddAuthzListfile {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddAuthzPam {
     /// `service`. In every dumped QEMU.
@@ -29994,12 +28389,14 @@ impl ObjectAddAuthzPam {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(service: String) -> Self {
-        Self { service }
+        Self {
+            service,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let service = rt::required(m, "service")?;
-        Ok(Self { service })
+        Ok(Self { service, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -30007,7 +28404,7 @@ impl ObjectAddAuthzPam {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddAuthzSimple {
     /// `identity`. In every dumped QEMU.
@@ -30018,12 +28415,14 @@ impl ObjectAddAuthzSimple {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(identity: String) -> Self {
-        Self { identity }
+        Self {
+            identity,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let identity = rt::required(m, "identity")?;
-        Ok(Self { identity })
+        Ok(Self { identity, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -30031,7 +28430,7 @@ impl ObjectAddAuthzSimple {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddCanHostSocketcan {
     /// `if`. In every dumped QEMU.
@@ -30044,13 +28443,16 @@ impl ObjectAddCanHostSocketcan {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(r#if: String, canbus: String) -> Self {
-        Self { r#if, canbus }
+        Self {
+            r#if,
+            canbus,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let r#if = rt::required(m, "if")?;
         let canbus = rt::required(m, "canbus")?;
-        Ok(Self { r#if, canbus })
+        Ok(Self { r#if, canbus, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -30059,7 +28461,7 @@ impl ObjectAddCanHostSocketcan {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddColoCompare {
     /// `primary_in`. In every dumped QEMU.
@@ -30134,17 +28536,7 @@ impl ObjectAddColoCompare {
         let expired_scan_cycle = rt::optional(m, "expired_scan_cycle")?;
         let max_queue_size = rt::optional(m, "max_queue_size")?;
         let vnet_hdr_support = rt::optional(m, "vnet_hdr_support")?;
-        Ok(Self {
-            primary_in,
-            secondary_in,
-            outdev,
-            iothread,
-            notify_dev,
-            compare_timeout,
-            expired_scan_cycle,
-            max_queue_size,
-            vnet_hdr_support,
-        })
+        Ok(Self { primary_in, secondary_in, outdev, iothread, notify_dev, compare_timeout, expired_scan_cycle, max_queue_size, vnet_hdr_support, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -30160,7 +28552,7 @@ impl ObjectAddColoCompare {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddCryptodevBackend {
     /// `queues`. In every dumped QEMU.
@@ -30201,11 +28593,7 @@ impl ObjectAddCryptodevBackend {
         let queues = rt::optional(m, "queues")?;
         let throttle_bps = rt::optional(m, "throttle-bps")?;
         let throttle_ops = rt::optional(m, "throttle-ops")?;
-        Ok(Self {
-            queues,
-            throttle_bps,
-            throttle_ops,
-        })
+        Ok(Self { queues, throttle_bps, throttle_ops, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -30215,7 +28603,7 @@ impl ObjectAddCryptodevBackend {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddCryptodevBackendBuiltin {
     /// `queues`. In every dumped QEMU.
@@ -30256,11 +28644,7 @@ impl ObjectAddCryptodevBackendBuiltin {
         let queues = rt::optional(m, "queues")?;
         let throttle_bps = rt::optional(m, "throttle-bps")?;
         let throttle_ops = rt::optional(m, "throttle-ops")?;
-        Ok(Self {
-            queues,
-            throttle_bps,
-            throttle_ops,
-        })
+        Ok(Self { queues, throttle_bps, throttle_ops, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -30270,7 +28654,7 @@ impl ObjectAddCryptodevBackendBuiltin {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddCryptodevBackendLkcf {
     /// `queues`. In every dumped QEMU.
@@ -30311,11 +28695,7 @@ impl ObjectAddCryptodevBackendLkcf {
         let queues = rt::optional(m, "queues")?;
         let throttle_bps = rt::optional(m, "throttle-bps")?;
         let throttle_ops = rt::optional(m, "throttle-ops")?;
-        Ok(Self {
-            queues,
-            throttle_bps,
-            throttle_ops,
-        })
+        Ok(Self { queues, throttle_bps, throttle_ops, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -30325,7 +28705,7 @@ impl ObjectAddCryptodevBackendLkcf {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddCryptodevVhostUser {
     /// `queues`. In every dumped QEMU.
@@ -30370,12 +28750,7 @@ impl ObjectAddCryptodevVhostUser {
         let throttle_bps = rt::optional(m, "throttle-bps")?;
         let throttle_ops = rt::optional(m, "throttle-ops")?;
         let chardev = rt::required(m, "chardev")?;
-        Ok(Self {
-            queues,
-            throttle_bps,
-            throttle_ops,
-            chardev,
-        })
+        Ok(Self { queues, throttle_bps, throttle_ops, chardev, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -30386,7 +28761,7 @@ impl ObjectAddCryptodevVhostUser {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddDbusVmstate {
     /// `addr`. In every dumped QEMU.
@@ -30413,7 +28788,7 @@ impl ObjectAddDbusVmstate {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let addr = rt::required(m, "addr")?;
         let id_list = rt::optional(m, "id-list")?;
-        Ok(Self { addr, id_list })
+        Ok(Self { addr, id_list, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -30498,7 +28873,7 @@ impl Qmp for ObjectAddFilterBufferInsert {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddFilterBuffer {
     /// `netdev`. In every dumped QEMU.
@@ -30556,14 +28931,7 @@ impl ObjectAddFilterBuffer {
         let position = rt::optional(m, "position")?;
         let insert = rt::optional(m, "insert")?;
         let interval = rt::required(m, "interval")?;
-        Ok(Self {
-            netdev,
-            queue,
-            status,
-            position,
-            insert,
-            interval,
-        })
+        Ok(Self { netdev, queue, status, position, insert, interval, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -30576,7 +28944,7 @@ impl ObjectAddFilterBuffer {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddFilterDump {
     /// `netdev`. In every dumped QEMU.
@@ -30643,15 +29011,7 @@ impl ObjectAddFilterDump {
         let insert = rt::optional(m, "insert")?;
         let file = rt::required(m, "file")?;
         let maxlen = rt::optional(m, "maxlen")?;
-        Ok(Self {
-            netdev,
-            queue,
-            status,
-            position,
-            insert,
-            file,
-            maxlen,
-        })
+        Ok(Self { netdev, queue, status, position, insert, file, maxlen, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -30665,7 +29025,7 @@ impl ObjectAddFilterDump {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddFilterMirror {
     /// `netdev`. In every dumped QEMU.
@@ -30732,15 +29092,7 @@ impl ObjectAddFilterMirror {
         let insert = rt::optional(m, "insert")?;
         let outdev = rt::required(m, "outdev")?;
         let vnet_hdr_support = rt::optional(m, "vnet_hdr_support")?;
-        Ok(Self {
-            netdev,
-            queue,
-            status,
-            position,
-            insert,
-            outdev,
-            vnet_hdr_support,
-        })
+        Ok(Self { netdev, queue, status, position, insert, outdev, vnet_hdr_support, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -30754,7 +29106,7 @@ impl ObjectAddFilterMirror {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddFilterRedirector {
     /// `netdev`. In every dumped QEMU.
@@ -30835,16 +29187,7 @@ impl ObjectAddFilterRedirector {
         let indev = rt::optional(m, "indev")?;
         let outdev = rt::optional(m, "outdev")?;
         let vnet_hdr_support = rt::optional(m, "vnet_hdr_support")?;
-        Ok(Self {
-            netdev,
-            queue,
-            status,
-            position,
-            insert,
-            indev,
-            outdev,
-            vnet_hdr_support,
-        })
+        Ok(Self { netdev, queue, status, position, insert, indev, outdev, vnet_hdr_support, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -30859,7 +29202,7 @@ impl ObjectAddFilterRedirector {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddFilterReplay {
     /// `netdev`. In every dumped QEMU.
@@ -30913,13 +29256,7 @@ impl ObjectAddFilterReplay {
         let status = rt::optional(m, "status")?;
         let position = rt::optional(m, "position")?;
         let insert = rt::optional(m, "insert")?;
-        Ok(Self {
-            netdev,
-            queue,
-            status,
-            position,
-            insert,
-        })
+        Ok(Self { netdev, queue, status, position, insert, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -30931,7 +29268,7 @@ impl ObjectAddFilterReplay {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddFilterRewriter {
     /// `netdev`. In every dumped QEMU.
@@ -30994,14 +29331,7 @@ impl ObjectAddFilterRewriter {
         let position = rt::optional(m, "position")?;
         let insert = rt::optional(m, "insert")?;
         let vnet_hdr_support = rt::optional(m, "vnet_hdr_support")?;
-        Ok(Self {
-            netdev,
-            queue,
-            status,
-            position,
-            insert,
-            vnet_hdr_support,
-        })
+        Ok(Self { netdev, queue, status, position, insert, vnet_hdr_support, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -31014,7 +29344,7 @@ impl ObjectAddFilterRewriter {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddInputBarrier {
     /// `name`. In every dumped QEMU.
@@ -31086,15 +29416,7 @@ impl ObjectAddInputBarrier {
         let y_origin = rt::optional(m, "y-origin")?;
         let width = rt::optional(m, "width")?;
         let height = rt::optional(m, "height")?;
-        Ok(Self {
-            name,
-            server,
-            port,
-            x_origin,
-            y_origin,
-            width,
-            height,
-        })
+        Ok(Self { name, server, port, x_origin, y_origin, width, height, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -31160,7 +29482,7 @@ impl Qmp for ObjectAddInputLinuxGrabToggle {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddInputLinux {
     /// `evdev`. In every dumped QEMU.
@@ -31205,12 +29527,7 @@ impl ObjectAddInputLinux {
         let grab_all = rt::optional(m, "grab_all")?;
         let repeat = rt::optional(m, "repeat")?;
         let grab_toggle = rt::optional(m, "grab-toggle")?;
-        Ok(Self {
-            evdev,
-            grab_all,
-            repeat,
-            grab_toggle,
-        })
+        Ok(Self { evdev, grab_all, repeat, grab_toggle, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -31221,7 +29538,7 @@ impl ObjectAddInputLinux {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddIommufd {
     /// `fd`. In: 10.0-system, 10.0-storage-daemon, 11.1-system, 11.1-storage-daemon.
@@ -31232,7 +29549,9 @@ impl ObjectAddIommufd {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { fd: None }
+        Self {
+            fd: None,
+        }
     }
     /// Sets `fd`.
     pub fn with_fd(mut self, value: String) -> Self {
@@ -31242,7 +29561,7 @@ impl ObjectAddIommufd {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let fd = rt::optional(m, "fd")?;
-        Ok(Self { fd })
+        Ok(Self { fd, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -31250,7 +29569,7 @@ impl ObjectAddIommufd {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddIothread {
     /// `aio-max-batch`. In every dumped QEMU.
@@ -31327,15 +29646,7 @@ impl ObjectAddIothread {
         let poll_grow = rt::optional(m, "poll-grow")?;
         let poll_shrink = rt::optional(m, "poll-shrink")?;
         let poll_weight = rt::optional(m, "poll-weight")?;
-        Ok(Self {
-            aio_max_batch,
-            thread_pool_min,
-            thread_pool_max,
-            poll_max_ns,
-            poll_grow,
-            poll_shrink,
-            poll_weight,
-        })
+        Ok(Self { aio_max_batch, thread_pool_min, thread_pool_max, poll_max_ns, poll_grow, poll_shrink, poll_weight, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -31349,7 +29660,7 @@ impl ObjectAddIothread {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddMainLoop {
     /// `aio-max-batch`. In every dumped QEMU.
@@ -31390,11 +29701,7 @@ impl ObjectAddMainLoop {
         let aio_max_batch = rt::optional(m, "aio-max-batch")?;
         let thread_pool_min = rt::optional(m, "thread-pool-min")?;
         let thread_pool_max = rt::optional(m, "thread-pool-max")?;
-        Ok(Self {
-            aio_max_batch,
-            thread_pool_min,
-            thread_pool_max,
-        })
+        Ok(Self { aio_max_batch, thread_pool_min, thread_pool_max, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -31448,7 +29755,7 @@ impl Qmp for ObjectAddMemoryBackendEpcPolicy {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddMemoryBackendEpc {
     /// `dump`. In every dumped QEMU.
@@ -31555,21 +29862,8 @@ impl ObjectAddMemoryBackendEpc {
         let share = rt::optional(m, "share")?;
         let reserve = rt::optional(m, "reserve")?;
         let size = rt::required(m, "size")?;
-        let x_use_canonical_path_for_ramblock_id =
-            rt::optional(m, "x-use-canonical-path-for-ramblock-id")?;
-        Ok(Self {
-            dump,
-            host_nodes,
-            merge,
-            policy,
-            prealloc,
-            prealloc_threads,
-            prealloc_context,
-            share,
-            reserve,
-            size,
-            x_use_canonical_path_for_ramblock_id,
-        })
+        let x_use_canonical_path_for_ramblock_id = rt::optional(m, "x-use-canonical-path-for-ramblock-id")?;
+        Ok(Self { dump, host_nodes, merge, policy, prealloc, prealloc_threads, prealloc_context, share, reserve, size, x_use_canonical_path_for_ramblock_id, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -31583,15 +29877,11 @@ impl ObjectAddMemoryBackendEpc {
         rt::put_optional(m, "share", &self.share);
         rt::put_optional(m, "reserve", &self.reserve);
         rt::put(m, "size", &self.size);
-        rt::put_optional(
-            m,
-            "x-use-canonical-path-for-ramblock-id",
-            &self.x_use_canonical_path_for_ramblock_id,
-        );
+        rt::put_optional(m, "x-use-canonical-path-for-ramblock-id", &self.x_use_canonical_path_for_ramblock_id);
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddMemoryBackendFile {
     /// `dump`. In every dumped QEMU.
@@ -31749,8 +30039,7 @@ impl ObjectAddMemoryBackendFile {
         let share = rt::optional(m, "share")?;
         let reserve = rt::optional(m, "reserve")?;
         let size = rt::required(m, "size")?;
-        let x_use_canonical_path_for_ramblock_id =
-            rt::optional(m, "x-use-canonical-path-for-ramblock-id")?;
+        let x_use_canonical_path_for_ramblock_id = rt::optional(m, "x-use-canonical-path-for-ramblock-id")?;
         let align = rt::optional(m, "align")?;
         let offset = rt::optional(m, "offset")?;
         let discard_data = rt::optional(m, "discard-data")?;
@@ -31758,26 +30047,7 @@ impl ObjectAddMemoryBackendFile {
         let pmem = rt::optional(m, "pmem")?;
         let readonly = rt::optional(m, "readonly")?;
         let rom = rt::optional(m, "rom")?;
-        Ok(Self {
-            dump,
-            host_nodes,
-            merge,
-            policy,
-            prealloc,
-            prealloc_threads,
-            prealloc_context,
-            share,
-            reserve,
-            size,
-            x_use_canonical_path_for_ramblock_id,
-            align,
-            offset,
-            discard_data,
-            mem_path,
-            pmem,
-            readonly,
-            rom,
-        })
+        Ok(Self { dump, host_nodes, merge, policy, prealloc, prealloc_threads, prealloc_context, share, reserve, size, x_use_canonical_path_for_ramblock_id, align, offset, discard_data, mem_path, pmem, readonly, rom, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -31791,11 +30061,7 @@ impl ObjectAddMemoryBackendFile {
         rt::put_optional(m, "share", &self.share);
         rt::put_optional(m, "reserve", &self.reserve);
         rt::put(m, "size", &self.size);
-        rt::put_optional(
-            m,
-            "x-use-canonical-path-for-ramblock-id",
-            &self.x_use_canonical_path_for_ramblock_id,
-        );
+        rt::put_optional(m, "x-use-canonical-path-for-ramblock-id", &self.x_use_canonical_path_for_ramblock_id);
         rt::put_optional(m, "align", &self.align);
         rt::put_optional(m, "offset", &self.offset);
         rt::put_optional(m, "discard-data", &self.discard_data);
@@ -31806,7 +30072,7 @@ impl ObjectAddMemoryBackendFile {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddMemoryBackendMemfd {
     /// `dump`. In every dumped QEMU.
@@ -31937,27 +30203,11 @@ impl ObjectAddMemoryBackendMemfd {
         let share = rt::optional(m, "share")?;
         let reserve = rt::optional(m, "reserve")?;
         let size = rt::required(m, "size")?;
-        let x_use_canonical_path_for_ramblock_id =
-            rt::optional(m, "x-use-canonical-path-for-ramblock-id")?;
+        let x_use_canonical_path_for_ramblock_id = rt::optional(m, "x-use-canonical-path-for-ramblock-id")?;
         let hugetlb = rt::optional(m, "hugetlb")?;
         let hugetlbsize = rt::optional(m, "hugetlbsize")?;
         let seal = rt::optional(m, "seal")?;
-        Ok(Self {
-            dump,
-            host_nodes,
-            merge,
-            policy,
-            prealloc,
-            prealloc_threads,
-            prealloc_context,
-            share,
-            reserve,
-            size,
-            x_use_canonical_path_for_ramblock_id,
-            hugetlb,
-            hugetlbsize,
-            seal,
-        })
+        Ok(Self { dump, host_nodes, merge, policy, prealloc, prealloc_threads, prealloc_context, share, reserve, size, x_use_canonical_path_for_ramblock_id, hugetlb, hugetlbsize, seal, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -31971,18 +30221,14 @@ impl ObjectAddMemoryBackendMemfd {
         rt::put_optional(m, "share", &self.share);
         rt::put_optional(m, "reserve", &self.reserve);
         rt::put(m, "size", &self.size);
-        rt::put_optional(
-            m,
-            "x-use-canonical-path-for-ramblock-id",
-            &self.x_use_canonical_path_for_ramblock_id,
-        );
+        rt::put_optional(m, "x-use-canonical-path-for-ramblock-id", &self.x_use_canonical_path_for_ramblock_id);
         rt::put_optional(m, "hugetlb", &self.hugetlb);
         rt::put_optional(m, "hugetlbsize", &self.hugetlbsize);
         rt::put_optional(m, "seal", &self.seal);
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddMemoryBackendRam {
     /// `dump`. In every dumped QEMU.
@@ -32089,21 +30335,8 @@ impl ObjectAddMemoryBackendRam {
         let share = rt::optional(m, "share")?;
         let reserve = rt::optional(m, "reserve")?;
         let size = rt::required(m, "size")?;
-        let x_use_canonical_path_for_ramblock_id =
-            rt::optional(m, "x-use-canonical-path-for-ramblock-id")?;
-        Ok(Self {
-            dump,
-            host_nodes,
-            merge,
-            policy,
-            prealloc,
-            prealloc_threads,
-            prealloc_context,
-            share,
-            reserve,
-            size,
-            x_use_canonical_path_for_ramblock_id,
-        })
+        let x_use_canonical_path_for_ramblock_id = rt::optional(m, "x-use-canonical-path-for-ramblock-id")?;
+        Ok(Self { dump, host_nodes, merge, policy, prealloc, prealloc_threads, prealloc_context, share, reserve, size, x_use_canonical_path_for_ramblock_id, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -32117,15 +30350,11 @@ impl ObjectAddMemoryBackendRam {
         rt::put_optional(m, "share", &self.share);
         rt::put_optional(m, "reserve", &self.reserve);
         rt::put(m, "size", &self.size);
-        rt::put_optional(
-            m,
-            "x-use-canonical-path-for-ramblock-id",
-            &self.x_use_canonical_path_for_ramblock_id,
-        );
+        rt::put_optional(m, "x-use-canonical-path-for-ramblock-id", &self.x_use_canonical_path_for_ramblock_id);
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddMemoryBackendShm {
     /// `dump`. In: 10.0-system, 10.0-storage-daemon, 11.1-system, 11.1-storage-daemon.
@@ -32232,21 +30461,8 @@ impl ObjectAddMemoryBackendShm {
         let share = rt::optional(m, "share")?;
         let reserve = rt::optional(m, "reserve")?;
         let size = rt::required(m, "size")?;
-        let x_use_canonical_path_for_ramblock_id =
-            rt::optional(m, "x-use-canonical-path-for-ramblock-id")?;
-        Ok(Self {
-            dump,
-            host_nodes,
-            merge,
-            policy,
-            prealloc,
-            prealloc_threads,
-            prealloc_context,
-            share,
-            reserve,
-            size,
-            x_use_canonical_path_for_ramblock_id,
-        })
+        let x_use_canonical_path_for_ramblock_id = rt::optional(m, "x-use-canonical-path-for-ramblock-id")?;
+        Ok(Self { dump, host_nodes, merge, policy, prealloc, prealloc_threads, prealloc_context, share, reserve, size, x_use_canonical_path_for_ramblock_id, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -32260,15 +30476,11 @@ impl ObjectAddMemoryBackendShm {
         rt::put_optional(m, "share", &self.share);
         rt::put_optional(m, "reserve", &self.reserve);
         rt::put(m, "size", &self.size);
-        rt::put_optional(
-            m,
-            "x-use-canonical-path-for-ramblock-id",
-            &self.x_use_canonical_path_for_ramblock_id,
-        );
+        rt::put_optional(m, "x-use-canonical-path-for-ramblock-id", &self.x_use_canonical_path_for_ramblock_id);
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddMonitorHmp {
     /// `chardev`. In: 11.1-system, 11.1-storage-daemon.
@@ -32295,7 +30507,7 @@ impl ObjectAddMonitorHmp {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let chardev = rt::required(m, "chardev")?;
         let readline = rt::optional(m, "readline")?;
-        Ok(Self { chardev, readline })
+        Ok(Self { chardev, readline, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -32340,7 +30552,7 @@ impl Qmp for ObjectAddMonitorQmpCloseAction {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddMonitorQmp {
     /// `chardev`. In: 11.1-system, 11.1-storage-daemon.
@@ -32376,11 +30588,7 @@ impl ObjectAddMonitorQmp {
         let chardev = rt::required(m, "chardev")?;
         let pretty = rt::optional(m, "pretty")?;
         let close_action = rt::optional(m, "close-action")?;
-        Ok(Self {
-            chardev,
-            pretty,
-            close_action,
-        })
+        Ok(Self { chardev, pretty, close_action, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -32390,7 +30598,7 @@ impl ObjectAddMonitorQmp {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddPrManagerHelper {
     /// `path`. In every dumped QEMU.
@@ -32401,12 +30609,14 @@ impl ObjectAddPrManagerHelper {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(path: String) -> Self {
-        Self { path }
+        Self {
+            path,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let path = rt::required(m, "path")?;
-        Ok(Self { path })
+        Ok(Self { path, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -32414,7 +30624,7 @@ impl ObjectAddPrManagerHelper {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddQtest {
     /// `chardev`. In every dumped QEMU.
@@ -32427,7 +30637,10 @@ impl ObjectAddQtest {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(chardev: String) -> Self {
-        Self { chardev, log: None }
+        Self {
+            chardev,
+            log: None,
+        }
     }
     /// Sets `log`.
     pub fn with_log(mut self, value: String) -> Self {
@@ -32438,7 +30651,7 @@ impl ObjectAddQtest {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let chardev = rt::required(m, "chardev")?;
         let log = rt::optional(m, "log")?;
-        Ok(Self { chardev, log })
+        Ok(Self { chardev, log, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -32447,7 +30660,7 @@ impl ObjectAddQtest {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddRngBuiltin {
     /// `opened`. In every dumped QEMU.
@@ -32458,7 +30671,9 @@ impl ObjectAddRngBuiltin {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { opened: None }
+        Self {
+            opened: None,
+        }
     }
     /// Sets `opened`.
     pub fn with_opened(mut self, value: bool) -> Self {
@@ -32468,7 +30683,7 @@ impl ObjectAddRngBuiltin {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let opened = rt::optional(m, "opened")?;
-        Ok(Self { opened })
+        Ok(Self { opened, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -32476,7 +30691,7 @@ impl ObjectAddRngBuiltin {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddRngEgd {
     /// `opened`. In every dumped QEMU.
@@ -32503,7 +30718,7 @@ impl ObjectAddRngEgd {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let opened = rt::optional(m, "opened")?;
         let chardev = rt::required(m, "chardev")?;
-        Ok(Self { opened, chardev })
+        Ok(Self { opened, chardev, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -32512,7 +30727,7 @@ impl ObjectAddRngEgd {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddRngRandom {
     /// `opened`. In every dumped QEMU.
@@ -32544,7 +30759,7 @@ impl ObjectAddRngRandom {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let opened = rt::optional(m, "opened")?;
         let filename = rt::optional(m, "filename")?;
-        Ok(Self { opened, filename })
+        Ok(Self { opened, filename, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -32589,7 +30804,7 @@ impl Qmp for ObjectAddSecretFormat {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddSecret {
     /// `format`. In every dumped QEMU.
@@ -32657,14 +30872,7 @@ impl ObjectAddSecret {
         let data = rt::optional(m, "data")?;
         let file = rt::optional(m, "file")?;
         let loaded = rt::optional(m, "loaded")?;
-        Ok(Self {
-            format,
-            keyid,
-            iv,
-            data,
-            file,
-            loaded,
-        })
+        Ok(Self { format, keyid, iv, data, file, loaded, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -32677,7 +30885,7 @@ impl ObjectAddSecret {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddSecretKeyring {
     /// `format`. In every dumped QEMU.
@@ -32731,13 +30939,7 @@ impl ObjectAddSecretKeyring {
         let iv = rt::optional(m, "iv")?;
         let serial = rt::required(m, "serial")?;
         let loaded = rt::optional(m, "loaded")?;
-        Ok(Self {
-            format,
-            keyid,
-            iv,
-            serial,
-            loaded,
-        })
+        Ok(Self { format, keyid, iv, serial, loaded, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -32749,7 +30951,7 @@ impl ObjectAddSecretKeyring {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddSevGuest {
     /// `sev-device`. In every dumped QEMU.
@@ -32839,17 +31041,7 @@ impl ObjectAddSevGuest {
         let policy = rt::optional(m, "policy")?;
         let handle = rt::optional(m, "handle")?;
         let legacy_vm_type = rt::optional(m, "legacy-vm-type")?;
-        Ok(Self {
-            sev_device,
-            cbitpos,
-            reduced_phys_bits,
-            kernel_hashes,
-            dh_cert_file,
-            session_file,
-            policy,
-            handle,
-            legacy_vm_type,
-        })
+        Ok(Self { sev_device, cbitpos, reduced_phys_bits, kernel_hashes, dh_cert_file, session_file, policy, handle, legacy_vm_type, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -32865,7 +31057,7 @@ impl ObjectAddSevGuest {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddSevSnpGuest {
     /// `sev-device`. In: 10.0-system, 10.0-storage-daemon, 11.1-system, 11.1-storage-daemon.
@@ -32973,19 +31165,7 @@ impl ObjectAddSevSnpGuest {
         let author_key_enabled = rt::optional(m, "author-key-enabled")?;
         let host_data = rt::optional(m, "host-data")?;
         let vcek_disabled = rt::optional(m, "vcek-disabled")?;
-        Ok(Self {
-            sev_device,
-            cbitpos,
-            reduced_phys_bits,
-            kernel_hashes,
-            policy,
-            guest_visible_workarounds,
-            id_block,
-            id_auth,
-            author_key_enabled,
-            host_data,
-            vcek_disabled,
-        })
+        Ok(Self { sev_device, cbitpos, reduced_phys_bits, kernel_hashes, policy, guest_visible_workarounds, id_block, id_auth, author_key_enabled, host_data, vcek_disabled, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -32994,11 +31174,7 @@ impl ObjectAddSevSnpGuest {
         rt::put(m, "reduced-phys-bits", &self.reduced_phys_bits);
         rt::put_optional(m, "kernel-hashes", &self.kernel_hashes);
         rt::put_optional(m, "policy", &self.policy);
-        rt::put_optional(
-            m,
-            "guest-visible-workarounds",
-            &self.guest_visible_workarounds,
-        );
+        rt::put_optional(m, "guest-visible-workarounds", &self.guest_visible_workarounds);
         rt::put_optional(m, "id-block", &self.id_block);
         rt::put_optional(m, "id-auth", &self.id_auth);
         rt::put_optional(m, "author-key-enabled", &self.author_key_enabled);
@@ -33007,7 +31183,7 @@ impl ObjectAddSevSnpGuest {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddTdxGuest {
     /// `attributes`. In: 11.1-system, 11.1-storage-daemon.
@@ -33075,14 +31251,7 @@ impl ObjectAddTdxGuest {
         let mrowner = rt::optional(m, "mrowner")?;
         let mrownerconfig = rt::optional(m, "mrownerconfig")?;
         let quote_generation_socket = rt::optional(m, "quote-generation-socket")?;
-        Ok(Self {
-            attributes,
-            sept_ve_disable,
-            mrconfigid,
-            mrowner,
-            mrownerconfig,
-            quote_generation_socket,
-        })
+        Ok(Self { attributes, sept_ve_disable, mrconfigid, mrowner, mrownerconfig, quote_generation_socket, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -33095,7 +31264,7 @@ impl ObjectAddTdxGuest {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddThreadContext {
     /// `cpu-affinity`. In every dumped QEMU.
@@ -33127,10 +31296,7 @@ impl ObjectAddThreadContext {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let cpu_affinity = rt::optional(m, "cpu-affinity")?;
         let node_affinity = rt::optional(m, "node-affinity")?;
-        Ok(Self {
-            cpu_affinity,
-            node_affinity,
-        })
+        Ok(Self { cpu_affinity, node_affinity, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -33139,7 +31305,7 @@ impl ObjectAddThreadContext {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddThrottleGroupLimits {
     /// `iops-total`. In every dumped QEMU.
@@ -33327,28 +31493,7 @@ impl ObjectAddThrottleGroupLimits {
         let bps_write_max = rt::optional(m, "bps-write-max")?;
         let bps_write_max_length = rt::optional(m, "bps-write-max-length")?;
         let iops_size = rt::optional(m, "iops-size")?;
-        Ok(Self {
-            iops_total,
-            iops_total_max,
-            iops_total_max_length,
-            iops_read,
-            iops_read_max,
-            iops_read_max_length,
-            iops_write,
-            iops_write_max,
-            iops_write_max_length,
-            bps_total,
-            bps_total_max,
-            bps_total_max_length,
-            bps_read,
-            bps_read_max,
-            bps_read_max_length,
-            bps_write,
-            bps_write_max,
-            bps_write_max_length,
-            iops_size,
-            other: Map::new(),
-        })
+        Ok(Self { iops_total, iops_total_max, iops_total_max_length, iops_read, iops_read_max, iops_read_max_length, iops_write, iops_write_max, iops_write_max_length, bps_total, bps_total_max, bps_total_max_length, bps_read, bps_read_max, bps_read_max_length, bps_write, bps_write_max, bps_write_max_length, iops_size, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -33391,7 +31536,7 @@ impl Qmp for ObjectAddThrottleGroupLimits {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddThrottleGroup {
     /// `limits`. In every dumped QEMU.
@@ -33585,28 +31730,7 @@ impl ObjectAddThrottleGroup {
         let x_bps_write_max = rt::optional(m, "x-bps-write-max")?;
         let x_bps_write_max_length = rt::optional(m, "x-bps-write-max-length")?;
         let x_iops_size = rt::optional(m, "x-iops-size")?;
-        Ok(Self {
-            limits,
-            x_iops_total,
-            x_iops_total_max,
-            x_iops_total_max_length,
-            x_iops_read,
-            x_iops_read_max,
-            x_iops_read_max_length,
-            x_iops_write,
-            x_iops_write_max,
-            x_iops_write_max_length,
-            x_bps_total,
-            x_bps_total_max,
-            x_bps_total_max_length,
-            x_bps_read,
-            x_bps_read_max,
-            x_bps_read_max_length,
-            x_bps_write,
-            x_bps_write_max,
-            x_bps_write_max_length,
-            x_iops_size,
-        })
+        Ok(Self { limits, x_iops_total, x_iops_total_max, x_iops_total_max_length, x_iops_read, x_iops_read_max, x_iops_read_max_length, x_iops_write, x_iops_write_max, x_iops_write_max_length, x_bps_total, x_bps_total_max, x_bps_total_max_length, x_bps_read, x_bps_read_max, x_bps_read_max_length, x_bps_write, x_bps_write_max, x_bps_write_max_length, x_iops_size, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -33669,7 +31793,7 @@ impl Qmp for ObjectAddTlsCredsAnonEndpoint {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddTlsCredsAnon {
     /// `verify-peer`. In every dumped QEMU.
@@ -33728,13 +31852,7 @@ impl ObjectAddTlsCredsAnon {
         let endpoint = rt::optional(m, "endpoint")?;
         let priority = rt::optional(m, "priority")?;
         let loaded = rt::optional(m, "loaded")?;
-        Ok(Self {
-            verify_peer,
-            dir,
-            endpoint,
-            priority,
-            loaded,
-        })
+        Ok(Self { verify_peer, dir, endpoint, priority, loaded, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -33746,7 +31864,7 @@ impl ObjectAddTlsCredsAnon {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddTlsCredsPsk {
     /// `verify-peer`. In every dumped QEMU.
@@ -33814,14 +31932,7 @@ impl ObjectAddTlsCredsPsk {
         let priority = rt::optional(m, "priority")?;
         let username = rt::optional(m, "username")?;
         let loaded = rt::optional(m, "loaded")?;
-        Ok(Self {
-            verify_peer,
-            dir,
-            endpoint,
-            priority,
-            username,
-            loaded,
-        })
+        Ok(Self { verify_peer, dir, endpoint, priority, username, loaded, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -33834,7 +31945,7 @@ impl ObjectAddTlsCredsPsk {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddTlsCredsX509 {
     /// `verify-peer`. In every dumped QEMU.
@@ -33911,15 +32022,7 @@ impl ObjectAddTlsCredsX509 {
         let sanity_check = rt::optional(m, "sanity-check")?;
         let passwordid = rt::optional(m, "passwordid")?;
         let loaded = rt::optional(m, "loaded")?;
-        Ok(Self {
-            verify_peer,
-            dir,
-            endpoint,
-            priority,
-            sanity_check,
-            passwordid,
-            loaded,
-        })
+        Ok(Self { verify_peer, dir, endpoint, priority, sanity_check, passwordid, loaded, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -33933,7 +32036,7 @@ impl ObjectAddTlsCredsX509 {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddTlsCipherSuites {
     /// `verify-peer`. In every dumped QEMU.
@@ -33983,12 +32086,7 @@ impl ObjectAddTlsCipherSuites {
         let dir = rt::optional(m, "dir")?;
         let endpoint = rt::optional(m, "endpoint")?;
         let priority = rt::optional(m, "priority")?;
-        Ok(Self {
-            verify_peer,
-            dir,
-            endpoint,
-            priority,
-        })
+        Ok(Self { verify_peer, dir, endpoint, priority, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -33999,7 +32097,7 @@ impl ObjectAddTlsCipherSuites {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddXRemoteObject {
     /// `fd`. In every dumped QEMU.
@@ -34012,13 +32110,16 @@ impl ObjectAddXRemoteObject {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(fd: String, devid: String) -> Self {
-        Self { fd, devid }
+        Self {
+            fd,
+            devid,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let fd = rt::required(m, "fd")?;
         let devid = rt::required(m, "devid")?;
-        Ok(Self { fd, devid })
+        Ok(Self { fd, devid, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -34027,7 +32128,7 @@ impl ObjectAddXRemoteObject {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAddXVfioUserServer {
     /// `socket`. In every dumped QEMU.
@@ -34040,13 +32141,16 @@ impl ObjectAddXVfioUserServer {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(socket: BlockExportAddVhostUserBlkAddr, device: String) -> Self {
-        Self { socket, device }
+        Self {
+            socket,
+            device,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let socket = rt::required(m, "socket")?;
         let device = rt::required(m, "device")?;
-        Ok(Self { socket, device })
+        Ok(Self { socket, device, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -34055,61 +32159,70 @@ impl ObjectAddXVfioUserServer {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct ObjectAddCanBus {}
+pub struct ObjectAddCanBus {
+}
 
 impl ObjectAddCanBus {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct ObjectAddPefGuest {}
+pub struct ObjectAddPefGuest {
+}
 
 impl ObjectAddPefGuest {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct ObjectAddS390PvGuest {}
+pub struct ObjectAddS390PvGuest {
+}
 
 impl ObjectAddS390PvGuest {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectAdd {
     /// `id`. In every dumped QEMU.
@@ -34709,42 +32822,26 @@ impl ObjectAdd {
             }
             _ => ObjectAddBranch::Other,
         };
-        Ok(Self {
-            id,
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { id, branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
         rt::put(m, "id", &self.id);
         match &self.branch {
             ObjectAddBranch::AcpiGenericInitiator(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("acpi-generic-initiator".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("acpi-generic-initiator".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::AcpiGenericPort(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("acpi-generic-port".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("acpi-generic-port".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::AuthzList(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("authz-list".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("authz-list".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::AuthzListfile(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("authz-listfile".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("authz-listfile".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::AuthzPam(b) => {
@@ -34752,115 +32849,67 @@ impl ObjectAdd {
                 b.put(m);
             }
             ObjectAddBranch::AuthzSimple(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("authz-simple".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("authz-simple".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::CanHostSocketcan(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("can-host-socketcan".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("can-host-socketcan".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::ColoCompare(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("colo-compare".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("colo-compare".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::CryptodevBackend(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("cryptodev-backend".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("cryptodev-backend".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::CryptodevBackendBuiltin(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("cryptodev-backend-builtin".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("cryptodev-backend-builtin".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::CryptodevBackendLkcf(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("cryptodev-backend-lkcf".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("cryptodev-backend-lkcf".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::CryptodevVhostUser(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("cryptodev-vhost-user".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("cryptodev-vhost-user".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::DbusVmstate(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("dbus-vmstate".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("dbus-vmstate".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::FilterBuffer(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("filter-buffer".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("filter-buffer".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::FilterDump(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("filter-dump".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("filter-dump".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::FilterMirror(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("filter-mirror".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("filter-mirror".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::FilterRedirector(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("filter-redirector".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("filter-redirector".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::FilterReplay(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("filter-replay".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("filter-replay".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::FilterRewriter(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("filter-rewriter".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("filter-rewriter".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::InputBarrier(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("input-barrier".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("input-barrier".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::InputLinux(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("input-linux".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("input-linux".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::Iommufd(b) => {
@@ -34876,59 +32925,35 @@ impl ObjectAdd {
                 b.put(m);
             }
             ObjectAddBranch::MemoryBackendEpc(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("memory-backend-epc".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("memory-backend-epc".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::MemoryBackendFile(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("memory-backend-file".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("memory-backend-file".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::MemoryBackendMemfd(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("memory-backend-memfd".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("memory-backend-memfd".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::MemoryBackendRam(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("memory-backend-ram".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("memory-backend-ram".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::MemoryBackendShm(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("memory-backend-shm".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("memory-backend-shm".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::MonitorHmp(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("monitor-hmp".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("monitor-hmp".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::MonitorQmp(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("monitor-qmp".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("monitor-qmp".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::PrManagerHelper(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("pr-manager-helper".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("pr-manager-helper".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::Qtest(b) => {
@@ -34936,10 +32961,7 @@ impl ObjectAdd {
                 b.put(m);
             }
             ObjectAddBranch::RngBuiltin(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("rng-builtin".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("rng-builtin".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::RngEgd(b) => {
@@ -34947,10 +32969,7 @@ impl ObjectAdd {
                 b.put(m);
             }
             ObjectAddBranch::RngRandom(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("rng-random".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("rng-random".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::Secret(b) => {
@@ -34958,10 +32977,7 @@ impl ObjectAdd {
                 b.put(m);
             }
             ObjectAddBranch::SecretKeyring(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("secret_keyring".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("secret_keyring".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::SevGuest(b) => {
@@ -34969,10 +32985,7 @@ impl ObjectAdd {
                 b.put(m);
             }
             ObjectAddBranch::SevSnpGuest(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("sev-snp-guest".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("sev-snp-guest".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::TdxGuest(b) => {
@@ -34980,59 +32993,35 @@ impl ObjectAdd {
                 b.put(m);
             }
             ObjectAddBranch::ThreadContext(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("thread-context".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("thread-context".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::ThrottleGroup(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("throttle-group".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("throttle-group".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::TlsCredsAnon(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("tls-creds-anon".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("tls-creds-anon".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::TlsCredsPsk(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("tls-creds-psk".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("tls-creds-psk".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::TlsCredsX509(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("tls-creds-x509".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("tls-creds-x509".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::TlsCipherSuites(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("tls-cipher-suites".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("tls-cipher-suites".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::XRemoteObject(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("x-remote-object".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("x-remote-object".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::XVfioUserServer(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("x-vfio-user-server".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("x-vfio-user-server".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::CanBus(b) => {
@@ -35044,10 +33033,7 @@ impl ObjectAdd {
                 b.put(m);
             }
             ObjectAddBranch::S390PvGuest(b) => {
-                m.insert(
-                    "qom-type".to_owned(),
-                    Value::String("s390-pv-guest".to_owned()),
-                );
+                m.insert("qom-type".to_owned(), Value::String("s390-pv-guest".to_owned()));
                 b.put(m);
             }
             ObjectAddBranch::Other => {}
@@ -35073,7 +33059,7 @@ impl Qmp for ObjectAdd {
 }
 
 /// The branches of [`ObjectAdd`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum ObjectAddBranch {
     /// `acpi-generic-initiator`. In: 10.0-system, 10.0-storage-daemon, 11.1-system, 11.1-storage-daemon.
@@ -35188,18 +33174,11 @@ pub enum ObjectAddBranch {
 impl rt::Command for ObjectAdd {
     const NAME: &'static str = "object-add";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectDel {
     /// `id`. In every dumped QEMU.
@@ -35220,10 +33199,7 @@ impl ObjectDel {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let id = rt::required(m, "id")?;
-        Ok(Self {
-            id,
-            other: Map::new(),
-        })
+        Ok(Self { id, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -35251,18 +33227,11 @@ impl Qmp for ObjectDel {
 impl rt::Command for ObjectDel {
     const NAME: &'static str = "object-del";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Pmemsave {
     /// `val`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -35291,12 +33260,7 @@ impl Pmemsave {
         let val = rt::required(m, "val")?;
         let size = rt::required(m, "size")?;
         let filename = rt::required(m, "filename")?;
-        Ok(Self {
-            val,
-            size,
-            filename,
-            other: Map::new(),
-        })
+        Ok(Self { val, size, filename, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -35362,7 +33326,7 @@ impl Qmp for QmpCapabilitiesEnable {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QmpCapabilities {
     /// `enable`. In every dumped QEMU.
@@ -35388,10 +33352,7 @@ impl QmpCapabilities {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let enable = rt::optional(m, "enable")?;
-        Ok(Self {
-            enable,
-            other: Map::new(),
-        })
+        Ok(Self { enable, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -35419,18 +33380,11 @@ impl Qmp for QmpCapabilities {
 impl rt::Command for QmpCapabilities {
     const NAME: &'static str = "qmp_capabilities";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QomGet {
     /// `path`. In every dumped QEMU.
@@ -35455,11 +33409,7 @@ impl QomGet {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let path = rt::required(m, "path")?;
         let property = rt::required(m, "property")?;
-        Ok(Self {
-            path,
-            property,
-            other: Map::new(),
-        })
+        Ok(Self { path, property, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -35488,18 +33438,11 @@ impl Qmp for QomGet {
 impl rt::Command for QomGet {
     const NAME: &'static str = "qom-get";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = Value;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QomList {
     /// `path`. In every dumped QEMU.
@@ -35520,10 +33463,7 @@ impl QomList {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let path = rt::required(m, "path")?;
-        Ok(Self {
-            path,
-            other: Map::new(),
-        })
+        Ok(Self { path, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -35551,18 +33491,11 @@ impl Qmp for QomList {
 impl rt::Command for QomList {
     const NAME: &'static str = "qom-list";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = Vec<DeviceListPropertiesReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QomListGet {
     /// `paths`. In: 11.1-system, 11.1-storage-daemon.
@@ -35583,10 +33516,7 @@ impl QomListGet {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let paths = rt::required(m, "paths")?;
-        Ok(Self {
-            paths,
-            other: Map::new(),
-        })
+        Ok(Self { paths, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -35611,7 +33541,7 @@ impl Qmp for QomListGet {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QomListGetReturnProperties {
     /// `name`. In: 11.1-system, 11.1-storage-daemon.
@@ -35655,12 +33585,7 @@ impl QomListGetReturnProperties {
         let name = rt::optional(m, "name")?;
         let r#type = rt::optional(m, "type")?;
         let value = rt::optional(m, "value")?;
-        Ok(Self {
-            name,
-            r#type,
-            value,
-            other: Map::new(),
-        })
+        Ok(Self { name, r#type, value, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -35687,7 +33612,7 @@ impl Qmp for QomListGetReturnProperties {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QomListGetReturn {
     /// `properties`. In: 11.1-system, 11.1-storage-daemon.
@@ -35713,10 +33638,7 @@ impl QomListGetReturn {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let properties = rt::optional(m, "properties")?;
-        Ok(Self {
-            properties,
-            other: Map::new(),
-        })
+        Ok(Self { properties, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -35748,7 +33670,7 @@ impl rt::Command for QomListGet {
     type Ok = Vec<QomListGetReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QomListProperties {
     /// `typename`. In every dumped QEMU.
@@ -35769,10 +33691,7 @@ impl QomListProperties {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let typename = rt::required(m, "typename")?;
-        Ok(Self {
-            typename,
-            other: Map::new(),
-        })
+        Ok(Self { typename, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -35800,18 +33719,11 @@ impl Qmp for QomListProperties {
 impl rt::Command for QomListProperties {
     const NAME: &'static str = "qom-list-properties";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = Vec<DeviceListPropertiesReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QomListTypes {
     /// `implements`. In every dumped QEMU.
@@ -35846,11 +33758,7 @@ impl QomListTypes {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let implements = rt::optional(m, "implements")?;
         let r#abstract = rt::optional(m, "abstract")?;
-        Ok(Self {
-            implements,
-            r#abstract,
-            other: Map::new(),
-        })
+        Ok(Self { implements, r#abstract, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -35876,7 +33784,7 @@ impl Qmp for QomListTypes {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QomListTypesReturn {
     /// `name`. In every dumped QEMU.
@@ -35920,12 +33828,7 @@ impl QomListTypesReturn {
         let name = rt::optional(m, "name")?;
         let r#abstract = rt::optional(m, "abstract")?;
         let parent = rt::optional(m, "parent")?;
-        Ok(Self {
-            name,
-            r#abstract,
-            parent,
-            other: Map::new(),
-        })
+        Ok(Self { name, r#abstract, parent, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -35955,18 +33858,11 @@ impl Qmp for QomListTypesReturn {
 impl rt::Command for QomListTypes {
     const NAME: &'static str = "qom-list-types";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = Vec<QomListTypesReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QomSet {
     /// `path`. In every dumped QEMU.
@@ -35995,12 +33891,7 @@ impl QomSet {
         let path = rt::required(m, "path")?;
         let property = rt::required(m, "property")?;
         let value = rt::required(m, "value")?;
-        Ok(Self {
-            path,
-            property,
-            value,
-            other: Map::new(),
-        })
+        Ok(Self { path, property, value, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -36030,18 +33921,11 @@ impl Qmp for QomSet {
 impl rt::Command for QomSet {
     const NAME: &'static str = "qom-set";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryAccelerators {
     /// Members the dumps did not have, as received.
@@ -36052,11 +33936,13 @@ impl QueryAccelerators {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -36140,7 +34026,7 @@ impl Qmp for QueryAcceleratorsReturnEnabled {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryAcceleratorsReturn {
     /// `enabled`. In: 11.1-system.
@@ -36175,11 +34061,7 @@ impl QueryAcceleratorsReturn {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let enabled = rt::optional(m, "enabled")?;
         let present = rt::optional(m, "present")?;
-        Ok(Self {
-            enabled,
-            present,
-            other: Map::new(),
-        })
+        Ok(Self { enabled, present, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -36212,7 +34094,7 @@ impl rt::Command for QueryAccelerators {
     type Ok = QueryAcceleratorsReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryAcpiOspmStatus {
     /// Members the dumps did not have, as received.
@@ -36223,11 +34105,13 @@ impl QueryAcpiOspmStatus {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -36287,7 +34171,7 @@ impl Qmp for QueryAcpiOspmStatusReturnSlotType {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryAcpiOspmStatusReturn {
     /// `device`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -36349,14 +34233,7 @@ impl QueryAcpiOspmStatusReturn {
         let slot_type = rt::optional(m, "slot-type")?;
         let source = rt::optional(m, "source")?;
         let status = rt::optional(m, "status")?;
-        Ok(Self {
-            device,
-            slot,
-            slot_type,
-            source,
-            status,
-            other: Map::new(),
-        })
+        Ok(Self { device, slot, slot_type, source, status, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -36392,7 +34269,7 @@ impl rt::Command for QueryAcpiOspmStatus {
     type Ok = Vec<QueryAcpiOspmStatusReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryAudiodevs {
     /// Members the dumps did not have, as received.
@@ -36403,11 +34280,13 @@ impl QueryAudiodevs {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -36487,7 +34366,7 @@ impl Qmp for QueryAudiodevsReturnNoneInFormat {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryAudiodevsReturnNoneIn {
     /// `mixing-engine`. In: 10.0-system, 11.1-system.
@@ -36567,16 +34446,7 @@ impl QueryAudiodevsReturnNoneIn {
         let voices = rt::optional(m, "voices")?;
         let format = rt::optional(m, "format")?;
         let buffer_length = rt::optional(m, "buffer-length")?;
-        Ok(Self {
-            mixing_engine,
-            fixed_settings,
-            frequency,
-            channels,
-            voices,
-            format,
-            buffer_length,
-            other: Map::new(),
-        })
+        Ok(Self { mixing_engine, fixed_settings, frequency, channels, voices, format, buffer_length, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -36607,7 +34477,7 @@ impl Qmp for QueryAudiodevsReturnNoneIn {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryAudiodevsReturnNone {
     /// `in`. In: 10.0-system, 11.1-system.
@@ -36639,7 +34509,7 @@ impl QueryAudiodevsReturnNone {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let r#in = rt::optional(m, "in")?;
         let out = rt::optional(m, "out")?;
-        Ok(Self { r#in, out })
+        Ok(Self { r#in, out, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -36648,7 +34518,7 @@ impl QueryAudiodevsReturnNone {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryAudiodevsReturnAlsaIn {
     /// `mixing-engine`. In: 10.0-system, 11.1-system.
@@ -36755,19 +34625,7 @@ impl QueryAudiodevsReturnAlsaIn {
         let dev = rt::optional(m, "dev")?;
         let period_length = rt::optional(m, "period-length")?;
         let try_poll = rt::optional(m, "try-poll")?;
-        Ok(Self {
-            mixing_engine,
-            fixed_settings,
-            frequency,
-            channels,
-            voices,
-            format,
-            buffer_length,
-            dev,
-            period_length,
-            try_poll,
-            other: Map::new(),
-        })
+        Ok(Self { mixing_engine, fixed_settings, frequency, channels, voices, format, buffer_length, dev, period_length, try_poll, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -36801,7 +34659,7 @@ impl Qmp for QueryAudiodevsReturnAlsaIn {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryAudiodevsReturnAlsa {
     /// `in`. In: 10.0-system, 11.1-system.
@@ -36842,11 +34700,7 @@ impl QueryAudiodevsReturnAlsa {
         let r#in = rt::optional(m, "in")?;
         let out = rt::optional(m, "out")?;
         let threshold = rt::optional(m, "threshold")?;
-        Ok(Self {
-            r#in,
-            out,
-            threshold,
-        })
+        Ok(Self { r#in, out, threshold, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -36856,7 +34710,7 @@ impl QueryAudiodevsReturnAlsa {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryAudiodevsReturnDbus {
     /// `in`. In: 10.0-system, 11.1-system.
@@ -36897,11 +34751,7 @@ impl QueryAudiodevsReturnDbus {
         let r#in = rt::optional(m, "in")?;
         let out = rt::optional(m, "out")?;
         let nsamples = rt::optional(m, "nsamples")?;
-        Ok(Self {
-            r#in,
-            out,
-            nsamples,
-        })
+        Ok(Self { r#in, out, nsamples, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -36911,7 +34761,7 @@ impl QueryAudiodevsReturnDbus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryAudiodevsReturnJackIn {
     /// `mixing-engine`. In: 10.0-system, 11.1-system.
@@ -37036,21 +34886,7 @@ impl QueryAudiodevsReturnJackIn {
         let connect_ports = rt::optional(m, "connect-ports")?;
         let start_server = rt::optional(m, "start-server")?;
         let exact_name = rt::optional(m, "exact-name")?;
-        Ok(Self {
-            mixing_engine,
-            fixed_settings,
-            frequency,
-            channels,
-            voices,
-            format,
-            buffer_length,
-            server_name,
-            client_name,
-            connect_ports,
-            start_server,
-            exact_name,
-            other: Map::new(),
-        })
+        Ok(Self { mixing_engine, fixed_settings, frequency, channels, voices, format, buffer_length, server_name, client_name, connect_ports, start_server, exact_name, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -37086,7 +34922,7 @@ impl Qmp for QueryAudiodevsReturnJackIn {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryAudiodevsReturnJack {
     /// `in`. In: 10.0-system, 11.1-system.
@@ -37118,7 +34954,7 @@ impl QueryAudiodevsReturnJack {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let r#in = rt::optional(m, "in")?;
         let out = rt::optional(m, "out")?;
-        Ok(Self { r#in, out })
+        Ok(Self { r#in, out, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -37127,7 +34963,7 @@ impl QueryAudiodevsReturnJack {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryAudiodevsReturnOssIn {
     /// `mixing-engine`. In: 10.0-system, 11.1-system.
@@ -37234,19 +35070,7 @@ impl QueryAudiodevsReturnOssIn {
         let dev = rt::optional(m, "dev")?;
         let buffer_count = rt::optional(m, "buffer-count")?;
         let try_poll = rt::optional(m, "try-poll")?;
-        Ok(Self {
-            mixing_engine,
-            fixed_settings,
-            frequency,
-            channels,
-            voices,
-            format,
-            buffer_length,
-            dev,
-            buffer_count,
-            try_poll,
-            other: Map::new(),
-        })
+        Ok(Self { mixing_engine, fixed_settings, frequency, channels, voices, format, buffer_length, dev, buffer_count, try_poll, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -37280,7 +35104,7 @@ impl Qmp for QueryAudiodevsReturnOssIn {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryAudiodevsReturnOss {
     /// `in`. In: 10.0-system, 11.1-system.
@@ -37339,13 +35163,7 @@ impl QueryAudiodevsReturnOss {
         let try_mmap = rt::optional(m, "try-mmap")?;
         let exclusive = rt::optional(m, "exclusive")?;
         let dsp_policy = rt::optional(m, "dsp-policy")?;
-        Ok(Self {
-            r#in,
-            out,
-            try_mmap,
-            exclusive,
-            dsp_policy,
-        })
+        Ok(Self { r#in, out, try_mmap, exclusive, dsp_policy, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -37357,7 +35175,7 @@ impl QueryAudiodevsReturnOss {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryAudiodevsReturnPaIn {
     /// `mixing-engine`. In: 10.0-system, 11.1-system.
@@ -37464,19 +35282,7 @@ impl QueryAudiodevsReturnPaIn {
         let name = rt::optional(m, "name")?;
         let stream_name = rt::optional(m, "stream-name")?;
         let latency = rt::optional(m, "latency")?;
-        Ok(Self {
-            mixing_engine,
-            fixed_settings,
-            frequency,
-            channels,
-            voices,
-            format,
-            buffer_length,
-            name,
-            stream_name,
-            latency,
-            other: Map::new(),
-        })
+        Ok(Self { mixing_engine, fixed_settings, frequency, channels, voices, format, buffer_length, name, stream_name, latency, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -37510,7 +35316,7 @@ impl Qmp for QueryAudiodevsReturnPaIn {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryAudiodevsReturnPa {
     /// `in`. In: 10.0-system, 11.1-system.
@@ -37551,7 +35357,7 @@ impl QueryAudiodevsReturnPa {
         let r#in = rt::optional(m, "in")?;
         let out = rt::optional(m, "out")?;
         let server = rt::optional(m, "server")?;
-        Ok(Self { r#in, out, server })
+        Ok(Self { r#in, out, server, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -37561,7 +35367,7 @@ impl QueryAudiodevsReturnPa {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryAudiodevsReturnPipewire {
     /// `in`. In: 10.0-system, 11.1-system.
@@ -37593,7 +35399,7 @@ impl QueryAudiodevsReturnPipewire {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let r#in = rt::optional(m, "in")?;
         let out = rt::optional(m, "out")?;
-        Ok(Self { r#in, out })
+        Ok(Self { r#in, out, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -37602,7 +35408,7 @@ impl QueryAudiodevsReturnPipewire {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryAudiodevsReturnSdlIn {
     /// `mixing-engine`. In: 10.0-system, 11.1-system.
@@ -37691,17 +35497,7 @@ impl QueryAudiodevsReturnSdlIn {
         let format = rt::optional(m, "format")?;
         let buffer_length = rt::optional(m, "buffer-length")?;
         let buffer_count = rt::optional(m, "buffer-count")?;
-        Ok(Self {
-            mixing_engine,
-            fixed_settings,
-            frequency,
-            channels,
-            voices,
-            format,
-            buffer_length,
-            buffer_count,
-            other: Map::new(),
-        })
+        Ok(Self { mixing_engine, fixed_settings, frequency, channels, voices, format, buffer_length, buffer_count, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -37733,7 +35529,7 @@ impl Qmp for QueryAudiodevsReturnSdlIn {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryAudiodevsReturnSdl {
     /// `in`. In: 10.0-system, 11.1-system.
@@ -37765,7 +35561,7 @@ impl QueryAudiodevsReturnSdl {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let r#in = rt::optional(m, "in")?;
         let out = rt::optional(m, "out")?;
-        Ok(Self { r#in, out })
+        Ok(Self { r#in, out, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -37774,7 +35570,7 @@ impl QueryAudiodevsReturnSdl {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryAudiodevsReturnSpice {
     /// `in`. In: 10.0-system, 11.1-system.
@@ -37806,7 +35602,7 @@ impl QueryAudiodevsReturnSpice {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let r#in = rt::optional(m, "in")?;
         let out = rt::optional(m, "out")?;
-        Ok(Self { r#in, out })
+        Ok(Self { r#in, out, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -37815,7 +35611,7 @@ impl QueryAudiodevsReturnSpice {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryAudiodevsReturnWav {
     /// `in`. In: 10.0-system, 11.1-system.
@@ -37856,7 +35652,7 @@ impl QueryAudiodevsReturnWav {
         let r#in = rt::optional(m, "in")?;
         let out = rt::optional(m, "out")?;
         let path = rt::optional(m, "path")?;
-        Ok(Self { r#in, out, path })
+        Ok(Self { r#in, out, path, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -37866,7 +35662,7 @@ impl QueryAudiodevsReturnWav {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryAudiodevsReturn {
     /// `id`. In: 10.0-system, 11.1-system.
@@ -38018,12 +35814,7 @@ impl QueryAudiodevsReturn {
             }
             _ => QueryAudiodevsReturnBranch::Other,
         };
-        Ok(Self {
-            id,
-            timer_period,
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { id, timer_period, branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -38093,7 +35884,7 @@ impl Qmp for QueryAudiodevsReturn {
 }
 
 /// The branches of [`QueryAudiodevsReturn`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum QueryAudiodevsReturnBranch {
     /// `none`. In: 10.0-system, 11.1-system.
@@ -38128,7 +35919,7 @@ impl rt::Command for QueryAudiodevs {
     type Ok = Vec<QueryAudiodevsReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBalloon {
     /// Members the dumps did not have, as received.
@@ -38139,11 +35930,13 @@ impl QueryBalloon {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -38167,7 +35960,7 @@ impl Qmp for QueryBalloon {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBalloonReturn {
     /// `actual`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -38193,10 +35986,7 @@ impl QueryBalloonReturn {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let actual = rt::optional(m, "actual")?;
-        Ok(Self {
-            actual,
-            other: Map::new(),
-        })
+        Ok(Self { actual, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -38228,7 +36018,7 @@ impl rt::Command for QueryBalloon {
     type Ok = QueryBalloonReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlock {
     /// `flat`. In: 11.1-system, 11.1-storage-daemon.
@@ -38254,10 +36044,7 @@ impl QueryBlock {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let flat = rt::optional(m, "flat")?;
-        Ok(Self {
-            flat,
-            other: Map::new(),
-        })
+        Ok(Self { flat, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -38282,7 +36069,7 @@ impl Qmp for QueryBlock {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockReturnInsertedChildren {
     /// `child`. In: 11.1-system, 11.1-storage-daemon.
@@ -38317,11 +36104,7 @@ impl QueryBlockReturnInsertedChildren {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let child = rt::optional(m, "child")?;
         let node_name = rt::optional(m, "node-name")?;
-        Ok(Self {
-            child,
-            node_name,
-            other: Map::new(),
-        })
+        Ok(Self { child, node_name, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -38347,7 +36130,7 @@ impl Qmp for QueryBlockReturnInsertedChildren {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockReturnInsertedImageLimits {
     /// `request-alignment`. In: 11.1-system, 11.1-storage-daemon.
@@ -38472,21 +36255,7 @@ impl QueryBlockReturnInsertedImageLimits {
         let max_hw_iov = rt::optional(m, "max-hw-iov")?;
         let min_mem_alignment = rt::optional(m, "min-mem-alignment")?;
         let opt_mem_alignment = rt::optional(m, "opt-mem-alignment")?;
-        Ok(Self {
-            request_alignment,
-            max_discard,
-            discard_alignment,
-            max_write_zeroes,
-            write_zeroes_alignment,
-            opt_transfer,
-            max_transfer,
-            max_hw_transfer,
-            max_iov,
-            max_hw_iov,
-            min_mem_alignment,
-            opt_mem_alignment,
-            other: Map::new(),
-        })
+        Ok(Self { request_alignment, max_discard, discard_alignment, max_write_zeroes, write_zeroes_alignment, opt_transfer, max_transfer, max_hw_transfer, max_iov, max_hw_iov, min_mem_alignment, opt_mem_alignment, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -38522,7 +36291,7 @@ impl Qmp for QueryBlockReturnInsertedImageLimits {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockReturnInsertedImageFormatSpecificQcow2DataEncryptLuksSlots {
     /// `active`. In every dumped QEMU.
@@ -38575,13 +36344,7 @@ impl QueryBlockReturnInsertedImageFormatSpecificQcow2DataEncryptLuksSlots {
         let iters = rt::optional(m, "iters")?;
         let stripes = rt::optional(m, "stripes")?;
         let key_offset = rt::optional(m, "key-offset")?;
-        Ok(Self {
-            active,
-            iters,
-            stripes,
-            key_offset,
-            other: Map::new(),
-        })
+        Ok(Self { active, iters, stripes, key_offset, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -38609,7 +36372,7 @@ impl Qmp for QueryBlockReturnInsertedImageFormatSpecificQcow2DataEncryptLuksSlot
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockReturnInsertedImageFormatSpecificQcow2DataEncryptLuks {
     /// `cipher-alg`. In every dumped QEMU.
@@ -38697,10 +36460,7 @@ impl QueryBlockReturnInsertedImageFormatSpecificQcow2DataEncryptLuks {
         self
     }
     /// Sets `slots`.
-    pub fn with_slots(
-        mut self,
-        value: Vec<QueryBlockReturnInsertedImageFormatSpecificQcow2DataEncryptLuksSlots>,
-    ) -> Self {
+    pub fn with_slots(mut self, value: Vec<QueryBlockReturnInsertedImageFormatSpecificQcow2DataEncryptLuksSlots>) -> Self {
         self.slots = Some(value);
         self
     }
@@ -38716,18 +36476,7 @@ impl QueryBlockReturnInsertedImageFormatSpecificQcow2DataEncryptLuks {
         let master_key_iters = rt::optional(m, "master-key-iters")?;
         let uuid = rt::optional(m, "uuid")?;
         let slots = rt::optional(m, "slots")?;
-        Ok(Self {
-            cipher_alg,
-            cipher_mode,
-            ivgen_alg,
-            ivgen_hash_alg,
-            hash_alg,
-            detached_header,
-            payload_offset,
-            master_key_iters,
-            uuid,
-            slots,
-        })
+        Ok(Self { cipher_alg, cipher_mode, ivgen_alg, ivgen_hash_alg, hash_alg, detached_header, payload_offset, master_key_iters, uuid, slots, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -38744,25 +36493,28 @@ impl QueryBlockReturnInsertedImageFormatSpecificQcow2DataEncryptLuks {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockReturnInsertedImageFormatSpecificQcow2DataEncryptAes {}
+pub struct QueryBlockReturnInsertedImageFormatSpecificQcow2DataEncryptAes {
+}
 
 impl QueryBlockReturnInsertedImageFormatSpecificQcow2DataEncryptAes {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockReturnInsertedImageFormatSpecificQcow2DataEncrypt {
     /// The members of the branch the tag picks.
@@ -38788,9 +36540,7 @@ impl QueryBlockReturnInsertedImageFormatSpecificQcow2DataEncrypt {
                 let saved = m.clone();
                 m.remove("format");
                 match QueryBlockReturnInsertedImageFormatSpecificQcow2DataEncryptLuks::take(m) {
-                    Ok(b) => {
-                        QueryBlockReturnInsertedImageFormatSpecificQcow2DataEncryptBranch::Luks(b)
-                    }
+                    Ok(b) => QueryBlockReturnInsertedImageFormatSpecificQcow2DataEncryptBranch::Luks(b),
                     Err(_) => {
                         *m = saved;
                         QueryBlockReturnInsertedImageFormatSpecificQcow2DataEncryptBranch::Other
@@ -38801,9 +36551,7 @@ impl QueryBlockReturnInsertedImageFormatSpecificQcow2DataEncrypt {
                 let saved = m.clone();
                 m.remove("format");
                 match QueryBlockReturnInsertedImageFormatSpecificQcow2DataEncryptAes::take(m) {
-                    Ok(b) => {
-                        QueryBlockReturnInsertedImageFormatSpecificQcow2DataEncryptBranch::Aes(b)
-                    }
+                    Ok(b) => QueryBlockReturnInsertedImageFormatSpecificQcow2DataEncryptBranch::Aes(b),
                     Err(_) => {
                         *m = saved;
                         QueryBlockReturnInsertedImageFormatSpecificQcow2DataEncryptBranch::Other
@@ -38812,10 +36560,7 @@ impl QueryBlockReturnInsertedImageFormatSpecificQcow2DataEncrypt {
             }
             _ => QueryBlockReturnInsertedImageFormatSpecificQcow2DataEncryptBranch::Other,
         };
-        Ok(Self {
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -38851,7 +36596,7 @@ impl Qmp for QueryBlockReturnInsertedImageFormatSpecificQcow2DataEncrypt {
 }
 
 /// The branches of [`QueryBlockReturnInsertedImageFormatSpecificQcow2DataEncrypt`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum QueryBlockReturnInsertedImageFormatSpecificQcow2DataEncryptBranch {
     /// `luks`. In every dumped QEMU.
@@ -38899,7 +36644,7 @@ impl Qmp for QueryBlockReturnInsertedImageFormatSpecificQcow2DataBitmapsFlags {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockReturnInsertedImageFormatSpecificQcow2DataBitmaps {
     /// `name`. In every dumped QEMU.
@@ -38934,10 +36679,7 @@ impl QueryBlockReturnInsertedImageFormatSpecificQcow2DataBitmaps {
         self
     }
     /// Sets `flags`.
-    pub fn with_flags(
-        mut self,
-        value: Vec<QueryBlockReturnInsertedImageFormatSpecificQcow2DataBitmapsFlags>,
-    ) -> Self {
+    pub fn with_flags(mut self, value: Vec<QueryBlockReturnInsertedImageFormatSpecificQcow2DataBitmapsFlags>) -> Self {
         self.flags = Some(value);
         self
     }
@@ -38946,12 +36688,7 @@ impl QueryBlockReturnInsertedImageFormatSpecificQcow2DataBitmaps {
         let name = rt::optional(m, "name")?;
         let granularity = rt::optional(m, "granularity")?;
         let flags = rt::optional(m, "flags")?;
-        Ok(Self {
-            name,
-            granularity,
-            flags,
-            other: Map::new(),
-        })
+        Ok(Self { name, granularity, flags, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -38978,7 +36715,7 @@ impl Qmp for QueryBlockReturnInsertedImageFormatSpecificQcow2DataBitmaps {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockReturnInsertedImageFormatSpecificQcow2Data {
     /// `compat`. In every dumped QEMU.
@@ -39059,26 +36796,17 @@ impl QueryBlockReturnInsertedImageFormatSpecificQcow2Data {
         self
     }
     /// Sets `encrypt`.
-    pub fn with_encrypt(
-        mut self,
-        value: QueryBlockReturnInsertedImageFormatSpecificQcow2DataEncrypt,
-    ) -> Self {
+    pub fn with_encrypt(mut self, value: QueryBlockReturnInsertedImageFormatSpecificQcow2DataEncrypt) -> Self {
         self.encrypt = Some(value);
         self
     }
     /// Sets `bitmaps`.
-    pub fn with_bitmaps(
-        mut self,
-        value: Vec<QueryBlockReturnInsertedImageFormatSpecificQcow2DataBitmaps>,
-    ) -> Self {
+    pub fn with_bitmaps(mut self, value: Vec<QueryBlockReturnInsertedImageFormatSpecificQcow2DataBitmaps>) -> Self {
         self.bitmaps = Some(value);
         self
     }
     /// Sets `compression-type`.
-    pub fn with_compression_type(
-        mut self,
-        value: BlockdevCreateOptionsQcow2CompressionType,
-    ) -> Self {
+    pub fn with_compression_type(mut self, value: BlockdevCreateOptionsQcow2CompressionType) -> Self {
         self.compression_type = Some(value);
         self
     }
@@ -39094,19 +36822,7 @@ impl QueryBlockReturnInsertedImageFormatSpecificQcow2Data {
         let encrypt = rt::optional(m, "encrypt")?;
         let bitmaps = rt::optional(m, "bitmaps")?;
         let compression_type = rt::optional(m, "compression-type")?;
-        Ok(Self {
-            compat,
-            data_file,
-            data_file_raw,
-            extended_l2,
-            lazy_refcounts,
-            corrupt,
-            refcount_bits,
-            encrypt,
-            bitmaps,
-            compression_type,
-            other: Map::new(),
-        })
+        Ok(Self { compat, data_file, data_file_raw, extended_l2, lazy_refcounts, corrupt, refcount_bits, encrypt, bitmaps, compression_type, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -39140,7 +36856,7 @@ impl Qmp for QueryBlockReturnInsertedImageFormatSpecificQcow2Data {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockReturnInsertedImageFormatSpecificQcow2 {
     /// `data`. In every dumped QEMU.
@@ -39151,20 +36867,19 @@ impl QueryBlockReturnInsertedImageFormatSpecificQcow2 {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { data: None }
+        Self {
+            data: None,
+        }
     }
     /// Sets `data`.
-    pub fn with_data(
-        mut self,
-        value: QueryBlockReturnInsertedImageFormatSpecificQcow2Data,
-    ) -> Self {
+    pub fn with_data(mut self, value: QueryBlockReturnInsertedImageFormatSpecificQcow2Data) -> Self {
         self.data = Some(value);
         self
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::optional(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -39172,7 +36887,7 @@ impl QueryBlockReturnInsertedImageFormatSpecificQcow2 {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockReturnInsertedImageFormatSpecificVmdkData {
     /// `create-type`. In every dumped QEMU.
@@ -39225,13 +36940,7 @@ impl QueryBlockReturnInsertedImageFormatSpecificVmdkData {
         let cid = rt::optional(m, "cid")?;
         let parent_cid = rt::optional(m, "parent-cid")?;
         let extents = rt::optional(m, "extents")?;
-        Ok(Self {
-            create_type,
-            cid,
-            parent_cid,
-            extents,
-            other: Map::new(),
-        })
+        Ok(Self { create_type, cid, parent_cid, extents, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -39259,7 +36968,7 @@ impl Qmp for QueryBlockReturnInsertedImageFormatSpecificVmdkData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockReturnInsertedImageFormatSpecificVmdk {
     /// `data`. In every dumped QEMU.
@@ -39270,7 +36979,9 @@ impl QueryBlockReturnInsertedImageFormatSpecificVmdk {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { data: None }
+        Self {
+            data: None,
+        }
     }
     /// Sets `data`.
     pub fn with_data(mut self, value: QueryBlockReturnInsertedImageFormatSpecificVmdkData) -> Self {
@@ -39280,7 +36991,7 @@ impl QueryBlockReturnInsertedImageFormatSpecificVmdk {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::optional(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -39288,7 +36999,7 @@ impl QueryBlockReturnInsertedImageFormatSpecificVmdk {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockReturnInsertedImageFormatSpecificLuksData {
     /// `cipher-alg`. In every dumped QEMU.
@@ -39379,10 +37090,7 @@ impl QueryBlockReturnInsertedImageFormatSpecificLuksData {
         self
     }
     /// Sets `slots`.
-    pub fn with_slots(
-        mut self,
-        value: Vec<QueryBlockReturnInsertedImageFormatSpecificQcow2DataEncryptLuksSlots>,
-    ) -> Self {
+    pub fn with_slots(mut self, value: Vec<QueryBlockReturnInsertedImageFormatSpecificQcow2DataEncryptLuksSlots>) -> Self {
         self.slots = Some(value);
         self
     }
@@ -39398,19 +37106,7 @@ impl QueryBlockReturnInsertedImageFormatSpecificLuksData {
         let master_key_iters = rt::optional(m, "master-key-iters")?;
         let uuid = rt::optional(m, "uuid")?;
         let slots = rt::optional(m, "slots")?;
-        Ok(Self {
-            cipher_alg,
-            cipher_mode,
-            ivgen_alg,
-            ivgen_hash_alg,
-            hash_alg,
-            detached_header,
-            payload_offset,
-            master_key_iters,
-            uuid,
-            slots,
-            other: Map::new(),
-        })
+        Ok(Self { cipher_alg, cipher_mode, ivgen_alg, ivgen_hash_alg, hash_alg, detached_header, payload_offset, master_key_iters, uuid, slots, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -39444,7 +37140,7 @@ impl Qmp for QueryBlockReturnInsertedImageFormatSpecificLuksData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockReturnInsertedImageFormatSpecificLuks {
     /// `data`. In every dumped QEMU.
@@ -39455,7 +37151,9 @@ impl QueryBlockReturnInsertedImageFormatSpecificLuks {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { data: None }
+        Self {
+            data: None,
+        }
     }
     /// Sets `data`.
     pub fn with_data(mut self, value: QueryBlockReturnInsertedImageFormatSpecificLuksData) -> Self {
@@ -39465,7 +37163,7 @@ impl QueryBlockReturnInsertedImageFormatSpecificLuks {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::optional(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -39513,12 +37211,11 @@ impl Qmp for QueryBlockReturnInsertedImageFormatSpecificRbdDataEncryptionFormat 
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockReturnInsertedImageFormatSpecificRbdData {
     /// `encryption-format`. In every dumped QEMU.
-    pub encryption_format:
-        Option<QueryBlockReturnInsertedImageFormatSpecificRbdDataEncryptionFormat>,
+    pub encryption_format: Option<QueryBlockReturnInsertedImageFormatSpecificRbdDataEncryptionFormat>,
     /// Members the dumps did not have, as received.
     pub other: Map<String, Value>,
 }
@@ -39533,20 +37230,14 @@ impl QueryBlockReturnInsertedImageFormatSpecificRbdData {
         }
     }
     /// Sets `encryption-format`.
-    pub fn with_encryption_format(
-        mut self,
-        value: QueryBlockReturnInsertedImageFormatSpecificRbdDataEncryptionFormat,
-    ) -> Self {
+    pub fn with_encryption_format(mut self, value: QueryBlockReturnInsertedImageFormatSpecificRbdDataEncryptionFormat) -> Self {
         self.encryption_format = Some(value);
         self
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let encryption_format = rt::optional(m, "encryption-format")?;
-        Ok(Self {
-            encryption_format,
-            other: Map::new(),
-        })
+        Ok(Self { encryption_format, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -39571,7 +37262,7 @@ impl Qmp for QueryBlockReturnInsertedImageFormatSpecificRbdData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockReturnInsertedImageFormatSpecificRbd {
     /// `data`. In every dumped QEMU.
@@ -39582,7 +37273,9 @@ impl QueryBlockReturnInsertedImageFormatSpecificRbd {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { data: None }
+        Self {
+            data: None,
+        }
     }
     /// Sets `data`.
     pub fn with_data(mut self, value: QueryBlockReturnInsertedImageFormatSpecificRbdData) -> Self {
@@ -39592,7 +37285,7 @@ impl QueryBlockReturnInsertedImageFormatSpecificRbd {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::optional(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -39600,7 +37293,7 @@ impl QueryBlockReturnInsertedImageFormatSpecificRbd {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockReturnInsertedImageFormatSpecificFileData {
     /// `extent-size-hint`. In: 10.0-system, 10.0-storage-daemon, 11.1-system, 11.1-storage-daemon.
@@ -39626,10 +37319,7 @@ impl QueryBlockReturnInsertedImageFormatSpecificFileData {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let extent_size_hint = rt::optional(m, "extent-size-hint")?;
-        Ok(Self {
-            extent_size_hint,
-            other: Map::new(),
-        })
+        Ok(Self { extent_size_hint, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -39654,7 +37344,7 @@ impl Qmp for QueryBlockReturnInsertedImageFormatSpecificFileData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockReturnInsertedImageFormatSpecificFile {
     /// `data`. In: 10.0-system, 10.0-storage-daemon, 11.1-system, 11.1-storage-daemon.
@@ -39665,7 +37355,9 @@ impl QueryBlockReturnInsertedImageFormatSpecificFile {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { data: None }
+        Self {
+            data: None,
+        }
     }
     /// Sets `data`.
     pub fn with_data(mut self, value: QueryBlockReturnInsertedImageFormatSpecificFileData) -> Self {
@@ -39675,7 +37367,7 @@ impl QueryBlockReturnInsertedImageFormatSpecificFile {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::optional(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -39683,7 +37375,7 @@ impl QueryBlockReturnInsertedImageFormatSpecificFile {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockReturnInsertedImageFormatSpecific {
     /// The members of the branch the tag picks.
@@ -39762,10 +37454,7 @@ impl QueryBlockReturnInsertedImageFormatSpecific {
             }
             _ => QueryBlockReturnInsertedImageFormatSpecificBranch::Other,
         };
-        Ok(Self {
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -39813,7 +37502,7 @@ impl Qmp for QueryBlockReturnInsertedImageFormatSpecific {
 }
 
 /// The branches of [`QueryBlockReturnInsertedImageFormatSpecific`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum QueryBlockReturnInsertedImageFormatSpecificBranch {
     /// `qcow2`. In every dumped QEMU.
@@ -39831,7 +37520,7 @@ pub enum QueryBlockReturnInsertedImageFormatSpecificBranch {
     Other,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockReturnInsertedImage {
     /// `filename`. In every dumped QEMU.
@@ -39957,10 +37646,7 @@ impl QueryBlockReturnInsertedImage {
         self
     }
     /// Sets `format-specific`.
-    pub fn with_format_specific(
-        mut self,
-        value: QueryBlockReturnInsertedImageFormatSpecific,
-    ) -> Self {
+    pub fn with_format_specific(mut self, value: QueryBlockReturnInsertedImageFormatSpecific) -> Self {
         self.format_specific = Some(value);
         self
     }
@@ -39986,24 +37672,7 @@ impl QueryBlockReturnInsertedImage {
         let limits = rt::optional(m, "limits")?;
         let format_specific = rt::optional(m, "format-specific")?;
         let backing_image = rt::optional(m, "backing-image")?;
-        Ok(Self {
-            filename,
-            format,
-            dirty_flag,
-            actual_size,
-            virtual_size,
-            cluster_size,
-            encrypted,
-            compressed,
-            backing_filename,
-            full_backing_filename,
-            backing_filename_format,
-            snapshots,
-            limits,
-            format_specific,
-            backing_image,
-            other: Map::new(),
-        })
+        Ok(Self { filename, format, dirty_flag, actual_size, virtual_size, cluster_size, encrypted, compressed, backing_filename, full_backing_filename, backing_filename_format, snapshots, limits, format_specific, backing_image, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -40042,7 +37711,7 @@ impl Qmp for QueryBlockReturnInsertedImage {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockReturnInsertedCache {
     /// `writeback`. In every dumped QEMU.
@@ -40086,12 +37755,7 @@ impl QueryBlockReturnInsertedCache {
         let writeback = rt::optional(m, "writeback")?;
         let direct = rt::optional(m, "direct")?;
         let no_flush = rt::optional(m, "no-flush")?;
-        Ok(Self {
-            writeback,
-            direct,
-            no_flush,
-            other: Map::new(),
-        })
+        Ok(Self { writeback, direct, no_flush, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -40118,7 +37782,7 @@ impl Qmp for QueryBlockReturnInsertedCache {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockReturnInsertedDirtyBitmaps {
     /// `name`. In every dumped QEMU.
@@ -40198,16 +37862,7 @@ impl QueryBlockReturnInsertedDirtyBitmaps {
         let busy = rt::optional(m, "busy")?;
         let persistent = rt::optional(m, "persistent")?;
         let inconsistent = rt::optional(m, "inconsistent")?;
-        Ok(Self {
-            name,
-            count,
-            granularity,
-            recording,
-            busy,
-            persistent,
-            inconsistent,
-            other: Map::new(),
-        })
+        Ok(Self { name, count, granularity, recording, busy, persistent, inconsistent, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -40238,7 +37893,7 @@ impl Qmp for QueryBlockReturnInsertedDirtyBitmaps {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockReturnInserted {
     /// `file`. In every dumped QEMU.
@@ -40561,43 +38216,7 @@ impl QueryBlockReturnInserted {
         let cache = rt::optional(m, "cache")?;
         let write_threshold = rt::optional(m, "write_threshold")?;
         let dirty_bitmaps = rt::optional(m, "dirty-bitmaps")?;
-        Ok(Self {
-            file,
-            node_name,
-            ro,
-            drv,
-            backing_file,
-            backing_file_depth,
-            children,
-            active,
-            encrypted,
-            detect_zeroes,
-            bps,
-            bps_rd,
-            bps_wr,
-            iops,
-            iops_rd,
-            iops_wr,
-            image,
-            bps_max,
-            bps_rd_max,
-            bps_wr_max,
-            iops_max,
-            iops_rd_max,
-            iops_wr_max,
-            bps_max_length,
-            bps_rd_max_length,
-            bps_wr_max_length,
-            iops_max_length,
-            iops_rd_max_length,
-            iops_wr_max_length,
-            iops_size,
-            group,
-            cache,
-            write_threshold,
-            dirty_bitmaps,
-            other: Map::new(),
-        })
+        Ok(Self { file, node_name, ro, drv, backing_file, backing_file_depth, children, active, encrypted, detect_zeroes, bps, bps_rd, bps_wr, iops, iops_rd, iops_wr, image, bps_max, bps_rd_max, bps_wr_max, iops_max, iops_rd_max, iops_wr_max, bps_max_length, bps_rd_max_length, bps_wr_max_length, iops_max_length, iops_rd_max_length, iops_wr_max_length, iops_size, group, cache, write_threshold, dirty_bitmaps, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -40695,7 +38314,7 @@ impl Qmp for QueryBlockReturnIoStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockReturn {
     /// `device`. In every dumped QEMU.
@@ -40784,17 +38403,7 @@ impl QueryBlockReturn {
         let inserted = rt::optional(m, "inserted")?;
         let tray_open = rt::optional(m, "tray_open")?;
         let io_status = rt::optional(m, "io-status")?;
-        Ok(Self {
-            device,
-            qdev,
-            r#type,
-            removable,
-            locked,
-            inserted,
-            tray_open,
-            io_status,
-            other: Map::new(),
-        })
+        Ok(Self { device, qdev, r#type, removable, locked, inserted, tray_open, io_status, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -40829,18 +38438,11 @@ impl Qmp for QueryBlockReturn {
 impl rt::Command for QueryBlock {
     const NAME: &'static str = "query-block";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = Vec<QueryBlockReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockExports {
     /// Members the dumps did not have, as received.
@@ -40851,11 +38453,13 @@ impl QueryBlockExports {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -40923,7 +38527,7 @@ impl Qmp for QueryBlockExportsReturnType {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockExportsReturn {
     /// `id`. In every dumped QEMU.
@@ -40976,13 +38580,7 @@ impl QueryBlockExportsReturn {
         let r#type = rt::optional(m, "type")?;
         let node_name = rt::optional(m, "node-name")?;
         let shutting_down = rt::optional(m, "shutting-down")?;
-        Ok(Self {
-            id,
-            r#type,
-            node_name,
-            shutting_down,
-            other: Map::new(),
-        })
+        Ok(Self { id, r#type, node_name, shutting_down, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -41013,18 +38611,11 @@ impl Qmp for QueryBlockExportsReturn {
 impl rt::Command for QueryBlockExports {
     const NAME: &'static str = "query-block-exports";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = Vec<QueryBlockExportsReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockJobs {
     /// Members the dumps did not have, as received.
@@ -41035,11 +38626,13 @@ impl QueryBlockJobs {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -41135,7 +38728,7 @@ impl Qmp for QueryBlockJobsReturnStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockJobsReturnMirror {
     /// `actively-synced`. In: 10.0-system, 10.0-storage-daemon, 11.1-system, 11.1-storage-daemon.
@@ -41158,7 +38751,7 @@ impl QueryBlockJobsReturnMirror {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let actively_synced = rt::optional(m, "actively-synced")?;
-        Ok(Self { actively_synced })
+        Ok(Self { actively_synced, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -41166,151 +38759,175 @@ impl QueryBlockJobsReturnMirror {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockJobsReturnCommit {}
+pub struct QueryBlockJobsReturnCommit {
+}
 
 impl QueryBlockJobsReturnCommit {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockJobsReturnStream {}
+pub struct QueryBlockJobsReturnStream {
+}
 
 impl QueryBlockJobsReturnStream {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockJobsReturnBackup {}
+pub struct QueryBlockJobsReturnBackup {
+}
 
 impl QueryBlockJobsReturnBackup {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockJobsReturnCreate {}
+pub struct QueryBlockJobsReturnCreate {
+}
 
 impl QueryBlockJobsReturnCreate {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockJobsReturnAmend {}
+pub struct QueryBlockJobsReturnAmend {
+}
 
 impl QueryBlockJobsReturnAmend {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockJobsReturnSnapshotLoad {}
+pub struct QueryBlockJobsReturnSnapshotLoad {
+}
 
 impl QueryBlockJobsReturnSnapshotLoad {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockJobsReturnSnapshotSave {}
+pub struct QueryBlockJobsReturnSnapshotSave {
+}
 
 impl QueryBlockJobsReturnSnapshotSave {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockJobsReturnSnapshotDelete {}
+pub struct QueryBlockJobsReturnSnapshotDelete {
+}
 
 impl QueryBlockJobsReturnSnapshotDelete {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockJobsReturn {
     /// `device`. In every dumped QEMU.
@@ -41541,22 +39158,7 @@ impl QueryBlockJobsReturn {
             }
             _ => QueryBlockJobsReturnBranch::Other,
         };
-        Ok(Self {
-            device,
-            len,
-            offset,
-            busy,
-            paused,
-            speed,
-            io_status,
-            ready,
-            status,
-            auto_finalize,
-            auto_dismiss,
-            error,
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { device, len, offset, busy, paused, speed, io_status, ready, status, auto_finalize, auto_dismiss, error, branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -41606,10 +39208,7 @@ impl QueryBlockJobsReturn {
                 b.put(m);
             }
             QueryBlockJobsReturnBranch::SnapshotDelete(b) => {
-                m.insert(
-                    "type".to_owned(),
-                    Value::String("snapshot-delete".to_owned()),
-                );
+                m.insert("type".to_owned(), Value::String("snapshot-delete".to_owned()));
                 b.put(m);
             }
             QueryBlockJobsReturnBranch::Other => {}
@@ -41635,7 +39234,7 @@ impl Qmp for QueryBlockJobsReturn {
 }
 
 /// The branches of [`QueryBlockJobsReturn`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum QueryBlockJobsReturnBranch {
     /// `mirror`. In: 10.0-system, 10.0-storage-daemon, 11.1-system, 11.1-storage-daemon.
@@ -41664,18 +39263,11 @@ pub enum QueryBlockJobsReturnBranch {
 impl rt::Command for QueryBlockJobs {
     const NAME: &'static str = "query-block-jobs";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = Vec<QueryBlockJobsReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockstats {
     /// `query-nodes`. In every dumped QEMU.
@@ -41701,10 +39293,7 @@ impl QueryBlockstats {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let query_nodes = rt::optional(m, "query-nodes")?;
-        Ok(Self {
-            query_nodes,
-            other: Map::new(),
-        })
+        Ok(Self { query_nodes, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -41729,7 +39318,7 @@ impl Qmp for QueryBlockstats {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockstatsReturnStatsTimedStats {
     /// `interval_length`. In every dumped QEMU.
@@ -41890,25 +39479,7 @@ impl QueryBlockstatsReturnStatsTimedStats {
         let avg_rd_queue_depth = rt::optional(m, "avg_rd_queue_depth")?;
         let avg_wr_queue_depth = rt::optional(m, "avg_wr_queue_depth")?;
         let avg_zone_append_queue_depth = rt::optional(m, "avg_zone_append_queue_depth")?;
-        Ok(Self {
-            interval_length,
-            min_rd_latency_ns,
-            max_rd_latency_ns,
-            avg_rd_latency_ns,
-            min_wr_latency_ns,
-            max_wr_latency_ns,
-            avg_wr_latency_ns,
-            min_zone_append_latency_ns,
-            max_zone_append_latency_ns,
-            avg_zone_append_latency_ns,
-            min_flush_latency_ns,
-            max_flush_latency_ns,
-            avg_flush_latency_ns,
-            avg_rd_queue_depth,
-            avg_wr_queue_depth,
-            avg_zone_append_queue_depth,
-            other: Map::new(),
-        })
+        Ok(Self { interval_length, min_rd_latency_ns, max_rd_latency_ns, avg_rd_latency_ns, min_wr_latency_ns, max_wr_latency_ns, avg_wr_latency_ns, min_zone_append_latency_ns, max_zone_append_latency_ns, avg_zone_append_latency_ns, min_flush_latency_ns, max_flush_latency_ns, avg_flush_latency_ns, avg_rd_queue_depth, avg_wr_queue_depth, avg_zone_append_queue_depth, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -41919,31 +39490,15 @@ impl QueryBlockstatsReturnStatsTimedStats {
         rt::put_optional(m, "min_wr_latency_ns", &self.min_wr_latency_ns);
         rt::put_optional(m, "max_wr_latency_ns", &self.max_wr_latency_ns);
         rt::put_optional(m, "avg_wr_latency_ns", &self.avg_wr_latency_ns);
-        rt::put_optional(
-            m,
-            "min_zone_append_latency_ns",
-            &self.min_zone_append_latency_ns,
-        );
-        rt::put_optional(
-            m,
-            "max_zone_append_latency_ns",
-            &self.max_zone_append_latency_ns,
-        );
-        rt::put_optional(
-            m,
-            "avg_zone_append_latency_ns",
-            &self.avg_zone_append_latency_ns,
-        );
+        rt::put_optional(m, "min_zone_append_latency_ns", &self.min_zone_append_latency_ns);
+        rt::put_optional(m, "max_zone_append_latency_ns", &self.max_zone_append_latency_ns);
+        rt::put_optional(m, "avg_zone_append_latency_ns", &self.avg_zone_append_latency_ns);
         rt::put_optional(m, "min_flush_latency_ns", &self.min_flush_latency_ns);
         rt::put_optional(m, "max_flush_latency_ns", &self.max_flush_latency_ns);
         rt::put_optional(m, "avg_flush_latency_ns", &self.avg_flush_latency_ns);
         rt::put_optional(m, "avg_rd_queue_depth", &self.avg_rd_queue_depth);
         rt::put_optional(m, "avg_wr_queue_depth", &self.avg_wr_queue_depth);
-        rt::put_optional(
-            m,
-            "avg_zone_append_queue_depth",
-            &self.avg_zone_append_queue_depth,
-        );
+        rt::put_optional(m, "avg_zone_append_queue_depth", &self.avg_zone_append_queue_depth);
         for (k, v) in &self.other {
             m.insert(k.clone(), v.clone());
         }
@@ -41964,7 +39519,7 @@ impl Qmp for QueryBlockstatsReturnStatsTimedStats {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockstatsReturnStatsRdLatencyHistogram {
     /// `boundaries`. In every dumped QEMU.
@@ -41999,11 +39554,7 @@ impl QueryBlockstatsReturnStatsRdLatencyHistogram {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let boundaries = rt::optional(m, "boundaries")?;
         let bins = rt::optional(m, "bins")?;
-        Ok(Self {
-            boundaries,
-            bins,
-            other: Map::new(),
-        })
+        Ok(Self { boundaries, bins, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -42029,7 +39580,7 @@ impl Qmp for QueryBlockstatsReturnStatsRdLatencyHistogram {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockstatsReturnStats {
     /// `rd_bytes`. In every dumped QEMU.
@@ -42321,34 +39872,22 @@ impl QueryBlockstatsReturnStats {
         self
     }
     /// Sets `rd_latency_histogram`.
-    pub fn with_rd_latency_histogram(
-        mut self,
-        value: QueryBlockstatsReturnStatsRdLatencyHistogram,
-    ) -> Self {
+    pub fn with_rd_latency_histogram(mut self, value: QueryBlockstatsReturnStatsRdLatencyHistogram) -> Self {
         self.rd_latency_histogram = Some(value);
         self
     }
     /// Sets `wr_latency_histogram`.
-    pub fn with_wr_latency_histogram(
-        mut self,
-        value: QueryBlockstatsReturnStatsRdLatencyHistogram,
-    ) -> Self {
+    pub fn with_wr_latency_histogram(mut self, value: QueryBlockstatsReturnStatsRdLatencyHistogram) -> Self {
         self.wr_latency_histogram = Some(value);
         self
     }
     /// Sets `zone_append_latency_histogram`.
-    pub fn with_zone_append_latency_histogram(
-        mut self,
-        value: QueryBlockstatsReturnStatsRdLatencyHistogram,
-    ) -> Self {
+    pub fn with_zone_append_latency_histogram(mut self, value: QueryBlockstatsReturnStatsRdLatencyHistogram) -> Self {
         self.zone_append_latency_histogram = Some(value);
         self
     }
     /// Sets `flush_latency_histogram`.
-    pub fn with_flush_latency_histogram(
-        mut self,
-        value: QueryBlockstatsReturnStatsRdLatencyHistogram,
-    ) -> Self {
+    pub fn with_flush_latency_histogram(mut self, value: QueryBlockstatsReturnStatsRdLatencyHistogram) -> Self {
         self.flush_latency_histogram = Some(value);
         self
     }
@@ -42391,46 +39930,7 @@ impl QueryBlockstatsReturnStats {
         let wr_latency_histogram = rt::optional(m, "wr_latency_histogram")?;
         let zone_append_latency_histogram = rt::optional(m, "zone_append_latency_histogram")?;
         let flush_latency_histogram = rt::optional(m, "flush_latency_histogram")?;
-        Ok(Self {
-            rd_bytes,
-            wr_bytes,
-            zone_append_bytes,
-            unmap_bytes,
-            rd_operations,
-            wr_operations,
-            zone_append_operations,
-            flush_operations,
-            unmap_operations,
-            rd_total_time_ns,
-            wr_total_time_ns,
-            zone_append_total_time_ns,
-            flush_total_time_ns,
-            unmap_total_time_ns,
-            wr_highest_offset,
-            rd_merged,
-            wr_merged,
-            zone_append_merged,
-            unmap_merged,
-            idle_time_ns,
-            failed_rd_operations,
-            failed_wr_operations,
-            failed_zone_append_operations,
-            failed_flush_operations,
-            failed_unmap_operations,
-            invalid_rd_operations,
-            invalid_wr_operations,
-            invalid_zone_append_operations,
-            invalid_flush_operations,
-            invalid_unmap_operations,
-            account_invalid,
-            account_failed,
-            timed_stats,
-            rd_latency_histogram,
-            wr_latency_histogram,
-            zone_append_latency_histogram,
-            flush_latency_histogram,
-            other: Map::new(),
-        })
+        Ok(Self { rd_bytes, wr_bytes, zone_append_bytes, unmap_bytes, rd_operations, wr_operations, zone_append_operations, flush_operations, unmap_operations, rd_total_time_ns, wr_total_time_ns, zone_append_total_time_ns, flush_total_time_ns, unmap_total_time_ns, wr_highest_offset, rd_merged, wr_merged, zone_append_merged, unmap_merged, idle_time_ns, failed_rd_operations, failed_wr_operations, failed_zone_append_operations, failed_flush_operations, failed_unmap_operations, invalid_rd_operations, invalid_wr_operations, invalid_zone_append_operations, invalid_flush_operations, invalid_unmap_operations, account_invalid, account_failed, timed_stats, rd_latency_histogram, wr_latency_histogram, zone_append_latency_histogram, flush_latency_histogram, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -42445,11 +39945,7 @@ impl QueryBlockstatsReturnStats {
         rt::put_optional(m, "unmap_operations", &self.unmap_operations);
         rt::put_optional(m, "rd_total_time_ns", &self.rd_total_time_ns);
         rt::put_optional(m, "wr_total_time_ns", &self.wr_total_time_ns);
-        rt::put_optional(
-            m,
-            "zone_append_total_time_ns",
-            &self.zone_append_total_time_ns,
-        );
+        rt::put_optional(m, "zone_append_total_time_ns", &self.zone_append_total_time_ns);
         rt::put_optional(m, "flush_total_time_ns", &self.flush_total_time_ns);
         rt::put_optional(m, "unmap_total_time_ns", &self.unmap_total_time_ns);
         rt::put_optional(m, "wr_highest_offset", &self.wr_highest_offset);
@@ -42460,40 +39956,20 @@ impl QueryBlockstatsReturnStats {
         rt::put_optional(m, "idle_time_ns", &self.idle_time_ns);
         rt::put_optional(m, "failed_rd_operations", &self.failed_rd_operations);
         rt::put_optional(m, "failed_wr_operations", &self.failed_wr_operations);
-        rt::put_optional(
-            m,
-            "failed_zone_append_operations",
-            &self.failed_zone_append_operations,
-        );
+        rt::put_optional(m, "failed_zone_append_operations", &self.failed_zone_append_operations);
         rt::put_optional(m, "failed_flush_operations", &self.failed_flush_operations);
         rt::put_optional(m, "failed_unmap_operations", &self.failed_unmap_operations);
         rt::put_optional(m, "invalid_rd_operations", &self.invalid_rd_operations);
         rt::put_optional(m, "invalid_wr_operations", &self.invalid_wr_operations);
-        rt::put_optional(
-            m,
-            "invalid_zone_append_operations",
-            &self.invalid_zone_append_operations,
-        );
-        rt::put_optional(
-            m,
-            "invalid_flush_operations",
-            &self.invalid_flush_operations,
-        );
-        rt::put_optional(
-            m,
-            "invalid_unmap_operations",
-            &self.invalid_unmap_operations,
-        );
+        rt::put_optional(m, "invalid_zone_append_operations", &self.invalid_zone_append_operations);
+        rt::put_optional(m, "invalid_flush_operations", &self.invalid_flush_operations);
+        rt::put_optional(m, "invalid_unmap_operations", &self.invalid_unmap_operations);
         rt::put_optional(m, "account_invalid", &self.account_invalid);
         rt::put_optional(m, "account_failed", &self.account_failed);
         rt::put_optional(m, "timed_stats", &self.timed_stats);
         rt::put_optional(m, "rd_latency_histogram", &self.rd_latency_histogram);
         rt::put_optional(m, "wr_latency_histogram", &self.wr_latency_histogram);
-        rt::put_optional(
-            m,
-            "zone_append_latency_histogram",
-            &self.zone_append_latency_histogram,
-        );
+        rt::put_optional(m, "zone_append_latency_histogram", &self.zone_append_latency_histogram);
         rt::put_optional(m, "flush_latency_histogram", &self.flush_latency_histogram);
         for (k, v) in &self.other {
             m.insert(k.clone(), v.clone());
@@ -42515,7 +39991,7 @@ impl Qmp for QueryBlockstatsReturnStats {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockstatsReturnDriverSpecificFile {
     /// `discard-nb-ok`. In every dumped QEMU.
@@ -42556,11 +40032,7 @@ impl QueryBlockstatsReturnDriverSpecificFile {
         let discard_nb_ok = rt::optional(m, "discard-nb-ok")?;
         let discard_nb_failed = rt::optional(m, "discard-nb-failed")?;
         let discard_bytes_ok = rt::optional(m, "discard-bytes-ok")?;
-        Ok(Self {
-            discard_nb_ok,
-            discard_nb_failed,
-            discard_bytes_ok,
-        })
+        Ok(Self { discard_nb_ok, discard_nb_failed, discard_bytes_ok, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -42570,7 +40042,7 @@ impl QueryBlockstatsReturnDriverSpecificFile {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockstatsReturnDriverSpecificHostDevice {
     /// `discard-nb-ok`. In every dumped QEMU.
@@ -42611,11 +40083,7 @@ impl QueryBlockstatsReturnDriverSpecificHostDevice {
         let discard_nb_ok = rt::optional(m, "discard-nb-ok")?;
         let discard_nb_failed = rt::optional(m, "discard-nb-failed")?;
         let discard_bytes_ok = rt::optional(m, "discard-bytes-ok")?;
-        Ok(Self {
-            discard_nb_ok,
-            discard_nb_failed,
-            discard_bytes_ok,
-        })
+        Ok(Self { discard_nb_ok, discard_nb_failed, discard_bytes_ok, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -42625,7 +40093,7 @@ impl QueryBlockstatsReturnDriverSpecificHostDevice {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockstatsReturnDriverSpecificNvme {
     /// `completion-errors`. In every dumped QEMU.
@@ -42666,11 +40134,7 @@ impl QueryBlockstatsReturnDriverSpecificNvme {
         let completion_errors = rt::optional(m, "completion-errors")?;
         let aligned_accesses = rt::optional(m, "aligned-accesses")?;
         let unaligned_accesses = rt::optional(m, "unaligned-accesses")?;
-        Ok(Self {
-            completion_errors,
-            aligned_accesses,
-            unaligned_accesses,
-        })
+        Ok(Self { completion_errors, aligned_accesses, unaligned_accesses, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -42680,799 +40144,931 @@ impl QueryBlockstatsReturnDriverSpecificNvme {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificBlkdebug {}
+pub struct QueryBlockstatsReturnDriverSpecificBlkdebug {
+}
 
 impl QueryBlockstatsReturnDriverSpecificBlkdebug {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificBlklogwrites {}
+pub struct QueryBlockstatsReturnDriverSpecificBlklogwrites {
+}
 
 impl QueryBlockstatsReturnDriverSpecificBlklogwrites {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificBlkreplay {}
+pub struct QueryBlockstatsReturnDriverSpecificBlkreplay {
+}
 
 impl QueryBlockstatsReturnDriverSpecificBlkreplay {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificBlkverify {}
+pub struct QueryBlockstatsReturnDriverSpecificBlkverify {
+}
 
 impl QueryBlockstatsReturnDriverSpecificBlkverify {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificBochs {}
+pub struct QueryBlockstatsReturnDriverSpecificBochs {
+}
 
 impl QueryBlockstatsReturnDriverSpecificBochs {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificCloop {}
+pub struct QueryBlockstatsReturnDriverSpecificCloop {
+}
 
 impl QueryBlockstatsReturnDriverSpecificCloop {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificCompress {}
+pub struct QueryBlockstatsReturnDriverSpecificCompress {
+}
 
 impl QueryBlockstatsReturnDriverSpecificCompress {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificCopyBeforeWrite {}
+pub struct QueryBlockstatsReturnDriverSpecificCopyBeforeWrite {
+}
 
 impl QueryBlockstatsReturnDriverSpecificCopyBeforeWrite {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificCopyOnRead {}
+pub struct QueryBlockstatsReturnDriverSpecificCopyOnRead {
+}
 
 impl QueryBlockstatsReturnDriverSpecificCopyOnRead {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificDmg {}
+pub struct QueryBlockstatsReturnDriverSpecificDmg {
+}
 
 impl QueryBlockstatsReturnDriverSpecificDmg {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificSnapshotAccess {}
+pub struct QueryBlockstatsReturnDriverSpecificSnapshotAccess {
+}
 
 impl QueryBlockstatsReturnDriverSpecificSnapshotAccess {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificFtp {}
+pub struct QueryBlockstatsReturnDriverSpecificFtp {
+}
 
 impl QueryBlockstatsReturnDriverSpecificFtp {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificFtps {}
+pub struct QueryBlockstatsReturnDriverSpecificFtps {
+}
 
 impl QueryBlockstatsReturnDriverSpecificFtps {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificHostCdrom {}
+pub struct QueryBlockstatsReturnDriverSpecificHostCdrom {
+}
 
 impl QueryBlockstatsReturnDriverSpecificHostCdrom {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificHttp {}
+pub struct QueryBlockstatsReturnDriverSpecificHttp {
+}
 
 impl QueryBlockstatsReturnDriverSpecificHttp {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificHttps {}
+pub struct QueryBlockstatsReturnDriverSpecificHttps {
+}
 
 impl QueryBlockstatsReturnDriverSpecificHttps {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificIoUring {}
+pub struct QueryBlockstatsReturnDriverSpecificIoUring {
+}
 
 impl QueryBlockstatsReturnDriverSpecificIoUring {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificIscsi {}
+pub struct QueryBlockstatsReturnDriverSpecificIscsi {
+}
 
 impl QueryBlockstatsReturnDriverSpecificIscsi {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificLuks {}
+pub struct QueryBlockstatsReturnDriverSpecificLuks {
+}
 
 impl QueryBlockstatsReturnDriverSpecificLuks {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificNbd {}
+pub struct QueryBlockstatsReturnDriverSpecificNbd {
+}
 
 impl QueryBlockstatsReturnDriverSpecificNbd {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificNfs {}
+pub struct QueryBlockstatsReturnDriverSpecificNfs {
+}
 
 impl QueryBlockstatsReturnDriverSpecificNfs {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificNullAio {}
+pub struct QueryBlockstatsReturnDriverSpecificNullAio {
+}
 
 impl QueryBlockstatsReturnDriverSpecificNullAio {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificNullCo {}
+pub struct QueryBlockstatsReturnDriverSpecificNullCo {
+}
 
 impl QueryBlockstatsReturnDriverSpecificNullCo {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificNvmeIoUring {}
+pub struct QueryBlockstatsReturnDriverSpecificNvmeIoUring {
+}
 
 impl QueryBlockstatsReturnDriverSpecificNvmeIoUring {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificParallels {}
+pub struct QueryBlockstatsReturnDriverSpecificParallels {
+}
 
 impl QueryBlockstatsReturnDriverSpecificParallels {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificPreallocate {}
+pub struct QueryBlockstatsReturnDriverSpecificPreallocate {
+}
 
 impl QueryBlockstatsReturnDriverSpecificPreallocate {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificQcow {}
+pub struct QueryBlockstatsReturnDriverSpecificQcow {
+}
 
 impl QueryBlockstatsReturnDriverSpecificQcow {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificQcow2 {}
+pub struct QueryBlockstatsReturnDriverSpecificQcow2 {
+}
 
 impl QueryBlockstatsReturnDriverSpecificQcow2 {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificQed {}
+pub struct QueryBlockstatsReturnDriverSpecificQed {
+}
 
 impl QueryBlockstatsReturnDriverSpecificQed {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificQuorum {}
+pub struct QueryBlockstatsReturnDriverSpecificQuorum {
+}
 
 impl QueryBlockstatsReturnDriverSpecificQuorum {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificRaw {}
+pub struct QueryBlockstatsReturnDriverSpecificRaw {
+}
 
 impl QueryBlockstatsReturnDriverSpecificRaw {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificRbd {}
+pub struct QueryBlockstatsReturnDriverSpecificRbd {
+}
 
 impl QueryBlockstatsReturnDriverSpecificRbd {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificReplication {}
+pub struct QueryBlockstatsReturnDriverSpecificReplication {
+}
 
 impl QueryBlockstatsReturnDriverSpecificReplication {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificSsh {}
+pub struct QueryBlockstatsReturnDriverSpecificSsh {
+}
 
 impl QueryBlockstatsReturnDriverSpecificSsh {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificThrottle {}
+pub struct QueryBlockstatsReturnDriverSpecificThrottle {
+}
 
 impl QueryBlockstatsReturnDriverSpecificThrottle {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificVdi {}
+pub struct QueryBlockstatsReturnDriverSpecificVdi {
+}
 
 impl QueryBlockstatsReturnDriverSpecificVdi {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificVhdx {}
+pub struct QueryBlockstatsReturnDriverSpecificVhdx {
+}
 
 impl QueryBlockstatsReturnDriverSpecificVhdx {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificVirtioBlkVfioPci {}
+pub struct QueryBlockstatsReturnDriverSpecificVirtioBlkVfioPci {
+}
 
 impl QueryBlockstatsReturnDriverSpecificVirtioBlkVfioPci {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificVirtioBlkVhostUser {}
+pub struct QueryBlockstatsReturnDriverSpecificVirtioBlkVhostUser {
+}
 
 impl QueryBlockstatsReturnDriverSpecificVirtioBlkVhostUser {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificVirtioBlkVhostVdpa {}
+pub struct QueryBlockstatsReturnDriverSpecificVirtioBlkVhostVdpa {
+}
 
 impl QueryBlockstatsReturnDriverSpecificVirtioBlkVhostVdpa {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificVmdk {}
+pub struct QueryBlockstatsReturnDriverSpecificVmdk {
+}
 
 impl QueryBlockstatsReturnDriverSpecificVmdk {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificVpc {}
+pub struct QueryBlockstatsReturnDriverSpecificVpc {
+}
 
 impl QueryBlockstatsReturnDriverSpecificVpc {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificVvfat {}
+pub struct QueryBlockstatsReturnDriverSpecificVvfat {
+}
 
 impl QueryBlockstatsReturnDriverSpecificVvfat {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryBlockstatsReturnDriverSpecificGluster {}
+pub struct QueryBlockstatsReturnDriverSpecificGluster {
+}
 
 impl QueryBlockstatsReturnDriverSpecificGluster {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockstatsReturnDriverSpecific {
     /// The members of the branch the tag picks.
@@ -44013,10 +41609,7 @@ impl QueryBlockstatsReturnDriverSpecific {
             }
             _ => QueryBlockstatsReturnDriverSpecificBranch::Other,
         };
-        Ok(Self {
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -44038,10 +41631,7 @@ impl QueryBlockstatsReturnDriverSpecific {
                 b.put(m);
             }
             QueryBlockstatsReturnDriverSpecificBranch::Blklogwrites(b) => {
-                m.insert(
-                    "driver".to_owned(),
-                    Value::String("blklogwrites".to_owned()),
-                );
+                m.insert("driver".to_owned(), Value::String("blklogwrites".to_owned()));
                 b.put(m);
             }
             QueryBlockstatsReturnDriverSpecificBranch::Blkreplay(b) => {
@@ -44065,17 +41655,11 @@ impl QueryBlockstatsReturnDriverSpecific {
                 b.put(m);
             }
             QueryBlockstatsReturnDriverSpecificBranch::CopyBeforeWrite(b) => {
-                m.insert(
-                    "driver".to_owned(),
-                    Value::String("copy-before-write".to_owned()),
-                );
+                m.insert("driver".to_owned(), Value::String("copy-before-write".to_owned()));
                 b.put(m);
             }
             QueryBlockstatsReturnDriverSpecificBranch::CopyOnRead(b) => {
-                m.insert(
-                    "driver".to_owned(),
-                    Value::String("copy-on-read".to_owned()),
-                );
+                m.insert("driver".to_owned(), Value::String("copy-on-read".to_owned()));
                 b.put(m);
             }
             QueryBlockstatsReturnDriverSpecificBranch::Dmg(b) => {
@@ -44083,10 +41667,7 @@ impl QueryBlockstatsReturnDriverSpecific {
                 b.put(m);
             }
             QueryBlockstatsReturnDriverSpecificBranch::SnapshotAccess(b) => {
-                m.insert(
-                    "driver".to_owned(),
-                    Value::String("snapshot-access".to_owned()),
-                );
+                m.insert("driver".to_owned(), Value::String("snapshot-access".to_owned()));
                 b.put(m);
             }
             QueryBlockstatsReturnDriverSpecificBranch::Ftp(b) => {
@@ -44138,10 +41719,7 @@ impl QueryBlockstatsReturnDriverSpecific {
                 b.put(m);
             }
             QueryBlockstatsReturnDriverSpecificBranch::NvmeIoUring(b) => {
-                m.insert(
-                    "driver".to_owned(),
-                    Value::String("nvme-io_uring".to_owned()),
-                );
+                m.insert("driver".to_owned(), Value::String("nvme-io_uring".to_owned()));
                 b.put(m);
             }
             QueryBlockstatsReturnDriverSpecificBranch::Parallels(b) => {
@@ -44197,24 +41775,15 @@ impl QueryBlockstatsReturnDriverSpecific {
                 b.put(m);
             }
             QueryBlockstatsReturnDriverSpecificBranch::VirtioBlkVfioPci(b) => {
-                m.insert(
-                    "driver".to_owned(),
-                    Value::String("virtio-blk-vfio-pci".to_owned()),
-                );
+                m.insert("driver".to_owned(), Value::String("virtio-blk-vfio-pci".to_owned()));
                 b.put(m);
             }
             QueryBlockstatsReturnDriverSpecificBranch::VirtioBlkVhostUser(b) => {
-                m.insert(
-                    "driver".to_owned(),
-                    Value::String("virtio-blk-vhost-user".to_owned()),
-                );
+                m.insert("driver".to_owned(), Value::String("virtio-blk-vhost-user".to_owned()));
                 b.put(m);
             }
             QueryBlockstatsReturnDriverSpecificBranch::VirtioBlkVhostVdpa(b) => {
-                m.insert(
-                    "driver".to_owned(),
-                    Value::String("virtio-blk-vhost-vdpa".to_owned()),
-                );
+                m.insert("driver".to_owned(), Value::String("virtio-blk-vhost-vdpa".to_owned()));
                 b.put(m);
             }
             QueryBlockstatsReturnDriverSpecificBranch::Vmdk(b) => {
@@ -44256,7 +41825,7 @@ impl Qmp for QueryBlockstatsReturnDriverSpecific {
 }
 
 /// The branches of [`QueryBlockstatsReturnDriverSpecific`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum QueryBlockstatsReturnDriverSpecificBranch {
     /// `file`. In every dumped QEMU.
@@ -44358,7 +41927,7 @@ pub enum QueryBlockstatsReturnDriverSpecificBranch {
     Other,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryBlockstatsReturn {
     /// `device`. In every dumped QEMU.
@@ -44438,16 +42007,7 @@ impl QueryBlockstatsReturn {
         let driver_specific = rt::optional(m, "driver-specific")?;
         let parent = rt::optional(m, "parent")?;
         let backing = rt::optional(m, "backing")?;
-        Ok(Self {
-            device,
-            qdev,
-            node_name,
-            stats,
-            driver_specific,
-            parent,
-            backing,
-            other: Map::new(),
-        })
+        Ok(Self { device, qdev, node_name, stats, driver_specific, parent, backing, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -44481,18 +42041,11 @@ impl Qmp for QueryBlockstatsReturn {
 impl rt::Command for QueryBlockstats {
     const NAME: &'static str = "query-blockstats";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = Vec<QueryBlockstatsReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryChardev {
     /// Members the dumps did not have, as received.
@@ -44503,11 +42056,13 @@ impl QueryChardev {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -44531,7 +42086,7 @@ impl Qmp for QueryChardev {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryChardevReturn {
     /// `label`. In every dumped QEMU.
@@ -44575,12 +42130,7 @@ impl QueryChardevReturn {
         let label = rt::optional(m, "label")?;
         let filename = rt::optional(m, "filename")?;
         let frontend_open = rt::optional(m, "frontend-open")?;
-        Ok(Self {
-            label,
-            filename,
-            frontend_open,
-            other: Map::new(),
-        })
+        Ok(Self { label, filename, frontend_open, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -44610,18 +42160,11 @@ impl Qmp for QueryChardevReturn {
 impl rt::Command for QueryChardev {
     const NAME: &'static str = "query-chardev";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = Vec<QueryChardevReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryChardevBackends {
     /// Members the dumps did not have, as received.
@@ -44632,11 +42175,13 @@ impl QueryChardevBackends {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -44660,7 +42205,7 @@ impl Qmp for QueryChardevBackends {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryChardevBackendsReturn {
     /// `name`. In every dumped QEMU.
@@ -44686,10 +42231,7 @@ impl QueryChardevBackendsReturn {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let name = rt::optional(m, "name")?;
-        Ok(Self {
-            name,
-            other: Map::new(),
-        })
+        Ok(Self { name, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -44717,18 +42259,11 @@ impl Qmp for QueryChardevBackendsReturn {
 impl rt::Command for QueryChardevBackends {
     const NAME: &'static str = "query-chardev-backends";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = Vec<QueryChardevBackendsReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryColoStatus {
     /// Members the dumps did not have, as received.
@@ -44739,11 +42274,13 @@ impl QueryColoStatus {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -44851,7 +42388,7 @@ impl Qmp for QueryColoStatusReturnReason {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryColoStatusReturn {
     /// `mode`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -44895,12 +42432,7 @@ impl QueryColoStatusReturn {
         let mode = rt::optional(m, "mode")?;
         let last_mode = rt::optional(m, "last-mode")?;
         let reason = rt::optional(m, "reason")?;
-        Ok(Self {
-            mode,
-            last_mode,
-            reason,
-            other: Map::new(),
-        })
+        Ok(Self { mode, last_mode, reason, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -44934,7 +42466,7 @@ impl rt::Command for QueryColoStatus {
     type Ok = QueryColoStatusReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryCommandLineOptions {
     /// `option`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -44960,10 +42492,7 @@ impl QueryCommandLineOptions {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let option = rt::optional(m, "option")?;
-        Ok(Self {
-            option,
-            other: Map::new(),
-        })
+        Ok(Self { option, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -45032,7 +42561,7 @@ impl Qmp for QueryCommandLineOptionsReturnParametersType {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryCommandLineOptionsReturnParameters {
     /// `name`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -45085,13 +42614,7 @@ impl QueryCommandLineOptionsReturnParameters {
         let r#type = rt::optional(m, "type")?;
         let help = rt::optional(m, "help")?;
         let default = rt::optional(m, "default")?;
-        Ok(Self {
-            name,
-            r#type,
-            help,
-            default,
-            other: Map::new(),
-        })
+        Ok(Self { name, r#type, help, default, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -45119,7 +42642,7 @@ impl Qmp for QueryCommandLineOptionsReturnParameters {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryCommandLineOptionsReturn {
     /// `option`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -45154,11 +42677,7 @@ impl QueryCommandLineOptionsReturn {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let option = rt::optional(m, "option")?;
         let parameters = rt::optional(m, "parameters")?;
-        Ok(Self {
-            option,
-            parameters,
-            other: Map::new(),
-        })
+        Ok(Self { option, parameters, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -45191,7 +42710,7 @@ impl rt::Command for QueryCommandLineOptions {
     type Ok = Vec<QueryCommandLineOptionsReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryCommands {
     /// Members the dumps did not have, as received.
@@ -45202,11 +42721,13 @@ impl QueryCommands {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -45233,18 +42754,11 @@ impl Qmp for QueryCommands {
 impl rt::Command for QueryCommands {
     const NAME: &'static str = "query-commands";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = Vec<QueryChardevBackendsReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryCpuDefinitions {
     /// Members the dumps did not have, as received.
@@ -45255,11 +42769,13 @@ impl QueryCpuDefinitions {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -45283,7 +42799,7 @@ impl Qmp for QueryCpuDefinitions {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryCpuDefinitionsReturn {
     /// `name`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -45363,16 +42879,7 @@ impl QueryCpuDefinitionsReturn {
         let typename = rt::optional(m, "typename")?;
         let alias_of = rt::optional(m, "alias-of")?;
         let deprecated = rt::optional(m, "deprecated")?;
-        Ok(Self {
-            name,
-            migration_safe,
-            r#static,
-            unavailable_features,
-            typename,
-            alias_of,
-            deprecated,
-            other: Map::new(),
-        })
+        Ok(Self { name, migration_safe, r#static, unavailable_features, typename, alias_of, deprecated, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -45410,7 +42917,7 @@ impl rt::Command for QueryCpuDefinitions {
     type Ok = Vec<QueryCpuDefinitionsReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryCpuModelBaselineModela {
     /// `name`. In: 11.1-system.
@@ -45440,11 +42947,7 @@ impl QueryCpuModelBaselineModela {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let name = rt::required(m, "name")?;
         let props = rt::optional(m, "props")?;
-        Ok(Self {
-            name,
-            props,
-            other: Map::new(),
-        })
+        Ok(Self { name, props, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -45470,7 +42973,7 @@ impl Qmp for QueryCpuModelBaselineModela {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryCpuModelBaseline {
     /// `modela`. In: 11.1-system.
@@ -45495,11 +42998,7 @@ impl QueryCpuModelBaseline {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let modela = rt::required(m, "modela")?;
         let modelb = rt::required(m, "modelb")?;
-        Ok(Self {
-            modela,
-            modelb,
-            other: Map::new(),
-        })
+        Ok(Self { modela, modelb, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -45525,7 +43024,7 @@ impl Qmp for QueryCpuModelBaseline {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryCpuModelBaselineReturnModel {
     /// `name`. In: 11.1-system.
@@ -45560,11 +43059,7 @@ impl QueryCpuModelBaselineReturnModel {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let name = rt::optional(m, "name")?;
         let props = rt::optional(m, "props")?;
-        Ok(Self {
-            name,
-            props,
-            other: Map::new(),
-        })
+        Ok(Self { name, props, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -45590,7 +43085,7 @@ impl Qmp for QueryCpuModelBaselineReturnModel {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryCpuModelBaselineReturn {
     /// `model`. In: 11.1-system.
@@ -45616,10 +43111,7 @@ impl QueryCpuModelBaselineReturn {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let model = rt::optional(m, "model")?;
-        Ok(Self {
-            model,
-            other: Map::new(),
-        })
+        Ok(Self { model, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -45651,7 +43143,7 @@ impl rt::Command for QueryCpuModelBaseline {
     type Ok = QueryCpuModelBaselineReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryCpuModelComparison {
     /// `modela`. In: 11.1-system.
@@ -45676,11 +43168,7 @@ impl QueryCpuModelComparison {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let modela = rt::required(m, "modela")?;
         let modelb = rt::required(m, "modelb")?;
-        Ok(Self {
-            modela,
-            modelb,
-            other: Map::new(),
-        })
+        Ok(Self { modela, modelb, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -45750,7 +43238,7 @@ impl Qmp for QueryCpuModelComparisonReturnResult {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryCpuModelComparisonReturn {
     /// `result`. In: 11.1-system.
@@ -45785,11 +43273,7 @@ impl QueryCpuModelComparisonReturn {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let result = rt::optional(m, "result")?;
         let responsible_properties = rt::optional(m, "responsible-properties")?;
-        Ok(Self {
-            result,
-            responsible_properties,
-            other: Map::new(),
-        })
+        Ok(Self { result, responsible_properties, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -45858,7 +43342,7 @@ impl Qmp for QueryCpuModelExpansionType {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryCpuModelExpansion {
     /// `type`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -45883,11 +43367,7 @@ impl QueryCpuModelExpansion {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let r#type = rt::required(m, "type")?;
         let model = rt::required(m, "model")?;
-        Ok(Self {
-            r#type,
-            model,
-            other: Map::new(),
-        })
+        Ok(Self { r#type, model, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -45913,7 +43393,7 @@ impl Qmp for QueryCpuModelExpansion {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryCpuModelExpansionReturn {
     /// `model`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -45948,11 +43428,7 @@ impl QueryCpuModelExpansionReturn {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let model = rt::optional(m, "model")?;
         let deprecated_props = rt::optional(m, "deprecated-props")?;
-        Ok(Self {
-            model,
-            deprecated_props,
-            other: Map::new(),
-        })
+        Ok(Self { model, deprecated_props, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -45985,7 +43461,7 @@ impl rt::Command for QueryCpuModelExpansion {
     type Ok = QueryCpuModelExpansionReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryCpusFast {
     /// Members the dumps did not have, as received.
@@ -45996,11 +43472,13 @@ impl QueryCpusFast {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -46024,7 +43502,7 @@ impl Qmp for QueryCpusFast {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryCpusFastReturnProps {
     /// `node-id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -46122,18 +43600,7 @@ impl QueryCpusFastReturnProps {
         let module_id = rt::optional(m, "module-id")?;
         let core_id = rt::optional(m, "core-id")?;
         let thread_id = rt::optional(m, "thread-id")?;
-        Ok(Self {
-            node_id,
-            drawer_id,
-            book_id,
-            socket_id,
-            die_id,
-            cluster_id,
-            module_id,
-            core_id,
-            thread_id,
-            other: Map::new(),
-        })
+        Ok(Self { node_id, drawer_id, book_id, socket_id, die_id, cluster_id, module_id, core_id, thread_id, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -46258,7 +43725,7 @@ impl Qmp for QueryCpusFastReturnS390xEntitlement {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryCpusFastReturnS390x {
     /// `cpu-state`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -46299,11 +43766,7 @@ impl QueryCpusFastReturnS390x {
         let cpu_state = rt::optional(m, "cpu-state")?;
         let dedicated = rt::optional(m, "dedicated")?;
         let entitlement = rt::optional(m, "entitlement")?;
-        Ok(Self {
-            cpu_state,
-            dedicated,
-            entitlement,
-        })
+        Ok(Self { cpu_state, dedicated, entitlement, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -46313,565 +43776,658 @@ impl QueryCpusFastReturnS390x {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryCpusFastReturnAarch64 {}
+pub struct QueryCpusFastReturnAarch64 {
+}
 
 impl QueryCpusFastReturnAarch64 {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryCpusFastReturnAlpha {}
+pub struct QueryCpusFastReturnAlpha {
+}
 
 impl QueryCpusFastReturnAlpha {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryCpusFastReturnArm {}
+pub struct QueryCpusFastReturnArm {
+}
 
 impl QueryCpusFastReturnArm {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryCpusFastReturnAvr {}
+pub struct QueryCpusFastReturnAvr {
+}
 
 impl QueryCpusFastReturnAvr {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryCpusFastReturnHexagon {}
+pub struct QueryCpusFastReturnHexagon {
+}
 
 impl QueryCpusFastReturnHexagon {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryCpusFastReturnHppa {}
+pub struct QueryCpusFastReturnHppa {
+}
 
 impl QueryCpusFastReturnHppa {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryCpusFastReturnI386 {}
+pub struct QueryCpusFastReturnI386 {
+}
 
 impl QueryCpusFastReturnI386 {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryCpusFastReturnLoongarch64 {}
+pub struct QueryCpusFastReturnLoongarch64 {
+}
 
 impl QueryCpusFastReturnLoongarch64 {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryCpusFastReturnM68k {}
+pub struct QueryCpusFastReturnM68k {
+}
 
 impl QueryCpusFastReturnM68k {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryCpusFastReturnMicroblaze {}
+pub struct QueryCpusFastReturnMicroblaze {
+}
 
 impl QueryCpusFastReturnMicroblaze {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryCpusFastReturnMips {}
+pub struct QueryCpusFastReturnMips {
+}
 
 impl QueryCpusFastReturnMips {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryCpusFastReturnMips64 {}
+pub struct QueryCpusFastReturnMips64 {
+}
 
 impl QueryCpusFastReturnMips64 {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryCpusFastReturnMips64el {}
+pub struct QueryCpusFastReturnMips64el {
+}
 
 impl QueryCpusFastReturnMips64el {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryCpusFastReturnMipsel {}
+pub struct QueryCpusFastReturnMipsel {
+}
 
 impl QueryCpusFastReturnMipsel {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryCpusFastReturnOr1k {}
+pub struct QueryCpusFastReturnOr1k {
+}
 
 impl QueryCpusFastReturnOr1k {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryCpusFastReturnPpc {}
+pub struct QueryCpusFastReturnPpc {
+}
 
 impl QueryCpusFastReturnPpc {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryCpusFastReturnPpc64 {}
+pub struct QueryCpusFastReturnPpc64 {
+}
 
 impl QueryCpusFastReturnPpc64 {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryCpusFastReturnRiscv32 {}
+pub struct QueryCpusFastReturnRiscv32 {
+}
 
 impl QueryCpusFastReturnRiscv32 {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryCpusFastReturnRiscv64 {}
+pub struct QueryCpusFastReturnRiscv64 {
+}
 
 impl QueryCpusFastReturnRiscv64 {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryCpusFastReturnRx {}
+pub struct QueryCpusFastReturnRx {
+}
 
 impl QueryCpusFastReturnRx {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryCpusFastReturnSh4 {}
+pub struct QueryCpusFastReturnSh4 {
+}
 
 impl QueryCpusFastReturnSh4 {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryCpusFastReturnSh4eb {}
+pub struct QueryCpusFastReturnSh4eb {
+}
 
 impl QueryCpusFastReturnSh4eb {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryCpusFastReturnSparc {}
+pub struct QueryCpusFastReturnSparc {
+}
 
 impl QueryCpusFastReturnSparc {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryCpusFastReturnSparc64 {}
+pub struct QueryCpusFastReturnSparc64 {
+}
 
 impl QueryCpusFastReturnSparc64 {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryCpusFastReturnTricore {}
+pub struct QueryCpusFastReturnTricore {
+}
 
 impl QueryCpusFastReturnTricore {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryCpusFastReturnX8664 {}
+pub struct QueryCpusFastReturnX8664 {
+}
 
 impl QueryCpusFastReturnX8664 {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryCpusFastReturnXtensa {}
+pub struct QueryCpusFastReturnXtensa {
+}
 
 impl QueryCpusFastReturnXtensa {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryCpusFastReturnXtensaeb {}
+pub struct QueryCpusFastReturnXtensaeb {
+}
 
 impl QueryCpusFastReturnXtensaeb {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryCpusFastReturnMicroblazeel {}
+pub struct QueryCpusFastReturnMicroblazeel {
+}
 
 impl QueryCpusFastReturnMicroblazeel {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryCpusFastReturnCris {}
+pub struct QueryCpusFastReturnCris {
+}
 
 impl QueryCpusFastReturnCris {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryCpusFastReturnNios2 {}
+pub struct QueryCpusFastReturnNios2 {
+}
 
 impl QueryCpusFastReturnNios2 {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryCpusFastReturn {
     /// `cpu-index`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -47292,15 +44848,7 @@ impl QueryCpusFastReturn {
             }
             _ => QueryCpusFastReturnBranch::Other,
         };
-        Ok(Self {
-            cpu_index,
-            qom_type,
-            qom_path,
-            thread_id,
-            props,
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { cpu_index, qom_type, qom_path, thread_id, props, branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -47427,10 +44975,7 @@ impl QueryCpusFastReturn {
                 b.put(m);
             }
             QueryCpusFastReturnBranch::Microblazeel(b) => {
-                m.insert(
-                    "target".to_owned(),
-                    Value::String("microblazeel".to_owned()),
-                );
+                m.insert("target".to_owned(), Value::String("microblazeel".to_owned()));
                 b.put(m);
             }
             QueryCpusFastReturnBranch::Cris(b) => {
@@ -47464,7 +45009,7 @@ impl Qmp for QueryCpusFastReturn {
 }
 
 /// The branches of [`QueryCpusFastReturn`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum QueryCpusFastReturnBranch {
     /// `s390x`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -47543,7 +45088,7 @@ impl rt::Command for QueryCpusFast {
     type Ok = Vec<QueryCpusFastReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryCryptodev {
     /// Members the dumps did not have, as received.
@@ -47554,11 +45099,13 @@ impl QueryCryptodev {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -47670,7 +45217,7 @@ impl Qmp for QueryCryptodevReturnClientType {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryCryptodevReturnClient {
     /// `queue`. In: 10.0-system, 11.1-system.
@@ -47705,11 +45252,7 @@ impl QueryCryptodevReturnClient {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let queue = rt::optional(m, "queue")?;
         let r#type = rt::optional(m, "type")?;
-        Ok(Self {
-            queue,
-            r#type,
-            other: Map::new(),
-        })
+        Ok(Self { queue, r#type, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -47735,7 +45278,7 @@ impl Qmp for QueryCryptodevReturnClient {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryCryptodevReturn {
     /// `id`. In: 10.0-system, 11.1-system.
@@ -47779,12 +45322,7 @@ impl QueryCryptodevReturn {
         let id = rt::optional(m, "id")?;
         let service = rt::optional(m, "service")?;
         let client = rt::optional(m, "client")?;
-        Ok(Self {
-            id,
-            service,
-            client,
-            other: Map::new(),
-        })
+        Ok(Self { id, service, client, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -47818,7 +45356,7 @@ impl rt::Command for QueryCryptodev {
     type Ok = Vec<QueryCryptodevReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryCurrentMachine {
     /// Members the dumps did not have, as received.
@@ -47829,11 +45367,13 @@ impl QueryCurrentMachine {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -47857,7 +45397,7 @@ impl Qmp for QueryCurrentMachine {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryCurrentMachineReturn {
     /// `wakeup-suspend-support`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -47883,10 +45423,7 @@ impl QueryCurrentMachineReturn {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let wakeup_suspend_support = rt::optional(m, "wakeup-suspend-support")?;
-        Ok(Self {
-            wakeup_suspend_support,
-            other: Map::new(),
-        })
+        Ok(Self { wakeup_suspend_support, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -47918,7 +45455,7 @@ impl rt::Command for QueryCurrentMachine {
     type Ok = QueryCurrentMachineReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryDirtyRate {
     /// `calc-time-unit`. In: 10.0-system, 11.1-system.
@@ -47944,10 +45481,7 @@ impl QueryDirtyRate {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let calc_time_unit = rt::optional(m, "calc-time-unit")?;
-        Ok(Self {
-            calc_time_unit,
-            other: Map::new(),
-        })
+        Ok(Self { calc_time_unit, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -48012,7 +45546,7 @@ impl Qmp for QueryDirtyRateReturnStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryDirtyRateReturnVcpuDirtyRate {
     /// `id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -48047,11 +45581,7 @@ impl QueryDirtyRateReturnVcpuDirtyRate {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let id = rt::optional(m, "id")?;
         let dirty_rate = rt::optional(m, "dirty-rate")?;
-        Ok(Self {
-            id,
-            dirty_rate,
-            other: Map::new(),
-        })
+        Ok(Self { id, dirty_rate, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -48077,7 +45607,7 @@ impl Qmp for QueryDirtyRateReturnVcpuDirtyRate {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryDirtyRateReturn {
     /// `dirty-rate`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -48166,17 +45696,7 @@ impl QueryDirtyRateReturn {
         let sample_pages = rt::optional(m, "sample-pages")?;
         let mode = rt::optional(m, "mode")?;
         let vcpu_dirty_rate = rt::optional(m, "vcpu-dirty-rate")?;
-        Ok(Self {
-            dirty_rate,
-            status,
-            start_time,
-            calc_time,
-            calc_time_unit,
-            sample_pages,
-            mode,
-            vcpu_dirty_rate,
-            other: Map::new(),
-        })
+        Ok(Self { dirty_rate, status, start_time, calc_time, calc_time_unit, sample_pages, mode, vcpu_dirty_rate, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -48215,7 +45735,7 @@ impl rt::Command for QueryDirtyRate {
     type Ok = QueryDirtyRateReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryDisplayOptions {
     /// Members the dumps did not have, as received.
@@ -48226,11 +45746,13 @@ impl QueryDisplayOptions {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -48298,7 +45820,7 @@ impl Qmp for QueryDisplayOptionsReturnGl {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryDisplayOptionsReturnGtk {
     /// `clipboard`. In: 11.1-system.
@@ -48375,15 +45897,7 @@ impl QueryDisplayOptionsReturnGtk {
         let show_menubar = rt::optional(m, "show-menubar")?;
         let keep_aspect_ratio = rt::optional(m, "keep-aspect-ratio")?;
         let scale = rt::optional(m, "scale")?;
-        Ok(Self {
-            clipboard,
-            grab_on_hover,
-            zoom_to_fit,
-            show_tabs,
-            show_menubar,
-            keep_aspect_ratio,
-            scale,
-        })
+        Ok(Self { clipboard, grab_on_hover, zoom_to_fit, show_tabs, show_menubar, keep_aspect_ratio, scale, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -48397,7 +45911,7 @@ impl QueryDisplayOptionsReturnGtk {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryDisplayOptionsReturnCurses {
     /// `charset`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -48408,7 +45922,9 @@ impl QueryDisplayOptionsReturnCurses {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { charset: None }
+        Self {
+            charset: None,
+        }
     }
     /// Sets `charset`.
     pub fn with_charset(mut self, value: String) -> Self {
@@ -48418,7 +45934,7 @@ impl QueryDisplayOptionsReturnCurses {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let charset = rt::optional(m, "charset")?;
-        Ok(Self { charset })
+        Ok(Self { charset, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -48426,7 +45942,7 @@ impl QueryDisplayOptionsReturnCurses {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryDisplayOptionsReturnEglHeadless {
     /// `rendernode`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -48437,7 +45953,9 @@ impl QueryDisplayOptionsReturnEglHeadless {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { rendernode: None }
+        Self {
+            rendernode: None,
+        }
     }
     /// Sets `rendernode`.
     pub fn with_rendernode(mut self, value: String) -> Self {
@@ -48447,7 +45965,7 @@ impl QueryDisplayOptionsReturnEglHeadless {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let rendernode = rt::optional(m, "rendernode")?;
-        Ok(Self { rendernode })
+        Ok(Self { rendernode, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -48455,7 +45973,7 @@ impl QueryDisplayOptionsReturnEglHeadless {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryDisplayOptionsReturnDbus {
     /// `rendernode`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -48505,12 +46023,7 @@ impl QueryDisplayOptionsReturnDbus {
         let addr = rt::optional(m, "addr")?;
         let p2p = rt::optional(m, "p2p")?;
         let audiodev = rt::optional(m, "audiodev")?;
-        Ok(Self {
-            rendernode,
-            addr,
-            p2p,
-            audiodev,
-        })
+        Ok(Self { rendernode, addr, p2p, audiodev, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -48561,7 +46074,7 @@ impl Qmp for QueryDisplayOptionsReturnSdlGrabMod {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryDisplayOptionsReturnSdl {
     /// `grab-mod`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -48572,7 +46085,9 @@ impl QueryDisplayOptionsReturnSdl {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { grab_mod: None }
+        Self {
+            grab_mod: None,
+        }
     }
     /// Sets `grab-mod`.
     pub fn with_grab_mod(mut self, value: QueryDisplayOptionsReturnSdlGrabMod) -> Self {
@@ -48582,7 +46097,7 @@ impl QueryDisplayOptionsReturnSdl {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let grab_mod = rt::optional(m, "grab-mod")?;
-        Ok(Self { grab_mod })
+        Ok(Self { grab_mod, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -48590,61 +46105,70 @@ impl QueryDisplayOptionsReturnSdl {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryDisplayOptionsReturnDefault {}
+pub struct QueryDisplayOptionsReturnDefault {
+}
 
 impl QueryDisplayOptionsReturnDefault {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryDisplayOptionsReturnNone {}
+pub struct QueryDisplayOptionsReturnNone {
+}
 
 impl QueryDisplayOptionsReturnNone {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryDisplayOptionsReturnSpiceApp {}
+pub struct QueryDisplayOptionsReturnSpiceApp {
+}
 
 impl QueryDisplayOptionsReturnSpiceApp {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryDisplayOptionsReturn {
     /// `full-screen`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -48792,14 +46316,7 @@ impl QueryDisplayOptionsReturn {
             }
             _ => QueryDisplayOptionsReturnBranch::Other,
         };
-        Ok(Self {
-            full_screen,
-            window_close,
-            show_cursor,
-            gl,
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { full_screen, window_close, show_cursor, gl, branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -48863,7 +46380,7 @@ impl Qmp for QueryDisplayOptionsReturn {
 }
 
 /// The branches of [`QueryDisplayOptionsReturn`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum QueryDisplayOptionsReturnBranch {
     /// `gtk`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -48894,7 +46411,7 @@ impl rt::Command for QueryDisplayOptions {
     type Ok = QueryDisplayOptionsReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryDump {
     /// Members the dumps did not have, as received.
@@ -48905,11 +46422,13 @@ impl QueryDump {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -48977,7 +46496,7 @@ impl Qmp for QueryDumpReturnStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryDumpReturn {
     /// `status`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -49021,12 +46540,7 @@ impl QueryDumpReturn {
         let status = rt::optional(m, "status")?;
         let completed = rt::optional(m, "completed")?;
         let total = rt::optional(m, "total")?;
-        Ok(Self {
-            status,
-            completed,
-            total,
-            other: Map::new(),
-        })
+        Ok(Self { status, completed, total, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -49060,7 +46574,7 @@ impl rt::Command for QueryDump {
     type Ok = QueryDumpReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryDumpGuestMemoryCapability {
     /// Members the dumps did not have, as received.
@@ -49071,11 +46585,13 @@ impl QueryDumpGuestMemoryCapability {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -49099,7 +46615,7 @@ impl Qmp for QueryDumpGuestMemoryCapability {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryDumpGuestMemoryCapabilityReturn {
     /// `formats`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -49125,10 +46641,7 @@ impl QueryDumpGuestMemoryCapabilityReturn {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let formats = rt::optional(m, "formats")?;
-        Ok(Self {
-            formats,
-            other: Map::new(),
-        })
+        Ok(Self { formats, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -49160,7 +46673,7 @@ impl rt::Command for QueryDumpGuestMemoryCapability {
     type Ok = QueryDumpGuestMemoryCapabilityReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryFdsets {
     /// Members the dumps did not have, as received.
@@ -49171,11 +46684,13 @@ impl QueryFdsets {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -49199,7 +46714,7 @@ impl Qmp for QueryFdsets {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryFdsetsReturnFds {
     /// `fd`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -49234,11 +46749,7 @@ impl QueryFdsetsReturnFds {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let fd = rt::optional(m, "fd")?;
         let opaque = rt::optional(m, "opaque")?;
-        Ok(Self {
-            fd,
-            opaque,
-            other: Map::new(),
-        })
+        Ok(Self { fd, opaque, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -49264,7 +46775,7 @@ impl Qmp for QueryFdsetsReturnFds {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryFdsetsReturn {
     /// `fdset-id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -49299,11 +46810,7 @@ impl QueryFdsetsReturn {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let fdset_id = rt::optional(m, "fdset-id")?;
         let fds = rt::optional(m, "fds")?;
-        Ok(Self {
-            fdset_id,
-            fds,
-            other: Map::new(),
-        })
+        Ok(Self { fdset_id, fds, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -49336,7 +46843,7 @@ impl rt::Command for QueryFdsets {
     type Ok = Vec<QueryFdsetsReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryFirmwareLog {
     /// `max-size`. In: 11.1-system.
@@ -49362,10 +46869,7 @@ impl QueryFirmwareLog {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let max_size = rt::optional(m, "max-size")?;
-        Ok(Self {
-            max_size,
-            other: Map::new(),
-        })
+        Ok(Self { max_size, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -49390,7 +46894,7 @@ impl Qmp for QueryFirmwareLog {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryFirmwareLogReturn {
     /// `version`. In: 11.1-system.
@@ -49425,11 +46929,7 @@ impl QueryFirmwareLogReturn {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let version = rt::optional(m, "version")?;
         let log = rt::optional(m, "log")?;
-        Ok(Self {
-            version,
-            log,
-            other: Map::new(),
-        })
+        Ok(Self { version, log, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -49462,7 +46962,7 @@ impl rt::Command for QueryFirmwareLog {
     type Ok = QueryFirmwareLogReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryGicCapabilities {
     /// Members the dumps did not have, as received.
@@ -49473,11 +46973,13 @@ impl QueryGicCapabilities {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -49501,7 +47003,7 @@ impl Qmp for QueryGicCapabilities {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryGicCapabilitiesReturn {
     /// `version`. In: 11.1-system.
@@ -49545,12 +47047,7 @@ impl QueryGicCapabilitiesReturn {
         let version = rt::optional(m, "version")?;
         let emulated = rt::optional(m, "emulated")?;
         let kernel = rt::optional(m, "kernel")?;
-        Ok(Self {
-            version,
-            emulated,
-            kernel,
-            other: Map::new(),
-        })
+        Ok(Self { version, emulated, kernel, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -49584,7 +47081,7 @@ impl rt::Command for QueryGicCapabilities {
     type Ok = Vec<QueryGicCapabilitiesReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryHotpluggableCpus {
     /// Members the dumps did not have, as received.
@@ -49595,11 +47092,13 @@ impl QueryHotpluggableCpus {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -49623,7 +47122,7 @@ impl Qmp for QueryHotpluggableCpus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryHotpluggableCpusReturn {
     /// `type`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -49676,13 +47175,7 @@ impl QueryHotpluggableCpusReturn {
         let vcpus_count = rt::optional(m, "vcpus-count")?;
         let props = rt::optional(m, "props")?;
         let qom_path = rt::optional(m, "qom-path")?;
-        Ok(Self {
-            r#type,
-            vcpus_count,
-            props,
-            qom_path,
-            other: Map::new(),
-        })
+        Ok(Self { r#type, vcpus_count, props, qom_path, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -49717,7 +47210,7 @@ impl rt::Command for QueryHotpluggableCpus {
     type Ok = Vec<QueryHotpluggableCpusReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryHvBalloonStatusReport {
     /// Members the dumps did not have, as received.
@@ -49728,11 +47221,13 @@ impl QueryHvBalloonStatusReport {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -49756,7 +47251,7 @@ impl Qmp for QueryHvBalloonStatusReport {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryHvBalloonStatusReportReturn {
     /// `committed`. In: 10.0-system, 11.1-system.
@@ -49791,11 +47286,7 @@ impl QueryHvBalloonStatusReportReturn {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let committed = rt::optional(m, "committed")?;
         let available = rt::optional(m, "available")?;
-        Ok(Self {
-            committed,
-            available,
-            other: Map::new(),
-        })
+        Ok(Self { committed, available, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -49828,7 +47319,7 @@ impl rt::Command for QueryHvBalloonStatusReport {
     type Ok = QueryHvBalloonStatusReportReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryIothreads {
     /// Members the dumps did not have, as received.
@@ -49839,11 +47330,13 @@ impl QueryIothreads {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -49867,7 +47360,7 @@ impl Qmp for QueryIothreads {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryIothreadsReturn {
     /// `id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -49947,16 +47440,7 @@ impl QueryIothreadsReturn {
         let poll_shrink = rt::optional(m, "poll-shrink")?;
         let poll_weight = rt::optional(m, "poll-weight")?;
         let aio_max_batch = rt::optional(m, "aio-max-batch")?;
-        Ok(Self {
-            id,
-            thread_id,
-            poll_max_ns,
-            poll_grow,
-            poll_shrink,
-            poll_weight,
-            aio_max_batch,
-            other: Map::new(),
-        })
+        Ok(Self { id, thread_id, poll_max_ns, poll_grow, poll_shrink, poll_weight, aio_max_batch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -49994,7 +47478,7 @@ impl rt::Command for QueryIothreads {
     type Ok = Vec<QueryIothreadsReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryJobs {
     /// Members the dumps did not have, as received.
@@ -50005,11 +47489,13 @@ impl QueryJobs {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -50097,7 +47583,7 @@ impl Qmp for QueryJobsReturnType {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryJobsReturn {
     /// `id`. In every dumped QEMU.
@@ -50168,15 +47654,7 @@ impl QueryJobsReturn {
         let current_progress = rt::optional(m, "current-progress")?;
         let total_progress = rt::optional(m, "total-progress")?;
         let error = rt::optional(m, "error")?;
-        Ok(Self {
-            id,
-            r#type,
-            status,
-            current_progress,
-            total_progress,
-            error,
-            other: Map::new(),
-        })
+        Ok(Self { id, r#type, status, current_progress, total_progress, error, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -50209,18 +47687,11 @@ impl Qmp for QueryJobsReturn {
 impl rt::Command for QueryJobs {
     const NAME: &'static str = "query-jobs";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = Vec<QueryJobsReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryKvm {
     /// Members the dumps did not have, as received.
@@ -50231,11 +47702,13 @@ impl QueryKvm {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -50259,7 +47732,7 @@ impl Qmp for QueryKvm {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryKvmReturn {
     /// `enabled`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -50294,11 +47767,7 @@ impl QueryKvmReturn {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let enabled = rt::optional(m, "enabled")?;
         let present = rt::optional(m, "present")?;
-        Ok(Self {
-            enabled,
-            present,
-            other: Map::new(),
-        })
+        Ok(Self { enabled, present, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -50331,7 +47800,7 @@ impl rt::Command for QueryKvm {
     type Ok = QueryKvmReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMachines {
     /// `compat-props`. In: 10.0-system, 11.1-system.
@@ -50357,10 +47826,7 @@ impl QueryMachines {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let compat_props = rt::optional(m, "compat-props")?;
-        Ok(Self {
-            compat_props,
-            other: Map::new(),
-        })
+        Ok(Self { compat_props, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -50385,7 +47851,7 @@ impl Qmp for QueryMachines {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMachinesReturnCompatProps {
     /// `qom-type`. In: 10.0-system, 11.1-system.
@@ -50429,12 +47895,7 @@ impl QueryMachinesReturnCompatProps {
         let qom_type = rt::optional(m, "qom-type")?;
         let property = rt::optional(m, "property")?;
         let value = rt::optional(m, "value")?;
-        Ok(Self {
-            qom_type,
-            property,
-            value,
-            other: Map::new(),
-        })
+        Ok(Self { qom_type, property, value, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -50461,7 +47922,7 @@ impl Qmp for QueryMachinesReturnCompatProps {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMachinesReturn {
     /// `name`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -50577,20 +48038,7 @@ impl QueryMachinesReturn {
         let default_ram_id = rt::optional(m, "default-ram-id")?;
         let acpi = rt::optional(m, "acpi")?;
         let compat_props = rt::optional(m, "compat-props")?;
-        Ok(Self {
-            name,
-            alias,
-            is_default,
-            cpu_max,
-            hotpluggable_cpus,
-            numa_mem_supported,
-            deprecated,
-            default_cpu_type,
-            default_ram_id,
-            acpi,
-            compat_props,
-            other: Map::new(),
-        })
+        Ok(Self { name, alias, is_default, cpu_max, hotpluggable_cpus, numa_mem_supported, deprecated, default_cpu_type, default_ram_id, acpi, compat_props, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -50632,7 +48080,7 @@ impl rt::Command for QueryMachines {
     type Ok = Vec<QueryMachinesReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMemdev {
     /// Members the dumps did not have, as received.
@@ -50643,11 +48091,13 @@ impl QueryMemdev {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -50671,7 +48121,7 @@ impl Qmp for QueryMemdev {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMemdevReturn {
     /// `id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -50769,18 +48219,7 @@ impl QueryMemdevReturn {
         let reserve = rt::optional(m, "reserve")?;
         let host_nodes = rt::optional(m, "host-nodes")?;
         let policy = rt::optional(m, "policy")?;
-        Ok(Self {
-            id,
-            size,
-            merge,
-            dump,
-            prealloc,
-            share,
-            reserve,
-            host_nodes,
-            policy,
-            other: Map::new(),
-        })
+        Ok(Self { id, size, merge, dump, prealloc, share, reserve, host_nodes, policy, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -50820,7 +48259,7 @@ impl rt::Command for QueryMemdev {
     type Ok = Vec<QueryMemdevReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMemoryDevices {
     /// Members the dumps did not have, as received.
@@ -50831,11 +48270,13 @@ impl QueryMemoryDevices {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -50859,7 +48300,7 @@ impl Qmp for QueryMemoryDevices {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMemoryDevicesReturnDimmData {
     /// `id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -50948,17 +48389,7 @@ impl QueryMemoryDevicesReturnDimmData {
         let memdev = rt::optional(m, "memdev")?;
         let hotplugged = rt::optional(m, "hotplugged")?;
         let hotpluggable = rt::optional(m, "hotpluggable")?;
-        Ok(Self {
-            id,
-            addr,
-            size,
-            slot,
-            node,
-            memdev,
-            hotplugged,
-            hotpluggable,
-            other: Map::new(),
-        })
+        Ok(Self { id, addr, size, slot, node, memdev, hotplugged, hotpluggable, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -50990,7 +48421,7 @@ impl Qmp for QueryMemoryDevicesReturnDimmData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMemoryDevicesReturnDimm {
     /// `data`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -51001,7 +48432,9 @@ impl QueryMemoryDevicesReturnDimm {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { data: None }
+        Self {
+            data: None,
+        }
     }
     /// Sets `data`.
     pub fn with_data(mut self, value: QueryMemoryDevicesReturnDimmData) -> Self {
@@ -51011,7 +48444,7 @@ impl QueryMemoryDevicesReturnDimm {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::optional(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -51019,7 +48452,7 @@ impl QueryMemoryDevicesReturnDimm {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMemoryDevicesReturnNvdimm {
     /// `data`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -51030,7 +48463,9 @@ impl QueryMemoryDevicesReturnNvdimm {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { data: None }
+        Self {
+            data: None,
+        }
     }
     /// Sets `data`.
     pub fn with_data(mut self, value: QueryMemoryDevicesReturnDimmData) -> Self {
@@ -51040,7 +48475,7 @@ impl QueryMemoryDevicesReturnNvdimm {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::optional(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -51048,7 +48483,7 @@ impl QueryMemoryDevicesReturnNvdimm {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMemoryDevicesReturnVirtioPmemData {
     /// `id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -51101,13 +48536,7 @@ impl QueryMemoryDevicesReturnVirtioPmemData {
         let memaddr = rt::optional(m, "memaddr")?;
         let size = rt::optional(m, "size")?;
         let memdev = rt::optional(m, "memdev")?;
-        Ok(Self {
-            id,
-            memaddr,
-            size,
-            memdev,
-            other: Map::new(),
-        })
+        Ok(Self { id, memaddr, size, memdev, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -51135,7 +48564,7 @@ impl Qmp for QueryMemoryDevicesReturnVirtioPmemData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMemoryDevicesReturnVirtioPmem {
     /// `data`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -51146,7 +48575,9 @@ impl QueryMemoryDevicesReturnVirtioPmem {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { data: None }
+        Self {
+            data: None,
+        }
     }
     /// Sets `data`.
     pub fn with_data(mut self, value: QueryMemoryDevicesReturnVirtioPmemData) -> Self {
@@ -51156,7 +48587,7 @@ impl QueryMemoryDevicesReturnVirtioPmem {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::optional(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -51164,7 +48595,7 @@ impl QueryMemoryDevicesReturnVirtioPmem {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMemoryDevicesReturnVirtioMemData {
     /// `id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -51253,17 +48684,7 @@ impl QueryMemoryDevicesReturnVirtioMemData {
         let block_size = rt::optional(m, "block-size")?;
         let node = rt::optional(m, "node")?;
         let memdev = rt::optional(m, "memdev")?;
-        Ok(Self {
-            id,
-            memaddr,
-            requested_size,
-            size,
-            max_size,
-            block_size,
-            node,
-            memdev,
-            other: Map::new(),
-        })
+        Ok(Self { id, memaddr, requested_size, size, max_size, block_size, node, memdev, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -51295,7 +48716,7 @@ impl Qmp for QueryMemoryDevicesReturnVirtioMemData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMemoryDevicesReturnVirtioMem {
     /// `data`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -51306,7 +48727,9 @@ impl QueryMemoryDevicesReturnVirtioMem {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { data: None }
+        Self {
+            data: None,
+        }
     }
     /// Sets `data`.
     pub fn with_data(mut self, value: QueryMemoryDevicesReturnVirtioMemData) -> Self {
@@ -51316,7 +48739,7 @@ impl QueryMemoryDevicesReturnVirtioMem {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::optional(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -51324,7 +48747,7 @@ impl QueryMemoryDevicesReturnVirtioMem {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMemoryDevicesReturnSgxEpcData {
     /// `id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -51386,14 +48809,7 @@ impl QueryMemoryDevicesReturnSgxEpcData {
         let size = rt::optional(m, "size")?;
         let node = rt::optional(m, "node")?;
         let memdev = rt::optional(m, "memdev")?;
-        Ok(Self {
-            id,
-            memaddr,
-            size,
-            node,
-            memdev,
-            other: Map::new(),
-        })
+        Ok(Self { id, memaddr, size, node, memdev, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -51422,7 +48838,7 @@ impl Qmp for QueryMemoryDevicesReturnSgxEpcData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMemoryDevicesReturnSgxEpc {
     /// `data`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -51433,7 +48849,9 @@ impl QueryMemoryDevicesReturnSgxEpc {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { data: None }
+        Self {
+            data: None,
+        }
     }
     /// Sets `data`.
     pub fn with_data(mut self, value: QueryMemoryDevicesReturnSgxEpcData) -> Self {
@@ -51443,7 +48861,7 @@ impl QueryMemoryDevicesReturnSgxEpc {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::optional(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -51451,7 +48869,7 @@ impl QueryMemoryDevicesReturnSgxEpc {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMemoryDevicesReturnHvBalloonData {
     /// `id`. In: 10.0-system, 11.1-system.
@@ -51504,13 +48922,7 @@ impl QueryMemoryDevicesReturnHvBalloonData {
         let memaddr = rt::optional(m, "memaddr")?;
         let max_size = rt::optional(m, "max-size")?;
         let memdev = rt::optional(m, "memdev")?;
-        Ok(Self {
-            id,
-            memaddr,
-            max_size,
-            memdev,
-            other: Map::new(),
-        })
+        Ok(Self { id, memaddr, max_size, memdev, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -51538,7 +48950,7 @@ impl Qmp for QueryMemoryDevicesReturnHvBalloonData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMemoryDevicesReturnHvBalloon {
     /// `data`. In: 10.0-system, 11.1-system.
@@ -51549,7 +48961,9 @@ impl QueryMemoryDevicesReturnHvBalloon {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { data: None }
+        Self {
+            data: None,
+        }
     }
     /// Sets `data`.
     pub fn with_data(mut self, value: QueryMemoryDevicesReturnHvBalloonData) -> Self {
@@ -51559,7 +48973,7 @@ impl QueryMemoryDevicesReturnHvBalloon {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::optional(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -51567,7 +48981,7 @@ impl QueryMemoryDevicesReturnHvBalloon {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMemoryDevicesReturnSpMemData {
     /// `id`. In: 11.1-system.
@@ -51629,14 +49043,7 @@ impl QueryMemoryDevicesReturnSpMemData {
         let size = rt::optional(m, "size")?;
         let node = rt::optional(m, "node")?;
         let memdev = rt::optional(m, "memdev")?;
-        Ok(Self {
-            id,
-            addr,
-            size,
-            node,
-            memdev,
-            other: Map::new(),
-        })
+        Ok(Self { id, addr, size, node, memdev, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -51665,7 +49072,7 @@ impl Qmp for QueryMemoryDevicesReturnSpMemData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMemoryDevicesReturnSpMem {
     /// `data`. In: 11.1-system.
@@ -51676,7 +49083,9 @@ impl QueryMemoryDevicesReturnSpMem {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { data: None }
+        Self {
+            data: None,
+        }
     }
     /// Sets `data`.
     pub fn with_data(mut self, value: QueryMemoryDevicesReturnSpMemData) -> Self {
@@ -51686,7 +49095,7 @@ impl QueryMemoryDevicesReturnSpMem {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::optional(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -51694,7 +49103,7 @@ impl QueryMemoryDevicesReturnSpMem {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMemoryDevicesReturn {
     /// The members of the branch the tag picks.
@@ -51795,10 +49204,7 @@ impl QueryMemoryDevicesReturn {
             }
             _ => QueryMemoryDevicesReturnBranch::Other,
         };
-        Ok(Self {
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -51854,7 +49260,7 @@ impl Qmp for QueryMemoryDevicesReturn {
 }
 
 /// The branches of [`QueryMemoryDevicesReturn`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum QueryMemoryDevicesReturnBranch {
     /// `dimm`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -51883,7 +49289,7 @@ impl rt::Command for QueryMemoryDevices {
     type Ok = Vec<QueryMemoryDevicesReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMemorySizeSummary {
     /// Members the dumps did not have, as received.
@@ -51894,11 +49300,13 @@ impl QueryMemorySizeSummary {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -51922,7 +49330,7 @@ impl Qmp for QueryMemorySizeSummary {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMemorySizeSummaryReturn {
     /// `base-memory`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -51957,11 +49365,7 @@ impl QueryMemorySizeSummaryReturn {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let base_memory = rt::optional(m, "base-memory")?;
         let plugged_memory = rt::optional(m, "plugged-memory")?;
-        Ok(Self {
-            base_memory,
-            plugged_memory,
-            other: Map::new(),
-        })
+        Ok(Self { base_memory, plugged_memory, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -51994,7 +49398,7 @@ impl rt::Command for QueryMemorySizeSummary {
     type Ok = QueryMemorySizeSummaryReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMice {
     /// Members the dumps did not have, as received.
@@ -52005,11 +49409,13 @@ impl QueryMice {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -52033,7 +49439,7 @@ impl Qmp for QueryMice {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMiceReturn {
     /// `name`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -52086,13 +49492,7 @@ impl QueryMiceReturn {
         let index = rt::optional(m, "index")?;
         let current = rt::optional(m, "current")?;
         let absolute = rt::optional(m, "absolute")?;
-        Ok(Self {
-            name,
-            index,
-            current,
-            absolute,
-            other: Map::new(),
-        })
+        Ok(Self { name, index, current, absolute, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -52127,7 +49527,7 @@ impl rt::Command for QueryMice {
     type Ok = Vec<QueryMiceReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMigrate {
     /// Members the dumps did not have, as received.
@@ -52138,11 +49538,13 @@ impl QueryMigrate {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -52166,7 +49568,7 @@ impl Qmp for QueryMigrate {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMigrateReturnRam {
     /// `transferred`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -52345,27 +49747,7 @@ impl QueryMigrateReturnRam {
         let postcopy_bytes = rt::optional(m, "postcopy-bytes")?;
         let dirty_sync_missed_zero_copy = rt::optional(m, "dirty-sync-missed-zero-copy")?;
         let skipped = rt::optional(m, "skipped")?;
-        Ok(Self {
-            transferred,
-            remaining,
-            total,
-            duplicate,
-            normal,
-            normal_bytes,
-            dirty_pages_rate,
-            mbps,
-            dirty_sync_count,
-            postcopy_requests,
-            page_size,
-            multifd_bytes,
-            pages_per_second,
-            precopy_bytes,
-            downtime_bytes,
-            postcopy_bytes,
-            dirty_sync_missed_zero_copy,
-            skipped,
-            other: Map::new(),
-        })
+        Ok(Self { transferred, remaining, total, duplicate, normal, normal_bytes, dirty_pages_rate, mbps, dirty_sync_count, postcopy_requests, page_size, multifd_bytes, pages_per_second, precopy_bytes, downtime_bytes, postcopy_bytes, dirty_sync_missed_zero_copy, skipped, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -52385,11 +49767,7 @@ impl QueryMigrateReturnRam {
         rt::put_optional(m, "precopy-bytes", &self.precopy_bytes);
         rt::put_optional(m, "downtime-bytes", &self.downtime_bytes);
         rt::put_optional(m, "postcopy-bytes", &self.postcopy_bytes);
-        rt::put_optional(
-            m,
-            "dirty-sync-missed-zero-copy",
-            &self.dirty_sync_missed_zero_copy,
-        );
+        rt::put_optional(m, "dirty-sync-missed-zero-copy", &self.dirty_sync_missed_zero_copy);
         rt::put_optional(m, "skipped", &self.skipped);
         for (k, v) in &self.other {
             m.insert(k.clone(), v.clone());
@@ -52411,7 +49789,7 @@ impl Qmp for QueryMigrateReturnRam {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMigrateReturnVfio {
     /// `transferred`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -52437,10 +49815,7 @@ impl QueryMigrateReturnVfio {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let transferred = rt::optional(m, "transferred")?;
-        Ok(Self {
-            transferred,
-            other: Map::new(),
-        })
+        Ok(Self { transferred, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -52465,7 +49840,7 @@ impl Qmp for QueryMigrateReturnVfio {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMigrateReturnXbzrleCache {
     /// `cache-size`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -52545,16 +49920,7 @@ impl QueryMigrateReturnXbzrleCache {
         let cache_miss_rate = rt::optional(m, "cache-miss-rate")?;
         let encoding_rate = rt::optional(m, "encoding-rate")?;
         let overflow = rt::optional(m, "overflow")?;
-        Ok(Self {
-            cache_size,
-            bytes,
-            pages,
-            cache_miss,
-            cache_miss_rate,
-            encoding_rate,
-            overflow,
-            other: Map::new(),
-        })
+        Ok(Self { cache_size, bytes, pages, cache_miss, cache_miss_rate, encoding_rate, overflow, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -52585,7 +49951,7 @@ impl Qmp for QueryMigrateReturnXbzrleCache {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMigrateReturnSocketAddressInet {
     /// `host`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -52698,19 +50064,7 @@ impl QueryMigrateReturnSocketAddressInet {
         let keep_alive_idle = rt::optional(m, "keep-alive-idle")?;
         let keep_alive_interval = rt::optional(m, "keep-alive-interval")?;
         let mptcp = rt::optional(m, "mptcp")?;
-        Ok(Self {
-            host,
-            port,
-            numeric,
-            to,
-            ipv4,
-            ipv6,
-            keep_alive,
-            keep_alive_count,
-            keep_alive_idle,
-            keep_alive_interval,
-            mptcp,
-        })
+        Ok(Self { host, port, numeric, to, ipv4, ipv6, keep_alive, keep_alive_count, keep_alive_idle, keep_alive_interval, mptcp, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -52728,7 +50082,7 @@ impl QueryMigrateReturnSocketAddressInet {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMigrateReturnSocketAddressUnix {
     /// `path`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -52769,11 +50123,7 @@ impl QueryMigrateReturnSocketAddressUnix {
         let path = rt::optional(m, "path")?;
         let r#abstract = rt::optional(m, "abstract")?;
         let tight = rt::optional(m, "tight")?;
-        Ok(Self {
-            path,
-            r#abstract,
-            tight,
-        })
+        Ok(Self { path, r#abstract, tight, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -52783,7 +50133,7 @@ impl QueryMigrateReturnSocketAddressUnix {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMigrateReturnSocketAddressVsock {
     /// `cid`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -52815,7 +50165,7 @@ impl QueryMigrateReturnSocketAddressVsock {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let cid = rt::optional(m, "cid")?;
         let port = rt::optional(m, "port")?;
-        Ok(Self { cid, port })
+        Ok(Self { cid, port, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -52824,7 +50174,7 @@ impl QueryMigrateReturnSocketAddressVsock {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMigrateReturnSocketAddressFd {
     /// `str`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -52835,7 +50185,9 @@ impl QueryMigrateReturnSocketAddressFd {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { str: None }
+        Self {
+            str: None,
+        }
     }
     /// Sets `str`.
     pub fn with_str(mut self, value: String) -> Self {
@@ -52845,7 +50197,7 @@ impl QueryMigrateReturnSocketAddressFd {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let str = rt::optional(m, "str")?;
-        Ok(Self { str })
+        Ok(Self { str, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -52853,7 +50205,7 @@ impl QueryMigrateReturnSocketAddressFd {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMigrateReturnSocketAddress {
     /// The members of the branch the tag picks.
@@ -52921,10 +50273,7 @@ impl QueryMigrateReturnSocketAddress {
             }
             _ => QueryMigrateReturnSocketAddressBranch::Other,
         };
-        Ok(Self {
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -52968,7 +50317,7 @@ impl Qmp for QueryMigrateReturnSocketAddress {
 }
 
 /// The branches of [`QueryMigrateReturnSocketAddress`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum QueryMigrateReturnSocketAddressBranch {
     /// `inet`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -52984,7 +50333,7 @@ pub enum QueryMigrateReturnSocketAddressBranch {
     Other,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMigrateReturnDisk {
     /// `transferred`. In: 7.2-system.
@@ -53163,27 +50512,7 @@ impl QueryMigrateReturnDisk {
         let downtime_bytes = rt::optional(m, "downtime-bytes")?;
         let postcopy_bytes = rt::optional(m, "postcopy-bytes")?;
         let dirty_sync_missed_zero_copy = rt::optional(m, "dirty-sync-missed-zero-copy")?;
-        Ok(Self {
-            transferred,
-            remaining,
-            total,
-            duplicate,
-            skipped,
-            normal,
-            normal_bytes,
-            dirty_pages_rate,
-            mbps,
-            dirty_sync_count,
-            postcopy_requests,
-            page_size,
-            multifd_bytes,
-            pages_per_second,
-            precopy_bytes,
-            downtime_bytes,
-            postcopy_bytes,
-            dirty_sync_missed_zero_copy,
-            other: Map::new(),
-        })
+        Ok(Self { transferred, remaining, total, duplicate, skipped, normal, normal_bytes, dirty_pages_rate, mbps, dirty_sync_count, postcopy_requests, page_size, multifd_bytes, pages_per_second, precopy_bytes, downtime_bytes, postcopy_bytes, dirty_sync_missed_zero_copy, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -53204,11 +50533,7 @@ impl QueryMigrateReturnDisk {
         rt::put_optional(m, "precopy-bytes", &self.precopy_bytes);
         rt::put_optional(m, "downtime-bytes", &self.downtime_bytes);
         rt::put_optional(m, "postcopy-bytes", &self.postcopy_bytes);
-        rt::put_optional(
-            m,
-            "dirty-sync-missed-zero-copy",
-            &self.dirty_sync_missed_zero_copy,
-        );
+        rt::put_optional(m, "dirty-sync-missed-zero-copy", &self.dirty_sync_missed_zero_copy);
         for (k, v) in &self.other {
             m.insert(k.clone(), v.clone());
         }
@@ -53229,7 +50554,7 @@ impl Qmp for QueryMigrateReturnDisk {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMigrateReturnCompression {
     /// `pages`. In: 7.2-system.
@@ -53291,14 +50616,7 @@ impl QueryMigrateReturnCompression {
         let busy_rate = rt::optional(m, "busy-rate")?;
         let compressed_size = rt::optional(m, "compressed-size")?;
         let compression_rate = rt::optional(m, "compression-rate")?;
-        Ok(Self {
-            pages,
-            busy,
-            busy_rate,
-            compressed_size,
-            compression_rate,
-            other: Map::new(),
-        })
+        Ok(Self { pages, busy, busy_rate, compressed_size, compression_rate, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -53327,7 +50645,7 @@ impl Qmp for QueryMigrateReturnCompression {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMigrateReturn {
     /// `status`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -53547,37 +50865,11 @@ impl QueryMigrateReturn {
         let postcopy_vcpu_latency = rt::optional(m, "postcopy-vcpu-latency")?;
         let postcopy_non_vcpu_latency = rt::optional(m, "postcopy-non-vcpu-latency")?;
         let socket_address = rt::optional(m, "socket-address")?;
-        let dirty_limit_throttle_time_per_round =
-            rt::optional(m, "dirty-limit-throttle-time-per-round")?;
+        let dirty_limit_throttle_time_per_round = rt::optional(m, "dirty-limit-throttle-time-per-round")?;
         let dirty_limit_ring_full_time = rt::optional(m, "dirty-limit-ring-full-time")?;
         let disk = rt::optional(m, "disk")?;
         let compression = rt::optional(m, "compression")?;
-        Ok(Self {
-            status,
-            ram,
-            remaining,
-            vfio,
-            xbzrle_cache,
-            total_time,
-            expected_downtime,
-            downtime,
-            setup_time,
-            cpu_throttle_percentage,
-            error_desc,
-            blocked_reasons,
-            postcopy_blocktime,
-            postcopy_vcpu_blocktime,
-            postcopy_latency,
-            postcopy_latency_dist,
-            postcopy_vcpu_latency,
-            postcopy_non_vcpu_latency,
-            socket_address,
-            dirty_limit_throttle_time_per_round,
-            dirty_limit_ring_full_time,
-            disk,
-            compression,
-            other: Map::new(),
-        })
+        Ok(Self { status, ram, remaining, vfio, xbzrle_cache, total_time, expected_downtime, downtime, setup_time, cpu_throttle_percentage, error_desc, blocked_reasons, postcopy_blocktime, postcopy_vcpu_blocktime, postcopy_latency, postcopy_latency_dist, postcopy_vcpu_latency, postcopy_non_vcpu_latency, socket_address, dirty_limit_throttle_time_per_round, dirty_limit_ring_full_time, disk, compression, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -53598,22 +50890,10 @@ impl QueryMigrateReturn {
         rt::put_optional(m, "postcopy-latency", &self.postcopy_latency);
         rt::put_optional(m, "postcopy-latency-dist", &self.postcopy_latency_dist);
         rt::put_optional(m, "postcopy-vcpu-latency", &self.postcopy_vcpu_latency);
-        rt::put_optional(
-            m,
-            "postcopy-non-vcpu-latency",
-            &self.postcopy_non_vcpu_latency,
-        );
+        rt::put_optional(m, "postcopy-non-vcpu-latency", &self.postcopy_non_vcpu_latency);
         rt::put_optional(m, "socket-address", &self.socket_address);
-        rt::put_optional(
-            m,
-            "dirty-limit-throttle-time-per-round",
-            &self.dirty_limit_throttle_time_per_round,
-        );
-        rt::put_optional(
-            m,
-            "dirty-limit-ring-full-time",
-            &self.dirty_limit_ring_full_time,
-        );
+        rt::put_optional(m, "dirty-limit-throttle-time-per-round", &self.dirty_limit_throttle_time_per_round);
+        rt::put_optional(m, "dirty-limit-ring-full-time", &self.dirty_limit_ring_full_time);
         rt::put_optional(m, "disk", &self.disk);
         rt::put_optional(m, "compression", &self.compression);
         for (k, v) in &self.other {
@@ -53643,7 +50923,7 @@ impl rt::Command for QueryMigrate {
     type Ok = QueryMigrateReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMigrateCapabilities {
     /// Members the dumps did not have, as received.
@@ -53654,11 +50934,13 @@ impl QueryMigrateCapabilities {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -53682,7 +50964,7 @@ impl Qmp for QueryMigrateCapabilities {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMigrateCapabilitiesReturn {
     /// `capability`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -53717,11 +50999,7 @@ impl QueryMigrateCapabilitiesReturn {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let capability = rt::optional(m, "capability")?;
         let state = rt::optional(m, "state")?;
-        Ok(Self {
-            capability,
-            state,
-            other: Map::new(),
-        })
+        Ok(Self { capability, state, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -53754,7 +51032,7 @@ impl rt::Command for QueryMigrateCapabilities {
     type Ok = Vec<QueryMigrateCapabilitiesReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMigrateParameters {
     /// Members the dumps did not have, as received.
@@ -53765,11 +51043,13 @@ impl QueryMigrateParameters {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -53793,7 +51073,7 @@ impl Qmp for QueryMigrateParameters {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMigrateParametersReturnBlockBitmapMappingBitmapsTransform {
     /// `persistent`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -53819,10 +51099,7 @@ impl QueryMigrateParametersReturnBlockBitmapMappingBitmapsTransform {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let persistent = rt::optional(m, "persistent")?;
-        Ok(Self {
-            persistent,
-            other: Map::new(),
-        })
+        Ok(Self { persistent, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -53847,7 +51124,7 @@ impl Qmp for QueryMigrateParametersReturnBlockBitmapMappingBitmapsTransform {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMigrateParametersReturnBlockBitmapMappingBitmaps {
     /// `name`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -53882,10 +51159,7 @@ impl QueryMigrateParametersReturnBlockBitmapMappingBitmaps {
         self
     }
     /// Sets `transform`.
-    pub fn with_transform(
-        mut self,
-        value: QueryMigrateParametersReturnBlockBitmapMappingBitmapsTransform,
-    ) -> Self {
+    pub fn with_transform(mut self, value: QueryMigrateParametersReturnBlockBitmapMappingBitmapsTransform) -> Self {
         self.transform = Some(value);
         self
     }
@@ -53894,12 +51168,7 @@ impl QueryMigrateParametersReturnBlockBitmapMappingBitmaps {
         let name = rt::optional(m, "name")?;
         let alias = rt::optional(m, "alias")?;
         let transform = rt::optional(m, "transform")?;
-        Ok(Self {
-            name,
-            alias,
-            transform,
-            other: Map::new(),
-        })
+        Ok(Self { name, alias, transform, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -53926,7 +51195,7 @@ impl Qmp for QueryMigrateParametersReturnBlockBitmapMappingBitmaps {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMigrateParametersReturnBlockBitmapMapping {
     /// `node-name`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -53961,10 +51230,7 @@ impl QueryMigrateParametersReturnBlockBitmapMapping {
         self
     }
     /// Sets `bitmaps`.
-    pub fn with_bitmaps(
-        mut self,
-        value: Vec<QueryMigrateParametersReturnBlockBitmapMappingBitmaps>,
-    ) -> Self {
+    pub fn with_bitmaps(mut self, value: Vec<QueryMigrateParametersReturnBlockBitmapMappingBitmaps>) -> Self {
         self.bitmaps = Some(value);
         self
     }
@@ -53973,12 +51239,7 @@ impl QueryMigrateParametersReturnBlockBitmapMapping {
         let node_name = rt::optional(m, "node-name")?;
         let alias = rt::optional(m, "alias")?;
         let bitmaps = rt::optional(m, "bitmaps")?;
-        Ok(Self {
-            node_name,
-            alias,
-            bitmaps,
-            other: Map::new(),
-        })
+        Ok(Self { node_name, alias, bitmaps, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -54005,7 +51266,7 @@ impl Qmp for QueryMigrateParametersReturnBlockBitmapMapping {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMigrateParametersReturn {
     /// `announce-initial`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -54224,10 +51485,7 @@ impl QueryMigrateParametersReturn {
         self
     }
     /// Sets `multifd-compression`.
-    pub fn with_multifd_compression(
-        mut self,
-        value: MigrateSetParametersMultifdCompression,
-    ) -> Self {
+    pub fn with_multifd_compression(mut self, value: MigrateSetParametersMultifdCompression) -> Self {
         self.multifd_compression = Some(value);
         self
     }
@@ -54247,10 +51505,7 @@ impl QueryMigrateParametersReturn {
         self
     }
     /// Sets `block-bitmap-mapping`.
-    pub fn with_block_bitmap_mapping(
-        mut self,
-        value: Vec<QueryMigrateParametersReturnBlockBitmapMapping>,
-    ) -> Self {
+    pub fn with_block_bitmap_mapping(mut self, value: Vec<QueryMigrateParametersReturnBlockBitmapMapping>) -> Self {
         self.block_bitmap_mapping = Some(value);
         self
     }
@@ -54270,10 +51525,7 @@ impl QueryMigrateParametersReturn {
         self
     }
     /// Sets `zero-page-detection`.
-    pub fn with_zero_page_detection(
-        mut self,
-        value: MigrateSetParametersZeroPageDetection,
-    ) -> Self {
+    pub fn with_zero_page_detection(mut self, value: MigrateSetParametersZeroPageDetection) -> Self {
         self.zero_page_detection = Some(value);
         self
     }
@@ -54355,45 +51607,7 @@ impl QueryMigrateParametersReturn {
         let compress_wait_thread = rt::optional(m, "compress-wait-thread")?;
         let decompress_threads = rt::optional(m, "decompress-threads")?;
         let block_incremental = rt::optional(m, "block-incremental")?;
-        Ok(Self {
-            announce_initial,
-            announce_max,
-            announce_rounds,
-            announce_step,
-            throttle_trigger_threshold,
-            cpu_throttle_initial,
-            cpu_throttle_increment,
-            cpu_throttle_tailslow,
-            tls_creds,
-            tls_hostname,
-            tls_authz,
-            max_bandwidth,
-            avail_switchover_bandwidth,
-            downtime_limit,
-            x_checkpoint_delay,
-            multifd_channels,
-            xbzrle_cache_size,
-            max_postcopy_bandwidth,
-            max_cpu_throttle,
-            multifd_compression,
-            multifd_zlib_level,
-            multifd_qatzip_level,
-            multifd_zstd_level,
-            block_bitmap_mapping,
-            x_vcpu_dirty_limit_period,
-            vcpu_dirty_limit,
-            mode,
-            zero_page_detection,
-            direct_io,
-            x_rdma_chunk_size,
-            cpr_exec_command,
-            compress_level,
-            compress_threads,
-            compress_wait_thread,
-            decompress_threads,
-            block_incremental,
-            other: Map::new(),
-        })
+        Ok(Self { announce_initial, announce_max, announce_rounds, announce_step, throttle_trigger_threshold, cpu_throttle_initial, cpu_throttle_increment, cpu_throttle_tailslow, tls_creds, tls_hostname, tls_authz, max_bandwidth, avail_switchover_bandwidth, downtime_limit, x_checkpoint_delay, multifd_channels, xbzrle_cache_size, max_postcopy_bandwidth, max_cpu_throttle, multifd_compression, multifd_zlib_level, multifd_qatzip_level, multifd_zstd_level, block_bitmap_mapping, x_vcpu_dirty_limit_period, vcpu_dirty_limit, mode, zero_page_detection, direct_io, x_rdma_chunk_size, cpr_exec_command, compress_level, compress_threads, compress_wait_thread, decompress_threads, block_incremental, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -54401,11 +51615,7 @@ impl QueryMigrateParametersReturn {
         rt::put_optional(m, "announce-max", &self.announce_max);
         rt::put_optional(m, "announce-rounds", &self.announce_rounds);
         rt::put_optional(m, "announce-step", &self.announce_step);
-        rt::put_optional(
-            m,
-            "throttle-trigger-threshold",
-            &self.throttle_trigger_threshold,
-        );
+        rt::put_optional(m, "throttle-trigger-threshold", &self.throttle_trigger_threshold);
         rt::put_optional(m, "cpu-throttle-initial", &self.cpu_throttle_initial);
         rt::put_optional(m, "cpu-throttle-increment", &self.cpu_throttle_increment);
         rt::put_optional(m, "cpu-throttle-tailslow", &self.cpu_throttle_tailslow);
@@ -54413,11 +51623,7 @@ impl QueryMigrateParametersReturn {
         rt::put_optional(m, "tls-hostname", &self.tls_hostname);
         rt::put_optional(m, "tls-authz", &self.tls_authz);
         rt::put_optional(m, "max-bandwidth", &self.max_bandwidth);
-        rt::put_optional(
-            m,
-            "avail-switchover-bandwidth",
-            &self.avail_switchover_bandwidth,
-        );
+        rt::put_optional(m, "avail-switchover-bandwidth", &self.avail_switchover_bandwidth);
         rt::put_optional(m, "downtime-limit", &self.downtime_limit);
         rt::put_optional(m, "x-checkpoint-delay", &self.x_checkpoint_delay);
         rt::put_optional(m, "multifd-channels", &self.multifd_channels);
@@ -54429,11 +51635,7 @@ impl QueryMigrateParametersReturn {
         rt::put_optional(m, "multifd-qatzip-level", &self.multifd_qatzip_level);
         rt::put_optional(m, "multifd-zstd-level", &self.multifd_zstd_level);
         rt::put_optional(m, "block-bitmap-mapping", &self.block_bitmap_mapping);
-        rt::put_optional(
-            m,
-            "x-vcpu-dirty-limit-period",
-            &self.x_vcpu_dirty_limit_period,
-        );
+        rt::put_optional(m, "x-vcpu-dirty-limit-period", &self.x_vcpu_dirty_limit_period);
         rt::put_optional(m, "vcpu-dirty-limit", &self.vcpu_dirty_limit);
         rt::put_optional(m, "mode", &self.mode);
         rt::put_optional(m, "zero-page-detection", &self.zero_page_detection);
@@ -54472,7 +51674,7 @@ impl rt::Command for QueryMigrateParameters {
     type Ok = QueryMigrateParametersReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMigrationthreads {
     /// Members the dumps did not have, as received.
@@ -54483,11 +51685,13 @@ impl QueryMigrationthreads {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -54511,7 +51715,7 @@ impl Qmp for QueryMigrationthreads {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryMigrationthreadsReturn {
     /// `name`. In: 10.0-system.
@@ -54546,11 +51750,7 @@ impl QueryMigrationthreadsReturn {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let name = rt::optional(m, "name")?;
         let thread_id = rt::optional(m, "thread-id")?;
-        Ok(Self {
-            name,
-            thread_id,
-            other: Map::new(),
-        })
+        Ok(Self { name, thread_id, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -54583,7 +51783,7 @@ impl rt::Command for QueryMigrationthreads {
     type Ok = Vec<QueryMigrationthreadsReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryName {
     /// Members the dumps did not have, as received.
@@ -54594,11 +51794,13 @@ impl QueryName {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -54629,7 +51831,7 @@ impl rt::Command for QueryName {
     type Ok = QueryChardevBackendsReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryNamedBlockNodes {
     /// `flat`. In every dumped QEMU.
@@ -54655,10 +51857,7 @@ impl QueryNamedBlockNodes {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let flat = rt::optional(m, "flat")?;
-        Ok(Self {
-            flat,
-            other: Map::new(),
-        })
+        Ok(Self { flat, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -54686,18 +51885,11 @@ impl Qmp for QueryNamedBlockNodes {
 impl rt::Command for QueryNamedBlockNodes {
     const NAME: &'static str = "query-named-block-nodes";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = Vec<QueryBlockReturnInserted>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryPci {
     /// Members the dumps did not have, as received.
@@ -54708,11 +51900,13 @@ impl QueryPci {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -54736,7 +51930,7 @@ impl Qmp for QueryPci {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryPciReturnDevicesClassInfo {
     /// `desc`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -54771,11 +51965,7 @@ impl QueryPciReturnDevicesClassInfo {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let desc = rt::optional(m, "desc")?;
         let class = rt::optional(m, "class")?;
-        Ok(Self {
-            desc,
-            class,
-            other: Map::new(),
-        })
+        Ok(Self { desc, class, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -54801,7 +51991,7 @@ impl Qmp for QueryPciReturnDevicesClassInfo {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryPciReturnDevicesId {
     /// `device`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -54854,13 +52044,7 @@ impl QueryPciReturnDevicesId {
         let vendor = rt::optional(m, "vendor")?;
         let subsystem = rt::optional(m, "subsystem")?;
         let subsystem_vendor = rt::optional(m, "subsystem-vendor")?;
-        Ok(Self {
-            device,
-            vendor,
-            subsystem,
-            subsystem_vendor,
-            other: Map::new(),
-        })
+        Ok(Self { device, vendor, subsystem, subsystem_vendor, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -54888,7 +52072,7 @@ impl Qmp for QueryPciReturnDevicesId {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryPciReturnDevicesPciBridgeBusIoRange {
     /// `base`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -54923,11 +52107,7 @@ impl QueryPciReturnDevicesPciBridgeBusIoRange {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let base = rt::optional(m, "base")?;
         let limit = rt::optional(m, "limit")?;
-        Ok(Self {
-            base,
-            limit,
-            other: Map::new(),
-        })
+        Ok(Self { base, limit, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -54953,7 +52133,7 @@ impl Qmp for QueryPciReturnDevicesPciBridgeBusIoRange {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryPciReturnDevicesPciBridgeBus {
     /// `number`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -55012,10 +52192,7 @@ impl QueryPciReturnDevicesPciBridgeBus {
         self
     }
     /// Sets `prefetchable_range`.
-    pub fn with_prefetchable_range(
-        mut self,
-        value: QueryPciReturnDevicesPciBridgeBusIoRange,
-    ) -> Self {
+    pub fn with_prefetchable_range(mut self, value: QueryPciReturnDevicesPciBridgeBusIoRange) -> Self {
         self.prefetchable_range = Some(value);
         self
     }
@@ -55027,15 +52204,7 @@ impl QueryPciReturnDevicesPciBridgeBus {
         let io_range = rt::optional(m, "io_range")?;
         let memory_range = rt::optional(m, "memory_range")?;
         let prefetchable_range = rt::optional(m, "prefetchable_range")?;
-        Ok(Self {
-            number,
-            secondary,
-            subordinate,
-            io_range,
-            memory_range,
-            prefetchable_range,
-            other: Map::new(),
-        })
+        Ok(Self { number, secondary, subordinate, io_range, memory_range, prefetchable_range, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -55065,7 +52234,7 @@ impl Qmp for QueryPciReturnDevicesPciBridgeBus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryPciReturnDevicesPciBridge {
     /// `bus`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -55100,11 +52269,7 @@ impl QueryPciReturnDevicesPciBridge {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let bus = rt::optional(m, "bus")?;
         let devices = rt::optional(m, "devices")?;
-        Ok(Self {
-            bus,
-            devices,
-            other: Map::new(),
-        })
+        Ok(Self { bus, devices, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -55130,7 +52295,7 @@ impl Qmp for QueryPciReturnDevicesPciBridge {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryPciReturnDevicesRegions {
     /// `bar`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -55201,15 +52366,7 @@ impl QueryPciReturnDevicesRegions {
         let size = rt::optional(m, "size")?;
         let prefetch = rt::optional(m, "prefetch")?;
         let mem_type_64 = rt::optional(m, "mem_type_64")?;
-        Ok(Self {
-            bar,
-            r#type,
-            address,
-            size,
-            prefetch,
-            mem_type_64,
-            other: Map::new(),
-        })
+        Ok(Self { bar, r#type, address, size, prefetch, mem_type_64, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -55239,7 +52396,7 @@ impl Qmp for QueryPciReturnDevicesRegions {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryPciReturnDevices {
     /// `bus`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -55346,19 +52503,7 @@ impl QueryPciReturnDevices {
         let qdev_id = rt::optional(m, "qdev_id")?;
         let pci_bridge = rt::optional(m, "pci_bridge")?;
         let regions = rt::optional(m, "regions")?;
-        Ok(Self {
-            bus,
-            slot,
-            function,
-            class_info,
-            id,
-            irq,
-            irq_pin,
-            qdev_id,
-            pci_bridge,
-            regions,
-            other: Map::new(),
-        })
+        Ok(Self { bus, slot, function, class_info, id, irq, irq_pin, qdev_id, pci_bridge, regions, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -55392,7 +52537,7 @@ impl Qmp for QueryPciReturnDevices {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryPciReturn {
     /// `bus`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -55427,11 +52572,7 @@ impl QueryPciReturn {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let bus = rt::optional(m, "bus")?;
         let devices = rt::optional(m, "devices")?;
-        Ok(Self {
-            bus,
-            devices,
-            other: Map::new(),
-        })
+        Ok(Self { bus, devices, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -55464,7 +52605,7 @@ impl rt::Command for QueryPci {
     type Ok = Vec<QueryPciReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryPrManagers {
     /// Members the dumps did not have, as received.
@@ -55475,11 +52616,13 @@ impl QueryPrManagers {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -55503,7 +52646,7 @@ impl Qmp for QueryPrManagers {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryPrManagersReturn {
     /// `id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -55538,11 +52681,7 @@ impl QueryPrManagersReturn {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let id = rt::optional(m, "id")?;
         let connected = rt::optional(m, "connected")?;
-        Ok(Self {
-            id,
-            connected,
-            other: Map::new(),
-        })
+        Ok(Self { id, connected, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -55575,7 +52714,7 @@ impl rt::Command for QueryPrManagers {
     type Ok = Vec<QueryPrManagersReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryQmpSchema {
     /// Members the dumps did not have, as received.
@@ -55586,11 +52725,13 @@ impl QueryQmpSchema {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -55674,7 +52815,7 @@ impl Qmp for QueryQmpSchemaReturnBuiltinJsonType {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryQmpSchemaReturnBuiltin {
     /// `json-type`. In every dumped QEMU.
@@ -55685,7 +52826,9 @@ impl QueryQmpSchemaReturnBuiltin {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { json_type: None }
+        Self {
+            json_type: None,
+        }
     }
     /// Sets `json-type`.
     pub fn with_json_type(mut self, value: QueryQmpSchemaReturnBuiltinJsonType) -> Self {
@@ -55695,7 +52838,7 @@ impl QueryQmpSchemaReturnBuiltin {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let json_type = rt::optional(m, "json-type")?;
-        Ok(Self { json_type })
+        Ok(Self { json_type, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -55703,7 +52846,7 @@ impl QueryQmpSchemaReturnBuiltin {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryQmpSchemaReturnEnumMembers {
     /// `name`. In every dumped QEMU.
@@ -55738,11 +52881,7 @@ impl QueryQmpSchemaReturnEnumMembers {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let name = rt::optional(m, "name")?;
         let features = rt::optional(m, "features")?;
-        Ok(Self {
-            name,
-            features,
-            other: Map::new(),
-        })
+        Ok(Self { name, features, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -55768,7 +52907,7 @@ impl Qmp for QueryQmpSchemaReturnEnumMembers {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryQmpSchemaReturnEnum {
     /// `members`. In every dumped QEMU.
@@ -55800,7 +52939,7 @@ impl QueryQmpSchemaReturnEnum {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let members = rt::optional(m, "members")?;
         let values = rt::optional(m, "values")?;
-        Ok(Self { members, values })
+        Ok(Self { members, values, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -55809,7 +52948,7 @@ impl QueryQmpSchemaReturnEnum {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryQmpSchemaReturnArray {
     /// `element-type`. In every dumped QEMU.
@@ -55820,7 +52959,9 @@ impl QueryQmpSchemaReturnArray {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { element_type: None }
+        Self {
+            element_type: None,
+        }
     }
     /// Sets `element-type`.
     pub fn with_element_type(mut self, value: String) -> Self {
@@ -55830,7 +52971,7 @@ impl QueryQmpSchemaReturnArray {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let element_type = rt::optional(m, "element-type")?;
-        Ok(Self { element_type })
+        Ok(Self { element_type, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -55838,7 +52979,7 @@ impl QueryQmpSchemaReturnArray {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryQmpSchemaReturnObjectMembers {
     /// `name`. In every dumped QEMU.
@@ -55891,13 +53032,7 @@ impl QueryQmpSchemaReturnObjectMembers {
         let r#type = rt::optional(m, "type")?;
         let default = rt::optional(m, "default")?;
         let features = rt::optional(m, "features")?;
-        Ok(Self {
-            name,
-            r#type,
-            default,
-            features,
-            other: Map::new(),
-        })
+        Ok(Self { name, r#type, default, features, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -55925,7 +53060,7 @@ impl Qmp for QueryQmpSchemaReturnObjectMembers {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryQmpSchemaReturnObjectVariants {
     /// `case`. In every dumped QEMU.
@@ -55960,11 +53095,7 @@ impl QueryQmpSchemaReturnObjectVariants {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let case = rt::optional(m, "case")?;
         let r#type = rt::optional(m, "type")?;
-        Ok(Self {
-            case,
-            r#type,
-            other: Map::new(),
-        })
+        Ok(Self { case, r#type, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -55990,7 +53121,7 @@ impl Qmp for QueryQmpSchemaReturnObjectVariants {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryQmpSchemaReturnObject {
     /// `members`. In every dumped QEMU.
@@ -56031,11 +53162,7 @@ impl QueryQmpSchemaReturnObject {
         let members = rt::optional(m, "members")?;
         let tag = rt::optional(m, "tag")?;
         let variants = rt::optional(m, "variants")?;
-        Ok(Self {
-            members,
-            tag,
-            variants,
-        })
+        Ok(Self { members, tag, variants, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -56045,7 +53172,7 @@ impl QueryQmpSchemaReturnObject {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryQmpSchemaReturnAlternateMembers {
     /// `type`. In every dumped QEMU.
@@ -56071,10 +53198,7 @@ impl QueryQmpSchemaReturnAlternateMembers {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let r#type = rt::optional(m, "type")?;
-        Ok(Self {
-            r#type,
-            other: Map::new(),
-        })
+        Ok(Self { r#type, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -56099,7 +53223,7 @@ impl Qmp for QueryQmpSchemaReturnAlternateMembers {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryQmpSchemaReturnAlternate {
     /// `members`. In every dumped QEMU.
@@ -56110,7 +53234,9 @@ impl QueryQmpSchemaReturnAlternate {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { members: None }
+        Self {
+            members: None,
+        }
     }
     /// Sets `members`.
     pub fn with_members(mut self, value: Vec<QueryQmpSchemaReturnAlternateMembers>) -> Self {
@@ -56120,7 +53246,7 @@ impl QueryQmpSchemaReturnAlternate {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let members = rt::optional(m, "members")?;
-        Ok(Self { members })
+        Ok(Self { members, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -56128,7 +53254,7 @@ impl QueryQmpSchemaReturnAlternate {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryQmpSchemaReturnCommand {
     /// `arg-type`. In every dumped QEMU.
@@ -56169,11 +53295,7 @@ impl QueryQmpSchemaReturnCommand {
         let arg_type = rt::optional(m, "arg-type")?;
         let ret_type = rt::optional(m, "ret-type")?;
         let allow_oob = rt::optional(m, "allow-oob")?;
-        Ok(Self {
-            arg_type,
-            ret_type,
-            allow_oob,
-        })
+        Ok(Self { arg_type, ret_type, allow_oob, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -56183,7 +53305,7 @@ impl QueryQmpSchemaReturnCommand {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryQmpSchemaReturnEvent {
     /// `arg-type`. In every dumped QEMU.
@@ -56194,7 +53316,9 @@ impl QueryQmpSchemaReturnEvent {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { arg_type: None }
+        Self {
+            arg_type: None,
+        }
     }
     /// Sets `arg-type`.
     pub fn with_arg_type(mut self, value: String) -> Self {
@@ -56204,7 +53328,7 @@ impl QueryQmpSchemaReturnEvent {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let arg_type = rt::optional(m, "arg-type")?;
-        Ok(Self { arg_type })
+        Ok(Self { arg_type, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -56212,7 +53336,7 @@ impl QueryQmpSchemaReturnEvent {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryQmpSchemaReturn {
     /// `name`. In every dumped QEMU.
@@ -56248,10 +53372,7 @@ impl QueryQmpSchemaReturn {
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        let tag = m
-            .get("meta-type")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+        let tag = m.get("meta-type").and_then(Value::as_str).map(str::to_owned);
         let name = rt::optional(m, "name")?;
         let features = rt::optional(m, "features")?;
         let branch = match tag.as_deref() {
@@ -56334,12 +53455,7 @@ impl QueryQmpSchemaReturn {
             }
             _ => QueryQmpSchemaReturnBranch::Other,
         };
-        Ok(Self {
-            name,
-            features,
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { name, features, branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -56363,10 +53479,7 @@ impl QueryQmpSchemaReturn {
                 b.put(m);
             }
             QueryQmpSchemaReturnBranch::Alternate(b) => {
-                m.insert(
-                    "meta-type".to_owned(),
-                    Value::String("alternate".to_owned()),
-                );
+                m.insert("meta-type".to_owned(), Value::String("alternate".to_owned()));
                 b.put(m);
             }
             QueryQmpSchemaReturnBranch::Command(b) => {
@@ -56400,7 +53513,7 @@ impl Qmp for QueryQmpSchemaReturn {
 }
 
 /// The branches of [`QueryQmpSchemaReturn`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum QueryQmpSchemaReturnBranch {
     /// `builtin`. In every dumped QEMU.
@@ -56425,18 +53538,11 @@ pub enum QueryQmpSchemaReturnBranch {
 impl rt::Command for QueryQmpSchema {
     const NAME: &'static str = "query-qmp-schema";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = Vec<QueryQmpSchemaReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryReplay {
     /// Members the dumps did not have, as received.
@@ -56447,11 +53553,13 @@ impl QueryReplay {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -56515,7 +53623,7 @@ impl Qmp for QueryReplayReturnMode {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryReplayReturn {
     /// `mode`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -56559,12 +53667,7 @@ impl QueryReplayReturn {
         let mode = rt::optional(m, "mode")?;
         let filename = rt::optional(m, "filename")?;
         let icount = rt::optional(m, "icount")?;
-        Ok(Self {
-            mode,
-            filename,
-            icount,
-            other: Map::new(),
-        })
+        Ok(Self { mode, filename, icount, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -56598,7 +53701,7 @@ impl rt::Command for QueryReplay {
     type Ok = QueryReplayReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryRocker {
     /// `name`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -56619,10 +53722,7 @@ impl QueryRocker {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let name = rt::required(m, "name")?;
-        Ok(Self {
-            name,
-            other: Map::new(),
-        })
+        Ok(Self { name, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -56647,7 +53747,7 @@ impl Qmp for QueryRocker {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryRockerReturn {
     /// `name`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -56691,12 +53791,7 @@ impl QueryRockerReturn {
         let name = rt::optional(m, "name")?;
         let id = rt::optional(m, "id")?;
         let ports = rt::optional(m, "ports")?;
-        Ok(Self {
-            name,
-            id,
-            ports,
-            other: Map::new(),
-        })
+        Ok(Self { name, id, ports, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -56730,7 +53825,7 @@ impl rt::Command for QueryRocker {
     type Ok = QueryRockerReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryRockerOfDpaFlows {
     /// `name`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -56760,11 +53855,7 @@ impl QueryRockerOfDpaFlows {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let name = rt::required(m, "name")?;
         let tbl_id = rt::optional(m, "tbl-id")?;
-        Ok(Self {
-            name,
-            tbl_id,
-            other: Map::new(),
-        })
+        Ok(Self { name, tbl_id, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -56790,7 +53881,7 @@ impl Qmp for QueryRockerOfDpaFlows {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryRockerOfDpaFlowsReturnKey {
     /// `priority`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -56906,20 +53997,7 @@ impl QueryRockerOfDpaFlowsReturnKey {
         let ip_proto = rt::optional(m, "ip-proto")?;
         let ip_tos = rt::optional(m, "ip-tos")?;
         let ip_dst = rt::optional(m, "ip-dst")?;
-        Ok(Self {
-            priority,
-            tbl_id,
-            in_pport,
-            tunnel_id,
-            vlan_id,
-            eth_type,
-            eth_src,
-            eth_dst,
-            ip_proto,
-            ip_tos,
-            ip_dst,
-            other: Map::new(),
-        })
+        Ok(Self { priority, tbl_id, in_pport, tunnel_id, vlan_id, eth_type, eth_src, eth_dst, ip_proto, ip_tos, ip_dst, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -56954,7 +54032,7 @@ impl Qmp for QueryRockerOfDpaFlowsReturnKey {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryRockerOfDpaFlowsReturnMask {
     /// `in-pport`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -57034,16 +54112,7 @@ impl QueryRockerOfDpaFlowsReturnMask {
         let eth_dst = rt::optional(m, "eth-dst")?;
         let ip_proto = rt::optional(m, "ip-proto")?;
         let ip_tos = rt::optional(m, "ip-tos")?;
-        Ok(Self {
-            in_pport,
-            tunnel_id,
-            vlan_id,
-            eth_src,
-            eth_dst,
-            ip_proto,
-            ip_tos,
-            other: Map::new(),
-        })
+        Ok(Self { in_pport, tunnel_id, vlan_id, eth_src, eth_dst, ip_proto, ip_tos, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -57074,7 +54143,7 @@ impl Qmp for QueryRockerOfDpaFlowsReturnMask {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryRockerOfDpaFlowsReturnAction {
     /// `goto-tbl`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -57145,15 +54214,7 @@ impl QueryRockerOfDpaFlowsReturnAction {
         let vlan_id = rt::optional(m, "vlan-id")?;
         let new_vlan_id = rt::optional(m, "new-vlan-id")?;
         let out_pport = rt::optional(m, "out-pport")?;
-        Ok(Self {
-            goto_tbl,
-            group_id,
-            tunnel_lport,
-            vlan_id,
-            new_vlan_id,
-            out_pport,
-            other: Map::new(),
-        })
+        Ok(Self { goto_tbl, group_id, tunnel_lport, vlan_id, new_vlan_id, out_pport, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -57183,7 +54244,7 @@ impl Qmp for QueryRockerOfDpaFlowsReturnAction {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryRockerOfDpaFlowsReturn {
     /// `cookie`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -57245,14 +54306,7 @@ impl QueryRockerOfDpaFlowsReturn {
         let key = rt::optional(m, "key")?;
         let mask = rt::optional(m, "mask")?;
         let action = rt::optional(m, "action")?;
-        Ok(Self {
-            cookie,
-            hits,
-            key,
-            mask,
-            action,
-            other: Map::new(),
-        })
+        Ok(Self { cookie, hits, key, mask, action, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -57288,7 +54342,7 @@ impl rt::Command for QueryRockerOfDpaFlows {
     type Ok = Vec<QueryRockerOfDpaFlowsReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryRockerOfDpaGroups {
     /// `name`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -57318,11 +54372,7 @@ impl QueryRockerOfDpaGroups {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let name = rt::required(m, "name")?;
         let r#type = rt::optional(m, "type")?;
-        Ok(Self {
-            name,
-            r#type,
-            other: Map::new(),
-        })
+        Ok(Self { name, r#type, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -57348,7 +54398,7 @@ impl Qmp for QueryRockerOfDpaGroups {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryRockerOfDpaGroupsReturn {
     /// `id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -57482,22 +54532,7 @@ impl QueryRockerOfDpaGroupsReturn {
         let set_eth_src = rt::optional(m, "set-eth-src")?;
         let set_eth_dst = rt::optional(m, "set-eth-dst")?;
         let ttl_check = rt::optional(m, "ttl-check")?;
-        Ok(Self {
-            id,
-            r#type,
-            vlan_id,
-            pport,
-            index,
-            out_pport,
-            group_id,
-            set_vlan_id,
-            pop_vlan,
-            group_ids,
-            set_eth_src,
-            set_eth_dst,
-            ttl_check,
-            other: Map::new(),
-        })
+        Ok(Self { id, r#type, vlan_id, pport, index, out_pport, group_id, set_vlan_id, pop_vlan, group_ids, set_eth_src, set_eth_dst, ttl_check, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -57541,7 +54576,7 @@ impl rt::Command for QueryRockerOfDpaGroups {
     type Ok = Vec<QueryRockerOfDpaGroupsReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryRockerPorts {
     /// `name`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -57562,10 +54597,7 @@ impl QueryRockerPorts {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let name = rt::required(m, "name")?;
-        Ok(Self {
-            name,
-            other: Map::new(),
-        })
+        Ok(Self { name, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -57662,7 +54694,7 @@ impl Qmp for QueryRockerPortsReturnAutoneg {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryRockerPortsReturn {
     /// `name`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -57733,15 +54765,7 @@ impl QueryRockerPortsReturn {
         let speed = rt::optional(m, "speed")?;
         let duplex = rt::optional(m, "duplex")?;
         let autoneg = rt::optional(m, "autoneg")?;
-        Ok(Self {
-            name,
-            enabled,
-            link_up,
-            speed,
-            duplex,
-            autoneg,
-            other: Map::new(),
-        })
+        Ok(Self { name, enabled, link_up, speed, duplex, autoneg, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -57778,7 +54802,7 @@ impl rt::Command for QueryRockerPorts {
     type Ok = Vec<QueryRockerPortsReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryRxFilter {
     /// `name`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -57804,10 +54828,7 @@ impl QueryRxFilter {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let name = rt::optional(m, "name")?;
-        Ok(Self {
-            name,
-            other: Map::new(),
-        })
+        Ok(Self { name, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -57872,7 +54893,7 @@ impl Qmp for QueryRxFilterReturnMulticast {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryRxFilterReturn {
     /// `name`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -57997,21 +55018,7 @@ impl QueryRxFilterReturn {
         let vlan_table = rt::optional(m, "vlan-table")?;
         let unicast_table = rt::optional(m, "unicast-table")?;
         let multicast_table = rt::optional(m, "multicast-table")?;
-        Ok(Self {
-            name,
-            promiscuous,
-            multicast,
-            unicast,
-            vlan,
-            broadcast_allowed,
-            multicast_overflow,
-            unicast_overflow,
-            main_mac,
-            vlan_table,
-            unicast_table,
-            multicast_table,
-            other: Map::new(),
-        })
+        Ok(Self { name, promiscuous, multicast, unicast, vlan, broadcast_allowed, multicast_overflow, unicast_overflow, main_mac, vlan_table, unicast_table, multicast_table, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -58054,7 +55061,7 @@ impl rt::Command for QueryRxFilter {
     type Ok = Vec<QueryRxFilterReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryS390xCpuPolarization {
     /// Members the dumps did not have, as received.
@@ -58065,11 +55072,13 @@ impl QueryS390xCpuPolarization {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -58129,7 +55138,7 @@ impl Qmp for QueryS390xCpuPolarizationReturnPolarization {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryS390xCpuPolarizationReturn {
     /// `polarization`. In: 11.1-system.
@@ -58155,10 +55164,7 @@ impl QueryS390xCpuPolarizationReturn {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let polarization = rt::optional(m, "polarization")?;
-        Ok(Self {
-            polarization,
-            other: Map::new(),
-        })
+        Ok(Self { polarization, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -58190,7 +55196,7 @@ impl rt::Command for QueryS390xCpuPolarization {
     type Ok = QueryS390xCpuPolarizationReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QuerySev {
     /// Members the dumps did not have, as received.
@@ -58201,11 +55207,13 @@ impl QuerySev {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -58281,7 +55289,7 @@ impl Qmp for QuerySevReturnState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QuerySevReturnSev {
     /// `policy`. In: 10.0-system, 11.1-system.
@@ -58313,7 +55321,7 @@ impl QuerySevReturnSev {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let policy = rt::optional(m, "policy")?;
         let handle = rt::optional(m, "handle")?;
-        Ok(Self { policy, handle })
+        Ok(Self { policy, handle, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -58322,7 +55330,7 @@ impl QuerySevReturnSev {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QuerySevReturnSevSnp {
     /// `snp-policy`. In: 10.0-system, 11.1-system.
@@ -58333,7 +55341,9 @@ impl QuerySevReturnSevSnp {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { snp_policy: None }
+        Self {
+            snp_policy: None,
+        }
     }
     /// Sets `snp-policy`.
     pub fn with_snp_policy(mut self, value: i64) -> Self {
@@ -58343,7 +55353,7 @@ impl QuerySevReturnSevSnp {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let snp_policy = rt::optional(m, "snp-policy")?;
-        Ok(Self { snp_policy })
+        Ok(Self { snp_policy, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -58351,7 +55361,7 @@ impl QuerySevReturnSevSnp {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QuerySevReturn {
     /// `enabled`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -58460,17 +55470,7 @@ impl QuerySevReturn {
             }
             _ => QuerySevReturnBranch::Other,
         };
-        Ok(Self {
-            enabled,
-            api_major,
-            api_minor,
-            build_id,
-            state,
-            policy,
-            handle,
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { enabled, api_major, api_minor, build_id, state, policy, handle, branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -58513,7 +55513,7 @@ impl Qmp for QuerySevReturn {
 }
 
 /// The branches of [`QuerySevReturn`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum QuerySevReturnBranch {
     /// `sev`. In: 10.0-system, 11.1-system.
@@ -58532,7 +55532,7 @@ impl rt::Command for QuerySev {
     type Ok = QuerySevReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QuerySevAttestationReport {
     /// `mnonce`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -58553,10 +55553,7 @@ impl QuerySevAttestationReport {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let mnonce = rt::required(m, "mnonce")?;
-        Ok(Self {
-            mnonce,
-            other: Map::new(),
-        })
+        Ok(Self { mnonce, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -58581,7 +55578,7 @@ impl Qmp for QuerySevAttestationReport {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QuerySevAttestationReportReturn {
     /// `data`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -58607,10 +55604,7 @@ impl QuerySevAttestationReportReturn {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::optional(m, "data")?;
-        Ok(Self {
-            data,
-            other: Map::new(),
-        })
+        Ok(Self { data, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -58642,7 +55636,7 @@ impl rt::Command for QuerySevAttestationReport {
     type Ok = QuerySevAttestationReportReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QuerySevCapabilities {
     /// Members the dumps did not have, as received.
@@ -58653,11 +55647,13 @@ impl QuerySevCapabilities {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -58681,7 +55677,7 @@ impl Qmp for QuerySevCapabilities {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QuerySevCapabilitiesReturn {
     /// `pdh`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -58743,14 +55739,7 @@ impl QuerySevCapabilitiesReturn {
         let cpu0_id = rt::optional(m, "cpu0-id")?;
         let cbitpos = rt::optional(m, "cbitpos")?;
         let reduced_phys_bits = rt::optional(m, "reduced-phys-bits")?;
-        Ok(Self {
-            pdh,
-            cert_chain,
-            cpu0_id,
-            cbitpos,
-            reduced_phys_bits,
-            other: Map::new(),
-        })
+        Ok(Self { pdh, cert_chain, cpu0_id, cbitpos, reduced_phys_bits, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -58786,7 +55775,7 @@ impl rt::Command for QuerySevCapabilities {
     type Ok = QuerySevCapabilitiesReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QuerySevLaunchMeasure {
     /// Members the dumps did not have, as received.
@@ -58797,11 +55786,13 @@ impl QuerySevLaunchMeasure {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -58832,7 +55823,7 @@ impl rt::Command for QuerySevLaunchMeasure {
     type Ok = QuerySevAttestationReportReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QuerySgx {
     /// Members the dumps did not have, as received.
@@ -58843,11 +55834,13 @@ impl QuerySgx {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -58871,7 +55864,7 @@ impl Qmp for QuerySgx {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QuerySgxReturnSections {
     /// `node`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -58906,11 +55899,7 @@ impl QuerySgxReturnSections {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let node = rt::optional(m, "node")?;
         let size = rt::optional(m, "size")?;
-        Ok(Self {
-            node,
-            size,
-            other: Map::new(),
-        })
+        Ok(Self { node, size, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -58936,7 +55925,7 @@ impl Qmp for QuerySgxReturnSections {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QuerySgxReturn {
     /// `sgx`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -59007,15 +55996,7 @@ impl QuerySgxReturn {
         let flc = rt::optional(m, "flc")?;
         let sections = rt::optional(m, "sections")?;
         let section_size = rt::optional(m, "section-size")?;
-        Ok(Self {
-            sgx,
-            sgx1,
-            sgx2,
-            flc,
-            sections,
-            section_size,
-            other: Map::new(),
-        })
+        Ok(Self { sgx, sgx1, sgx2, flc, sections, section_size, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -59052,7 +56033,7 @@ impl rt::Command for QuerySgx {
     type Ok = QuerySgxReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QuerySgxCapabilities {
     /// Members the dumps did not have, as received.
@@ -59063,11 +56044,13 @@ impl QuerySgxCapabilities {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -59098,7 +56081,7 @@ impl rt::Command for QuerySgxCapabilities {
     type Ok = QuerySgxReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QuerySpice {
     /// Members the dumps did not have, as received.
@@ -59109,11 +56092,13 @@ impl QuerySpice {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -59225,7 +56210,7 @@ impl Qmp for QuerySpiceReturnChannelsFamily {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QuerySpiceReturnChannels {
     /// `host`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -59305,16 +56290,7 @@ impl QuerySpiceReturnChannels {
         let channel_type = rt::optional(m, "channel-type")?;
         let channel_id = rt::optional(m, "channel-id")?;
         let tls = rt::optional(m, "tls")?;
-        Ok(Self {
-            host,
-            port,
-            family,
-            connection_id,
-            channel_type,
-            channel_id,
-            tls,
-            other: Map::new(),
-        })
+        Ok(Self { host, port, family, connection_id, channel_type, channel_id, tls, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -59345,7 +56321,7 @@ impl Qmp for QuerySpiceReturnChannels {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QuerySpiceReturn {
     /// `enabled`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -59443,18 +56419,7 @@ impl QuerySpiceReturn {
         let compiled_version = rt::optional(m, "compiled-version")?;
         let mouse_mode = rt::optional(m, "mouse-mode")?;
         let channels = rt::optional(m, "channels")?;
-        Ok(Self {
-            enabled,
-            migrated,
-            host,
-            port,
-            tls_port,
-            auth,
-            compiled_version,
-            mouse_mode,
-            channels,
-            other: Map::new(),
-        })
+        Ok(Self { enabled, migrated, host, port, tls_port, auth, compiled_version, mouse_mode, channels, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -59530,7 +56495,7 @@ impl Qmp for QueryStatsProvidersProvider {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryStatsProviders {
     /// `provider`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -59560,11 +56525,7 @@ impl QueryStatsProviders {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let provider = rt::required(m, "provider")?;
         let names = rt::optional(m, "names")?;
-        Ok(Self {
-            provider,
-            names,
-            other: Map::new(),
-        })
+        Ok(Self { provider, names, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -59590,7 +56551,7 @@ impl Qmp for QueryStatsProviders {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryStatsVcpu {
     /// `vcpus`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -59601,7 +56562,9 @@ impl QueryStatsVcpu {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { vcpus: None }
+        Self {
+            vcpus: None,
+        }
     }
     /// Sets `vcpus`.
     pub fn with_vcpus(mut self, value: Vec<String>) -> Self {
@@ -59611,7 +56574,7 @@ impl QueryStatsVcpu {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let vcpus = rt::optional(m, "vcpus")?;
-        Ok(Self { vcpus })
+        Ok(Self { vcpus, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -59619,43 +56582,49 @@ impl QueryStatsVcpu {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryStatsVm {}
+pub struct QueryStatsVm {
+}
 
 impl QueryStatsVm {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryStatsCryptodev {}
+pub struct QueryStatsCryptodev {
+}
 
 impl QueryStatsCryptodev {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryStats {
     /// `providers`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -59721,11 +56690,7 @@ impl QueryStats {
             }
             _ => QueryStatsBranch::Other,
         };
-        Ok(Self {
-            providers,
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { providers, branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -59766,7 +56731,7 @@ impl Qmp for QueryStats {
 }
 
 /// The branches of [`QueryStats`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum QueryStatsBranch {
     /// `vcpu`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -59781,7 +56746,7 @@ pub enum QueryStatsBranch {
 }
 
 /// One of several kinds of value; anything else is kept in `Other`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum QueryStatsReturnStatsValue {
     /// As Number.
@@ -59813,7 +56778,7 @@ impl Qmp for QueryStatsReturnStatsValue {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryStatsReturnStats {
     /// `name`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -59848,11 +56813,7 @@ impl QueryStatsReturnStats {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let name = rt::optional(m, "name")?;
         let value = rt::optional(m, "value")?;
-        Ok(Self {
-            name,
-            value,
-            other: Map::new(),
-        })
+        Ok(Self { name, value, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -59878,7 +56839,7 @@ impl Qmp for QueryStatsReturnStats {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryStatsReturn {
     /// `provider`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -59922,12 +56883,7 @@ impl QueryStatsReturn {
         let provider = rt::optional(m, "provider")?;
         let qom_path = rt::optional(m, "qom-path")?;
         let stats = rt::optional(m, "stats")?;
-        Ok(Self {
-            provider,
-            qom_path,
-            stats,
-            other: Map::new(),
-        })
+        Ok(Self { provider, qom_path, stats, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -59961,7 +56917,7 @@ impl rt::Command for QueryStats {
     type Ok = Vec<QueryStatsReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryStatsSchemas {
     /// `provider`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -59987,10 +56943,7 @@ impl QueryStatsSchemas {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let provider = rt::optional(m, "provider")?;
-        Ok(Self {
-            provider,
-            other: Map::new(),
-        })
+        Ok(Self { provider, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -60147,7 +57100,7 @@ impl Qmp for QueryStatsSchemasReturnStatsUnit {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryStatsSchemasReturnStats {
     /// `name`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -60218,15 +57171,7 @@ impl QueryStatsSchemasReturnStats {
         let base = rt::optional(m, "base")?;
         let exponent = rt::optional(m, "exponent")?;
         let bucket_size = rt::optional(m, "bucket-size")?;
-        Ok(Self {
-            name,
-            r#type,
-            unit,
-            base,
-            exponent,
-            bucket_size,
-            other: Map::new(),
-        })
+        Ok(Self { name, r#type, unit, base, exponent, bucket_size, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -60256,7 +57201,7 @@ impl Qmp for QueryStatsSchemasReturnStats {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryStatsSchemasReturn {
     /// `provider`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -60300,12 +57245,7 @@ impl QueryStatsSchemasReturn {
         let provider = rt::optional(m, "provider")?;
         let target = rt::optional(m, "target")?;
         let stats = rt::optional(m, "stats")?;
-        Ok(Self {
-            provider,
-            target,
-            stats,
-            other: Map::new(),
-        })
+        Ok(Self { provider, target, stats, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -60339,7 +57279,7 @@ impl rt::Command for QueryStatsSchemas {
     type Ok = Vec<QueryStatsSchemasReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryStatus {
     /// Members the dumps did not have, as received.
@@ -60350,11 +57290,13 @@ impl QueryStatus {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -60470,7 +57412,7 @@ impl Qmp for QueryStatusReturnStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryStatusReturn {
     /// `running`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -60514,12 +57456,7 @@ impl QueryStatusReturn {
         let running = rt::optional(m, "running")?;
         let status = rt::optional(m, "status")?;
         let singlestep = rt::optional(m, "singlestep")?;
-        Ok(Self {
-            running,
-            status,
-            singlestep,
-            other: Map::new(),
-        })
+        Ok(Self { running, status, singlestep, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -60553,7 +57490,7 @@ impl rt::Command for QueryStatus {
     type Ok = QueryStatusReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryTarget {
     /// Members the dumps did not have, as received.
@@ -60564,11 +57501,13 @@ impl QueryTarget {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -60748,7 +57687,7 @@ impl Qmp for QueryTargetReturnArch {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryTargetReturn {
     /// `arch`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -60774,10 +57713,7 @@ impl QueryTargetReturn {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let arch = rt::optional(m, "arch")?;
-        Ok(Self {
-            arch,
-            other: Map::new(),
-        })
+        Ok(Self { arch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -60809,7 +57745,7 @@ impl rt::Command for QueryTarget {
     type Ok = QueryTargetReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryTpm {
     /// Members the dumps did not have, as received.
@@ -60820,11 +57756,13 @@ impl QueryTpm {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -60888,7 +57826,7 @@ impl Qmp for QueryTpmReturnModel {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryTpmReturnOptionsPassthroughData {
     /// `path`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -60923,11 +57861,7 @@ impl QueryTpmReturnOptionsPassthroughData {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let path = rt::optional(m, "path")?;
         let cancel_path = rt::optional(m, "cancel-path")?;
-        Ok(Self {
-            path,
-            cancel_path,
-            other: Map::new(),
-        })
+        Ok(Self { path, cancel_path, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -60953,7 +57887,7 @@ impl Qmp for QueryTpmReturnOptionsPassthroughData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryTpmReturnOptionsPassthrough {
     /// `data`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -60964,7 +57898,9 @@ impl QueryTpmReturnOptionsPassthrough {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { data: None }
+        Self {
+            data: None,
+        }
     }
     /// Sets `data`.
     pub fn with_data(mut self, value: QueryTpmReturnOptionsPassthroughData) -> Self {
@@ -60974,7 +57910,7 @@ impl QueryTpmReturnOptionsPassthrough {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::optional(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -60982,7 +57918,7 @@ impl QueryTpmReturnOptionsPassthrough {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryTpmReturnOptionsEmulatorData {
     /// `chardev`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -61008,10 +57944,7 @@ impl QueryTpmReturnOptionsEmulatorData {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let chardev = rt::optional(m, "chardev")?;
-        Ok(Self {
-            chardev,
-            other: Map::new(),
-        })
+        Ok(Self { chardev, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -61036,7 +57969,7 @@ impl Qmp for QueryTpmReturnOptionsEmulatorData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryTpmReturnOptionsEmulator {
     /// `data`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -61047,7 +57980,9 @@ impl QueryTpmReturnOptionsEmulator {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { data: None }
+        Self {
+            data: None,
+        }
     }
     /// Sets `data`.
     pub fn with_data(mut self, value: QueryTpmReturnOptionsEmulatorData) -> Self {
@@ -61057,7 +57992,7 @@ impl QueryTpmReturnOptionsEmulator {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::optional(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -61065,7 +58000,7 @@ impl QueryTpmReturnOptionsEmulator {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryTpmReturnOptions {
     /// The members of the branch the tag picks.
@@ -61111,10 +58046,7 @@ impl QueryTpmReturnOptions {
             }
             _ => QueryTpmReturnOptionsBranch::Other,
         };
-        Ok(Self {
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -61150,7 +58082,7 @@ impl Qmp for QueryTpmReturnOptions {
 }
 
 /// The branches of [`QueryTpmReturnOptions`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum QueryTpmReturnOptionsBranch {
     /// `passthrough`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -61162,7 +58094,7 @@ pub enum QueryTpmReturnOptionsBranch {
     Other,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryTpmReturn {
     /// `id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -61206,12 +58138,7 @@ impl QueryTpmReturn {
         let id = rt::optional(m, "id")?;
         let model = rt::optional(m, "model")?;
         let options = rt::optional(m, "options")?;
-        Ok(Self {
-            id,
-            model,
-            options,
-            other: Map::new(),
-        })
+        Ok(Self { id, model, options, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -61245,7 +58172,7 @@ impl rt::Command for QueryTpm {
     type Ok = Vec<QueryTpmReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryTpmModels {
     /// Members the dumps did not have, as received.
@@ -61256,11 +58183,13 @@ impl QueryTpmModels {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -61291,7 +58220,7 @@ impl rt::Command for QueryTpmModels {
     type Ok = Vec<QueryTpmReturnModel>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryTpmTypes {
     /// Members the dumps did not have, as received.
@@ -61302,11 +58231,13 @@ impl QueryTpmTypes {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -61373,7 +58304,7 @@ impl rt::Command for QueryTpmTypes {
     type Ok = Vec<QueryTpmTypesReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryUuid {
     /// Members the dumps did not have, as received.
@@ -61384,11 +58315,13 @@ impl QueryUuid {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -61412,7 +58345,7 @@ impl Qmp for QueryUuid {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryUuidReturn {
     /// `UUID`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -61438,10 +58371,7 @@ impl QueryUuidReturn {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let uuid = rt::optional(m, "UUID")?;
-        Ok(Self {
-            uuid,
-            other: Map::new(),
-        })
+        Ok(Self { uuid, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -61473,7 +58403,7 @@ impl rt::Command for QueryUuid {
     type Ok = QueryUuidReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryVcpuDirtyLimit {
     /// Members the dumps did not have, as received.
@@ -61484,11 +58414,13 @@ impl QueryVcpuDirtyLimit {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -61512,7 +58444,7 @@ impl Qmp for QueryVcpuDirtyLimit {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryVcpuDirtyLimitReturn {
     /// `cpu-index`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -61556,12 +58488,7 @@ impl QueryVcpuDirtyLimitReturn {
         let cpu_index = rt::optional(m, "cpu-index")?;
         let limit_rate = rt::optional(m, "limit-rate")?;
         let current_rate = rt::optional(m, "current-rate")?;
-        Ok(Self {
-            cpu_index,
-            limit_rate,
-            current_rate,
-            other: Map::new(),
-        })
+        Ok(Self { cpu_index, limit_rate, current_rate, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -61595,7 +58522,7 @@ impl rt::Command for QueryVcpuDirtyLimit {
     type Ok = Vec<QueryVcpuDirtyLimitReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryVersion {
     /// Members the dumps did not have, as received.
@@ -61606,11 +58533,13 @@ impl QueryVersion {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -61634,7 +58563,7 @@ impl Qmp for QueryVersion {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryVersionReturnQemu {
     /// `major`. In every dumped QEMU.
@@ -61678,12 +58607,7 @@ impl QueryVersionReturnQemu {
         let major = rt::optional(m, "major")?;
         let minor = rt::optional(m, "minor")?;
         let micro = rt::optional(m, "micro")?;
-        Ok(Self {
-            major,
-            minor,
-            micro,
-            other: Map::new(),
-        })
+        Ok(Self { major, minor, micro, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -61710,7 +58634,7 @@ impl Qmp for QueryVersionReturnQemu {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryVersionReturn {
     /// `qemu`. In every dumped QEMU.
@@ -61745,11 +58669,7 @@ impl QueryVersionReturn {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let qemu = rt::optional(m, "qemu")?;
         let package = rt::optional(m, "package")?;
-        Ok(Self {
-            qemu,
-            package,
-            other: Map::new(),
-        })
+        Ok(Self { qemu, package, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -61778,18 +58698,11 @@ impl Qmp for QueryVersionReturn {
 impl rt::Command for QueryVersion {
     const NAME: &'static str = "query-version";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = QueryVersionReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryVmGenerationId {
     /// Members the dumps did not have, as received.
@@ -61800,11 +58713,13 @@ impl QueryVmGenerationId {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -61828,7 +58743,7 @@ impl Qmp for QueryVmGenerationId {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryVmGenerationIdReturn {
     /// `guid`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -61854,10 +58769,7 @@ impl QueryVmGenerationIdReturn {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let guid = rt::optional(m, "guid")?;
-        Ok(Self {
-            guid,
-            other: Map::new(),
-        })
+        Ok(Self { guid, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -61889,7 +58801,7 @@ impl rt::Command for QueryVmGenerationId {
     type Ok = QueryVmGenerationIdReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryVnc {
     /// Members the dumps did not have, as received.
@@ -61900,11 +58812,13 @@ impl QueryVnc {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -61928,7 +58842,7 @@ impl Qmp for QueryVnc {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryVncReturnClients {
     /// `host`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -61999,15 +58913,7 @@ impl QueryVncReturnClients {
         let websocket = rt::optional(m, "websocket")?;
         let x509_dname = rt::optional(m, "x509_dname")?;
         let sasl_username = rt::optional(m, "sasl_username")?;
-        Ok(Self {
-            host,
-            service,
-            family,
-            websocket,
-            x509_dname,
-            sasl_username,
-            other: Map::new(),
-        })
+        Ok(Self { host, service, family, websocket, x509_dname, sasl_username, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -62037,7 +58943,7 @@ impl Qmp for QueryVncReturnClients {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryVncReturn {
     /// `enabled`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -62108,15 +59014,7 @@ impl QueryVncReturn {
         let service = rt::optional(m, "service")?;
         let auth = rt::optional(m, "auth")?;
         let clients = rt::optional(m, "clients")?;
-        Ok(Self {
-            enabled,
-            host,
-            family,
-            service,
-            auth,
-            clients,
-            other: Map::new(),
-        })
+        Ok(Self { enabled, host, family, service, auth, clients, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -62153,7 +59051,7 @@ impl rt::Command for QueryVnc {
     type Ok = QueryVncReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryVncServers {
     /// Members the dumps did not have, as received.
@@ -62164,11 +59062,13 @@ impl QueryVncServers {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -62320,7 +59220,7 @@ impl Qmp for QueryVncServersReturnServerVencrypt {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryVncServersReturnServer {
     /// `host`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -62391,15 +59291,7 @@ impl QueryVncServersReturnServer {
         let websocket = rt::optional(m, "websocket")?;
         let auth = rt::optional(m, "auth")?;
         let vencrypt = rt::optional(m, "vencrypt")?;
-        Ok(Self {
-            host,
-            service,
-            family,
-            websocket,
-            auth,
-            vencrypt,
-            other: Map::new(),
-        })
+        Ok(Self { host, service, family, websocket, auth, vencrypt, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -62429,7 +59321,7 @@ impl Qmp for QueryVncServersReturnServer {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryVncServersReturn {
     /// `id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -62500,15 +59392,7 @@ impl QueryVncServersReturn {
         let auth = rt::optional(m, "auth")?;
         let vencrypt = rt::optional(m, "vencrypt")?;
         let display = rt::optional(m, "display")?;
-        Ok(Self {
-            id,
-            server,
-            clients,
-            auth,
-            vencrypt,
-            display,
-            other: Map::new(),
-        })
+        Ok(Self { id, server, clients, auth, vencrypt, display, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -62545,7 +59429,7 @@ impl rt::Command for QueryVncServers {
     type Ok = Vec<QueryVncServersReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryXenReplicationStatus {
     /// Members the dumps did not have, as received.
@@ -62556,11 +59440,13 @@ impl QueryXenReplicationStatus {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -62584,7 +59470,7 @@ impl Qmp for QueryXenReplicationStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryXenReplicationStatusReturn {
     /// `error`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -62619,11 +59505,7 @@ impl QueryXenReplicationStatusReturn {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let error = rt::optional(m, "error")?;
         let desc = rt::optional(m, "desc")?;
-        Ok(Self {
-            error,
-            desc,
-            other: Map::new(),
-        })
+        Ok(Self { error, desc, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -62656,7 +59538,7 @@ impl rt::Command for QueryXenReplicationStatus {
     type Ok = QueryXenReplicationStatusReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryYank {
     /// Members the dumps did not have, as received.
@@ -62667,11 +59549,13 @@ impl QueryYank {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -62695,7 +59579,7 @@ impl Qmp for QueryYank {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryYankReturnBlockNode {
     /// `node-name`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -62706,7 +59590,9 @@ impl QueryYankReturnBlockNode {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { node_name: None }
+        Self {
+            node_name: None,
+        }
     }
     /// Sets `node-name`.
     pub fn with_node_name(mut self, value: String) -> Self {
@@ -62716,7 +59602,7 @@ impl QueryYankReturnBlockNode {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let node_name = rt::optional(m, "node-name")?;
-        Ok(Self { node_name })
+        Ok(Self { node_name, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -62724,7 +59610,7 @@ impl QueryYankReturnBlockNode {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryYankReturnChardev {
     /// `id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -62735,7 +59621,9 @@ impl QueryYankReturnChardev {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { id: None }
+        Self {
+            id: None,
+        }
     }
     /// Sets `id`.
     pub fn with_id(mut self, value: String) -> Self {
@@ -62745,7 +59633,7 @@ impl QueryYankReturnChardev {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let id = rt::optional(m, "id")?;
-        Ok(Self { id })
+        Ok(Self { id, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -62753,25 +59641,28 @@ impl QueryYankReturnChardev {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct QueryYankReturnMigration {}
+pub struct QueryYankReturnMigration {
+}
 
 impl QueryYankReturnMigration {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QueryYankReturn {
     /// The members of the branch the tag picks.
@@ -62828,10 +59719,7 @@ impl QueryYankReturn {
             }
             _ => QueryYankReturnBranch::Other,
         };
-        Ok(Self {
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -62871,7 +59759,7 @@ impl Qmp for QueryYankReturn {
 }
 
 /// The branches of [`QueryYankReturn`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum QueryYankReturnBranch {
     /// `block-node`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -62892,7 +59780,7 @@ impl rt::Command for QueryYank {
     type Ok = Vec<QueryYankReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Quit {
     /// Members the dumps did not have, as received.
@@ -62903,11 +59791,13 @@ impl Quit {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -62934,18 +59824,11 @@ impl Qmp for Quit {
 impl rt::Command for Quit {
     const NAME: &'static str = "quit";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RemoveFd {
     /// `fdset-id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -62975,11 +59858,7 @@ impl RemoveFd {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let fdset_id = rt::required(m, "fdset-id")?;
         let fd = rt::optional(m, "fd")?;
-        Ok(Self {
-            fdset_id,
-            fd,
-            other: Map::new(),
-        })
+        Ok(Self { fdset_id, fd, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -63012,7 +59891,7 @@ impl rt::Command for RemoveFd {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ReplayBreak {
     /// `icount`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -63033,10 +59912,7 @@ impl ReplayBreak {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let icount = rt::required(m, "icount")?;
-        Ok(Self {
-            icount,
-            other: Map::new(),
-        })
+        Ok(Self { icount, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -63068,7 +59944,7 @@ impl rt::Command for ReplayBreak {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ReplayDeleteBreak {
     /// Members the dumps did not have, as received.
@@ -63079,11 +59955,13 @@ impl ReplayDeleteBreak {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -63114,7 +59992,7 @@ impl rt::Command for ReplayDeleteBreak {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ReplaySeek {
     /// `icount`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -63135,10 +60013,7 @@ impl ReplaySeek {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let icount = rt::required(m, "icount")?;
-        Ok(Self {
-            icount,
-            other: Map::new(),
-        })
+        Ok(Self { icount, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -63202,7 +60077,7 @@ impl Qmp for RequestEbpfId {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RequestEbpf {
     /// `id`. In: 10.0-system, 11.1-system.
@@ -63223,10 +60098,7 @@ impl RequestEbpf {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let id = rt::required(m, "id")?;
-        Ok(Self {
-            id,
-            other: Map::new(),
-        })
+        Ok(Self { id, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -63251,7 +60123,7 @@ impl Qmp for RequestEbpf {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RequestEbpfReturn {
     /// `object`. In: 10.0-system, 11.1-system.
@@ -63277,10 +60149,7 @@ impl RequestEbpfReturn {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let object = rt::optional(m, "object")?;
-        Ok(Self {
-            object,
-            other: Map::new(),
-        })
+        Ok(Self { object, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -63348,7 +60217,7 @@ impl Qmp for RingbufReadFormat {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RingbufRead {
     /// `device`. In every dumped QEMU.
@@ -63382,12 +60251,7 @@ impl RingbufRead {
         let device = rt::required(m, "device")?;
         let size = rt::required(m, "size")?;
         let format = rt::optional(m, "format")?;
-        Ok(Self {
-            device,
-            size,
-            format,
-            other: Map::new(),
-        })
+        Ok(Self { device, size, format, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -63417,18 +60281,11 @@ impl Qmp for RingbufRead {
 impl rt::Command for RingbufRead {
     const NAME: &'static str = "ringbuf-read";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = String;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RingbufWrite {
     /// `device`. In every dumped QEMU.
@@ -63462,12 +60319,7 @@ impl RingbufWrite {
         let device = rt::required(m, "device")?;
         let data = rt::required(m, "data")?;
         let format = rt::optional(m, "format")?;
-        Ok(Self {
-            device,
-            data,
-            format,
-            other: Map::new(),
-        })
+        Ok(Self { device, data, format, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -63497,18 +60349,11 @@ impl Qmp for RingbufWrite {
 impl rt::Command for RingbufWrite {
     const NAME: &'static str = "ringbuf-write";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RtcResetReinjection {
     /// Members the dumps did not have, as received.
@@ -63519,11 +60364,13 @@ impl RtcResetReinjection {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -63590,7 +60437,7 @@ impl Qmp for ScreendumpFormat {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Screendump {
     /// `filename`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -63638,13 +60485,7 @@ impl Screendump {
         let device = rt::optional(m, "device")?;
         let head = rt::optional(m, "head")?;
         let format = rt::optional(m, "format")?;
-        Ok(Self {
-            filename,
-            device,
-            head,
-            format,
-            other: Map::new(),
-        })
+        Ok(Self { filename, device, head, format, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -63679,7 +60520,7 @@ impl rt::Command for Screendump {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SendKey {
     /// `keys`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -63709,11 +60550,7 @@ impl SendKey {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let keys = rt::required(m, "keys")?;
         let hold_time = rt::optional(m, "hold-time")?;
-        Ok(Self {
-            keys,
-            hold_time,
-            other: Map::new(),
-        })
+        Ok(Self { keys, hold_time, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -63918,7 +60755,7 @@ impl Qmp for SetActionWatchdog {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SetAction {
     /// `reboot`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -63971,13 +60808,7 @@ impl SetAction {
         let shutdown = rt::optional(m, "shutdown")?;
         let panic = rt::optional(m, "panic")?;
         let watchdog = rt::optional(m, "watchdog")?;
-        Ok(Self {
-            reboot,
-            shutdown,
-            panic,
-            watchdog,
-            other: Map::new(),
-        })
+        Ok(Self { reboot, shutdown, panic, watchdog, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -64012,7 +60843,7 @@ impl rt::Command for SetAction {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SetCpuTopology {
     /// `core-id`. In: 11.1-system.
@@ -64078,15 +60909,7 @@ impl SetCpuTopology {
         let drawer_id = rt::optional(m, "drawer-id")?;
         let entitlement = rt::optional(m, "entitlement")?;
         let dedicated = rt::optional(m, "dedicated")?;
-        Ok(Self {
-            core_id,
-            socket_id,
-            book_id,
-            drawer_id,
-            entitlement,
-            dedicated,
-            other: Map::new(),
-        })
+        Ok(Self { core_id, socket_id, book_id, drawer_id, entitlement, dedicated, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -64123,7 +60946,7 @@ impl rt::Command for SetCpuTopology {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SetNumaNodeNode {
     /// `nodeid`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -64182,13 +61005,7 @@ impl SetNumaNodeNode {
         let mem = rt::optional(m, "mem")?;
         let memdev = rt::optional(m, "memdev")?;
         let initiator = rt::optional(m, "initiator")?;
-        Ok(Self {
-            nodeid,
-            cpus,
-            mem,
-            memdev,
-            initiator,
-        })
+        Ok(Self { nodeid, cpus, mem, memdev, initiator, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -64200,7 +61017,7 @@ impl SetNumaNodeNode {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SetNumaNodeDist {
     /// `src`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -64215,14 +61032,18 @@ impl SetNumaNodeDist {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(src: i64, dst: i64, val: i64) -> Self {
-        Self { src, dst, val }
+        Self {
+            src,
+            dst,
+            val,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let src = rt::required(m, "src")?;
         let dst = rt::required(m, "dst")?;
         let val = rt::required(m, "val")?;
-        Ok(Self { src, dst, val })
+        Ok(Self { src, dst, val, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -64232,7 +61053,7 @@ impl SetNumaNodeDist {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SetNumaNodeCpu {
     /// `node-id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -64327,17 +61148,7 @@ impl SetNumaNodeCpu {
         let module_id = rt::optional(m, "module-id")?;
         let core_id = rt::optional(m, "core-id")?;
         let thread_id = rt::optional(m, "thread-id")?;
-        Ok(Self {
-            node_id,
-            drawer_id,
-            book_id,
-            socket_id,
-            die_id,
-            cluster_id,
-            module_id,
-            core_id,
-            thread_id,
-        })
+        Ok(Self { node_id, drawer_id, book_id, socket_id, die_id, cluster_id, module_id, core_id, thread_id, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -64449,7 +61260,7 @@ impl Qmp for SetNumaNodeHmatLbDataType {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SetNumaNodeHmatLb {
     /// `initiator`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -64469,12 +61280,7 @@ pub struct SetNumaNodeHmatLb {
 impl SetNumaNodeHmatLb {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        initiator: i64,
-        target: i64,
-        hierarchy: SetNumaNodeHmatLbHierarchy,
-        data_type: SetNumaNodeHmatLbDataType,
-    ) -> Self {
+    pub fn new(initiator: i64, target: i64, hierarchy: SetNumaNodeHmatLbHierarchy, data_type: SetNumaNodeHmatLbDataType) -> Self {
         Self {
             initiator,
             target,
@@ -64502,14 +61308,7 @@ impl SetNumaNodeHmatLb {
         let data_type = rt::required(m, "data-type")?;
         let latency = rt::optional(m, "latency")?;
         let bandwidth = rt::optional(m, "bandwidth")?;
-        Ok(Self {
-            initiator,
-            target,
-            hierarchy,
-            data_type,
-            latency,
-            bandwidth,
-        })
+        Ok(Self { initiator, target, hierarchy, data_type, latency, bandwidth, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -64602,7 +61401,7 @@ impl Qmp for SetNumaNodeHmatCachePolicy {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SetNumaNodeHmatCache {
     /// `node-id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -64622,14 +61421,7 @@ pub struct SetNumaNodeHmatCache {
 impl SetNumaNodeHmatCache {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        node_id: i64,
-        size: i64,
-        level: i64,
-        associativity: SetNumaNodeHmatCacheAssociativity,
-        policy: SetNumaNodeHmatCachePolicy,
-        line: i64,
-    ) -> Self {
+    pub fn new(node_id: i64, size: i64, level: i64, associativity: SetNumaNodeHmatCacheAssociativity, policy: SetNumaNodeHmatCachePolicy, line: i64) -> Self {
         Self {
             node_id,
             size,
@@ -64647,14 +61439,7 @@ impl SetNumaNodeHmatCache {
         let associativity = rt::required(m, "associativity")?;
         let policy = rt::required(m, "policy")?;
         let line = rt::required(m, "line")?;
-        Ok(Self {
-            node_id,
-            size,
-            level,
-            associativity,
-            policy,
-            line,
-        })
+        Ok(Self { node_id, size, level, associativity, policy, line, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -64667,7 +61452,7 @@ impl SetNumaNodeHmatCache {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SetNumaNode {
     /// The members of the branch the tag picks.
@@ -64746,10 +61531,7 @@ impl SetNumaNode {
             }
             _ => SetNumaNodeBranch::Other,
         };
-        Ok(Self {
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -64797,7 +61579,7 @@ impl Qmp for SetNumaNode {
 }
 
 /// The branches of [`SetNumaNode`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum SetNumaNodeBranch {
     /// `node`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -64822,7 +61604,7 @@ impl rt::Command for SetNumaNode {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SetVcpuDirtyLimit {
     /// `cpu-index`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -64852,11 +61634,7 @@ impl SetVcpuDirtyLimit {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let cpu_index = rt::optional(m, "cpu-index")?;
         let dirty_rate = rt::required(m, "dirty-rate")?;
-        Ok(Self {
-            cpu_index,
-            dirty_rate,
-            other: Map::new(),
-        })
+        Ok(Self { cpu_index, dirty_rate, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -64889,7 +61667,7 @@ impl rt::Command for SetVcpuDirtyLimit {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SetLink {
     /// `name`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -64914,11 +61692,7 @@ impl SetLink {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let name = rt::required(m, "name")?;
         let up = rt::required(m, "up")?;
-        Ok(Self {
-            name,
-            up,
-            other: Map::new(),
-        })
+        Ok(Self { name, up, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -64991,7 +61765,7 @@ impl Qmp for SetPasswordConnected {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SetPasswordVnc {
     /// `display`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -65002,7 +61776,9 @@ impl SetPasswordVnc {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { display: None }
+        Self {
+            display: None,
+        }
     }
     /// Sets `display`.
     pub fn with_display(mut self, value: String) -> Self {
@@ -65012,7 +61788,7 @@ impl SetPasswordVnc {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let display = rt::optional(m, "display")?;
-        Ok(Self { display })
+        Ok(Self { display, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -65020,25 +61796,28 @@ impl SetPasswordVnc {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct SetPasswordSpice {}
+pub struct SetPasswordSpice {
+}
 
 impl SetPasswordSpice {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SetPassword {
     /// `password`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -65097,12 +61876,7 @@ impl SetPassword {
             }
             _ => SetPasswordBranch::Other,
         };
-        Ok(Self {
-            password,
-            connected,
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { password, connected, branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -65140,7 +61914,7 @@ impl Qmp for SetPassword {
 }
 
 /// The branches of [`SetPassword`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum SetPasswordBranch {
     /// `vnc`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -65159,7 +61933,7 @@ impl rt::Command for SetPassword {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SevInjectLaunchSecret {
     /// `packet-header`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -65193,12 +61967,7 @@ impl SevInjectLaunchSecret {
         let packet_header = rt::required(m, "packet-header")?;
         let secret = rt::required(m, "secret")?;
         let gpa = rt::optional(m, "gpa")?;
-        Ok(Self {
-            packet_header,
-            secret,
-            gpa,
-            other: Map::new(),
-        })
+        Ok(Self { packet_header, secret, gpa, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -65232,7 +62001,7 @@ impl rt::Command for SevInjectLaunchSecret {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SnapshotDelete {
     /// `job-id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -65261,12 +62030,7 @@ impl SnapshotDelete {
         let job_id = rt::required(m, "job-id")?;
         let tag = rt::required(m, "tag")?;
         let devices = rt::required(m, "devices")?;
-        Ok(Self {
-            job_id,
-            tag,
-            devices,
-            other: Map::new(),
-        })
+        Ok(Self { job_id, tag, devices, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -65300,7 +62064,7 @@ impl rt::Command for SnapshotDelete {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SnapshotLoad {
     /// `job-id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -65333,13 +62097,7 @@ impl SnapshotLoad {
         let tag = rt::required(m, "tag")?;
         let vmstate = rt::required(m, "vmstate")?;
         let devices = rt::required(m, "devices")?;
-        Ok(Self {
-            job_id,
-            tag,
-            vmstate,
-            devices,
-            other: Map::new(),
-        })
+        Ok(Self { job_id, tag, vmstate, devices, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -65374,7 +62132,7 @@ impl rt::Command for SnapshotLoad {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SnapshotSave {
     /// `job-id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -65407,13 +62165,7 @@ impl SnapshotSave {
         let tag = rt::required(m, "tag")?;
         let vmstate = rt::required(m, "vmstate")?;
         let devices = rt::required(m, "devices")?;
-        Ok(Self {
-            job_id,
-            tag,
-            vmstate,
-            devices,
-            other: Map::new(),
-        })
+        Ok(Self { job_id, tag, vmstate, devices, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -65448,7 +62200,7 @@ impl rt::Command for SnapshotSave {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Stop {
     /// Members the dumps did not have, as received.
@@ -65459,11 +62211,13 @@ impl Stop {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -65494,7 +62248,7 @@ impl rt::Command for Stop {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SystemPowerdown {
     /// Members the dumps did not have, as received.
@@ -65505,11 +62259,13 @@ impl SystemPowerdown {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -65540,7 +62296,7 @@ impl rt::Command for SystemPowerdown {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SystemReset {
     /// Members the dumps did not have, as received.
@@ -65551,11 +62307,13 @@ impl SystemReset {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -65586,7 +62344,7 @@ impl rt::Command for SystemReset {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SystemWakeup {
     /// Members the dumps did not have, as received.
@@ -65597,11 +62355,13 @@ impl SystemWakeup {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -65632,7 +62392,7 @@ impl rt::Command for SystemWakeup {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct TraceEventGetState {
     /// `name`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -65662,11 +62422,7 @@ impl TraceEventGetState {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let name = rt::required(m, "name")?;
         let vcpu = rt::optional(m, "vcpu")?;
-        Ok(Self {
-            name,
-            vcpu,
-            other: Map::new(),
-        })
+        Ok(Self { name, vcpu, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -65732,7 +62488,7 @@ impl Qmp for TraceEventGetStateReturnState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct TraceEventGetStateReturn {
     /// `name`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -65776,12 +62532,7 @@ impl TraceEventGetStateReturn {
         let name = rt::optional(m, "name")?;
         let state = rt::optional(m, "state")?;
         let vcpu = rt::optional(m, "vcpu")?;
-        Ok(Self {
-            name,
-            state,
-            vcpu,
-            other: Map::new(),
-        })
+        Ok(Self { name, state, vcpu, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -65815,7 +62566,7 @@ impl rt::Command for TraceEventGetState {
     type Ok = Vec<TraceEventGetStateReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct TraceEventSetState {
     /// `name`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -65858,13 +62609,7 @@ impl TraceEventSetState {
         let enable = rt::required(m, "enable")?;
         let ignore_unavailable = rt::optional(m, "ignore-unavailable")?;
         let vcpu = rt::optional(m, "vcpu")?;
-        Ok(Self {
-            name,
-            enable,
-            ignore_unavailable,
-            vcpu,
-            other: Map::new(),
-        })
+        Ok(Self { name, enable, ignore_unavailable, vcpu, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -65899,7 +62644,7 @@ impl rt::Command for TraceEventSetState {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct TransactionActionsAbort {
     /// `data`. In every dumped QEMU.
@@ -65910,12 +62655,14 @@ impl TransactionActionsAbort {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: rt::Empty) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -65923,7 +62670,7 @@ impl TransactionActionsAbort {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct TransactionActionsBlockDirtyBitmapAdd {
     /// `data`. In every dumped QEMU.
@@ -65934,12 +62681,14 @@ impl TransactionActionsBlockDirtyBitmapAdd {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: BlockDirtyBitmapAdd) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -65947,7 +62696,7 @@ impl TransactionActionsBlockDirtyBitmapAdd {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct TransactionActionsBlockDirtyBitmapRemove {
     /// `data`. In every dumped QEMU.
@@ -65958,12 +62707,14 @@ impl TransactionActionsBlockDirtyBitmapRemove {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: BlockDirtyBitmapClear) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -65971,7 +62722,7 @@ impl TransactionActionsBlockDirtyBitmapRemove {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct TransactionActionsBlockDirtyBitmapClear {
     /// `data`. In every dumped QEMU.
@@ -65982,12 +62733,14 @@ impl TransactionActionsBlockDirtyBitmapClear {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: BlockDirtyBitmapClear) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -65995,7 +62748,7 @@ impl TransactionActionsBlockDirtyBitmapClear {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct TransactionActionsBlockDirtyBitmapEnable {
     /// `data`. In every dumped QEMU.
@@ -66006,12 +62759,14 @@ impl TransactionActionsBlockDirtyBitmapEnable {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: BlockDirtyBitmapClear) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -66019,7 +62774,7 @@ impl TransactionActionsBlockDirtyBitmapEnable {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct TransactionActionsBlockDirtyBitmapDisable {
     /// `data`. In every dumped QEMU.
@@ -66030,12 +62785,14 @@ impl TransactionActionsBlockDirtyBitmapDisable {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: BlockDirtyBitmapClear) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -66043,7 +62800,7 @@ impl TransactionActionsBlockDirtyBitmapDisable {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct TransactionActionsBlockDirtyBitmapMerge {
     /// `data`. In every dumped QEMU.
@@ -66054,12 +62811,14 @@ impl TransactionActionsBlockDirtyBitmapMerge {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: BlockDirtyBitmapMerge) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -66067,7 +62826,7 @@ impl TransactionActionsBlockDirtyBitmapMerge {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct TransactionActionsBlockdevBackup {
     /// `data`. In every dumped QEMU.
@@ -66078,12 +62837,14 @@ impl TransactionActionsBlockdevBackup {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: BlockdevBackup) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -66091,7 +62852,7 @@ impl TransactionActionsBlockdevBackup {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct TransactionActionsBlockdevSnapshot {
     /// `data`. In every dumped QEMU.
@@ -66102,12 +62863,14 @@ impl TransactionActionsBlockdevSnapshot {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: BlockdevSnapshot) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -66115,7 +62878,7 @@ impl TransactionActionsBlockdevSnapshot {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct TransactionActionsBlockdevSnapshotInternalSync {
     /// `data`. In every dumped QEMU.
@@ -66126,12 +62889,14 @@ impl TransactionActionsBlockdevSnapshotInternalSync {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: BlockdevSnapshotInternalSync) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -66139,7 +62904,7 @@ impl TransactionActionsBlockdevSnapshotInternalSync {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct TransactionActionsBlockdevSnapshotSync {
     /// `data`. In every dumped QEMU.
@@ -66150,12 +62915,14 @@ impl TransactionActionsBlockdevSnapshotSync {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: BlockdevSnapshotSync) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -66163,7 +62930,7 @@ impl TransactionActionsBlockdevSnapshotSync {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct TransactionActionsDriveBackup {
     /// `data`. In every dumped QEMU.
@@ -66174,12 +62941,14 @@ impl TransactionActionsDriveBackup {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(data: DriveBackup) -> Self {
-        Self { data }
+        Self {
+            data,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let data = rt::required(m, "data")?;
-        Ok(Self { data })
+        Ok(Self { data, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -66187,7 +62956,7 @@ impl TransactionActionsDriveBackup {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct TransactionActions {
     /// The members of the branch the tag picks.
@@ -66343,10 +63112,7 @@ impl TransactionActions {
             }
             _ => TransactionActionsBranch::Other,
         };
-        Ok(Self {
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -66356,73 +63122,43 @@ impl TransactionActions {
                 b.put(m);
             }
             TransactionActionsBranch::BlockDirtyBitmapAdd(b) => {
-                m.insert(
-                    "type".to_owned(),
-                    Value::String("block-dirty-bitmap-add".to_owned()),
-                );
+                m.insert("type".to_owned(), Value::String("block-dirty-bitmap-add".to_owned()));
                 b.put(m);
             }
             TransactionActionsBranch::BlockDirtyBitmapRemove(b) => {
-                m.insert(
-                    "type".to_owned(),
-                    Value::String("block-dirty-bitmap-remove".to_owned()),
-                );
+                m.insert("type".to_owned(), Value::String("block-dirty-bitmap-remove".to_owned()));
                 b.put(m);
             }
             TransactionActionsBranch::BlockDirtyBitmapClear(b) => {
-                m.insert(
-                    "type".to_owned(),
-                    Value::String("block-dirty-bitmap-clear".to_owned()),
-                );
+                m.insert("type".to_owned(), Value::String("block-dirty-bitmap-clear".to_owned()));
                 b.put(m);
             }
             TransactionActionsBranch::BlockDirtyBitmapEnable(b) => {
-                m.insert(
-                    "type".to_owned(),
-                    Value::String("block-dirty-bitmap-enable".to_owned()),
-                );
+                m.insert("type".to_owned(), Value::String("block-dirty-bitmap-enable".to_owned()));
                 b.put(m);
             }
             TransactionActionsBranch::BlockDirtyBitmapDisable(b) => {
-                m.insert(
-                    "type".to_owned(),
-                    Value::String("block-dirty-bitmap-disable".to_owned()),
-                );
+                m.insert("type".to_owned(), Value::String("block-dirty-bitmap-disable".to_owned()));
                 b.put(m);
             }
             TransactionActionsBranch::BlockDirtyBitmapMerge(b) => {
-                m.insert(
-                    "type".to_owned(),
-                    Value::String("block-dirty-bitmap-merge".to_owned()),
-                );
+                m.insert("type".to_owned(), Value::String("block-dirty-bitmap-merge".to_owned()));
                 b.put(m);
             }
             TransactionActionsBranch::BlockdevBackup(b) => {
-                m.insert(
-                    "type".to_owned(),
-                    Value::String("blockdev-backup".to_owned()),
-                );
+                m.insert("type".to_owned(), Value::String("blockdev-backup".to_owned()));
                 b.put(m);
             }
             TransactionActionsBranch::BlockdevSnapshot(b) => {
-                m.insert(
-                    "type".to_owned(),
-                    Value::String("blockdev-snapshot".to_owned()),
-                );
+                m.insert("type".to_owned(), Value::String("blockdev-snapshot".to_owned()));
                 b.put(m);
             }
             TransactionActionsBranch::BlockdevSnapshotInternalSync(b) => {
-                m.insert(
-                    "type".to_owned(),
-                    Value::String("blockdev-snapshot-internal-sync".to_owned()),
-                );
+                m.insert("type".to_owned(), Value::String("blockdev-snapshot-internal-sync".to_owned()));
                 b.put(m);
             }
             TransactionActionsBranch::BlockdevSnapshotSync(b) => {
-                m.insert(
-                    "type".to_owned(),
-                    Value::String("blockdev-snapshot-sync".to_owned()),
-                );
+                m.insert("type".to_owned(), Value::String("blockdev-snapshot-sync".to_owned()));
                 b.put(m);
             }
             TransactionActionsBranch::DriveBackup(b) => {
@@ -66452,7 +63188,7 @@ impl Qmp for TransactionActions {
 }
 
 /// The branches of [`TransactionActions`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum TransactionActionsBranch {
     /// `abort`. In every dumped QEMU.
@@ -66520,7 +63256,7 @@ impl Qmp for TransactionPropertiesCompletionMode {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct TransactionProperties {
     /// `completion-mode`. In every dumped QEMU.
@@ -66546,10 +63282,7 @@ impl TransactionProperties {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let completion_mode = rt::optional(m, "completion-mode")?;
-        Ok(Self {
-            completion_mode,
-            other: Map::new(),
-        })
+        Ok(Self { completion_mode, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -66574,7 +63307,7 @@ impl Qmp for TransactionProperties {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Transaction {
     /// `actions`. In every dumped QEMU.
@@ -66604,11 +63337,7 @@ impl Transaction {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let actions = rt::required(m, "actions")?;
         let properties = rt::optional(m, "properties")?;
-        Ok(Self {
-            actions,
-            properties,
-            other: Map::new(),
-        })
+        Ok(Self { actions, properties, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -66637,18 +63366,11 @@ impl Qmp for Transaction {
 impl rt::Command for Transaction {
     const NAME: &'static str = "transaction";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct WatchdogSetAction {
     /// `action`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -66669,10 +63391,7 @@ impl WatchdogSetAction {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let action = rt::required(m, "action")?;
-        Ok(Self {
-            action,
-            other: Map::new(),
-        })
+        Ok(Self { action, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -66704,7 +63423,7 @@ impl rt::Command for WatchdogSetAction {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XAccelStats {
     /// Members the dumps did not have, as received.
@@ -66715,11 +63434,13 @@ impl XAccelStats {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -66743,7 +63464,7 @@ impl Qmp for XAccelStats {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XAccelStatsReturn {
     /// `human-readable-text`. In: 11.1-system.
@@ -66769,10 +63490,7 @@ impl XAccelStatsReturn {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let human_readable_text = rt::optional(m, "human-readable-text")?;
-        Ok(Self {
-            human_readable_text,
-            other: Map::new(),
-        })
+        Ok(Self { human_readable_text, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -66840,7 +63558,7 @@ impl Qmp for XBlockdevAmendOptionsLuksState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XBlockdevAmendOptionsLuks {
     /// `state`. In every dumped QEMU.
@@ -66903,14 +63621,7 @@ impl XBlockdevAmendOptionsLuks {
         let keyslot = rt::optional(m, "keyslot")?;
         let iter_time = rt::optional(m, "iter-time")?;
         let secret = rt::optional(m, "secret")?;
-        Ok(Self {
-            state,
-            new_secret,
-            old_secret,
-            keyslot,
-            iter_time,
-            secret,
-        })
+        Ok(Self { state, new_secret, old_secret, keyslot, iter_time, secret, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -66923,7 +63634,7 @@ impl XBlockdevAmendOptionsLuks {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XBlockdevAmendOptionsQcow2EncryptLuks {
     /// `state`. In every dumped QEMU.
@@ -66986,14 +63697,7 @@ impl XBlockdevAmendOptionsQcow2EncryptLuks {
         let keyslot = rt::optional(m, "keyslot")?;
         let iter_time = rt::optional(m, "iter-time")?;
         let secret = rt::optional(m, "secret")?;
-        Ok(Self {
-            state,
-            new_secret,
-            old_secret,
-            keyslot,
-            iter_time,
-            secret,
-        })
+        Ok(Self { state, new_secret, old_secret, keyslot, iter_time, secret, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -67006,25 +63710,28 @@ impl XBlockdevAmendOptionsQcow2EncryptLuks {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsQcow2EncryptQcow {}
+pub struct XBlockdevAmendOptionsQcow2EncryptQcow {
+}
 
 impl XBlockdevAmendOptionsQcow2EncryptQcow {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XBlockdevAmendOptionsQcow2Encrypt {
     /// The members of the branch the tag picks.
@@ -67070,10 +63777,7 @@ impl XBlockdevAmendOptionsQcow2Encrypt {
             }
             _ => XBlockdevAmendOptionsQcow2EncryptBranch::Other,
         };
-        Ok(Self {
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -67109,7 +63813,7 @@ impl Qmp for XBlockdevAmendOptionsQcow2Encrypt {
 }
 
 /// The branches of [`XBlockdevAmendOptionsQcow2Encrypt`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum XBlockdevAmendOptionsQcow2EncryptBranch {
     /// `luks`. In every dumped QEMU.
@@ -67121,7 +63825,7 @@ pub enum XBlockdevAmendOptionsQcow2EncryptBranch {
     Other,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XBlockdevAmendOptionsQcow2 {
     /// `encrypt`. In every dumped QEMU.
@@ -67132,7 +63836,9 @@ impl XBlockdevAmendOptionsQcow2 {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { encrypt: None }
+        Self {
+            encrypt: None,
+        }
     }
     /// Sets `encrypt`.
     pub fn with_encrypt(mut self, value: XBlockdevAmendOptionsQcow2Encrypt) -> Self {
@@ -67142,7 +63848,7 @@ impl XBlockdevAmendOptionsQcow2 {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let encrypt = rt::optional(m, "encrypt")?;
-        Ok(Self { encrypt })
+        Ok(Self { encrypt, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -67150,817 +63856,952 @@ impl XBlockdevAmendOptionsQcow2 {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsBlkdebug {}
+pub struct XBlockdevAmendOptionsBlkdebug {
+}
 
 impl XBlockdevAmendOptionsBlkdebug {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsBlklogwrites {}
+pub struct XBlockdevAmendOptionsBlklogwrites {
+}
 
 impl XBlockdevAmendOptionsBlklogwrites {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsBlkreplay {}
+pub struct XBlockdevAmendOptionsBlkreplay {
+}
 
 impl XBlockdevAmendOptionsBlkreplay {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsBlkverify {}
+pub struct XBlockdevAmendOptionsBlkverify {
+}
 
 impl XBlockdevAmendOptionsBlkverify {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsBochs {}
+pub struct XBlockdevAmendOptionsBochs {
+}
 
 impl XBlockdevAmendOptionsBochs {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsCloop {}
+pub struct XBlockdevAmendOptionsCloop {
+}
 
 impl XBlockdevAmendOptionsCloop {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsCompress {}
+pub struct XBlockdevAmendOptionsCompress {
+}
 
 impl XBlockdevAmendOptionsCompress {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsCopyBeforeWrite {}
+pub struct XBlockdevAmendOptionsCopyBeforeWrite {
+}
 
 impl XBlockdevAmendOptionsCopyBeforeWrite {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsCopyOnRead {}
+pub struct XBlockdevAmendOptionsCopyOnRead {
+}
 
 impl XBlockdevAmendOptionsCopyOnRead {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsDmg {}
+pub struct XBlockdevAmendOptionsDmg {
+}
 
 impl XBlockdevAmendOptionsDmg {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsFile {}
+pub struct XBlockdevAmendOptionsFile {
+}
 
 impl XBlockdevAmendOptionsFile {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsSnapshotAccess {}
+pub struct XBlockdevAmendOptionsSnapshotAccess {
+}
 
 impl XBlockdevAmendOptionsSnapshotAccess {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsFtp {}
+pub struct XBlockdevAmendOptionsFtp {
+}
 
 impl XBlockdevAmendOptionsFtp {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsFtps {}
+pub struct XBlockdevAmendOptionsFtps {
+}
 
 impl XBlockdevAmendOptionsFtps {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsHostCdrom {}
+pub struct XBlockdevAmendOptionsHostCdrom {
+}
 
 impl XBlockdevAmendOptionsHostCdrom {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsHostDevice {}
+pub struct XBlockdevAmendOptionsHostDevice {
+}
 
 impl XBlockdevAmendOptionsHostDevice {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsHttp {}
+pub struct XBlockdevAmendOptionsHttp {
+}
 
 impl XBlockdevAmendOptionsHttp {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsHttps {}
+pub struct XBlockdevAmendOptionsHttps {
+}
 
 impl XBlockdevAmendOptionsHttps {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsIoUring {}
+pub struct XBlockdevAmendOptionsIoUring {
+}
 
 impl XBlockdevAmendOptionsIoUring {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsIscsi {}
+pub struct XBlockdevAmendOptionsIscsi {
+}
 
 impl XBlockdevAmendOptionsIscsi {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsNbd {}
+pub struct XBlockdevAmendOptionsNbd {
+}
 
 impl XBlockdevAmendOptionsNbd {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsNfs {}
+pub struct XBlockdevAmendOptionsNfs {
+}
 
 impl XBlockdevAmendOptionsNfs {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsNullAio {}
+pub struct XBlockdevAmendOptionsNullAio {
+}
 
 impl XBlockdevAmendOptionsNullAio {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsNullCo {}
+pub struct XBlockdevAmendOptionsNullCo {
+}
 
 impl XBlockdevAmendOptionsNullCo {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsNvme {}
+pub struct XBlockdevAmendOptionsNvme {
+}
 
 impl XBlockdevAmendOptionsNvme {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsNvmeIoUring {}
+pub struct XBlockdevAmendOptionsNvmeIoUring {
+}
 
 impl XBlockdevAmendOptionsNvmeIoUring {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsParallels {}
+pub struct XBlockdevAmendOptionsParallels {
+}
 
 impl XBlockdevAmendOptionsParallels {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsPreallocate {}
+pub struct XBlockdevAmendOptionsPreallocate {
+}
 
 impl XBlockdevAmendOptionsPreallocate {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsQcow {}
+pub struct XBlockdevAmendOptionsQcow {
+}
 
 impl XBlockdevAmendOptionsQcow {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsQed {}
+pub struct XBlockdevAmendOptionsQed {
+}
 
 impl XBlockdevAmendOptionsQed {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsQuorum {}
+pub struct XBlockdevAmendOptionsQuorum {
+}
 
 impl XBlockdevAmendOptionsQuorum {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsRaw {}
+pub struct XBlockdevAmendOptionsRaw {
+}
 
 impl XBlockdevAmendOptionsRaw {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsRbd {}
+pub struct XBlockdevAmendOptionsRbd {
+}
 
 impl XBlockdevAmendOptionsRbd {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsReplication {}
+pub struct XBlockdevAmendOptionsReplication {
+}
 
 impl XBlockdevAmendOptionsReplication {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsSsh {}
+pub struct XBlockdevAmendOptionsSsh {
+}
 
 impl XBlockdevAmendOptionsSsh {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsThrottle {}
+pub struct XBlockdevAmendOptionsThrottle {
+}
 
 impl XBlockdevAmendOptionsThrottle {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsVdi {}
+pub struct XBlockdevAmendOptionsVdi {
+}
 
 impl XBlockdevAmendOptionsVdi {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsVhdx {}
+pub struct XBlockdevAmendOptionsVhdx {
+}
 
 impl XBlockdevAmendOptionsVhdx {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsVirtioBlkVfioPci {}
+pub struct XBlockdevAmendOptionsVirtioBlkVfioPci {
+}
 
 impl XBlockdevAmendOptionsVirtioBlkVfioPci {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsVirtioBlkVhostUser {}
+pub struct XBlockdevAmendOptionsVirtioBlkVhostUser {
+}
 
 impl XBlockdevAmendOptionsVirtioBlkVhostUser {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsVirtioBlkVhostVdpa {}
+pub struct XBlockdevAmendOptionsVirtioBlkVhostVdpa {
+}
 
 impl XBlockdevAmendOptionsVirtioBlkVhostVdpa {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsVmdk {}
+pub struct XBlockdevAmendOptionsVmdk {
+}
 
 impl XBlockdevAmendOptionsVmdk {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsVpc {}
+pub struct XBlockdevAmendOptionsVpc {
+}
 
 impl XBlockdevAmendOptionsVpc {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsVvfat {}
+pub struct XBlockdevAmendOptionsVvfat {
+}
 
 impl XBlockdevAmendOptionsVvfat {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct XBlockdevAmendOptionsGluster {}
+pub struct XBlockdevAmendOptionsGluster {
+}
 
 impl XBlockdevAmendOptionsGluster {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XBlockdevAmendOptions {
     /// The members of the branch the tag picks.
@@ -68501,10 +65342,7 @@ impl XBlockdevAmendOptions {
             }
             _ => XBlockdevAmendOptionsBranch::Other,
         };
-        Ok(Self {
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -68522,10 +65360,7 @@ impl XBlockdevAmendOptions {
                 b.put(m);
             }
             XBlockdevAmendOptionsBranch::Blklogwrites(b) => {
-                m.insert(
-                    "driver".to_owned(),
-                    Value::String("blklogwrites".to_owned()),
-                );
+                m.insert("driver".to_owned(), Value::String("blklogwrites".to_owned()));
                 b.put(m);
             }
             XBlockdevAmendOptionsBranch::Blkreplay(b) => {
@@ -68549,17 +65384,11 @@ impl XBlockdevAmendOptions {
                 b.put(m);
             }
             XBlockdevAmendOptionsBranch::CopyBeforeWrite(b) => {
-                m.insert(
-                    "driver".to_owned(),
-                    Value::String("copy-before-write".to_owned()),
-                );
+                m.insert("driver".to_owned(), Value::String("copy-before-write".to_owned()));
                 b.put(m);
             }
             XBlockdevAmendOptionsBranch::CopyOnRead(b) => {
-                m.insert(
-                    "driver".to_owned(),
-                    Value::String("copy-on-read".to_owned()),
-                );
+                m.insert("driver".to_owned(), Value::String("copy-on-read".to_owned()));
                 b.put(m);
             }
             XBlockdevAmendOptionsBranch::Dmg(b) => {
@@ -68571,10 +65400,7 @@ impl XBlockdevAmendOptions {
                 b.put(m);
             }
             XBlockdevAmendOptionsBranch::SnapshotAccess(b) => {
-                m.insert(
-                    "driver".to_owned(),
-                    Value::String("snapshot-access".to_owned()),
-                );
+                m.insert("driver".to_owned(), Value::String("snapshot-access".to_owned()));
                 b.put(m);
             }
             XBlockdevAmendOptionsBranch::Ftp(b) => {
@@ -68630,10 +65456,7 @@ impl XBlockdevAmendOptions {
                 b.put(m);
             }
             XBlockdevAmendOptionsBranch::NvmeIoUring(b) => {
-                m.insert(
-                    "driver".to_owned(),
-                    Value::String("nvme-io_uring".to_owned()),
-                );
+                m.insert("driver".to_owned(), Value::String("nvme-io_uring".to_owned()));
                 b.put(m);
             }
             XBlockdevAmendOptionsBranch::Parallels(b) => {
@@ -68685,24 +65508,15 @@ impl XBlockdevAmendOptions {
                 b.put(m);
             }
             XBlockdevAmendOptionsBranch::VirtioBlkVfioPci(b) => {
-                m.insert(
-                    "driver".to_owned(),
-                    Value::String("virtio-blk-vfio-pci".to_owned()),
-                );
+                m.insert("driver".to_owned(), Value::String("virtio-blk-vfio-pci".to_owned()));
                 b.put(m);
             }
             XBlockdevAmendOptionsBranch::VirtioBlkVhostUser(b) => {
-                m.insert(
-                    "driver".to_owned(),
-                    Value::String("virtio-blk-vhost-user".to_owned()),
-                );
+                m.insert("driver".to_owned(), Value::String("virtio-blk-vhost-user".to_owned()));
                 b.put(m);
             }
             XBlockdevAmendOptionsBranch::VirtioBlkVhostVdpa(b) => {
-                m.insert(
-                    "driver".to_owned(),
-                    Value::String("virtio-blk-vhost-vdpa".to_owned()),
-                );
+                m.insert("driver".to_owned(), Value::String("virtio-blk-vhost-vdpa".to_owned()));
                 b.put(m);
             }
             XBlockdevAmendOptionsBranch::Vmdk(b) => {
@@ -68744,7 +65558,7 @@ impl Qmp for XBlockdevAmendOptions {
 }
 
 /// The branches of [`XBlockdevAmendOptions`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum XBlockdevAmendOptionsBranch {
     /// `luks`. In every dumped QEMU.
@@ -68846,7 +65660,7 @@ pub enum XBlockdevAmendOptionsBranch {
     Other,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XBlockdevAmend {
     /// `job-id`. In every dumped QEMU.
@@ -68884,13 +65698,7 @@ impl XBlockdevAmend {
         let node_name = rt::required(m, "node-name")?;
         let options = rt::required(m, "options")?;
         let force = rt::optional(m, "force")?;
-        Ok(Self {
-            job_id,
-            node_name,
-            options,
-            force,
-            other: Map::new(),
-        })
+        Ok(Self { job_id, node_name, options, force, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -68921,18 +65729,11 @@ impl Qmp for XBlockdevAmend {
 impl rt::Command for XBlockdevAmend {
     const NAME: &'static str = "x-blockdev-amend";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XBlockdevChange {
     /// `parent`. In every dumped QEMU.
@@ -68971,12 +65772,7 @@ impl XBlockdevChange {
         let parent = rt::required(m, "parent")?;
         let child = rt::optional(m, "child")?;
         let node = rt::optional(m, "node")?;
-        Ok(Self {
-            parent,
-            child,
-            node,
-            other: Map::new(),
-        })
+        Ok(Self { parent, child, node, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -69006,18 +65802,11 @@ impl Qmp for XBlockdevChange {
 impl rt::Command for XBlockdevChange {
     const NAME: &'static str = "x-blockdev-change";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XBlockdevSetIothread {
     /// `node-name`. In every dumped QEMU.
@@ -69051,12 +65840,7 @@ impl XBlockdevSetIothread {
         let node_name = rt::required(m, "node-name")?;
         let iothread = rt::required(m, "iothread")?;
         let force = rt::optional(m, "force")?;
-        Ok(Self {
-            node_name,
-            iothread,
-            force,
-            other: Map::new(),
-        })
+        Ok(Self { node_name, iothread, force, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -69086,18 +65870,11 @@ impl Qmp for XBlockdevSetIothread {
 impl rt::Command for XBlockdevSetIothread {
     const NAME: &'static str = "x-blockdev-set-iothread";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XColoLostHeartbeat {
     /// Members the dumps did not have, as received.
@@ -69108,11 +65885,13 @@ impl XColoLostHeartbeat {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -69143,7 +65922,7 @@ impl rt::Command for XColoLostHeartbeat {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XDebugBlockDirtyBitmapSha256 {
     /// `node`. In every dumped QEMU.
@@ -69168,11 +65947,7 @@ impl XDebugBlockDirtyBitmapSha256 {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let node = rt::required(m, "node")?;
         let name = rt::required(m, "name")?;
-        Ok(Self {
-            node,
-            name,
-            other: Map::new(),
-        })
+        Ok(Self { node, name, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -69198,7 +65973,7 @@ impl Qmp for XDebugBlockDirtyBitmapSha256 {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XDebugBlockDirtyBitmapSha256Return {
     /// `sha256`. In every dumped QEMU.
@@ -69224,10 +65999,7 @@ impl XDebugBlockDirtyBitmapSha256Return {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let sha256 = rt::optional(m, "sha256")?;
-        Ok(Self {
-            sha256,
-            other: Map::new(),
-        })
+        Ok(Self { sha256, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -69255,18 +66027,11 @@ impl Qmp for XDebugBlockDirtyBitmapSha256Return {
 impl rt::Command for XDebugBlockDirtyBitmapSha256 {
     const NAME: &'static str = "x-debug-block-dirty-bitmap-sha256";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = XDebugBlockDirtyBitmapSha256Return;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XDebugQueryBlockGraph {
     /// Members the dumps did not have, as received.
@@ -69277,11 +66042,13 @@ impl XDebugQueryBlockGraph {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -69345,7 +66112,7 @@ impl Qmp for XDebugQueryBlockGraphReturnNodesType {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XDebugQueryBlockGraphReturnNodes {
     /// `id`. In every dumped QEMU.
@@ -69389,12 +66156,7 @@ impl XDebugQueryBlockGraphReturnNodes {
         let id = rt::optional(m, "id")?;
         let r#type = rt::optional(m, "type")?;
         let name = rt::optional(m, "name")?;
-        Ok(Self {
-            id,
-            r#type,
-            name,
-            other: Map::new(),
-        })
+        Ok(Self { id, r#type, name, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -69421,7 +66183,7 @@ impl Qmp for XDebugQueryBlockGraphReturnNodes {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XDebugQueryBlockGraphReturnEdges {
     /// `parent`. In every dumped QEMU.
@@ -69483,14 +66245,7 @@ impl XDebugQueryBlockGraphReturnEdges {
         let name = rt::optional(m, "name")?;
         let perm = rt::optional(m, "perm")?;
         let shared_perm = rt::optional(m, "shared-perm")?;
-        Ok(Self {
-            parent,
-            child,
-            name,
-            perm,
-            shared_perm,
-            other: Map::new(),
-        })
+        Ok(Self { parent, child, name, perm, shared_perm, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -69519,7 +66274,7 @@ impl Qmp for XDebugQueryBlockGraphReturnEdges {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XDebugQueryBlockGraphReturn {
     /// `nodes`. In every dumped QEMU.
@@ -69554,11 +66309,7 @@ impl XDebugQueryBlockGraphReturn {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let nodes = rt::optional(m, "nodes")?;
         let edges = rt::optional(m, "edges")?;
-        Ok(Self {
-            nodes,
-            edges,
-            other: Map::new(),
-        })
+        Ok(Self { nodes, edges, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -69587,18 +66338,11 @@ impl Qmp for XDebugQueryBlockGraphReturn {
 impl rt::Command for XDebugQueryBlockGraph {
     const NAME: &'static str = "x-debug-query-block-graph";
     const ALLOW_OOB: bool = false;
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
     type Ok = XDebugQueryBlockGraphReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XExitPreconfig {
     /// Members the dumps did not have, as received.
@@ -69609,11 +66353,13 @@ impl XExitPreconfig {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -69644,7 +66390,7 @@ impl rt::Command for XExitPreconfig {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XQueryInterruptControllers {
     /// Members the dumps did not have, as received.
@@ -69655,11 +66401,13 @@ impl XQueryInterruptControllers {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -69690,7 +66438,7 @@ impl rt::Command for XQueryInterruptControllers {
     type Ok = XAccelStatsReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XQueryIrq {
     /// Members the dumps did not have, as received.
@@ -69701,11 +66449,13 @@ impl XQueryIrq {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -69736,7 +66486,7 @@ impl rt::Command for XQueryIrq {
     type Ok = XAccelStatsReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XQueryJit {
     /// Members the dumps did not have, as received.
@@ -69747,11 +66497,13 @@ impl XQueryJit {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -69782,7 +66534,7 @@ impl rt::Command for XQueryJit {
     type Ok = XAccelStatsReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XQueryNuma {
     /// Members the dumps did not have, as received.
@@ -69793,11 +66545,13 @@ impl XQueryNuma {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -69828,7 +66582,7 @@ impl rt::Command for XQueryNuma {
     type Ok = XAccelStatsReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XQueryOpcount {
     /// Members the dumps did not have, as received.
@@ -69839,11 +66593,13 @@ impl XQueryOpcount {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -69874,7 +66630,7 @@ impl rt::Command for XQueryOpcount {
     type Ok = XAccelStatsReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XQueryProfile {
     /// Members the dumps did not have, as received.
@@ -69885,11 +66641,13 @@ impl XQueryProfile {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -69920,7 +66678,7 @@ impl rt::Command for XQueryProfile {
     type Ok = XAccelStatsReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XQueryRamblock {
     /// Members the dumps did not have, as received.
@@ -69931,11 +66689,13 @@ impl XQueryRamblock {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -69966,7 +66726,7 @@ impl rt::Command for XQueryRamblock {
     type Ok = XAccelStatsReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XQueryRdma {
     /// Members the dumps did not have, as received.
@@ -69977,11 +66737,13 @@ impl XQueryRdma {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -70012,7 +66774,7 @@ impl rt::Command for XQueryRdma {
     type Ok = XAccelStatsReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XQueryRoms {
     /// Members the dumps did not have, as received.
@@ -70023,11 +66785,13 @@ impl XQueryRoms {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -70058,7 +66822,7 @@ impl rt::Command for XQueryRoms {
     type Ok = XAccelStatsReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XQueryUsb {
     /// Members the dumps did not have, as received.
@@ -70069,11 +66833,13 @@ impl XQueryUsb {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -70104,7 +66870,7 @@ impl rt::Command for XQueryUsb {
     type Ok = XAccelStatsReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XQueryVirtio {
     /// Members the dumps did not have, as received.
@@ -70115,11 +66881,13 @@ impl XQueryVirtio {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -70143,7 +66911,7 @@ impl Qmp for XQueryVirtio {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XQueryVirtioReturn {
     /// `path`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -70178,11 +66946,7 @@ impl XQueryVirtioReturn {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let path = rt::optional(m, "path")?;
         let name = rt::optional(m, "name")?;
-        Ok(Self {
-            path,
-            name,
-            other: Map::new(),
-        })
+        Ok(Self { path, name, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -70215,7 +66979,7 @@ impl rt::Command for XQueryVirtio {
     type Ok = Vec<XQueryVirtioReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XQueryVirtioQueueElement {
     /// `path`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -70249,12 +67013,7 @@ impl XQueryVirtioQueueElement {
         let path = rt::required(m, "path")?;
         let queue = rt::required(m, "queue")?;
         let index = rt::optional(m, "index")?;
-        Ok(Self {
-            path,
-            queue,
-            index,
-            other: Map::new(),
-        })
+        Ok(Self { path, queue, index, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -70281,7 +67040,7 @@ impl Qmp for XQueryVirtioQueueElement {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XQueryVirtioQueueElementReturnDescs {
     /// `addr`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -70325,12 +67084,7 @@ impl XQueryVirtioQueueElementReturnDescs {
         let addr = rt::optional(m, "addr")?;
         let len = rt::optional(m, "len")?;
         let flags = rt::optional(m, "flags")?;
-        Ok(Self {
-            addr,
-            len,
-            flags,
-            other: Map::new(),
-        })
+        Ok(Self { addr, len, flags, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -70357,7 +67111,7 @@ impl Qmp for XQueryVirtioQueueElementReturnDescs {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XQueryVirtioQueueElementReturnAvail {
     /// `flags`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -70401,12 +67155,7 @@ impl XQueryVirtioQueueElementReturnAvail {
         let flags = rt::optional(m, "flags")?;
         let idx = rt::optional(m, "idx")?;
         let ring = rt::optional(m, "ring")?;
-        Ok(Self {
-            flags,
-            idx,
-            ring,
-            other: Map::new(),
-        })
+        Ok(Self { flags, idx, ring, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -70433,7 +67182,7 @@ impl Qmp for XQueryVirtioQueueElementReturnAvail {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XQueryVirtioQueueElementReturnUsed {
     /// `flags`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -70468,11 +67217,7 @@ impl XQueryVirtioQueueElementReturnUsed {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let flags = rt::optional(m, "flags")?;
         let idx = rt::optional(m, "idx")?;
-        Ok(Self {
-            flags,
-            idx,
-            other: Map::new(),
-        })
+        Ok(Self { flags, idx, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -70498,7 +67243,7 @@ impl Qmp for XQueryVirtioQueueElementReturnUsed {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XQueryVirtioQueueElementReturn {
     /// `name`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -70560,14 +67305,7 @@ impl XQueryVirtioQueueElementReturn {
         let descs = rt::optional(m, "descs")?;
         let avail = rt::optional(m, "avail")?;
         let used = rt::optional(m, "used")?;
-        Ok(Self {
-            name,
-            index,
-            descs,
-            avail,
-            used,
-            other: Map::new(),
-        })
+        Ok(Self { name, index, descs, avail, used, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -70603,7 +67341,7 @@ impl rt::Command for XQueryVirtioQueueElement {
     type Ok = XQueryVirtioQueueElementReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XQueryVirtioQueueStatus {
     /// `path`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -70628,11 +67366,7 @@ impl XQueryVirtioQueueStatus {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let path = rt::required(m, "path")?;
         let queue = rt::required(m, "queue")?;
-        Ok(Self {
-            path,
-            queue,
-            other: Map::new(),
-        })
+        Ok(Self { path, queue, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -70658,7 +67392,7 @@ impl Qmp for XQueryVirtioQueueStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XQueryVirtioQueueStatusReturn {
     /// `name`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -70801,23 +67535,7 @@ impl XQueryVirtioQueueStatusReturn {
         let used_idx = rt::optional(m, "used-idx")?;
         let signalled_used = rt::optional(m, "signalled-used")?;
         let signalled_used_valid = rt::optional(m, "signalled-used-valid")?;
-        Ok(Self {
-            name,
-            queue_index,
-            inuse,
-            vring_num,
-            vring_num_default,
-            vring_align,
-            vring_desc,
-            vring_avail,
-            vring_used,
-            last_avail_idx,
-            shadow_avail_idx,
-            used_idx,
-            signalled_used,
-            signalled_used_valid,
-            other: Map::new(),
-        })
+        Ok(Self { name, queue_index, inuse, vring_num, vring_num_default, vring_align, vring_desc, vring_avail, vring_used, last_avail_idx, shadow_avail_idx, used_idx, signalled_used, signalled_used_valid, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -70862,7 +67580,7 @@ impl rt::Command for XQueryVirtioQueueStatus {
     type Ok = XQueryVirtioQueueStatusReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XQueryVirtioStatus {
     /// `path`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -70883,10 +67601,7 @@ impl XQueryVirtioStatus {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let path = rt::required(m, "path")?;
-        Ok(Self {
-            path,
-            other: Map::new(),
-        })
+        Ok(Self { path, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -70911,7 +67626,7 @@ impl Qmp for XQueryVirtioStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XQueryVirtioStatusReturnGuestFeatures {
     /// `transports`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -70964,13 +67679,7 @@ impl XQueryVirtioStatusReturnGuestFeatures {
         let dev_features = rt::optional(m, "dev-features")?;
         let unknown_dev_features = rt::optional(m, "unknown-dev-features")?;
         let unknown_dev_features2 = rt::optional(m, "unknown-dev-features2")?;
-        Ok(Self {
-            transports,
-            dev_features,
-            unknown_dev_features,
-            unknown_dev_features2,
-            other: Map::new(),
-        })
+        Ok(Self { transports, dev_features, unknown_dev_features, unknown_dev_features2, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -70998,7 +67707,7 @@ impl Qmp for XQueryVirtioStatusReturnGuestFeatures {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XQueryVirtioStatusReturnStatus {
     /// `statuses`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -71033,11 +67742,7 @@ impl XQueryVirtioStatusReturnStatus {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let statuses = rt::optional(m, "statuses")?;
         let unknown_statuses = rt::optional(m, "unknown-statuses")?;
-        Ok(Self {
-            statuses,
-            unknown_statuses,
-            other: Map::new(),
-        })
+        Ok(Self { statuses, unknown_statuses, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -71063,7 +67768,7 @@ impl Qmp for XQueryVirtioStatusReturnStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XQueryVirtioStatusReturnVhostDevProtocolFeatures {
     /// `protocols`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -71098,11 +67803,7 @@ impl XQueryVirtioStatusReturnVhostDevProtocolFeatures {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let protocols = rt::optional(m, "protocols")?;
         let unknown_protocols = rt::optional(m, "unknown-protocols")?;
-        Ok(Self {
-            protocols,
-            unknown_protocols,
-            other: Map::new(),
-        })
+        Ok(Self { protocols, unknown_protocols, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -71128,7 +67829,7 @@ impl Qmp for XQueryVirtioStatusReturnVhostDevProtocolFeatures {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XQueryVirtioStatusReturnVhostDevBackendFeatures {
     /// `transports`. In: 7.2-system, 10.0-system.
@@ -71172,12 +67873,7 @@ impl XQueryVirtioStatusReturnVhostDevBackendFeatures {
         let transports = rt::optional(m, "transports")?;
         let dev_features = rt::optional(m, "dev-features")?;
         let unknown_dev_features = rt::optional(m, "unknown-dev-features")?;
-        Ok(Self {
-            transports,
-            dev_features,
-            unknown_dev_features,
-            other: Map::new(),
-        })
+        Ok(Self { transports, dev_features, unknown_dev_features, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -71204,7 +67900,7 @@ impl Qmp for XQueryVirtioStatusReturnVhostDevBackendFeatures {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XQueryVirtioStatusReturnVhostDev {
     /// `n-mem-sections`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -71286,10 +67982,7 @@ impl XQueryVirtioStatusReturnVhostDev {
         self
     }
     /// Sets `protocol-features`.
-    pub fn with_protocol_features(
-        mut self,
-        value: XQueryVirtioStatusReturnVhostDevProtocolFeatures,
-    ) -> Self {
+    pub fn with_protocol_features(mut self, value: XQueryVirtioStatusReturnVhostDevProtocolFeatures) -> Self {
         self.protocol_features = Some(value);
         self
     }
@@ -71314,10 +68007,7 @@ impl XQueryVirtioStatusReturnVhostDev {
         self
     }
     /// Sets `backend-features`.
-    pub fn with_backend_features(
-        mut self,
-        value: XQueryVirtioStatusReturnVhostDevBackendFeatures,
-    ) -> Self {
+    pub fn with_backend_features(mut self, value: XQueryVirtioStatusReturnVhostDevBackendFeatures) -> Self {
         self.backend_features = Some(value);
         self
     }
@@ -71335,21 +68025,7 @@ impl XQueryVirtioStatusReturnVhostDev {
         let log_enabled = rt::optional(m, "log-enabled")?;
         let log_size = rt::optional(m, "log-size")?;
         let backend_features = rt::optional(m, "backend-features")?;
-        Ok(Self {
-            n_mem_sections,
-            n_tmp_sections,
-            nvqs,
-            vq_index,
-            features,
-            acked_features,
-            protocol_features,
-            max_queues,
-            backend_cap,
-            log_enabled,
-            log_size,
-            backend_features,
-            other: Map::new(),
-        })
+        Ok(Self { n_mem_sections, n_tmp_sections, nvqs, vq_index, features, acked_features, protocol_features, max_queues, backend_cap, log_enabled, log_size, backend_features, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -71385,7 +68061,7 @@ impl Qmp for XQueryVirtioStatusReturnVhostDev {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XQueryVirtioStatusReturn {
     /// `name`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -71591,30 +68267,7 @@ impl XQueryVirtioStatusReturn {
         let bus_name = rt::optional(m, "bus-name")?;
         let use_guest_notifier_mask = rt::optional(m, "use-guest-notifier-mask")?;
         let vhost_dev = rt::optional(m, "vhost-dev")?;
-        Ok(Self {
-            name,
-            device_id,
-            vhost_started,
-            device_endian,
-            guest_features,
-            host_features,
-            backend_features,
-            num_vqs,
-            status,
-            isr,
-            queue_sel,
-            vm_running,
-            broken,
-            disabled,
-            use_started,
-            started,
-            start_on_kick,
-            disable_legacy_check,
-            bus_name,
-            use_guest_notifier_mask,
-            vhost_dev,
-            other: Map::new(),
-        })
+        Ok(Self { name, device_id, vhost_started, device_endian, guest_features, host_features, backend_features, num_vqs, status, isr, queue_sel, vm_running, broken, disabled, use_started, started, start_on_kick, disable_legacy_check, bus_name, use_guest_notifier_mask, vhost_dev, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -71666,7 +68319,7 @@ impl rt::Command for XQueryVirtioStatus {
     type Ok = XQueryVirtioStatusReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XQueryVirtioVhostQueueStatus {
     /// `path`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -71691,11 +68344,7 @@ impl XQueryVirtioVhostQueueStatus {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let path = rt::required(m, "path")?;
         let queue = rt::required(m, "queue")?;
-        Ok(Self {
-            path,
-            queue,
-            other: Map::new(),
-        })
+        Ok(Self { path, queue, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -71721,7 +68370,7 @@ impl Qmp for XQueryVirtioVhostQueueStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XQueryVirtioVhostQueueStatusReturn {
     /// `name`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -71855,22 +68504,7 @@ impl XQueryVirtioVhostQueueStatusReturn {
         let desc = rt::optional(m, "desc")?;
         let avail = rt::optional(m, "avail")?;
         let used = rt::optional(m, "used")?;
-        Ok(Self {
-            name,
-            kick,
-            call,
-            num,
-            desc_phys,
-            desc_size,
-            avail_phys,
-            avail_size,
-            used_phys,
-            used_size,
-            desc,
-            avail,
-            used,
-            other: Map::new(),
-        })
+        Ok(Self { name, kick, call, num, desc_phys, desc_size, avail_phys, avail_size, used_phys, used_size, desc, avail, used, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -71914,7 +68548,7 @@ impl rt::Command for XQueryVirtioVhostQueueStatus {
     type Ok = XQueryVirtioVhostQueueStatusReturn;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XenColoDoCheckpoint {
     /// Members the dumps did not have, as received.
@@ -71925,11 +68559,13 @@ impl XenColoDoCheckpoint {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -71960,7 +68596,7 @@ impl rt::Command for XenColoDoCheckpoint {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XenEventInject {
     /// `port`. In: 10.0-system, 11.1-system.
@@ -71981,10 +68617,7 @@ impl XenEventInject {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let port = rt::required(m, "port")?;
-        Ok(Self {
-            port,
-            other: Map::new(),
-        })
+        Ok(Self { port, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -72016,7 +68649,7 @@ impl rt::Command for XenEventInject {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XenEventList {
     /// Members the dumps did not have, as received.
@@ -72027,11 +68660,13 @@ impl XenEventList {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -72107,7 +68742,7 @@ impl Qmp for XenEventListReturnType {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XenEventListReturn {
     /// `port`. In: 10.0-system, 11.1-system.
@@ -72187,16 +68822,7 @@ impl XenEventListReturn {
         let target = rt::optional(m, "target")?;
         let pending = rt::optional(m, "pending")?;
         let masked = rt::optional(m, "masked")?;
-        Ok(Self {
-            port,
-            vcpu,
-            r#type,
-            remote_domain,
-            target,
-            pending,
-            masked,
-            other: Map::new(),
-        })
+        Ok(Self { port, vcpu, r#type, remote_domain, target, pending, masked, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -72234,7 +68860,7 @@ impl rt::Command for XenEventList {
     type Ok = Vec<XenEventListReturn>;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XenLoadDevicesState {
     /// `filename`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -72255,10 +68881,7 @@ impl XenLoadDevicesState {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let filename = rt::required(m, "filename")?;
-        Ok(Self {
-            filename,
-            other: Map::new(),
-        })
+        Ok(Self { filename, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -72290,7 +68913,7 @@ impl rt::Command for XenLoadDevicesState {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XenSaveDevicesState {
     /// `filename`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -72320,11 +68943,7 @@ impl XenSaveDevicesState {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let filename = rt::required(m, "filename")?;
         let live = rt::optional(m, "live")?;
-        Ok(Self {
-            filename,
-            live,
-            other: Map::new(),
-        })
+        Ok(Self { filename, live, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -72357,7 +68976,7 @@ impl rt::Command for XenSaveDevicesState {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XenSetGlobalDirtyLog {
     /// `enable`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -72378,10 +68997,7 @@ impl XenSetGlobalDirtyLog {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let enable = rt::required(m, "enable")?;
-        Ok(Self {
-            enable,
-            other: Map::new(),
-        })
+        Ok(Self { enable, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -72413,7 +69029,7 @@ impl rt::Command for XenSetGlobalDirtyLog {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct XenSetReplication {
     /// `enable`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -72447,12 +69063,7 @@ impl XenSetReplication {
         let enable = rt::required(m, "enable")?;
         let primary = rt::required(m, "primary")?;
         let failover = rt::optional(m, "failover")?;
-        Ok(Self {
-            enable,
-            primary,
-            failover,
-            other: Map::new(),
-        })
+        Ok(Self { enable, primary, failover, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -72486,7 +69097,7 @@ impl rt::Command for XenSetReplication {
     type Ok = rt::Empty;
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct YankInstancesBlockNode {
     /// `node-name`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -72497,12 +69108,14 @@ impl YankInstancesBlockNode {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(node_name: String) -> Self {
-        Self { node_name }
+        Self {
+            node_name,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let node_name = rt::required(m, "node-name")?;
-        Ok(Self { node_name })
+        Ok(Self { node_name, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -72510,7 +69123,7 @@ impl YankInstancesBlockNode {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct YankInstancesChardev {
     /// `id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -72521,12 +69134,14 @@ impl YankInstancesChardev {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(id: String) -> Self {
-        Self { id }
+        Self {
+            id,
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let id = rt::required(m, "id")?;
-        Ok(Self { id })
+        Ok(Self { id, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -72534,25 +69149,28 @@ impl YankInstancesChardev {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct YankInstancesMigration {}
+pub struct YankInstancesMigration {
+}
 
 impl YankInstancesMigration {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self {}
+        Self {
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self {})
+        Ok(Self { })
     }
 
-    pub(crate) fn put(&self, m: &mut Map<String, Value>) {}
+    pub(crate) fn put(&self, m: &mut Map<String, Value>) {
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct YankInstances {
     /// The members of the branch the tag picks.
@@ -72609,10 +69227,7 @@ impl YankInstances {
             }
             _ => YankInstancesBranch::Other,
         };
-        Ok(Self {
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -72652,7 +69267,7 @@ impl Qmp for YankInstances {
 }
 
 /// The branches of [`YankInstances`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum YankInstancesBranch {
     /// `block-node`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -72666,7 +69281,7 @@ pub enum YankInstancesBranch {
     Other,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Yank {
     /// `instances`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -72687,10 +69302,7 @@ impl Yank {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let instances = rt::required(m, "instances")?;
-        Ok(Self {
-            instances,
-            other: Map::new(),
-        })
+        Ok(Self { instances, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -72727,726 +69339,256 @@ impl rt::Command for Yank {
 pub fn reply_round_trip(command: &str, reply: Value) -> Option<Result<Value, TypeError>> {
     Some(match command {
         "add-fd" => <<AddFd as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
-        "add_client" => {
-            <<AddClient as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "announce-self" => {
-            <<AnnounceSelf as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
+        "add_client" => <<AddClient as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "announce-self" => <<AnnounceSelf as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
         "balloon" => <<Balloon as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
-        "block-commit" => {
-            <<BlockCommit as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "block-dirty-bitmap-add" => {
-            <<BlockDirtyBitmapAdd as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "block-dirty-bitmap-clear" => {
-            <<BlockDirtyBitmapClear as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "block-dirty-bitmap-disable" => {
-            <<BlockDirtyBitmapDisable as rt::Command>::Ok as Qmp>::from_qmp(reply)
-                .map(|r| r.to_qmp())
-        }
-        "block-dirty-bitmap-enable" => {
-            <<BlockDirtyBitmapEnable as rt::Command>::Ok as Qmp>::from_qmp(reply)
-                .map(|r| r.to_qmp())
-        }
-        "block-dirty-bitmap-merge" => {
-            <<BlockDirtyBitmapMerge as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "block-dirty-bitmap-remove" => {
-            <<BlockDirtyBitmapRemove as rt::Command>::Ok as Qmp>::from_qmp(reply)
-                .map(|r| r.to_qmp())
-        }
-        "block-export-add" => {
-            <<BlockExportAdd as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "block-export-del" => {
-            <<BlockExportDel as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "block-job-cancel" => {
-            <<BlockJobCancel as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "block-job-change" => {
-            <<BlockJobChange as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "block-job-complete" => {
-            <<BlockJobComplete as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "block-job-dismiss" => {
-            <<BlockJobDismiss as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "block-job-finalize" => {
-            <<BlockJobFinalize as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "block-job-pause" => {
-            <<BlockJobPause as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "block-job-resume" => {
-            <<BlockJobResume as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "block-job-set-speed" => {
-            <<BlockJobSetSpeed as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "block-latency-histogram-set" => {
-            <<BlockLatencyHistogramSet as rt::Command>::Ok as Qmp>::from_qmp(reply)
-                .map(|r| r.to_qmp())
-        }
-        "block-set-write-threshold" => {
-            <<BlockSetWriteThreshold as rt::Command>::Ok as Qmp>::from_qmp(reply)
-                .map(|r| r.to_qmp())
-        }
-        "block-stream" => {
-            <<BlockStream as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "block_resize" => {
-            <<BlockResize as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "block_set_io_throttle" => {
-            <<BlockSetIoThrottle as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "blockdev-add" => {
-            <<BlockdevAdd as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "blockdev-backup" => {
-            <<BlockdevBackup as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "blockdev-change-medium" => {
-            <<BlockdevChangeMedium as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "blockdev-close-tray" => {
-            <<BlockdevCloseTray as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "blockdev-create" => {
-            <<BlockdevCreate as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "blockdev-del" => {
-            <<BlockdevDel as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "blockdev-insert-medium" => {
-            <<BlockdevInsertMedium as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "blockdev-mirror" => {
-            <<BlockdevMirror as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "blockdev-open-tray" => {
-            <<BlockdevOpenTray as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "blockdev-remove-medium" => {
-            <<BlockdevRemoveMedium as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "blockdev-reopen" => {
-            <<BlockdevReopen as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "blockdev-set-active" => {
-            <<BlockdevSetActive as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "blockdev-snapshot" => {
-            <<BlockdevSnapshot as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "blockdev-snapshot-delete-internal-sync" => {
-            <<BlockdevSnapshotDeleteInternalSync as rt::Command>::Ok as Qmp>::from_qmp(reply)
-                .map(|r| r.to_qmp())
-        }
-        "blockdev-snapshot-internal-sync" => {
-            <<BlockdevSnapshotInternalSync as rt::Command>::Ok as Qmp>::from_qmp(reply)
-                .map(|r| r.to_qmp())
-        }
-        "blockdev-snapshot-sync" => {
-            <<BlockdevSnapshotSync as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "calc-dirty-rate" => {
-            <<CalcDirtyRate as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "cancel-vcpu-dirty-limit" => {
-            <<CancelVcpuDirtyLimit as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "change-backing-file" => {
-            <<ChangeBackingFile as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "change-vnc-password" => {
-            <<ChangeVncPassword as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "chardev-add" => {
-            <<ChardevAdd as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "chardev-change" => {
-            <<ChardevChange as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "chardev-remove" => {
-            <<ChardevRemove as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "chardev-send-break" => {
-            <<ChardevSendBreak as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "client_migrate_info" => {
-            <<ClientMigrateInfo as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
+        "block-commit" => <<BlockCommit as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "block-dirty-bitmap-add" => <<BlockDirtyBitmapAdd as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "block-dirty-bitmap-clear" => <<BlockDirtyBitmapClear as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "block-dirty-bitmap-disable" => <<BlockDirtyBitmapDisable as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "block-dirty-bitmap-enable" => <<BlockDirtyBitmapEnable as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "block-dirty-bitmap-merge" => <<BlockDirtyBitmapMerge as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "block-dirty-bitmap-remove" => <<BlockDirtyBitmapRemove as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "block-export-add" => <<BlockExportAdd as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "block-export-del" => <<BlockExportDel as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "block-job-cancel" => <<BlockJobCancel as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "block-job-change" => <<BlockJobChange as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "block-job-complete" => <<BlockJobComplete as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "block-job-dismiss" => <<BlockJobDismiss as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "block-job-finalize" => <<BlockJobFinalize as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "block-job-pause" => <<BlockJobPause as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "block-job-resume" => <<BlockJobResume as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "block-job-set-speed" => <<BlockJobSetSpeed as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "block-latency-histogram-set" => <<BlockLatencyHistogramSet as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "block-set-write-threshold" => <<BlockSetWriteThreshold as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "block-stream" => <<BlockStream as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "block_resize" => <<BlockResize as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "block_set_io_throttle" => <<BlockSetIoThrottle as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "blockdev-add" => <<BlockdevAdd as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "blockdev-backup" => <<BlockdevBackup as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "blockdev-change-medium" => <<BlockdevChangeMedium as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "blockdev-close-tray" => <<BlockdevCloseTray as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "blockdev-create" => <<BlockdevCreate as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "blockdev-del" => <<BlockdevDel as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "blockdev-insert-medium" => <<BlockdevInsertMedium as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "blockdev-mirror" => <<BlockdevMirror as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "blockdev-open-tray" => <<BlockdevOpenTray as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "blockdev-remove-medium" => <<BlockdevRemoveMedium as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "blockdev-reopen" => <<BlockdevReopen as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "blockdev-set-active" => <<BlockdevSetActive as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "blockdev-snapshot" => <<BlockdevSnapshot as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "blockdev-snapshot-delete-internal-sync" => <<BlockdevSnapshotDeleteInternalSync as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "blockdev-snapshot-internal-sync" => <<BlockdevSnapshotInternalSync as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "blockdev-snapshot-sync" => <<BlockdevSnapshotSync as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "calc-dirty-rate" => <<CalcDirtyRate as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "cancel-vcpu-dirty-limit" => <<CancelVcpuDirtyLimit as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "change-backing-file" => <<ChangeBackingFile as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "change-vnc-password" => <<ChangeVncPassword as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "chardev-add" => <<ChardevAdd as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "chardev-change" => <<ChardevChange as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "chardev-remove" => <<ChardevRemove as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "chardev-send-break" => <<ChardevSendBreak as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "client_migrate_info" => <<ClientMigrateInfo as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
         "closefd" => <<Closefd as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
         "cont" => <<Cont as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
-        "cxl-add-dynamic-capacity" => {
-            <<CxlAddDynamicCapacity as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "cxl-inject-correctable-error" => {
-            <<CxlInjectCorrectableError as rt::Command>::Ok as Qmp>::from_qmp(reply)
-                .map(|r| r.to_qmp())
-        }
-        "cxl-inject-dram-event" => {
-            <<CxlInjectDramEvent as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "cxl-inject-general-media-event" => {
-            <<CxlInjectGeneralMediaEvent as rt::Command>::Ok as Qmp>::from_qmp(reply)
-                .map(|r| r.to_qmp())
-        }
-        "cxl-inject-memory-module-event" => {
-            <<CxlInjectMemoryModuleEvent as rt::Command>::Ok as Qmp>::from_qmp(reply)
-                .map(|r| r.to_qmp())
-        }
-        "cxl-inject-poison" => {
-            <<CxlInjectPoison as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "cxl-inject-uncorrectable-errors" => {
-            <<CxlInjectUncorrectableErrors as rt::Command>::Ok as Qmp>::from_qmp(reply)
-                .map(|r| r.to_qmp())
-        }
-        "cxl-release-dynamic-capacity" => {
-            <<CxlReleaseDynamicCapacity as rt::Command>::Ok as Qmp>::from_qmp(reply)
-                .map(|r| r.to_qmp())
-        }
-        "device-list-properties" => {
-            <<DeviceListProperties as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "device-sync-config" => {
-            <<DeviceSyncConfig as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "device_add" => {
-            <<DeviceAdd as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "device_del" => {
-            <<DeviceDel as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "display-reload" => {
-            <<DisplayReload as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "display-update" => {
-            <<DisplayUpdate as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "drive-backup" => {
-            <<DriveBackup as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "drive-mirror" => {
-            <<DriveMirror as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "dump-guest-memory" => {
-            <<DumpGuestMemory as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "dump-skeys" => {
-            <<DumpSkeys as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
+        "cxl-add-dynamic-capacity" => <<CxlAddDynamicCapacity as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "cxl-inject-correctable-error" => <<CxlInjectCorrectableError as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "cxl-inject-dram-event" => <<CxlInjectDramEvent as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "cxl-inject-general-media-event" => <<CxlInjectGeneralMediaEvent as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "cxl-inject-memory-module-event" => <<CxlInjectMemoryModuleEvent as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "cxl-inject-poison" => <<CxlInjectPoison as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "cxl-inject-uncorrectable-errors" => <<CxlInjectUncorrectableErrors as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "cxl-release-dynamic-capacity" => <<CxlReleaseDynamicCapacity as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "device-list-properties" => <<DeviceListProperties as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "device-sync-config" => <<DeviceSyncConfig as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "device_add" => <<DeviceAdd as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "device_del" => <<DeviceDel as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "display-reload" => <<DisplayReload as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "display-update" => <<DisplayUpdate as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "drive-backup" => <<DriveBackup as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "drive-mirror" => <<DriveMirror as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "dump-guest-memory" => <<DumpGuestMemory as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "dump-skeys" => <<DumpSkeys as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
         "dumpdtb" => <<Dumpdtb as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
         "eject" => <<Eject as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
-        "expire_password" => {
-            <<ExpirePassword as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
+        "expire_password" => <<ExpirePassword as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
         "getfd" => <<Getfd as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
-        "human-monitor-command" => {
-            <<HumanMonitorCommand as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "inject-ghes-v2-error" => {
-            <<InjectGhesV2Error as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "inject-nmi" => {
-            <<InjectNmi as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "input-send-event" => {
-            <<InputSendEvent as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "job-cancel" => {
-            <<JobCancel as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "job-complete" => {
-            <<JobComplete as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "job-dismiss" => {
-            <<JobDismiss as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "job-finalize" => {
-            <<JobFinalize as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
+        "human-monitor-command" => <<HumanMonitorCommand as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "inject-ghes-v2-error" => <<InjectGhesV2Error as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "inject-nmi" => <<InjectNmi as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "input-send-event" => <<InputSendEvent as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "job-cancel" => <<JobCancel as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "job-complete" => <<JobComplete as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "job-dismiss" => <<JobDismiss as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "job-finalize" => <<JobFinalize as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
         "job-pause" => <<JobPause as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
-        "job-resume" => {
-            <<JobResume as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
+        "job-resume" => <<JobResume as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
         "memsave" => <<Memsave as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
         "migrate" => <<Migrate as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
-        "migrate-continue" => {
-            <<MigrateContinue as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "migrate-incoming" => {
-            <<MigrateIncoming as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "migrate-pause" => {
-            <<MigratePause as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "migrate-recover" => {
-            <<MigrateRecover as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "migrate-set-capabilities" => {
-            <<MigrateSetCapabilities as rt::Command>::Ok as Qmp>::from_qmp(reply)
-                .map(|r| r.to_qmp())
-        }
-        "migrate-set-parameters" => {
-            <<MigrateSetParameters as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "migrate-start-postcopy" => {
-            <<MigrateStartPostcopy as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "migrate_cancel" => {
-            <<MigrateCancel as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "nbd-server-add" => {
-            <<NbdServerAdd as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "nbd-server-remove" => {
-            <<NbdServerRemove as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "nbd-server-start" => {
-            <<NbdServerStart as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "nbd-server-stop" => {
-            <<NbdServerStop as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "netdev_add" => {
-            <<NetdevAdd as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "netdev_del" => {
-            <<NetdevDel as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "object-add" => {
-            <<ObjectAdd as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "object-del" => {
-            <<ObjectDel as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
+        "migrate-continue" => <<MigrateContinue as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "migrate-incoming" => <<MigrateIncoming as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "migrate-pause" => <<MigratePause as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "migrate-recover" => <<MigrateRecover as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "migrate-set-capabilities" => <<MigrateSetCapabilities as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "migrate-set-parameters" => <<MigrateSetParameters as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "migrate-start-postcopy" => <<MigrateStartPostcopy as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "migrate_cancel" => <<MigrateCancel as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "nbd-server-add" => <<NbdServerAdd as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "nbd-server-remove" => <<NbdServerRemove as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "nbd-server-start" => <<NbdServerStart as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "nbd-server-stop" => <<NbdServerStop as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "netdev_add" => <<NetdevAdd as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "netdev_del" => <<NetdevDel as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "object-add" => <<ObjectAdd as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "object-del" => <<ObjectDel as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
         "pmemsave" => <<Pmemsave as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
-        "qmp_capabilities" => {
-            <<QmpCapabilities as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
+        "qmp_capabilities" => <<QmpCapabilities as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
         "qom-get" => <<QomGet as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
         "qom-list" => <<QomList as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
-        "qom-list-get" => {
-            <<QomListGet as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "qom-list-properties" => {
-            <<QomListProperties as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "qom-list-types" => {
-            <<QomListTypes as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
+        "qom-list-get" => <<QomListGet as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "qom-list-properties" => <<QomListProperties as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "qom-list-types" => <<QomListTypes as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
         "qom-set" => <<QomSet as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
-        "query-accelerators" => {
-            <<QueryAccelerators as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-acpi-ospm-status" => {
-            <<QueryAcpiOspmStatus as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-audiodevs" => {
-            <<QueryAudiodevs as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-balloon" => {
-            <<QueryBalloon as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-block" => {
-            <<QueryBlock as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-block-exports" => {
-            <<QueryBlockExports as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-block-jobs" => {
-            <<QueryBlockJobs as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-blockstats" => {
-            <<QueryBlockstats as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-chardev" => {
-            <<QueryChardev as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-chardev-backends" => {
-            <<QueryChardevBackends as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-colo-status" => {
-            <<QueryColoStatus as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-command-line-options" => {
-            <<QueryCommandLineOptions as rt::Command>::Ok as Qmp>::from_qmp(reply)
-                .map(|r| r.to_qmp())
-        }
-        "query-commands" => {
-            <<QueryCommands as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-cpu-definitions" => {
-            <<QueryCpuDefinitions as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-cpu-model-baseline" => {
-            <<QueryCpuModelBaseline as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-cpu-model-comparison" => {
-            <<QueryCpuModelComparison as rt::Command>::Ok as Qmp>::from_qmp(reply)
-                .map(|r| r.to_qmp())
-        }
-        "query-cpu-model-expansion" => {
-            <<QueryCpuModelExpansion as rt::Command>::Ok as Qmp>::from_qmp(reply)
-                .map(|r| r.to_qmp())
-        }
-        "query-cpus-fast" => {
-            <<QueryCpusFast as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-cryptodev" => {
-            <<QueryCryptodev as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-current-machine" => {
-            <<QueryCurrentMachine as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-dirty-rate" => {
-            <<QueryDirtyRate as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-display-options" => {
-            <<QueryDisplayOptions as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-dump" => {
-            <<QueryDump as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-dump-guest-memory-capability" => {
-            <<QueryDumpGuestMemoryCapability as rt::Command>::Ok as Qmp>::from_qmp(reply)
-                .map(|r| r.to_qmp())
-        }
-        "query-fdsets" => {
-            <<QueryFdsets as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-firmware-log" => {
-            <<QueryFirmwareLog as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-gic-capabilities" => {
-            <<QueryGicCapabilities as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-hotpluggable-cpus" => {
-            <<QueryHotpluggableCpus as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-hv-balloon-status-report" => {
-            <<QueryHvBalloonStatusReport as rt::Command>::Ok as Qmp>::from_qmp(reply)
-                .map(|r| r.to_qmp())
-        }
-        "query-iothreads" => {
-            <<QueryIothreads as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-jobs" => {
-            <<QueryJobs as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
+        "query-accelerators" => <<QueryAccelerators as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-acpi-ospm-status" => <<QueryAcpiOspmStatus as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-audiodevs" => <<QueryAudiodevs as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-balloon" => <<QueryBalloon as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-block" => <<QueryBlock as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-block-exports" => <<QueryBlockExports as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-block-jobs" => <<QueryBlockJobs as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-blockstats" => <<QueryBlockstats as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-chardev" => <<QueryChardev as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-chardev-backends" => <<QueryChardevBackends as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-colo-status" => <<QueryColoStatus as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-command-line-options" => <<QueryCommandLineOptions as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-commands" => <<QueryCommands as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-cpu-definitions" => <<QueryCpuDefinitions as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-cpu-model-baseline" => <<QueryCpuModelBaseline as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-cpu-model-comparison" => <<QueryCpuModelComparison as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-cpu-model-expansion" => <<QueryCpuModelExpansion as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-cpus-fast" => <<QueryCpusFast as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-cryptodev" => <<QueryCryptodev as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-current-machine" => <<QueryCurrentMachine as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-dirty-rate" => <<QueryDirtyRate as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-display-options" => <<QueryDisplayOptions as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-dump" => <<QueryDump as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-dump-guest-memory-capability" => <<QueryDumpGuestMemoryCapability as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-fdsets" => <<QueryFdsets as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-firmware-log" => <<QueryFirmwareLog as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-gic-capabilities" => <<QueryGicCapabilities as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-hotpluggable-cpus" => <<QueryHotpluggableCpus as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-hv-balloon-status-report" => <<QueryHvBalloonStatusReport as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-iothreads" => <<QueryIothreads as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-jobs" => <<QueryJobs as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
         "query-kvm" => <<QueryKvm as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
-        "query-machines" => {
-            <<QueryMachines as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-memdev" => {
-            <<QueryMemdev as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-memory-devices" => {
-            <<QueryMemoryDevices as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-memory-size-summary" => {
-            <<QueryMemorySizeSummary as rt::Command>::Ok as Qmp>::from_qmp(reply)
-                .map(|r| r.to_qmp())
-        }
-        "query-mice" => {
-            <<QueryMice as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-migrate" => {
-            <<QueryMigrate as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-migrate-capabilities" => {
-            <<QueryMigrateCapabilities as rt::Command>::Ok as Qmp>::from_qmp(reply)
-                .map(|r| r.to_qmp())
-        }
-        "query-migrate-parameters" => {
-            <<QueryMigrateParameters as rt::Command>::Ok as Qmp>::from_qmp(reply)
-                .map(|r| r.to_qmp())
-        }
-        "query-migrationthreads" => {
-            <<QueryMigrationthreads as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-name" => {
-            <<QueryName as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-named-block-nodes" => {
-            <<QueryNamedBlockNodes as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
+        "query-machines" => <<QueryMachines as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-memdev" => <<QueryMemdev as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-memory-devices" => <<QueryMemoryDevices as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-memory-size-summary" => <<QueryMemorySizeSummary as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-mice" => <<QueryMice as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-migrate" => <<QueryMigrate as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-migrate-capabilities" => <<QueryMigrateCapabilities as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-migrate-parameters" => <<QueryMigrateParameters as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-migrationthreads" => <<QueryMigrationthreads as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-name" => <<QueryName as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-named-block-nodes" => <<QueryNamedBlockNodes as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
         "query-pci" => <<QueryPci as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
-        "query-pr-managers" => {
-            <<QueryPrManagers as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-qmp-schema" => {
-            <<QueryQmpSchema as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-replay" => {
-            <<QueryReplay as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-rocker" => {
-            <<QueryRocker as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-rocker-of-dpa-flows" => {
-            <<QueryRockerOfDpaFlows as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-rocker-of-dpa-groups" => {
-            <<QueryRockerOfDpaGroups as rt::Command>::Ok as Qmp>::from_qmp(reply)
-                .map(|r| r.to_qmp())
-        }
-        "query-rocker-ports" => {
-            <<QueryRockerPorts as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-rx-filter" => {
-            <<QueryRxFilter as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-s390x-cpu-polarization" => {
-            <<QueryS390xCpuPolarization as rt::Command>::Ok as Qmp>::from_qmp(reply)
-                .map(|r| r.to_qmp())
-        }
+        "query-pr-managers" => <<QueryPrManagers as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-qmp-schema" => <<QueryQmpSchema as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-replay" => <<QueryReplay as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-rocker" => <<QueryRocker as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-rocker-of-dpa-flows" => <<QueryRockerOfDpaFlows as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-rocker-of-dpa-groups" => <<QueryRockerOfDpaGroups as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-rocker-ports" => <<QueryRockerPorts as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-rx-filter" => <<QueryRxFilter as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-s390x-cpu-polarization" => <<QueryS390xCpuPolarization as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
         "query-sev" => <<QuerySev as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
-        "query-sev-attestation-report" => {
-            <<QuerySevAttestationReport as rt::Command>::Ok as Qmp>::from_qmp(reply)
-                .map(|r| r.to_qmp())
-        }
-        "query-sev-capabilities" => {
-            <<QuerySevCapabilities as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-sev-launch-measure" => {
-            <<QuerySevLaunchMeasure as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
+        "query-sev-attestation-report" => <<QuerySevAttestationReport as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-sev-capabilities" => <<QuerySevCapabilities as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-sev-launch-measure" => <<QuerySevLaunchMeasure as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
         "query-sgx" => <<QuerySgx as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
-        "query-sgx-capabilities" => {
-            <<QuerySgxCapabilities as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-spice" => {
-            <<QuerySpice as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-stats" => {
-            <<QueryStats as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-stats-schemas" => {
-            <<QueryStatsSchemas as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-status" => {
-            <<QueryStatus as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-target" => {
-            <<QueryTarget as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
+        "query-sgx-capabilities" => <<QuerySgxCapabilities as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-spice" => <<QuerySpice as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-stats" => <<QueryStats as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-stats-schemas" => <<QueryStatsSchemas as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-status" => <<QueryStatus as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-target" => <<QueryTarget as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
         "query-tpm" => <<QueryTpm as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
-        "query-tpm-models" => {
-            <<QueryTpmModels as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-tpm-types" => {
-            <<QueryTpmTypes as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-uuid" => {
-            <<QueryUuid as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-vcpu-dirty-limit" => {
-            <<QueryVcpuDirtyLimit as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-version" => {
-            <<QueryVersion as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-vm-generation-id" => {
-            <<QueryVmGenerationId as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
+        "query-tpm-models" => <<QueryTpmModels as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-tpm-types" => <<QueryTpmTypes as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-uuid" => <<QueryUuid as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-vcpu-dirty-limit" => <<QueryVcpuDirtyLimit as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-version" => <<QueryVersion as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-vm-generation-id" => <<QueryVmGenerationId as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
         "query-vnc" => <<QueryVnc as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
-        "query-vnc-servers" => {
-            <<QueryVncServers as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "query-xen-replication-status" => {
-            <<QueryXenReplicationStatus as rt::Command>::Ok as Qmp>::from_qmp(reply)
-                .map(|r| r.to_qmp())
-        }
-        "query-yank" => {
-            <<QueryYank as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
+        "query-vnc-servers" => <<QueryVncServers as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-xen-replication-status" => <<QueryXenReplicationStatus as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "query-yank" => <<QueryYank as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
         "quit" => <<Quit as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
         "remove-fd" => <<RemoveFd as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
-        "replay-break" => {
-            <<ReplayBreak as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "replay-delete-break" => {
-            <<ReplayDeleteBreak as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "replay-seek" => {
-            <<ReplaySeek as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "request-ebpf" => {
-            <<RequestEbpf as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "ringbuf-read" => {
-            <<RingbufRead as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "ringbuf-write" => {
-            <<RingbufWrite as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "rtc-reset-reinjection" => {
-            <<RtcResetReinjection as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "screendump" => {
-            <<Screendump as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
+        "replay-break" => <<ReplayBreak as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "replay-delete-break" => <<ReplayDeleteBreak as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "replay-seek" => <<ReplaySeek as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "request-ebpf" => <<RequestEbpf as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "ringbuf-read" => <<RingbufRead as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "ringbuf-write" => <<RingbufWrite as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "rtc-reset-reinjection" => <<RtcResetReinjection as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "screendump" => <<Screendump as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
         "send-key" => <<SendKey as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
-        "set-action" => {
-            <<SetAction as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "set-cpu-topology" => {
-            <<SetCpuTopology as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "set-numa-node" => {
-            <<SetNumaNode as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "set-vcpu-dirty-limit" => {
-            <<SetVcpuDirtyLimit as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
+        "set-action" => <<SetAction as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "set-cpu-topology" => <<SetCpuTopology as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "set-numa-node" => <<SetNumaNode as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "set-vcpu-dirty-limit" => <<SetVcpuDirtyLimit as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
         "set_link" => <<SetLink as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
-        "set_password" => {
-            <<SetPassword as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "sev-inject-launch-secret" => {
-            <<SevInjectLaunchSecret as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "snapshot-delete" => {
-            <<SnapshotDelete as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "snapshot-load" => {
-            <<SnapshotLoad as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "snapshot-save" => {
-            <<SnapshotSave as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
+        "set_password" => <<SetPassword as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "sev-inject-launch-secret" => <<SevInjectLaunchSecret as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "snapshot-delete" => <<SnapshotDelete as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "snapshot-load" => <<SnapshotLoad as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "snapshot-save" => <<SnapshotSave as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
         "stop" => <<Stop as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
-        "system_powerdown" => {
-            <<SystemPowerdown as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "system_reset" => {
-            <<SystemReset as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "system_wakeup" => {
-            <<SystemWakeup as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "trace-event-get-state" => {
-            <<TraceEventGetState as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "trace-event-set-state" => {
-            <<TraceEventSetState as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "transaction" => {
-            <<Transaction as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "watchdog-set-action" => {
-            <<WatchdogSetAction as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "x-accel-stats" => {
-            <<XAccelStats as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "x-blockdev-amend" => {
-            <<XBlockdevAmend as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "x-blockdev-change" => {
-            <<XBlockdevChange as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "x-blockdev-set-iothread" => {
-            <<XBlockdevSetIothread as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "x-colo-lost-heartbeat" => {
-            <<XColoLostHeartbeat as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "x-debug-block-dirty-bitmap-sha256" => {
-            <<XDebugBlockDirtyBitmapSha256 as rt::Command>::Ok as Qmp>::from_qmp(reply)
-                .map(|r| r.to_qmp())
-        }
-        "x-debug-query-block-graph" => {
-            <<XDebugQueryBlockGraph as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "x-exit-preconfig" => {
-            <<XExitPreconfig as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "x-query-interrupt-controllers" => {
-            <<XQueryInterruptControllers as rt::Command>::Ok as Qmp>::from_qmp(reply)
-                .map(|r| r.to_qmp())
-        }
-        "x-query-irq" => {
-            <<XQueryIrq as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "x-query-jit" => {
-            <<XQueryJit as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "x-query-numa" => {
-            <<XQueryNuma as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "x-query-opcount" => {
-            <<XQueryOpcount as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "x-query-profile" => {
-            <<XQueryProfile as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "x-query-ramblock" => {
-            <<XQueryRamblock as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "x-query-rdma" => {
-            <<XQueryRdma as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "x-query-roms" => {
-            <<XQueryRoms as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "x-query-usb" => {
-            <<XQueryUsb as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "x-query-virtio" => {
-            <<XQueryVirtio as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "x-query-virtio-queue-element" => {
-            <<XQueryVirtioQueueElement as rt::Command>::Ok as Qmp>::from_qmp(reply)
-                .map(|r| r.to_qmp())
-        }
-        "x-query-virtio-queue-status" => {
-            <<XQueryVirtioQueueStatus as rt::Command>::Ok as Qmp>::from_qmp(reply)
-                .map(|r| r.to_qmp())
-        }
-        "x-query-virtio-status" => {
-            <<XQueryVirtioStatus as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "x-query-virtio-vhost-queue-status" => {
-            <<XQueryVirtioVhostQueueStatus as rt::Command>::Ok as Qmp>::from_qmp(reply)
-                .map(|r| r.to_qmp())
-        }
-        "xen-colo-do-checkpoint" => {
-            <<XenColoDoCheckpoint as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "xen-event-inject" => {
-            <<XenEventInject as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "xen-event-list" => {
-            <<XenEventList as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "xen-load-devices-state" => {
-            <<XenLoadDevicesState as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "xen-save-devices-state" => {
-            <<XenSaveDevicesState as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "xen-set-global-dirty-log" => {
-            <<XenSetGlobalDirtyLog as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
-        "xen-set-replication" => {
-            <<XenSetReplication as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())
-        }
+        "system_powerdown" => <<SystemPowerdown as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "system_reset" => <<SystemReset as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "system_wakeup" => <<SystemWakeup as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "trace-event-get-state" => <<TraceEventGetState as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "trace-event-set-state" => <<TraceEventSetState as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "transaction" => <<Transaction as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "watchdog-set-action" => <<WatchdogSetAction as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "x-accel-stats" => <<XAccelStats as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "x-blockdev-amend" => <<XBlockdevAmend as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "x-blockdev-change" => <<XBlockdevChange as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "x-blockdev-set-iothread" => <<XBlockdevSetIothread as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "x-colo-lost-heartbeat" => <<XColoLostHeartbeat as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "x-debug-block-dirty-bitmap-sha256" => <<XDebugBlockDirtyBitmapSha256 as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "x-debug-query-block-graph" => <<XDebugQueryBlockGraph as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "x-exit-preconfig" => <<XExitPreconfig as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "x-query-interrupt-controllers" => <<XQueryInterruptControllers as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "x-query-irq" => <<XQueryIrq as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "x-query-jit" => <<XQueryJit as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "x-query-numa" => <<XQueryNuma as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "x-query-opcount" => <<XQueryOpcount as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "x-query-profile" => <<XQueryProfile as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "x-query-ramblock" => <<XQueryRamblock as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "x-query-rdma" => <<XQueryRdma as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "x-query-roms" => <<XQueryRoms as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "x-query-usb" => <<XQueryUsb as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "x-query-virtio" => <<XQueryVirtio as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "x-query-virtio-queue-element" => <<XQueryVirtioQueueElement as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "x-query-virtio-queue-status" => <<XQueryVirtioQueueStatus as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "x-query-virtio-status" => <<XQueryVirtioStatus as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "x-query-virtio-vhost-queue-status" => <<XQueryVirtioVhostQueueStatus as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "xen-colo-do-checkpoint" => <<XenColoDoCheckpoint as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "xen-event-inject" => <<XenEventInject as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "xen-event-list" => <<XenEventList as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "xen-load-devices-state" => <<XenLoadDevicesState as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "xen-save-devices-state" => <<XenSaveDevicesState as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "xen-set-global-dirty-log" => <<XenSetGlobalDirtyLog as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
+        "xen-set-replication" => <<XenSetReplication as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
         "yank" => <<Yank as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),
         _ => return None,
     })
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct AcpiDeviceOst {
     /// `info`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -73472,10 +69614,7 @@ impl AcpiDeviceOst {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let info = rt::optional(m, "info")?;
-        Ok(Self {
-            info,
-            other: Map::new(),
-        })
+        Ok(Self { info, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -73505,7 +69644,7 @@ impl rt::Event for AcpiDeviceOst {
     const SINCE: &'static [&'static str] = &["7.2-system", "10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BalloonChange {
     /// `actual`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -73531,10 +69670,7 @@ impl BalloonChange {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let actual = rt::optional(m, "actual")?;
-        Ok(Self {
-            actual,
-            other: Map::new(),
-        })
+        Ok(Self { actual, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -73564,7 +69700,7 @@ impl rt::Event for BalloonChange {
     const SINCE: &'static [&'static str] = &["7.2-system", "10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockExportDeleted {
     /// `id`. In every dumped QEMU.
@@ -73590,10 +69726,7 @@ impl BlockExportDeleted {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let id = rt::optional(m, "id")?;
-        Ok(Self {
-            id,
-            other: Map::new(),
-        })
+        Ok(Self { id, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -73620,17 +69753,10 @@ impl Qmp for BlockExportDeleted {
 
 impl rt::Event for BlockExportDeleted {
     const NAME: &'static str = "BLOCK_EXPORT_DELETED";
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockImageCorrupted {
     /// `device`. In every dumped QEMU.
@@ -73701,15 +69827,7 @@ impl BlockImageCorrupted {
         let offset = rt::optional(m, "offset")?;
         let size = rt::optional(m, "size")?;
         let fatal = rt::optional(m, "fatal")?;
-        Ok(Self {
-            device,
-            node_name,
-            msg,
-            offset,
-            size,
-            fatal,
-            other: Map::new(),
-        })
+        Ok(Self { device, node_name, msg, offset, size, fatal, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -73741,14 +69859,7 @@ impl Qmp for BlockImageCorrupted {
 
 impl rt::Event for BlockImageCorrupted {
     const NAME: &'static str = "BLOCK_IMAGE_CORRUPTED";
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
 }
 
 /// An enumeration; a value QEMU sends that it lacks is kept in `Unrecognized`.
@@ -73827,7 +69938,7 @@ impl Qmp for BlockIoErrorAction {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockIoError {
     /// `qom-path`. In: 10.0-system, 10.0-storage-daemon, 11.1-system, 11.1-storage-daemon.
@@ -73907,16 +70018,7 @@ impl BlockIoError {
         let action = rt::optional(m, "action")?;
         let nospace = rt::optional(m, "nospace")?;
         let reason = rt::optional(m, "reason")?;
-        Ok(Self {
-            qom_path,
-            device,
-            node_name,
-            operation,
-            action,
-            nospace,
-            reason,
-            other: Map::new(),
-        })
+        Ok(Self { qom_path, device, node_name, operation, action, nospace, reason, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -73949,17 +70051,10 @@ impl Qmp for BlockIoError {
 
 impl rt::Event for BlockIoError {
     const NAME: &'static str = "BLOCK_IO_ERROR";
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockJobCancelled {
     /// `type`. In every dumped QEMU.
@@ -74021,14 +70116,7 @@ impl BlockJobCancelled {
         let len = rt::optional(m, "len")?;
         let offset = rt::optional(m, "offset")?;
         let speed = rt::optional(m, "speed")?;
-        Ok(Self {
-            r#type,
-            device,
-            len,
-            offset,
-            speed,
-            other: Map::new(),
-        })
+        Ok(Self { r#type, device, len, offset, speed, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -74059,17 +70147,10 @@ impl Qmp for BlockJobCancelled {
 
 impl rt::Event for BlockJobCancelled {
     const NAME: &'static str = "BLOCK_JOB_CANCELLED";
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockJobCompleted {
     /// `type`. In every dumped QEMU.
@@ -74140,15 +70221,7 @@ impl BlockJobCompleted {
         let offset = rt::optional(m, "offset")?;
         let speed = rt::optional(m, "speed")?;
         let error = rt::optional(m, "error")?;
-        Ok(Self {
-            r#type,
-            device,
-            len,
-            offset,
-            speed,
-            error,
-            other: Map::new(),
-        })
+        Ok(Self { r#type, device, len, offset, speed, error, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -74180,17 +70253,10 @@ impl Qmp for BlockJobCompleted {
 
 impl rt::Event for BlockJobCompleted {
     const NAME: &'static str = "BLOCK_JOB_COMPLETED";
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockJobError {
     /// `device`. In every dumped QEMU.
@@ -74234,12 +70300,7 @@ impl BlockJobError {
         let device = rt::optional(m, "device")?;
         let operation = rt::optional(m, "operation")?;
         let action = rt::optional(m, "action")?;
-        Ok(Self {
-            device,
-            operation,
-            action,
-            other: Map::new(),
-        })
+        Ok(Self { device, operation, action, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -74268,17 +70329,10 @@ impl Qmp for BlockJobError {
 
 impl rt::Event for BlockJobError {
     const NAME: &'static str = "BLOCK_JOB_ERROR";
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockJobPending {
     /// `type`. In every dumped QEMU.
@@ -74313,11 +70367,7 @@ impl BlockJobPending {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let r#type = rt::optional(m, "type")?;
         let id = rt::optional(m, "id")?;
-        Ok(Self {
-            r#type,
-            id,
-            other: Map::new(),
-        })
+        Ok(Self { r#type, id, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -74345,17 +70395,10 @@ impl Qmp for BlockJobPending {
 
 impl rt::Event for BlockJobPending {
     const NAME: &'static str = "BLOCK_JOB_PENDING";
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockJobReady {
     /// `type`. In every dumped QEMU.
@@ -74417,14 +70460,7 @@ impl BlockJobReady {
         let len = rt::optional(m, "len")?;
         let offset = rt::optional(m, "offset")?;
         let speed = rt::optional(m, "speed")?;
-        Ok(Self {
-            r#type,
-            device,
-            len,
-            offset,
-            speed,
-            other: Map::new(),
-        })
+        Ok(Self { r#type, device, len, offset, speed, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -74455,17 +70491,10 @@ impl Qmp for BlockJobReady {
 
 impl rt::Event for BlockJobReady {
     const NAME: &'static str = "BLOCK_JOB_READY";
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockWriteThreshold {
     /// `node-name`. In every dumped QEMU.
@@ -74509,12 +70538,7 @@ impl BlockWriteThreshold {
         let node_name = rt::optional(m, "node-name")?;
         let amount_exceeded = rt::optional(m, "amount-exceeded")?;
         let write_threshold = rt::optional(m, "write-threshold")?;
-        Ok(Self {
-            node_name,
-            amount_exceeded,
-            write_threshold,
-            other: Map::new(),
-        })
+        Ok(Self { node_name, amount_exceeded, write_threshold, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -74543,17 +70567,10 @@ impl Qmp for BlockWriteThreshold {
 
 impl rt::Event for BlockWriteThreshold {
     const NAME: &'static str = "BLOCK_WRITE_THRESHOLD";
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ColoExit {
     /// `mode`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -74588,11 +70605,7 @@ impl ColoExit {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let mode = rt::optional(m, "mode")?;
         let reason = rt::optional(m, "reason")?;
-        Ok(Self {
-            mode,
-            reason,
-            other: Map::new(),
-        })
+        Ok(Self { mode, reason, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -74623,7 +70636,7 @@ impl rt::Event for ColoExit {
     const SINCE: &'static [&'static str] = &["7.2-system", "10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct CpuPolarizationChange {
     /// `polarization`. In: 11.1-system.
@@ -74649,10 +70662,7 @@ impl CpuPolarizationChange {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let polarization = rt::optional(m, "polarization")?;
-        Ok(Self {
-            polarization,
-            other: Map::new(),
-        })
+        Ok(Self { polarization, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -74682,7 +70692,7 @@ impl rt::Event for CpuPolarizationChange {
     const SINCE: &'static [&'static str] = &["11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct DeviceDeleted {
     /// `device`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -74717,11 +70727,7 @@ impl DeviceDeleted {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let device = rt::optional(m, "device")?;
         let path = rt::optional(m, "path")?;
-        Ok(Self {
-            device,
-            path,
-            other: Map::new(),
-        })
+        Ok(Self { device, path, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -74752,7 +70758,7 @@ impl rt::Event for DeviceDeleted {
     const SINCE: &'static [&'static str] = &["7.2-system", "10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct DeviceTrayMoved {
     /// `device`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -74796,12 +70802,7 @@ impl DeviceTrayMoved {
         let device = rt::optional(m, "device")?;
         let id = rt::optional(m, "id")?;
         let tray_open = rt::optional(m, "tray-open")?;
-        Ok(Self {
-            device,
-            id,
-            tray_open,
-            other: Map::new(),
-        })
+        Ok(Self { device, id, tray_open, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -74833,7 +70834,7 @@ impl rt::Event for DeviceTrayMoved {
     const SINCE: &'static [&'static str] = &["7.2-system", "10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct DeviceUnplugGuestError {
     /// `device`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -74868,11 +70869,7 @@ impl DeviceUnplugGuestError {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let device = rt::optional(m, "device")?;
         let path = rt::optional(m, "path")?;
-        Ok(Self {
-            device,
-            path,
-            other: Map::new(),
-        })
+        Ok(Self { device, path, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -74903,7 +70900,7 @@ impl rt::Event for DeviceUnplugGuestError {
     const SINCE: &'static [&'static str] = &["7.2-system", "10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct DumpCompleted {
     /// `result`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -74938,11 +70935,7 @@ impl DumpCompleted {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let result = rt::optional(m, "result")?;
         let error = rt::optional(m, "error")?;
-        Ok(Self {
-            result,
-            error,
-            other: Map::new(),
-        })
+        Ok(Self { result, error, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -74973,7 +70966,7 @@ impl rt::Event for DumpCompleted {
     const SINCE: &'static [&'static str] = &["7.2-system", "10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct FailoverNegotiated {
     /// `device-id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -74999,10 +70992,7 @@ impl FailoverNegotiated {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let device_id = rt::optional(m, "device-id")?;
-        Ok(Self {
-            device_id,
-            other: Map::new(),
-        })
+        Ok(Self { device_id, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -75072,7 +71062,7 @@ impl Qmp for GuestCrashloadedAction {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct GuestCrashloadedInfoHyperV {
     /// `arg1`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -75131,13 +71121,7 @@ impl GuestCrashloadedInfoHyperV {
         let arg3 = rt::optional(m, "arg3")?;
         let arg4 = rt::optional(m, "arg4")?;
         let arg5 = rt::optional(m, "arg5")?;
-        Ok(Self {
-            arg1,
-            arg2,
-            arg3,
-            arg4,
-            arg5,
-        })
+        Ok(Self { arg1, arg2, arg3, arg4, arg5, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -75197,7 +71181,7 @@ impl Qmp for GuestCrashloadedInfoS390Reason {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct GuestCrashloadedInfoS390 {
     /// `core`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -75247,12 +71231,7 @@ impl GuestCrashloadedInfoS390 {
         let psw_mask = rt::optional(m, "psw-mask")?;
         let psw_addr = rt::optional(m, "psw-addr")?;
         let reason = rt::optional(m, "reason")?;
-        Ok(Self {
-            core,
-            psw_mask,
-            psw_addr,
-            reason,
-        })
+        Ok(Self { core, psw_mask, psw_addr, reason, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -75263,7 +71242,7 @@ impl GuestCrashloadedInfoS390 {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct GuestCrashloadedInfoTdx {
     /// `error-code`. In: 11.1-system.
@@ -75304,11 +71283,7 @@ impl GuestCrashloadedInfoTdx {
         let error_code = rt::optional(m, "error-code")?;
         let message = rt::optional(m, "message")?;
         let gpa = rt::optional(m, "gpa")?;
-        Ok(Self {
-            error_code,
-            message,
-            gpa,
-        })
+        Ok(Self { error_code, message, gpa, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -75318,7 +71293,7 @@ impl GuestCrashloadedInfoTdx {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct GuestCrashloadedInfoSev {
     /// `set`. In: 11.1-system.
@@ -75350,7 +71325,7 @@ impl GuestCrashloadedInfoSev {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let set = rt::optional(m, "set")?;
         let code = rt::optional(m, "code")?;
-        Ok(Self { set, code })
+        Ok(Self { set, code, })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -75359,7 +71334,7 @@ impl GuestCrashloadedInfoSev {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct GuestCrashloadedInfo {
     /// The members of the branch the tag picks.
@@ -75427,10 +71402,7 @@ impl GuestCrashloadedInfo {
             }
             _ => GuestCrashloadedInfoBranch::Other,
         };
-        Ok(Self {
-            branch,
-            other: Map::new(),
-        })
+        Ok(Self { branch, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -75474,7 +71446,7 @@ impl Qmp for GuestCrashloadedInfo {
 }
 
 /// The branches of [`GuestCrashloadedInfo`], by its tag.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum GuestCrashloadedInfoBranch {
     /// `hyper-v`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -75490,7 +71462,7 @@ pub enum GuestCrashloadedInfoBranch {
     Other,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct GuestCrashloaded {
     /// `action`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -75525,11 +71497,7 @@ impl GuestCrashloaded {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let action = rt::optional(m, "action")?;
         let info = rt::optional(m, "info")?;
-        Ok(Self {
-            action,
-            info,
-            other: Map::new(),
-        })
+        Ok(Self { action, info, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -75560,7 +71528,7 @@ impl rt::Event for GuestCrashloaded {
     const SINCE: &'static [&'static str] = &["7.2-system", "10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct GuestPanicked {
     /// `action`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -75595,11 +71563,7 @@ impl GuestPanicked {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let action = rt::optional(m, "action")?;
         let info = rt::optional(m, "info")?;
-        Ok(Self {
-            action,
-            info,
-            other: Map::new(),
-        })
+        Ok(Self { action, info, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -75630,7 +71594,7 @@ impl rt::Event for GuestPanicked {
     const SINCE: &'static [&'static str] = &["7.2-system", "10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct GuestPvshutdown {
     /// Members the dumps did not have, as received.
@@ -75641,11 +71605,13 @@ impl GuestPvshutdown {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -75674,7 +71640,7 @@ impl rt::Event for GuestPvshutdown {
     const SINCE: &'static [&'static str] = &["10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct HvBalloonStatusReport {
     /// `committed`. In: 10.0-system, 11.1-system.
@@ -75709,11 +71675,7 @@ impl HvBalloonStatusReport {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let committed = rt::optional(m, "committed")?;
         let available = rt::optional(m, "available")?;
-        Ok(Self {
-            committed,
-            available,
-            other: Map::new(),
-        })
+        Ok(Self { committed, available, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -75744,7 +71706,7 @@ impl rt::Event for HvBalloonStatusReport {
     const SINCE: &'static [&'static str] = &["10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct JobStatusChange {
     /// `id`. In every dumped QEMU.
@@ -75779,11 +71741,7 @@ impl JobStatusChange {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let id = rt::optional(m, "id")?;
         let status = rt::optional(m, "status")?;
-        Ok(Self {
-            id,
-            status,
-            other: Map::new(),
-        })
+        Ok(Self { id, status, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -75811,17 +71769,10 @@ impl Qmp for JobStatusChange {
 
 impl rt::Event for JobStatusChange {
     const NAME: &'static str = "JOB_STATUS_CHANGE";
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MemoryDeviceSizeChange {
     /// `id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -75865,12 +71816,7 @@ impl MemoryDeviceSizeChange {
         let id = rt::optional(m, "id")?;
         let size = rt::optional(m, "size")?;
         let qom_path = rt::optional(m, "qom-path")?;
-        Ok(Self {
-            id,
-            size,
-            qom_path,
-            other: Map::new(),
-        })
+        Ok(Self { id, size, qom_path, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -75982,7 +71928,7 @@ impl Qmp for MemoryFailureAction {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MemoryFailureFlags {
     /// `action-required`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -76017,11 +71963,7 @@ impl MemoryFailureFlags {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let action_required = rt::optional(m, "action-required")?;
         let recursive = rt::optional(m, "recursive")?;
-        Ok(Self {
-            action_required,
-            recursive,
-            other: Map::new(),
-        })
+        Ok(Self { action_required, recursive, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -76047,7 +71989,7 @@ impl Qmp for MemoryFailureFlags {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MemoryFailure {
     /// `recipient`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -76091,12 +72033,7 @@ impl MemoryFailure {
         let recipient = rt::optional(m, "recipient")?;
         let action = rt::optional(m, "action")?;
         let flags = rt::optional(m, "flags")?;
-        Ok(Self {
-            recipient,
-            action,
-            flags,
-            other: Map::new(),
-        })
+        Ok(Self { recipient, action, flags, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -76128,7 +72065,7 @@ impl rt::Event for MemoryFailure {
     const SINCE: &'static [&'static str] = &["7.2-system", "10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MemUnplugError {
     /// `device`. In: 7.2-system.
@@ -76163,11 +72100,7 @@ impl MemUnplugError {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let device = rt::optional(m, "device")?;
         let msg = rt::optional(m, "msg")?;
-        Ok(Self {
-            device,
-            msg,
-            other: Map::new(),
-        })
+        Ok(Self { device, msg, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -76198,7 +72131,7 @@ impl rt::Event for MemUnplugError {
     const SINCE: &'static [&'static str] = &["7.2-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Migration {
     /// `status`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -76224,10 +72157,7 @@ impl Migration {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let status = rt::optional(m, "status")?;
-        Ok(Self {
-            status,
-            other: Map::new(),
-        })
+        Ok(Self { status, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -76257,7 +72187,7 @@ impl rt::Event for Migration {
     const SINCE: &'static [&'static str] = &["7.2-system", "10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MigrationPass {
     /// `pass`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -76283,10 +72213,7 @@ impl MigrationPass {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let pass = rt::optional(m, "pass")?;
-        Ok(Self {
-            pass,
-            other: Map::new(),
-        })
+        Ok(Self { pass, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -76316,7 +72243,7 @@ impl rt::Event for MigrationPass {
     const SINCE: &'static [&'static str] = &["7.2-system", "10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NetdevStreamConnected {
     /// `netdev-id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -76351,11 +72278,7 @@ impl NetdevStreamConnected {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let netdev_id = rt::optional(m, "netdev-id")?;
         let addr = rt::optional(m, "addr")?;
-        Ok(Self {
-            netdev_id,
-            addr,
-            other: Map::new(),
-        })
+        Ok(Self { netdev_id, addr, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -76386,7 +72309,7 @@ impl rt::Event for NetdevStreamConnected {
     const SINCE: &'static [&'static str] = &["7.2-system", "10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NetdevStreamDisconnected {
     /// `netdev-id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -76412,10 +72335,7 @@ impl NetdevStreamDisconnected {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let netdev_id = rt::optional(m, "netdev-id")?;
-        Ok(Self {
-            netdev_id,
-            other: Map::new(),
-        })
+        Ok(Self { netdev_id, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -76445,7 +72365,7 @@ impl rt::Event for NetdevStreamDisconnected {
     const SINCE: &'static [&'static str] = &["7.2-system", "10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NetdevVhostUserConnected {
     /// `netdev-id`. In: 10.0-system, 11.1-system.
@@ -76480,11 +72400,7 @@ impl NetdevVhostUserConnected {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let netdev_id = rt::optional(m, "netdev-id")?;
         let chardev_id = rt::optional(m, "chardev-id")?;
-        Ok(Self {
-            netdev_id,
-            chardev_id,
-            other: Map::new(),
-        })
+        Ok(Self { netdev_id, chardev_id, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -76515,7 +72431,7 @@ impl rt::Event for NetdevVhostUserConnected {
     const SINCE: &'static [&'static str] = &["10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NetdevVhostUserDisconnected {
     /// `netdev-id`. In: 10.0-system, 11.1-system.
@@ -76541,10 +72457,7 @@ impl NetdevVhostUserDisconnected {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let netdev_id = rt::optional(m, "netdev-id")?;
-        Ok(Self {
-            netdev_id,
-            other: Map::new(),
-        })
+        Ok(Self { netdev_id, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -76574,7 +72487,7 @@ impl rt::Event for NetdevVhostUserDisconnected {
     const SINCE: &'static [&'static str] = &["10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NicRxFilterChanged {
     /// `name`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -76609,11 +72522,7 @@ impl NicRxFilterChanged {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let name = rt::optional(m, "name")?;
         let path = rt::optional(m, "path")?;
-        Ok(Self {
-            name,
-            path,
-            other: Map::new(),
-        })
+        Ok(Self { name, path, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -76644,7 +72553,7 @@ impl rt::Event for NicRxFilterChanged {
     const SINCE: &'static [&'static str] = &["7.2-system", "10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Powerdown {
     /// Members the dumps did not have, as received.
@@ -76655,11 +72564,13 @@ impl Powerdown {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -76688,7 +72599,7 @@ impl rt::Event for Powerdown {
     const SINCE: &'static [&'static str] = &["7.2-system", "10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct PrManagerStatusChanged {
     /// `id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -76723,11 +72634,7 @@ impl PrManagerStatusChanged {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let id = rt::optional(m, "id")?;
         let connected = rt::optional(m, "connected")?;
-        Ok(Self {
-            id,
-            connected,
-            other: Map::new(),
-        })
+        Ok(Self { id, connected, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -76758,7 +72665,7 @@ impl rt::Event for PrManagerStatusChanged {
     const SINCE: &'static [&'static str] = &["7.2-system", "10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QuorumFailure {
     /// `reference`. In every dumped QEMU.
@@ -76802,12 +72709,7 @@ impl QuorumFailure {
         let reference = rt::optional(m, "reference")?;
         let sector_num = rt::optional(m, "sector-num")?;
         let sectors_count = rt::optional(m, "sectors-count")?;
-        Ok(Self {
-            reference,
-            sector_num,
-            sectors_count,
-            other: Map::new(),
-        })
+        Ok(Self { reference, sector_num, sectors_count, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -76836,14 +72738,7 @@ impl Qmp for QuorumFailure {
 
 impl rt::Event for QuorumFailure {
     const NAME: &'static str = "QUORUM_FAILURE";
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
 }
 
 /// An enumeration; a value QEMU sends that it lacks is kept in `Unrecognized`.
@@ -76886,7 +72781,7 @@ impl Qmp for QuorumReportBadType {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QuorumReportBad {
     /// `type`. In every dumped QEMU.
@@ -76948,14 +72843,7 @@ impl QuorumReportBad {
         let node_name = rt::optional(m, "node-name")?;
         let sector_num = rt::optional(m, "sector-num")?;
         let sectors_count = rt::optional(m, "sectors-count")?;
-        Ok(Self {
-            r#type,
-            error,
-            node_name,
-            sector_num,
-            sectors_count,
-            other: Map::new(),
-        })
+        Ok(Self { r#type, error, node_name, sector_num, sectors_count, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -76986,17 +72874,10 @@ impl Qmp for QuorumReportBad {
 
 impl rt::Event for QuorumReportBad {
     const NAME: &'static str = "QUORUM_REPORT_BAD";
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RdmaGidStatusChanged {
     /// `netdev`. In: 7.2-system.
@@ -77049,13 +72930,7 @@ impl RdmaGidStatusChanged {
         let gid_status = rt::optional(m, "gid-status")?;
         let subnet_prefix = rt::optional(m, "subnet-prefix")?;
         let interface_id = rt::optional(m, "interface-id")?;
-        Ok(Self {
-            netdev,
-            gid_status,
-            subnet_prefix,
-            interface_id,
-            other: Map::new(),
-        })
+        Ok(Self { netdev, gid_status, subnet_prefix, interface_id, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -77160,7 +73035,7 @@ impl Qmp for ResetReason {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Reset {
     /// `guest`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -77195,11 +73070,7 @@ impl Reset {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let guest = rt::optional(m, "guest")?;
         let reason = rt::optional(m, "reason")?;
-        Ok(Self {
-            guest,
-            reason,
-            other: Map::new(),
-        })
+        Ok(Self { guest, reason, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -77230,7 +73101,7 @@ impl rt::Event for Reset {
     const SINCE: &'static [&'static str] = &["7.2-system", "10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Resume {
     /// Members the dumps did not have, as received.
@@ -77241,11 +73112,13 @@ impl Resume {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -77274,7 +73147,7 @@ impl rt::Event for Resume {
     const SINCE: &'static [&'static str] = &["7.2-system", "10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RtcChange {
     /// `offset`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -77309,11 +73182,7 @@ impl RtcChange {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let offset = rt::optional(m, "offset")?;
         let qom_path = rt::optional(m, "qom-path")?;
-        Ok(Self {
-            offset,
-            qom_path,
-            other: Map::new(),
-        })
+        Ok(Self { offset, qom_path, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -77344,7 +73213,7 @@ impl rt::Event for RtcChange {
     const SINCE: &'static [&'static str] = &["7.2-system", "10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SclpCpiInfoAvailable {
     /// Members the dumps did not have, as received.
@@ -77355,11 +73224,13 @@ impl SclpCpiInfoAvailable {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -77388,7 +73259,7 @@ impl rt::Event for SclpCpiInfoAvailable {
     const SINCE: &'static [&'static str] = &["11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Shutdown {
     /// `guest`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -77423,11 +73294,7 @@ impl Shutdown {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let guest = rt::optional(m, "guest")?;
         let reason = rt::optional(m, "reason")?;
-        Ok(Self {
-            guest,
-            reason,
-            other: Map::new(),
-        })
+        Ok(Self { guest, reason, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -77458,7 +73325,7 @@ impl rt::Event for Shutdown {
     const SINCE: &'static [&'static str] = &["7.2-system", "10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SpiceConnectedServer {
     /// `host`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -77502,12 +73369,7 @@ impl SpiceConnectedServer {
         let host = rt::optional(m, "host")?;
         let port = rt::optional(m, "port")?;
         let family = rt::optional(m, "family")?;
-        Ok(Self {
-            host,
-            port,
-            family,
-            other: Map::new(),
-        })
+        Ok(Self { host, port, family, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -77534,7 +73396,7 @@ impl Qmp for SpiceConnectedServer {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SpiceConnected {
     /// `server`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -77569,11 +73431,7 @@ impl SpiceConnected {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let server = rt::optional(m, "server")?;
         let client = rt::optional(m, "client")?;
-        Ok(Self {
-            server,
-            client,
-            other: Map::new(),
-        })
+        Ok(Self { server, client, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -77604,7 +73462,7 @@ impl rt::Event for SpiceConnected {
     const SINCE: &'static [&'static str] = &["7.2-system", "10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SpiceDisconnected {
     /// `server`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -77639,11 +73497,7 @@ impl SpiceDisconnected {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let server = rt::optional(m, "server")?;
         let client = rt::optional(m, "client")?;
-        Ok(Self {
-            server,
-            client,
-            other: Map::new(),
-        })
+        Ok(Self { server, client, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -77674,7 +73528,7 @@ impl rt::Event for SpiceDisconnected {
     const SINCE: &'static [&'static str] = &["7.2-system", "10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SpiceInitializedServer {
     /// `host`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -77727,13 +73581,7 @@ impl SpiceInitializedServer {
         let port = rt::optional(m, "port")?;
         let family = rt::optional(m, "family")?;
         let auth = rt::optional(m, "auth")?;
-        Ok(Self {
-            host,
-            port,
-            family,
-            auth,
-            other: Map::new(),
-        })
+        Ok(Self { host, port, family, auth, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -77761,7 +73609,7 @@ impl Qmp for SpiceInitializedServer {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SpiceInitialized {
     /// `server`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -77796,11 +73644,7 @@ impl SpiceInitialized {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let server = rt::optional(m, "server")?;
         let client = rt::optional(m, "client")?;
-        Ok(Self {
-            server,
-            client,
-            other: Map::new(),
-        })
+        Ok(Self { server, client, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -77831,7 +73675,7 @@ impl rt::Event for SpiceInitialized {
     const SINCE: &'static [&'static str] = &["7.2-system", "10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SpiceMigrateCompleted {
     /// Members the dumps did not have, as received.
@@ -77842,11 +73686,13 @@ impl SpiceMigrateCompleted {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -77875,7 +73721,7 @@ impl rt::Event for SpiceMigrateCompleted {
     const SINCE: &'static [&'static str] = &["7.2-system", "10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct StopEvent {
     /// Members the dumps did not have, as received.
@@ -77886,11 +73732,13 @@ impl StopEvent {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -77919,7 +73767,7 @@ impl rt::Event for StopEvent {
     const SINCE: &'static [&'static str] = &["7.2-system", "10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Suspend {
     /// Members the dumps did not have, as received.
@@ -77930,11 +73778,13 @@ impl Suspend {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -77963,7 +73813,7 @@ impl rt::Event for Suspend {
     const SINCE: &'static [&'static str] = &["7.2-system", "10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SuspendDisk {
     /// Members the dumps did not have, as received.
@@ -77974,11 +73824,13 @@ impl SuspendDisk {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -78007,7 +73859,7 @@ impl rt::Event for SuspendDisk {
     const SINCE: &'static [&'static str] = &["7.2-system", "10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct UnplugPrimary {
     /// `device-id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -78033,10 +73885,7 @@ impl UnplugPrimary {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let device_id = rt::optional(m, "device-id")?;
-        Ok(Self {
-            device_id,
-            other: Map::new(),
-        })
+        Ok(Self { device_id, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -78126,7 +73975,7 @@ impl Qmp for VfioMigrationDeviceState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct VfioMigration {
     /// `device-id`. In: 10.0-system, 11.1-system.
@@ -78170,12 +74019,7 @@ impl VfioMigration {
         let device_id = rt::optional(m, "device-id")?;
         let qom_path = rt::optional(m, "qom-path")?;
         let device_state = rt::optional(m, "device-state")?;
-        Ok(Self {
-            device_id,
-            qom_path,
-            device_state,
-            other: Map::new(),
-        })
+        Ok(Self { device_id, qom_path, device_state, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -78207,7 +74051,7 @@ impl rt::Event for VfioMigration {
     const SINCE: &'static [&'static str] = &["10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct VfuClientHangup {
     /// `vfu-id`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -78260,13 +74104,7 @@ impl VfuClientHangup {
         let vfu_qom_path = rt::optional(m, "vfu-qom-path")?;
         let dev_id = rt::optional(m, "dev-id")?;
         let dev_qom_path = rt::optional(m, "dev-qom-path")?;
-        Ok(Self {
-            vfu_id,
-            vfu_qom_path,
-            dev_id,
-            dev_qom_path,
-            other: Map::new(),
-        })
+        Ok(Self { vfu_id, vfu_qom_path, dev_id, dev_qom_path, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -78299,7 +74137,7 @@ impl rt::Event for VfuClientHangup {
     const SINCE: &'static [&'static str] = &["7.2-system", "10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct VncConnectedServer {
     /// `host`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -78361,14 +74199,7 @@ impl VncConnectedServer {
         let family = rt::optional(m, "family")?;
         let websocket = rt::optional(m, "websocket")?;
         let auth = rt::optional(m, "auth")?;
-        Ok(Self {
-            host,
-            service,
-            family,
-            websocket,
-            auth,
-            other: Map::new(),
-        })
+        Ok(Self { host, service, family, websocket, auth, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -78397,7 +74228,7 @@ impl Qmp for VncConnectedServer {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct VncConnectedClient {
     /// `host`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -78450,13 +74281,7 @@ impl VncConnectedClient {
         let service = rt::optional(m, "service")?;
         let family = rt::optional(m, "family")?;
         let websocket = rt::optional(m, "websocket")?;
-        Ok(Self {
-            host,
-            service,
-            family,
-            websocket,
-            other: Map::new(),
-        })
+        Ok(Self { host, service, family, websocket, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -78484,7 +74309,7 @@ impl Qmp for VncConnectedClient {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct VncConnected {
     /// `server`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -78519,11 +74344,7 @@ impl VncConnected {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let server = rt::optional(m, "server")?;
         let client = rt::optional(m, "client")?;
-        Ok(Self {
-            server,
-            client,
-            other: Map::new(),
-        })
+        Ok(Self { server, client, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -78554,7 +74375,7 @@ impl rt::Event for VncConnected {
     const SINCE: &'static [&'static str] = &["7.2-system", "10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct VncDisconnected {
     /// `server`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -78589,11 +74410,7 @@ impl VncDisconnected {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let server = rt::optional(m, "server")?;
         let client = rt::optional(m, "client")?;
-        Ok(Self {
-            server,
-            client,
-            other: Map::new(),
-        })
+        Ok(Self { server, client, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -78624,7 +74441,7 @@ impl rt::Event for VncDisconnected {
     const SINCE: &'static [&'static str] = &["7.2-system", "10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct VncInitialized {
     /// `server`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -78659,11 +74476,7 @@ impl VncInitialized {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let server = rt::optional(m, "server")?;
         let client = rt::optional(m, "client")?;
-        Ok(Self {
-            server,
-            client,
-            other: Map::new(),
-        })
+        Ok(Self { server, client, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -78694,7 +74507,7 @@ impl rt::Event for VncInitialized {
     const SINCE: &'static [&'static str] = &["7.2-system", "10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct VserportChange {
     /// `id`. In every dumped QEMU.
@@ -78729,11 +74542,7 @@ impl VserportChange {
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let id = rt::optional(m, "id")?;
         let open = rt::optional(m, "open")?;
-        Ok(Self {
-            id,
-            open,
-            other: Map::new(),
-        })
+        Ok(Self { id, open, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -78761,17 +74570,10 @@ impl Qmp for VserportChange {
 
 impl rt::Event for VserportChange {
     const NAME: &'static str = "VSERPORT_CHANGE";
-    const SINCE: &'static [&'static str] = &[
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ];
+    const SINCE: &'static [&'static str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Wakeup {
     /// Members the dumps did not have, as received.
@@ -78782,11 +74584,13 @@ impl Wakeup {
     /// With the required members; the optional ones are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn new() -> Self {
-        Self { other: Map::new() }
+        Self {
+            other: Map::new(),
+        }
     }
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
-        Ok(Self { other: Map::new() })
+        Ok(Self { other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -78815,7 +74619,7 @@ impl rt::Event for Wakeup {
     const SINCE: &'static [&'static str] = &["7.2-system", "10.0-system", "11.1-system"];
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Watchdog {
     /// `action`. In: 7.2-system, 10.0-system, 11.1-system.
@@ -78841,10 +74645,7 @@ impl Watchdog {
 
     pub(crate) fn take(m: &mut Map<String, Value>) -> Result<Self, TypeError> {
         let action = rt::optional(m, "action")?;
-        Ok(Self {
-            action,
-            other: Map::new(),
-        })
+        Ok(Self { action, other: Map::new(), })
     }
 
     pub(crate) fn put(&self, m: &mut Map<String, Value>) {
@@ -78875,7 +74676,7 @@ impl rt::Event for Watchdog {
 }
 
 /// Any event, typed; one the dumps lack is `Unknown`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum AnyEvent {
     /// `ACPI_DEVICE_OST`.
@@ -79008,188 +74809,67 @@ pub enum AnyEvent {
 impl AnyEvent {
     /// Decodes an event's data by its name.
     pub fn decode(name: &str, data: Value) -> AnyEvent {
-        let unknown = |data| AnyEvent::Unknown {
-            name: name.to_owned(),
-            data,
-        };
+        let unknown = |data| AnyEvent::Unknown { name: name.to_owned(), data };
         match name {
-            "ACPI_DEVICE_OST" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::AcpiDeviceOst)
-                .unwrap_or_else(|_| unknown(data)),
-            "BALLOON_CHANGE" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::BalloonChange)
-                .unwrap_or_else(|_| unknown(data)),
-            "BLOCK_EXPORT_DELETED" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::BlockExportDeleted)
-                .unwrap_or_else(|_| unknown(data)),
-            "BLOCK_IMAGE_CORRUPTED" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::BlockImageCorrupted)
-                .unwrap_or_else(|_| unknown(data)),
-            "BLOCK_IO_ERROR" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::BlockIoError)
-                .unwrap_or_else(|_| unknown(data)),
-            "BLOCK_JOB_CANCELLED" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::BlockJobCancelled)
-                .unwrap_or_else(|_| unknown(data)),
-            "BLOCK_JOB_COMPLETED" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::BlockJobCompleted)
-                .unwrap_or_else(|_| unknown(data)),
-            "BLOCK_JOB_ERROR" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::BlockJobError)
-                .unwrap_or_else(|_| unknown(data)),
-            "BLOCK_JOB_PENDING" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::BlockJobPending)
-                .unwrap_or_else(|_| unknown(data)),
-            "BLOCK_JOB_READY" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::BlockJobReady)
-                .unwrap_or_else(|_| unknown(data)),
-            "BLOCK_WRITE_THRESHOLD" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::BlockWriteThreshold)
-                .unwrap_or_else(|_| unknown(data)),
-            "COLO_EXIT" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::ColoExit)
-                .unwrap_or_else(|_| unknown(data)),
-            "CPU_POLARIZATION_CHANGE" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::CpuPolarizationChange)
-                .unwrap_or_else(|_| unknown(data)),
-            "DEVICE_DELETED" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::DeviceDeleted)
-                .unwrap_or_else(|_| unknown(data)),
-            "DEVICE_TRAY_MOVED" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::DeviceTrayMoved)
-                .unwrap_or_else(|_| unknown(data)),
-            "DEVICE_UNPLUG_GUEST_ERROR" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::DeviceUnplugGuestError)
-                .unwrap_or_else(|_| unknown(data)),
-            "DUMP_COMPLETED" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::DumpCompleted)
-                .unwrap_or_else(|_| unknown(data)),
-            "FAILOVER_NEGOTIATED" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::FailoverNegotiated)
-                .unwrap_or_else(|_| unknown(data)),
-            "GUEST_CRASHLOADED" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::GuestCrashloaded)
-                .unwrap_or_else(|_| unknown(data)),
-            "GUEST_PANICKED" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::GuestPanicked)
-                .unwrap_or_else(|_| unknown(data)),
-            "GUEST_PVSHUTDOWN" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::GuestPvshutdown)
-                .unwrap_or_else(|_| unknown(data)),
-            "HV_BALLOON_STATUS_REPORT" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::HvBalloonStatusReport)
-                .unwrap_or_else(|_| unknown(data)),
-            "JOB_STATUS_CHANGE" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::JobStatusChange)
-                .unwrap_or_else(|_| unknown(data)),
-            "MEMORY_DEVICE_SIZE_CHANGE" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::MemoryDeviceSizeChange)
-                .unwrap_or_else(|_| unknown(data)),
-            "MEMORY_FAILURE" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::MemoryFailure)
-                .unwrap_or_else(|_| unknown(data)),
-            "MEM_UNPLUG_ERROR" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::MemUnplugError)
-                .unwrap_or_else(|_| unknown(data)),
-            "MIGRATION" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::Migration)
-                .unwrap_or_else(|_| unknown(data)),
-            "MIGRATION_PASS" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::MigrationPass)
-                .unwrap_or_else(|_| unknown(data)),
-            "NETDEV_STREAM_CONNECTED" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::NetdevStreamConnected)
-                .unwrap_or_else(|_| unknown(data)),
-            "NETDEV_STREAM_DISCONNECTED" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::NetdevStreamDisconnected)
-                .unwrap_or_else(|_| unknown(data)),
-            "NETDEV_VHOST_USER_CONNECTED" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::NetdevVhostUserConnected)
-                .unwrap_or_else(|_| unknown(data)),
-            "NETDEV_VHOST_USER_DISCONNECTED" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::NetdevVhostUserDisconnected)
-                .unwrap_or_else(|_| unknown(data)),
-            "NIC_RX_FILTER_CHANGED" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::NicRxFilterChanged)
-                .unwrap_or_else(|_| unknown(data)),
-            "POWERDOWN" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::Powerdown)
-                .unwrap_or_else(|_| unknown(data)),
-            "PR_MANAGER_STATUS_CHANGED" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::PrManagerStatusChanged)
-                .unwrap_or_else(|_| unknown(data)),
-            "QUORUM_FAILURE" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::QuorumFailure)
-                .unwrap_or_else(|_| unknown(data)),
-            "QUORUM_REPORT_BAD" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::QuorumReportBad)
-                .unwrap_or_else(|_| unknown(data)),
-            "RDMA_GID_STATUS_CHANGED" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::RdmaGidStatusChanged)
-                .unwrap_or_else(|_| unknown(data)),
-            "RESET" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::Reset)
-                .unwrap_or_else(|_| unknown(data)),
-            "RESUME" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::Resume)
-                .unwrap_or_else(|_| unknown(data)),
-            "RTC_CHANGE" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::RtcChange)
-                .unwrap_or_else(|_| unknown(data)),
-            "SCLP_CPI_INFO_AVAILABLE" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::SclpCpiInfoAvailable)
-                .unwrap_or_else(|_| unknown(data)),
-            "SHUTDOWN" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::Shutdown)
-                .unwrap_or_else(|_| unknown(data)),
-            "SPICE_CONNECTED" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::SpiceConnected)
-                .unwrap_or_else(|_| unknown(data)),
-            "SPICE_DISCONNECTED" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::SpiceDisconnected)
-                .unwrap_or_else(|_| unknown(data)),
-            "SPICE_INITIALIZED" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::SpiceInitialized)
-                .unwrap_or_else(|_| unknown(data)),
-            "SPICE_MIGRATE_COMPLETED" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::SpiceMigrateCompleted)
-                .unwrap_or_else(|_| unknown(data)),
-            "STOP" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::StopEvent)
-                .unwrap_or_else(|_| unknown(data)),
-            "SUSPEND" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::Suspend)
-                .unwrap_or_else(|_| unknown(data)),
-            "SUSPEND_DISK" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::SuspendDisk)
-                .unwrap_or_else(|_| unknown(data)),
-            "UNPLUG_PRIMARY" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::UnplugPrimary)
-                .unwrap_or_else(|_| unknown(data)),
-            "VFIO_MIGRATION" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::VfioMigration)
-                .unwrap_or_else(|_| unknown(data)),
-            "VFU_CLIENT_HANGUP" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::VfuClientHangup)
-                .unwrap_or_else(|_| unknown(data)),
-            "VNC_CONNECTED" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::VncConnected)
-                .unwrap_or_else(|_| unknown(data)),
-            "VNC_DISCONNECTED" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::VncDisconnected)
-                .unwrap_or_else(|_| unknown(data)),
-            "VNC_INITIALIZED" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::VncInitialized)
-                .unwrap_or_else(|_| unknown(data)),
-            "VSERPORT_CHANGE" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::VserportChange)
-                .unwrap_or_else(|_| unknown(data)),
-            "WAKEUP" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::Wakeup)
-                .unwrap_or_else(|_| unknown(data)),
-            "WATCHDOG" => Qmp::from_qmp(data.clone())
-                .map(AnyEvent::Watchdog)
-                .unwrap_or_else(|_| unknown(data)),
+            "ACPI_DEVICE_OST" => Qmp::from_qmp(data.clone()).map(AnyEvent::AcpiDeviceOst).unwrap_or_else(|_| unknown(data)),
+            "BALLOON_CHANGE" => Qmp::from_qmp(data.clone()).map(AnyEvent::BalloonChange).unwrap_or_else(|_| unknown(data)),
+            "BLOCK_EXPORT_DELETED" => Qmp::from_qmp(data.clone()).map(AnyEvent::BlockExportDeleted).unwrap_or_else(|_| unknown(data)),
+            "BLOCK_IMAGE_CORRUPTED" => Qmp::from_qmp(data.clone()).map(AnyEvent::BlockImageCorrupted).unwrap_or_else(|_| unknown(data)),
+            "BLOCK_IO_ERROR" => Qmp::from_qmp(data.clone()).map(AnyEvent::BlockIoError).unwrap_or_else(|_| unknown(data)),
+            "BLOCK_JOB_CANCELLED" => Qmp::from_qmp(data.clone()).map(AnyEvent::BlockJobCancelled).unwrap_or_else(|_| unknown(data)),
+            "BLOCK_JOB_COMPLETED" => Qmp::from_qmp(data.clone()).map(AnyEvent::BlockJobCompleted).unwrap_or_else(|_| unknown(data)),
+            "BLOCK_JOB_ERROR" => Qmp::from_qmp(data.clone()).map(AnyEvent::BlockJobError).unwrap_or_else(|_| unknown(data)),
+            "BLOCK_JOB_PENDING" => Qmp::from_qmp(data.clone()).map(AnyEvent::BlockJobPending).unwrap_or_else(|_| unknown(data)),
+            "BLOCK_JOB_READY" => Qmp::from_qmp(data.clone()).map(AnyEvent::BlockJobReady).unwrap_or_else(|_| unknown(data)),
+            "BLOCK_WRITE_THRESHOLD" => Qmp::from_qmp(data.clone()).map(AnyEvent::BlockWriteThreshold).unwrap_or_else(|_| unknown(data)),
+            "COLO_EXIT" => Qmp::from_qmp(data.clone()).map(AnyEvent::ColoExit).unwrap_or_else(|_| unknown(data)),
+            "CPU_POLARIZATION_CHANGE" => Qmp::from_qmp(data.clone()).map(AnyEvent::CpuPolarizationChange).unwrap_or_else(|_| unknown(data)),
+            "DEVICE_DELETED" => Qmp::from_qmp(data.clone()).map(AnyEvent::DeviceDeleted).unwrap_or_else(|_| unknown(data)),
+            "DEVICE_TRAY_MOVED" => Qmp::from_qmp(data.clone()).map(AnyEvent::DeviceTrayMoved).unwrap_or_else(|_| unknown(data)),
+            "DEVICE_UNPLUG_GUEST_ERROR" => Qmp::from_qmp(data.clone()).map(AnyEvent::DeviceUnplugGuestError).unwrap_or_else(|_| unknown(data)),
+            "DUMP_COMPLETED" => Qmp::from_qmp(data.clone()).map(AnyEvent::DumpCompleted).unwrap_or_else(|_| unknown(data)),
+            "FAILOVER_NEGOTIATED" => Qmp::from_qmp(data.clone()).map(AnyEvent::FailoverNegotiated).unwrap_or_else(|_| unknown(data)),
+            "GUEST_CRASHLOADED" => Qmp::from_qmp(data.clone()).map(AnyEvent::GuestCrashloaded).unwrap_or_else(|_| unknown(data)),
+            "GUEST_PANICKED" => Qmp::from_qmp(data.clone()).map(AnyEvent::GuestPanicked).unwrap_or_else(|_| unknown(data)),
+            "GUEST_PVSHUTDOWN" => Qmp::from_qmp(data.clone()).map(AnyEvent::GuestPvshutdown).unwrap_or_else(|_| unknown(data)),
+            "HV_BALLOON_STATUS_REPORT" => Qmp::from_qmp(data.clone()).map(AnyEvent::HvBalloonStatusReport).unwrap_or_else(|_| unknown(data)),
+            "JOB_STATUS_CHANGE" => Qmp::from_qmp(data.clone()).map(AnyEvent::JobStatusChange).unwrap_or_else(|_| unknown(data)),
+            "MEMORY_DEVICE_SIZE_CHANGE" => Qmp::from_qmp(data.clone()).map(AnyEvent::MemoryDeviceSizeChange).unwrap_or_else(|_| unknown(data)),
+            "MEMORY_FAILURE" => Qmp::from_qmp(data.clone()).map(AnyEvent::MemoryFailure).unwrap_or_else(|_| unknown(data)),
+            "MEM_UNPLUG_ERROR" => Qmp::from_qmp(data.clone()).map(AnyEvent::MemUnplugError).unwrap_or_else(|_| unknown(data)),
+            "MIGRATION" => Qmp::from_qmp(data.clone()).map(AnyEvent::Migration).unwrap_or_else(|_| unknown(data)),
+            "MIGRATION_PASS" => Qmp::from_qmp(data.clone()).map(AnyEvent::MigrationPass).unwrap_or_else(|_| unknown(data)),
+            "NETDEV_STREAM_CONNECTED" => Qmp::from_qmp(data.clone()).map(AnyEvent::NetdevStreamConnected).unwrap_or_else(|_| unknown(data)),
+            "NETDEV_STREAM_DISCONNECTED" => Qmp::from_qmp(data.clone()).map(AnyEvent::NetdevStreamDisconnected).unwrap_or_else(|_| unknown(data)),
+            "NETDEV_VHOST_USER_CONNECTED" => Qmp::from_qmp(data.clone()).map(AnyEvent::NetdevVhostUserConnected).unwrap_or_else(|_| unknown(data)),
+            "NETDEV_VHOST_USER_DISCONNECTED" => Qmp::from_qmp(data.clone()).map(AnyEvent::NetdevVhostUserDisconnected).unwrap_or_else(|_| unknown(data)),
+            "NIC_RX_FILTER_CHANGED" => Qmp::from_qmp(data.clone()).map(AnyEvent::NicRxFilterChanged).unwrap_or_else(|_| unknown(data)),
+            "POWERDOWN" => Qmp::from_qmp(data.clone()).map(AnyEvent::Powerdown).unwrap_or_else(|_| unknown(data)),
+            "PR_MANAGER_STATUS_CHANGED" => Qmp::from_qmp(data.clone()).map(AnyEvent::PrManagerStatusChanged).unwrap_or_else(|_| unknown(data)),
+            "QUORUM_FAILURE" => Qmp::from_qmp(data.clone()).map(AnyEvent::QuorumFailure).unwrap_or_else(|_| unknown(data)),
+            "QUORUM_REPORT_BAD" => Qmp::from_qmp(data.clone()).map(AnyEvent::QuorumReportBad).unwrap_or_else(|_| unknown(data)),
+            "RDMA_GID_STATUS_CHANGED" => Qmp::from_qmp(data.clone()).map(AnyEvent::RdmaGidStatusChanged).unwrap_or_else(|_| unknown(data)),
+            "RESET" => Qmp::from_qmp(data.clone()).map(AnyEvent::Reset).unwrap_or_else(|_| unknown(data)),
+            "RESUME" => Qmp::from_qmp(data.clone()).map(AnyEvent::Resume).unwrap_or_else(|_| unknown(data)),
+            "RTC_CHANGE" => Qmp::from_qmp(data.clone()).map(AnyEvent::RtcChange).unwrap_or_else(|_| unknown(data)),
+            "SCLP_CPI_INFO_AVAILABLE" => Qmp::from_qmp(data.clone()).map(AnyEvent::SclpCpiInfoAvailable).unwrap_or_else(|_| unknown(data)),
+            "SHUTDOWN" => Qmp::from_qmp(data.clone()).map(AnyEvent::Shutdown).unwrap_or_else(|_| unknown(data)),
+            "SPICE_CONNECTED" => Qmp::from_qmp(data.clone()).map(AnyEvent::SpiceConnected).unwrap_or_else(|_| unknown(data)),
+            "SPICE_DISCONNECTED" => Qmp::from_qmp(data.clone()).map(AnyEvent::SpiceDisconnected).unwrap_or_else(|_| unknown(data)),
+            "SPICE_INITIALIZED" => Qmp::from_qmp(data.clone()).map(AnyEvent::SpiceInitialized).unwrap_or_else(|_| unknown(data)),
+            "SPICE_MIGRATE_COMPLETED" => Qmp::from_qmp(data.clone()).map(AnyEvent::SpiceMigrateCompleted).unwrap_or_else(|_| unknown(data)),
+            "STOP" => Qmp::from_qmp(data.clone()).map(AnyEvent::StopEvent).unwrap_or_else(|_| unknown(data)),
+            "SUSPEND" => Qmp::from_qmp(data.clone()).map(AnyEvent::Suspend).unwrap_or_else(|_| unknown(data)),
+            "SUSPEND_DISK" => Qmp::from_qmp(data.clone()).map(AnyEvent::SuspendDisk).unwrap_or_else(|_| unknown(data)),
+            "UNPLUG_PRIMARY" => Qmp::from_qmp(data.clone()).map(AnyEvent::UnplugPrimary).unwrap_or_else(|_| unknown(data)),
+            "VFIO_MIGRATION" => Qmp::from_qmp(data.clone()).map(AnyEvent::VfioMigration).unwrap_or_else(|_| unknown(data)),
+            "VFU_CLIENT_HANGUP" => Qmp::from_qmp(data.clone()).map(AnyEvent::VfuClientHangup).unwrap_or_else(|_| unknown(data)),
+            "VNC_CONNECTED" => Qmp::from_qmp(data.clone()).map(AnyEvent::VncConnected).unwrap_or_else(|_| unknown(data)),
+            "VNC_DISCONNECTED" => Qmp::from_qmp(data.clone()).map(AnyEvent::VncDisconnected).unwrap_or_else(|_| unknown(data)),
+            "VNC_INITIALIZED" => Qmp::from_qmp(data.clone()).map(AnyEvent::VncInitialized).unwrap_or_else(|_| unknown(data)),
+            "VSERPORT_CHANGE" => Qmp::from_qmp(data.clone()).map(AnyEvent::VserportChange).unwrap_or_else(|_| unknown(data)),
+            "WAKEUP" => Qmp::from_qmp(data.clone()).map(AnyEvent::Wakeup).unwrap_or_else(|_| unknown(data)),
+            "WATCHDOG" => Qmp::from_qmp(data.clone()).map(AnyEvent::Watchdog).unwrap_or_else(|_| unknown(data)),
             _ => unknown(data),
         }
     }
@@ -79228,15 +74908,9 @@ pub fn event_round_trip(name: &str, data: Value) -> Option<Result<Value, TypeErr
         "MIGRATION" => Migration::from_qmp(data).map(|d| d.to_qmp()),
         "MIGRATION_PASS" => MigrationPass::from_qmp(data).map(|d| d.to_qmp()),
         "NETDEV_STREAM_CONNECTED" => NetdevStreamConnected::from_qmp(data).map(|d| d.to_qmp()),
-        "NETDEV_STREAM_DISCONNECTED" => {
-            NetdevStreamDisconnected::from_qmp(data).map(|d| d.to_qmp())
-        }
-        "NETDEV_VHOST_USER_CONNECTED" => {
-            NetdevVhostUserConnected::from_qmp(data).map(|d| d.to_qmp())
-        }
-        "NETDEV_VHOST_USER_DISCONNECTED" => {
-            NetdevVhostUserDisconnected::from_qmp(data).map(|d| d.to_qmp())
-        }
+        "NETDEV_STREAM_DISCONNECTED" => NetdevStreamDisconnected::from_qmp(data).map(|d| d.to_qmp()),
+        "NETDEV_VHOST_USER_CONNECTED" => NetdevVhostUserConnected::from_qmp(data).map(|d| d.to_qmp()),
+        "NETDEV_VHOST_USER_DISCONNECTED" => NetdevVhostUserDisconnected::from_qmp(data).map(|d| d.to_qmp()),
         "NIC_RX_FILTER_CHANGED" => NicRxFilterChanged::from_qmp(data).map(|d| d.to_qmp()),
         "POWERDOWN" => Powerdown::from_qmp(data).map(|d| d.to_qmp()),
         "PR_MANAGER_STATUS_CHANGED" => PrManagerStatusChanged::from_qmp(data).map(|d| d.to_qmp()),

@@ -9,14 +9,7 @@ fn qmp_codegen_writes_the_crates_types_from_the_same_dumps() {
     let out = dir.path().join("types.rs");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_qmp"));
     cmd.arg("codegen").arg("-o").arg(&out);
-    for label in [
-        "7.2-system",
-        "7.2-storage-daemon",
-        "10.0-system",
-        "10.0-storage-daemon",
-        "11.1-system",
-        "11.1-storage-daemon",
-    ] {
+    for label in qmp_types::DUMPS {
         cmd.arg("--schema")
             .arg(format!("{types}/schemas/{label}.json"));
     }

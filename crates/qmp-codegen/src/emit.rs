@@ -41,6 +41,11 @@ pub fn generate(model: &Model) -> String {
     }
     g.line("use qmp_proto::typed::{self as rt, Qmp, TypeError};");
     g.line("use serde_json::{Map, Value};\n");
+    let _ = writeln!(
+        g.out,
+        "/// The dumps these types were generated from, by label.\npub const DUMPS: &[&str] = &[{}];\n",
+        g.labels(model.all())
+    );
     for (c, name) in model.commands.iter().zip(command_names) {
         let args = g.object(&name, &c.arguments, Role::Top, &mut Vec::new());
         g.output = true;

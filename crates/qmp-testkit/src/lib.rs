@@ -20,6 +20,19 @@ pub use qemus::QemuVersion;
 pub const STORAGE_DAEMON: &str = "qemu-storage-daemon";
 pub const SYSTEM_X86: &str = "qemu-system-x86_64";
 
+/// The machine every test's qemu-system-x86_64 is: a stopped (`-S`) `pc`
+/// without devices or display, under TCG.
+pub const SYSTEM_MACHINE: &[&str] = &[
+    "-M",
+    "pc",
+    "-S",
+    "-nodefaults",
+    "-display",
+    "none",
+    "-accel",
+    "tcg",
+];
+
 /// How to tell that the process is ready.
 pub enum Ready {
     /// A unix socket accepts connections.
@@ -165,19 +178,7 @@ impl Qemu {
     pub fn system_with(v: QemuVersion, extra: &[&str]) -> Qemu {
         let dir = tempdir();
         let sock = dir.path().join("vm.sock");
-        let mut args: Vec<String> = [
-            "-M",
-            "pc",
-            "-S",
-            "-nodefaults",
-            "-display",
-            "none",
-            "-accel",
-            "tcg",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut args: Vec<String> = SYSTEM_MACHINE.iter().map(|s| s.to_string()).collect();
         args.push("-qmp".into());
         args.push(format!("unix:{},server=on,wait=off", sock.display()));
         args.extend(extra.iter().map(|s| s.to_string()));

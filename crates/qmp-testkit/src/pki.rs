@@ -188,27 +188,18 @@ impl Qemu {
                 "chardev=m".into(),
             ]
         } else {
-            [
-                "-M",
-                "pc",
-                "-S",
-                "-nodefaults",
-                "-display",
-                "none",
-                "-accel",
-                "tcg",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .chain([
-                "-object".into(),
-                creds,
-                "-chardev".into(),
-                chardev,
-                "-mon".into(),
-                "chardev=m,mode=control".into(),
-            ])
-            .collect()
+            crate::SYSTEM_MACHINE
+                .iter()
+                .map(|s| s.to_string())
+                .chain([
+                    "-object".into(),
+                    creds,
+                    "-chardev".into(),
+                    chardev,
+                    "-mon".into(),
+                    "chardev=m,mode=control".into(),
+                ])
+                .collect()
         };
         Qemu::spawn_in(
             v,

@@ -4,6 +4,9 @@
 use qmp_proto::typed::{self as rt, Qmp, TypeError};
 use serde_json::{Map, Value};
 
+/// The dumps these types were generated from, by label.
+pub const DUMPS: &[&str] = &["7.2-system", "7.2-storage-daemon", "10.0-system", "10.0-storage-daemon", "11.1-system", "11.1-storage-daemon"];
+
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct AddFd {

@@ -11,15 +11,6 @@ fn dump(label: &str) -> (String, serde_json::Value) {
     (label.to_owned(), serde_json::from_str(&text).unwrap())
 }
 
-pub const ALL: [&str; 6] = [
-    "7.2-system",
-    "7.2-storage-daemon",
-    "10.0-system",
-    "10.0-storage-daemon",
-    "11.1-system",
-    "11.1-storage-daemon",
-];
-
 /// Queries and every event: what the tolerance tests exercise.
 fn tolerance_subset(name: &str) -> bool {
     name.starts_with("query-")
@@ -44,7 +35,7 @@ fn check(path: &str, source: String) {
 
 #[test]
 fn the_crate_and_the_fixtures_are_what_the_generator_makes_of_the_dumps() {
-    let all: Vec<_> = ALL.iter().map(|l| dump(l)).collect();
+    let all: Vec<_> = qmp_types::DUMPS.iter().map(|l| dump(l)).collect();
     check("src/generated.rs", qmp_codegen::generate(&all).unwrap());
     check(
         "tests/fixtures/from_7_2.rs",

@@ -16,6 +16,13 @@ fn all_round_trip(events: &mut qmp_client::EventStream, v: QemuVersion) -> Vec<S
     let mut names = Vec::new();
     while let Some(Ok(e)) = events.try_next() {
         let data = e.data.clone().unwrap_or(json!({}));
+        // The enum of all events has each one under its own arm.
+        let any = AnyEvent::decode(&e.name, data.clone());
+        assert!(
+            !matches!(any, AnyEvent::Unknown { .. }),
+            "{}: {any:?}",
+            v.label()
+        );
         let again = event_round_trip(&e.name, data.clone())
             .unwrap_or_else(|| panic!("{}: no type for event {}", v.label(), e.name))
             .unwrap_or_else(|err| panic!("{}: event {}: {err}", v.label(), e.name));
@@ -148,11 +155,19 @@ async fn machine_commands(v: QemuVersion) {
     let mut stops = client.events_of::<StopEvent>();
     let mut resumes = client.events_of::<Resume>();
     let mut deleted = client.events_of::<DeviceDeleted>();
-    // cont, stop: RESUME, STOP.
+    // cont, stop: RESUME, STOP; the STOP read through the
+    // `futures::Stream` interface of the typed subscription.
     client.run(Cont::new()).await.unwrap();
     next(&mut resumes).await;
     client.run(Stop::new()).await.unwrap();
-    next(&mut stops).await;
+    let stop = std::future::poll_fn(|cx| {
+        futures_core::Stream::poll_next(std::pin::Pin::new(&mut stops), cx)
+    });
+    tokio::time::timeout(Duration::from_secs(20), stop)
+        .await
+        .expect("STOP in time")
+        .expect("connection open")
+        .expect("decodes");
     // device_add with a driver's own property (in `other`), device_del:
     // DEVICE_DELETED.
     let mut add = DeviceAdd::new("usb-kbd".into()).with_id("kbd0".into());
@@ -187,3 +202,16 @@ qmp_testkit::per_qemu!(
     async block_layer_commands,
     machine_commands,
 );
+
+/// The blocking client runs typed commands and reads typed events too.
+#[test]
+fn the_blocking_client_runs_typed_commands_and_reads_typed_events() {
+    let qemu = Qemu::system(QemuVersion::V10_0);
+    let client = qmp_client::blocking::Client::connect(&qemu.address()).unwrap();
+    let mut stops = client.events_of::<StopEvent>();
+    client.run(Cont::new()).unwrap();
+    client.run(Stop::new()).unwrap();
+    assert!(stops.next_timeout(Duration::from_secs(20)).unwrap().is_ok());
+    let status = client.run(QueryStatus::new()).unwrap();
+    assert_eq!(status.running, Some(false));
+}

@@ -1,11 +1,10 @@
-//! `qmp ga` and `qmp-shell --ga` against the real qemu-ga (on the host,
+//! `qmp ga` against the real qemu-ga (on the host,
 //! blocked from touching it; see qmp-testkit's `agent`), and the tools
 //! over TLS against a real QEMU monitor with client certificates.
 
 use qmp_testkit::agent::GuestAgent;
 use qmp_testkit::pki::Pki;
 use qmp_testkit::{free_port, Qemu, QemuVersion, STORAGE_DAEMON};
-use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -149,39 +148,6 @@ fn qmp_ga_exec_ends_with_a_clear_error_when_the_agent_dies_mid_exec() {
         text(&out.stderr)
     );
     assert!(killed.elapsed() < Duration::from_secs(3));
-}
-
-#[test]
-fn qmp_shell_ga_runs_agent_commands_from_its_input() {
-    let agent = GuestAgent::start();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_qmp-shell"))
-        .args(["--ga", &agent.address()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"guest-ping\nguest-get-host-name\nguest-shutdown\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = text(&out.stdout);
-    let host = text(&Command::new("hostname").output().unwrap().stdout);
-    assert!(stdout.contains("{}"), "{stdout}");
-    assert!(stdout.contains(host.trim()), "{stdout}");
-    assert!(
-        text(&out.stderr).contains("disabled") || stdout.contains("disabled"),
-        "{stdout}{}",
-        text(&out.stderr)
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "a failed command makes the exit status 1"
-    );
 }
 
 #[test]

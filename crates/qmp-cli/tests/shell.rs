@@ -330,3 +330,29 @@ per_qemu!(
     #[test]
     ctrl_d_on_a_terminal_exits_0_after_a_failed_command
 );
+
+/// `qmp-shell --ga` against the real qemu-ga (blocked from touching this
+/// host; see qmp-testkit's `agent`).
+#[test]
+fn qmp_shell_ga_runs_agent_commands_from_its_input() {
+    let agent = qmp_testkit::agent::GuestAgent::start();
+    let out = shell(
+        &["--ga", &agent.address()],
+        "guest-ping\nguest-get-host-name\nguest-shutdown\n",
+    );
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let stdout = text(&out.stdout);
+    let host = text(&Command::new("hostname").output().unwrap().stdout);
+    assert!(stdout.contains("{}"), "{stdout}");
+    assert!(stdout.contains(host.trim()), "{stdout}");
+    assert!(
+        text(&out.stderr).contains("disabled") || stdout.contains("disabled"),
+        "{stdout}{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed command makes the exit status 1"
+    );
+}

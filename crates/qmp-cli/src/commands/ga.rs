@@ -278,10 +278,14 @@ async fn put(agent: &Client, local: &str, guest: &str) -> Result<(), Failure> {
         .flatten();
     with_guest_file(agent, guest, "w", async |handle| {
         let mut progress = Progress::new(total);
-        let mut buf = vec![0; CHUNK];
+        let mut buf = Vec::with_capacity(CHUNK);
         let mut done = 0u64;
         loop {
-            let n = read_full(&mut input, &mut buf)
+            // A whole chunk, or what is left of the input.
+            buf.clear();
+            let n = (&mut input)
+                .take(CHUNK as u64)
+                .read_to_end(&mut buf)
                 .map_err(|e| Failure::Usage(format!("cannot read {local}: {e}")))?;
             if n == 0 {
                 break;
@@ -308,20 +312,6 @@ async fn put(agent: &Client, local: &str, guest: &str) -> Result<(), Failure> {
         Ok(())
     })
     .await
-}
-
-/// Reads until `buf` is full or the input ends.
-fn read_full(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match input.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 async fn network(ctx: &Context, agent: &Client) -> Result<(), Failure> {

@@ -258,7 +258,11 @@ impl ClientBuilder {
         } else {
             None
         };
-        let shared = Arc::new(Shared::new(window));
+        let mut shared = Shared::new(window);
+        if tls {
+            shared.watch_calls();
+        }
+        let shared = Arc::new(shared);
         let sink = writer::Sink::new(write);
         tokio::spawn({
             let (sink, shared) = (sink.clone(), shared.clone());

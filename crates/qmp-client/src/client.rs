@@ -528,6 +528,7 @@ impl Client {
         // otherwise let the writer task batch this with its neighbours.
         let direct = st.session.is_idle();
         let started = st.session.start(request, waiter)?;
+        shared.started_call();
         let Some(t) = started.transmit else {
             return Ok((started.ticket, rx));
         };

@@ -20,24 +20,34 @@ use std::time::Duration;
 const FIRST_WAIT: Duration = Duration::from_millis(20);
 const LONGEST_WAIT: Duration = Duration::from_secs(1);
 
-/// Runs until the connection ends.
+/// Runs until the connection ends. While no call waits it sleeps until
+/// one starts, so an idle connection costs no wake-ups.
 pub(crate) async fn run(shared: Arc<Shared>, sink: Arc<Sink>) {
-    let mut wait = FIRST_WAIT;
-    let mut seen = shared.received();
     loop {
-        tokio::time::sleep(wait).await;
-        if shared.lock().closed.is_some() {
-            return;
+        // (the end of the connection wakes this too)
+        while shared.idle() {
+            if shared.lock().closed.is_some() {
+                return;
+            }
+            shared.call_started().await;
         }
-        let now = shared.received();
-        if now != seen || shared.idle() {
-            seen = now;
-            wait = FIRST_WAIT;
-            continue;
+        let mut wait = FIRST_WAIT;
+        let mut seen = shared.received();
+        loop {
+            tokio::time::sleep(wait).await;
+            if shared.idle() {
+                break;
+            }
+            let now = shared.received();
+            if now != seen {
+                seen = now;
+                wait = FIRST_WAIT;
+                continue;
+            }
+            if sink.send(Outgoing::Frame(b"\n".to_vec()), false).is_err() {
+                return;
+            }
+            wait = (wait * 2).min(LONGEST_WAIT);
         }
-        if sink.send(Outgoing::Frame(b"\n".to_vec()), false).is_err() {
-            return;
-        }
-        wait = (wait * 2).min(LONGEST_WAIT);
     }
 }

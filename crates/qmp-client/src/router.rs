@@ -66,6 +66,9 @@ pub(crate) struct Shared {
     pub(crate) progress: Notify,
     /// Messages received so far (see `nudge`).
     received: std::sync::atomic::AtomicU64,
+    /// Signalled when a call starts, where someone waits for that (the
+    /// nudger of a TLS connection, see `nudge`).
+    call_started: Option<Notify>,
 }
 
 impl Shared {
@@ -84,6 +87,28 @@ impl Shared {
             closed_tx: watch::channel(None).0,
             progress: Notify::new(),
             received: std::sync::atomic::AtomicU64::new(0),
+            call_started: None,
+        }
+    }
+
+    /// Makes [`call_started`](Self::call_started) work (before sharing).
+    pub(crate) fn watch_calls(&mut self) {
+        self.call_started = Some(Notify::new());
+    }
+
+    /// Tells a watcher that a call started (or, from `close`, that the
+    /// connection ended).
+    pub(crate) fn started_call(&self) {
+        if let Some(n) = &self.call_started {
+            n.notify_one();
+        }
+    }
+
+    /// Waits until a call starts (for ever, unless [`watch_calls`](Self::watch_calls) was called).
+    pub(crate) async fn call_started(&self) {
+        match &self.call_started {
+            Some(n) => n.notified().await,
+            None => std::future::pending().await,
         }
     }
 
@@ -174,6 +199,7 @@ impl Shared {
         }
         self.closed_tx.send_replace(Some(reason));
         self.progress.notify_waiters();
+        self.started_call();
     }
 
     /// Whether no caller is still waiting for a reply (entries of callers

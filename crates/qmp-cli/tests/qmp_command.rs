@@ -335,6 +335,9 @@ fn events_short_of_the_count_fail_and_huge_timeouts_are_fine(v: QemuVersion) {
         assert!(Instant::now() < deadline, "events never connected");
         std::thread::sleep(Duration::from_millis(10));
     }
+    // accepted; time for the greeting and the negotiation, so that QEMU
+    // goes away while events are awaited, not during the handshake
+    std::thread::sleep(Duration::from_millis(500));
     qsd.kill();
     let out = waiting.join().unwrap();
     assert_eq!(out.status.code(), Some(2));

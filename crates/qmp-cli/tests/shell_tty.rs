@@ -387,3 +387,36 @@ per_qemu!(
     #[test]
     a_second_tab_lists_the_candidates
 );
+
+/// Lines pasted at once, or typed while a command runs, all run: what the
+/// terminal hands over past the end of one line is kept for the next,
+/// not dropped with the line editor's read buffer; and after Ctrl-C.
+fn pasted_lines_and_typing_ahead_all_run(v: QemuVersion) {
+    let qsd = Qemu::storage_daemon(v);
+    let state = qmp_testkit::test_dir();
+    let (tmux, _) = open_shell(&qsd.address(), "paste", state.path());
+    // one write to the terminal: three lines
+    tmux.keys(&[
+        "query-jobs",
+        "Enter",
+        "query-version",
+        "Enter",
+        "query-block-jobs",
+        "Enter",
+    ]);
+    tmux.wait_for("three replies", |s| {
+        s.contains("(QEMU) query-jobs\n{\"return\":[]}")
+            && s.contains("(QEMU) query-version\n{\"return\":{\"qemu\"")
+            && s.contains("(QEMU) query-block-jobs\n{\"return\":[]}")
+    });
+    // a line dropped with Ctrl-C, and the next typed at once
+    tmux.keys(&["not sent", "C-c", "query-named-block-nodes", "Enter"]);
+    let s = tmux.wait_for("the line after Ctrl-C", |s| {
+        s.contains("(QEMU) query-named-block-nodes\n{\"return\":[]}")
+    });
+    assert!(!s.contains("CommandNotFound"), "{s}");
+}
+per_qemu!(
+    #[test]
+    pasted_lines_and_typing_ahead_all_run
+);

@@ -63,7 +63,7 @@ pub enum Error {
     },
     /// The monitor is serving another client and did not take this one
     /// (see [`ClientBuilder::fail_if_busy`](crate::ClientBuilder::fail_if_busy)).
-    #[error("the monitor at {address} is busy: it did not take the connection within a second (a QEMU monitor serves one client at a time: is another connected?)")]
+    #[error("the monitor at {address} is busy: it serves another client, and did not take this connection within a second (a QEMU monitor serves one client at a time)")]
     Busy {
         /// Where.
         address: String,

@@ -526,3 +526,94 @@ async fn fake_call_with_events_ends_at_the_reply_however_the_bytes_were_batched(
         "the stream ends at the reply"
     );
 }
+
+/// `fail_if_busy` says "busy" only when the monitor serves somebody else.
+/// A listener of ours that is slow to accept, and serves nobody (a loaded
+/// machine, a QEMU not yet done with its last client), is waited for.
+#[tokio::test]
+async fn a_slow_listener_serving_nobody_is_waited_for_fake_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slow.sock");
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let server = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (io, _) = listener.accept().await.unwrap();
+        let mut fake = Fake {
+            io,
+            decoder: Decoder::new(),
+        };
+        fake.send(GREETING).await;
+        let caps = fake.recv().await.unwrap();
+        fake.reply(&caps.id, json!({})).await;
+        fake
+    });
+    let client = ClientBuilder::new()
+        .fail_if_busy(true)
+        .connect(path.to_str().unwrap())
+        .await
+        .expect("waited for, not busy");
+    let _fake = server.await.unwrap();
+    assert!(!client.is_closed());
+}
+
+/// The same listener, busy with a first client, makes the second one
+/// busy; once the first has gone (not yet reaped), the second waits again.
+#[tokio::test]
+async fn a_listener_serving_another_client_is_busy_fake_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.sock");
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let first = UnixStream::connect(&path).await.unwrap();
+    let (served, _) = listener.accept().await.unwrap();
+    let e = ClientBuilder::new()
+        .fail_if_busy(true)
+        .connect(path.to_str().unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Busy { .. }), "{e}");
+    // its client gone, the served connection still open: waited for
+    drop(first);
+    let address = path.to_str().unwrap().to_string();
+    let waiter = tokio::spawn(async move {
+        ClientBuilder::new()
+            .fail_if_busy(true)
+            .connect_timeout(Duration::from_secs(10))
+            .connect(&address)
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!waiter.is_finished(), "gave up: {:?}", waiter.await);
+    drop(served);
+    // the queue: the connection that was told "busy" (closed), the waiter
+    drop(listener.accept().await.unwrap());
+    let (io, _) = listener.accept().await.unwrap();
+    let mut fake = Fake {
+        io,
+        decoder: Decoder::new(),
+    };
+    fake.send(GREETING).await;
+    let caps = fake.recv().await.unwrap();
+    fake.reply(&caps.id, json!({})).await;
+    waiter.await.unwrap().expect("served once the other left");
+}
+
+/// A listener that closes while the client waits in its queue (QEMU going
+/// away) ends the connection: said as such, not as "busy".
+#[tokio::test]
+async fn a_listener_closing_with_the_client_queued_is_not_busy_fake_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gone.sock");
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let closer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(listener);
+    });
+    let e = ClientBuilder::new()
+        .fail_if_busy(true)
+        .connect(path.to_str().unwrap())
+        .await
+        .unwrap_err();
+    closer.await.unwrap();
+    assert!(!matches!(e, Error::Busy { .. }), "{e}");
+    assert!(matches!(e, Error::Handshake(_)), "{e:?}");
+}

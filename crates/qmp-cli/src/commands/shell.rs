@@ -14,9 +14,13 @@ use qmp_proto::schema::Schema;
 use rustyline::completion::Completer;
 use rustyline::error::ReadlineError;
 use rustyline::history::FileHistory;
-use rustyline::{Editor, ExternalPrinter, Helper, Highlighter, Hinter, Validator};
+use rustyline::{
+    Cmd, ConditionalEventHandler, Editor, Event, EventContext, EventHandler, ExternalPrinter,
+    Helper, Highlighter, Hinter, KeyEvent, RepeatCount, Validator,
+};
 use serde_json::{json, Value};
 use std::io::{BufRead, IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -560,6 +564,19 @@ async fn watch<P: ExternalPrinter>(
     }
 }
 
+/// Ctrl-C ends the line as Enter does, marked as dropped. rustyline's own
+/// Ctrl-C is an error that takes the editor's read buffer with it, so
+/// whatever the terminal had already handed over after the Ctrl-C (a
+/// paste, keys typed ahead) would be lost.
+struct DropLine(Arc<AtomicBool>);
+
+impl ConditionalEventHandler for DropLine {
+    fn handle(&self, _: &Event, _: RepeatCount, _: bool, _: &EventContext) -> Option<Cmd> {
+        self.0.store(true, Ordering::Relaxed);
+        Some(Cmd::AcceptLine)
+    }
+}
+
 impl Shell {
     async fn interactive(&mut self) -> Result<(), Failure> {
         // Tab completes what is common, and a second Tab lists the
@@ -573,6 +590,11 @@ impl Shell {
             live: (!self.hmp).then(|| (self.client.clone(), tokio::runtime::Handle::current())),
             catalog: self.catalog.clone(),
         }));
+        let dropped = Arc::new(AtomicBool::new(false));
+        editor.bind_sequence(
+            KeyEvent::ctrl('C'),
+            EventHandler::Conditional(Box::new(DropLine(dropped.clone()))),
+        );
         let history = history_path();
         if let Some(h) = &history {
             if h.exists() {
@@ -629,6 +651,10 @@ impl Shell {
             (printer, self.events) = (Some(p), Some(events));
             let (ed, line) = read.map_err(|e| Failure::Connection(e.to_string()))?;
             editor = Some(ed);
+            let line = match line {
+                Ok(_) if dropped.swap(false, Ordering::Relaxed) => Err(ReadlineError::Interrupted),
+                other => other,
+            };
             match line {
                 Ok(line) => {
                     if !line.trim().is_empty() {

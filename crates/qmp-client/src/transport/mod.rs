@@ -11,6 +11,7 @@ mod tcp;
 #[cfg(feature = "tls")]
 pub mod tls;
 mod unix;
+mod unix_diag;
 
 use crate::error::Error;
 use nix::sys::socket::{self, MsgFlags};
@@ -24,6 +25,7 @@ use tokio::net::{TcpStream, UnixStream};
 #[cfg(feature = "tls")]
 pub use tls::TlsStream;
 pub use unix::socketpair;
+pub(crate) use unix_diag::serves_a_client;
 
 /// A connected stream.
 #[derive(Debug)]
@@ -52,11 +54,11 @@ impl From<TcpStream> for Stream {
 
 impl Stream {
     /// Whether this unix socket is connected but not yet accepted by the
-    /// server (see `unix::waiting_to_be_accepted`); `None` for TCP, or
-    /// when the kernel cannot tell.
+    /// server (see `unix_diag`); `None` for TCP, or when the kernel cannot
+    /// tell.
     pub(crate) fn waiting_to_be_accepted(&self) -> Option<bool> {
         match self {
-            Stream::Unix(s) => unix::waiting_to_be_accepted(s.as_raw_fd()),
+            Stream::Unix(s) => unix_diag::waiting_to_be_accepted(s.as_raw_fd()),
             _ => None,
         }
     }

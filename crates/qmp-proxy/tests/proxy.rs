@@ -836,7 +836,9 @@ fn ten_busy_clients_share_qemus_eight_places_round_robin() {
     // and they are eight different clients' (each client's own commands
     // run one at a time, as with QEMU).
     arrived(8);
-    std::thread::sleep(Duration::from_millis(200));
+    // (long enough, on a loaded machine, for the proxy to have read the
+    // last two clients' first requests too: round robin is about them)
+    std::thread::sleep(Duration::from_millis(500));
     {
         let held = lock.lock().unwrap_or_else(|e| e.into_inner());
         assert_eq!(held.arrivals.len(), 8, "{:?}", held.arrivals);

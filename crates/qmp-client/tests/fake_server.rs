@@ -527,6 +527,20 @@ async fn fake_call_with_events_ends_at_the_reply_however_the_bytes_were_batched(
     );
 }
 
+/// Accepts the next connection on `listener`, greets it and accepts its
+/// negotiation.
+async fn serve_next(listener: &tokio::net::UnixListener) -> Fake {
+    let (io, _) = listener.accept().await.unwrap();
+    let mut fake = Fake {
+        io,
+        decoder: Decoder::new(),
+    };
+    fake.send(GREETING).await;
+    let caps = fake.recv().await.unwrap();
+    fake.reply(&caps.id, json!({})).await;
+    fake
+}
+
 /// `fail_if_busy` says "busy" only when the monitor serves somebody else.
 /// A listener of ours that is slow to accept, and serves nobody (a loaded
 /// machine, a QEMU not yet done with its last client), is waited for.
@@ -537,15 +551,7 @@ async fn a_slow_listener_serving_nobody_is_waited_for_fake_listener() {
     let listener = tokio::net::UnixListener::bind(&path).unwrap();
     let server = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let (io, _) = listener.accept().await.unwrap();
-        let mut fake = Fake {
-            io,
-            decoder: Decoder::new(),
-        };
-        fake.send(GREETING).await;
-        let caps = fake.recv().await.unwrap();
-        fake.reply(&caps.id, json!({})).await;
-        fake
+        serve_next(&listener).await
     });
     let client = ClientBuilder::new()
         .fail_if_busy(true)
@@ -586,14 +592,7 @@ async fn a_listener_serving_another_client_is_busy_fake_listener() {
     drop(served);
     // the queue: the connection that was told "busy" (closed), the waiter
     drop(listener.accept().await.unwrap());
-    let (io, _) = listener.accept().await.unwrap();
-    let mut fake = Fake {
-        io,
-        decoder: Decoder::new(),
-    };
-    fake.send(GREETING).await;
-    let caps = fake.recv().await.unwrap();
-    fake.reply(&caps.id, json!({})).await;
+    let _fake = serve_next(&listener).await;
     waiter.await.unwrap().expect("served once the other left");
 }
 

@@ -4,9 +4,10 @@
 # roots holding the QEMUs that Debian 12 itself cannot install side by side.
 # Idempotent: a second run checks and returns in a few seconds.
 #
-# The three QEMUs (see crates/qmp-testkit/src/qemus.rs for how tests launch them):
-#   10.0  the host's own qemu-system-x86 and qemu-storage-daemon, from
-#         Debian 12's bookworm-backports suite
+# The three QEMUs (see crates/qmp-testkit/src/qemus.rs for how tests launch them),
+# each with its guest agent (qemu-guest-agent):
+#   10.0  the host's own qemu-system-x86, qemu-storage-daemon and qemu-ga,
+#         from Debian 12's bookworm-backports suite
 #   7.2   Debian 12's qemu-system-x86, in a bookworm root at $ROOTS/bookworm
 #   11.1  Debian 13's trixie-backports qemu-system-x86, in a trixie root at
 #         $ROOTS/trixie (it needs Debian 13's libc)
@@ -41,10 +42,11 @@ apt_update() { [ $apt_updated = 1 ] || { apt-get update -qq; apt_updated=1; }; }
 host_packages_ok() {
   dpkg-query -W -f '${Status}\n' tmux fuse3 debootstrap qemu-guest-agent openssl 2>/dev/null | grep -vq 'install ok installed' && return 1
   qemu-system-x86_64 --version 2>/dev/null | grep -q 'version 10\.0' &&
-    qemu-storage-daemon --version 2>/dev/null | grep -q 'version 10\.0'
+    qemu-storage-daemon --version 2>/dev/null | grep -q 'version 10\.0' &&
+    qemu-ga --version 2>/dev/null | grep -q 'Agent 10\.0'
 }
 if ! host_packages_ok; then
-  log "host packages (qemu-system-x86 10.0 from bookworm-backports, tmux, fuse3, debootstrap, qemu-guest-agent, openssl)"
+  log "host packages (qemu-system-x86 and qemu-guest-agent 10.0 from bookworm-backports, tmux, fuse3, debootstrap, openssl)"
   if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
     cat >/etc/apt/sources.list.d/qmp-rs-backports.sources <<EOF
 Types: deb
@@ -57,8 +59,8 @@ EOF
   fi
   apt_update
   apt-get install -y -qq --no-install-recommends -t bookworm-backports \
-    qemu-system-x86 qemu-utils >/dev/null
-  apt-get install -y -qq --no-install-recommends tmux fuse3 debootstrap qemu-guest-agent openssl >/dev/null
+    qemu-system-x86 qemu-utils qemu-guest-agent >/dev/null
+  apt-get install -y -qq --no-install-recommends tmux fuse3 debootstrap openssl >/dev/null
 fi
 
 # --- Python's qemu.qmp, a client nobody here wrote ---
@@ -74,7 +76,8 @@ make_root() {
   mkdir -p "$dir/tmp"
   mountpoint -q "$dir/tmp" || mount --bind /tmp "$dir/tmp"
   if chroot "$dir" qemu-system-x86_64 --version 2>/dev/null | grep -q "version $want" &&
-    chroot "$dir" qemu-storage-daemon --version 2>/dev/null | grep -q "version $want"; then
+    chroot "$dir" qemu-storage-daemon --version 2>/dev/null | grep -q "version $want" &&
+    chroot "$dir" qemu-ga --version 2>/dev/null | grep -q "Agent $want"; then
     return
   fi
   log "$name root: QEMU $want from Debian $suite${bpo:+ ($bpo)} in $dir"
@@ -93,7 +96,7 @@ make_root() {
   done >"$dir/etc/apt/sources.list"
   chroot "$dir" apt-get update -qq
   chroot "$dir" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    ${bpo:+-t $bpo} qemu-system-x86 qemu-utils >/dev/null
+    ${bpo:+-t $bpo} qemu-system-x86 qemu-utils qemu-guest-agent >/dev/null
   chroot "$dir" qemu-system-x86_64 --version | head -1 >&2
 }
 
@@ -107,4 +110,8 @@ wait $t
 
 qemu-system-x86_64 --version | head -1
 qemu-storage-daemon --version | head -1
-for r in bookworm trixie; do chroot "$ROOTS/$r" qemu-system-x86_64 --version | head -1; done
+qemu-ga --version | head -1
+for r in bookworm trixie; do
+  chroot "$ROOTS/$r" qemu-system-x86_64 --version | head -1
+  chroot "$ROOTS/$r" qemu-ga --version | head -1
+done

@@ -4,7 +4,7 @@
 
 use qmp_testkit::agent::GuestAgent;
 use qmp_testkit::pki::Pki;
-use qmp_testkit::{free_port, Qemu, QemuVersion, STORAGE_DAEMON};
+use qmp_testkit::{free_port, per_qemu, Qemu, QemuVersion, STORAGE_DAEMON};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,9 +20,8 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-#[test]
-fn qmp_ga_exec_prints_the_guest_programs_output_and_exits_with_its_status() {
-    let agent = GuestAgent::start();
+fn qmp_ga_exec_prints_the_guest_programs_output_and_exits_with_its_status(v: QemuVersion) {
+    let agent = GuestAgent::start(v);
     let s = agent.address();
     // The "guest" is this host: the same uname.
     let out = qmp(&["ga", "-s", &s, "exec", "--", "uname", "-a"]);
@@ -57,10 +56,13 @@ fn qmp_ga_exec_prints_the_guest_programs_output_and_exits_with_its_status() {
     );
     assert!(started.elapsed() < Duration::from_secs(4));
 }
+per_qemu!(
+    #[test]
+    qmp_ga_exec_prints_the_guest_programs_output_and_exits_with_its_status
+);
 
-#[test]
-fn qmp_ga_copies_files_both_ways_and_reports_what_the_agent_refuses() {
-    let agent = GuestAgent::start();
+fn qmp_ga_copies_files_both_ways_and_reports_what_the_agent_refuses(v: QemuVersion) {
+    let agent = GuestAgent::start(v);
     let s = agent.address();
     let dir = agent.dir();
     let data: Vec<u8> = (0..2_500_000u32).map(|i| (i * 7 % 251) as u8).collect();
@@ -126,10 +128,13 @@ fn qmp_ga_copies_files_both_ways_and_reports_what_the_agent_refuses() {
         format!("{{\"host-name\":\"{}\"}}", host.trim())
     );
 }
+per_qemu!(
+    #[test]
+    qmp_ga_copies_files_both_ways_and_reports_what_the_agent_refuses
+);
 
-#[test]
-fn qmp_ga_exec_ends_with_a_clear_error_when_the_agent_dies_mid_exec() {
-    let mut agent = GuestAgent::start();
+fn qmp_ga_exec_ends_with_a_clear_error_when_the_agent_dies_mid_exec(v: QemuVersion) {
+    let mut agent = GuestAgent::start(v);
     let s = agent.address();
     let child = Command::new(env!("CARGO_BIN_EXE_qmp"))
         .args(["ga", "-s", &s, "exec", "--", "sleep", "5"])
@@ -149,6 +154,10 @@ fn qmp_ga_exec_ends_with_a_clear_error_when_the_agent_dies_mid_exec() {
     );
     assert!(killed.elapsed() < Duration::from_secs(3));
 }
+per_qemu!(
+    #[test]
+    qmp_ga_exec_ends_with_a_clear_error_when_the_agent_dies_mid_exec
+);
 
 #[test]
 fn the_tools_reach_a_tls_only_monitor_with_certificates_from_options_or_the_address() {

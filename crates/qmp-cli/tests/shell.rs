@@ -333,9 +333,8 @@ per_qemu!(
 
 /// `qmp-shell --ga` against the real qemu-ga (blocked from touching this
 /// host; see qmp-testkit's `agent`).
-#[test]
-fn qmp_shell_ga_runs_agent_commands_from_its_input() {
-    let agent = qmp_testkit::agent::GuestAgent::start();
+fn qmp_shell_ga_runs_agent_commands_from_its_input(v: QemuVersion) {
+    let agent = qmp_testkit::agent::GuestAgent::start(v);
     let out = shell(
         &["--ga", &agent.address()],
         "guest-ping\nguest-get-host-name\nguest-shutdown\n",
@@ -356,3 +355,7 @@ fn qmp_shell_ga_runs_agent_commands_from_its_input() {
         "a failed command makes the exit status 1"
     );
 }
+per_qemu!(
+    #[test]
+    qmp_shell_ga_runs_agent_commands_from_its_input
+);

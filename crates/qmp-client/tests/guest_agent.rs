@@ -11,6 +11,7 @@
 
 use qmp_client::{Client, ClientBuilder, Error};
 use qmp_testkit::agent::GuestAgent;
+use qmp_testkit::{per_qemu, QemuVersion};
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,9 +29,8 @@ async fn agent_client(address: &str) -> Client {
         .unwrap()
 }
 
-#[tokio::test]
-async fn the_guest_agent_client_syncs_runs_commands_and_gets_the_refusals() {
-    let agent = GuestAgent::start();
+async fn the_guest_agent_client_syncs_runs_commands_and_gets_the_refusals(v: QemuVersion) {
+    let agent = GuestAgent::start(v);
     let client = agent_client(&agent.address()).await;
     assert!(client.greeting().is_none());
     assert_eq!(
@@ -39,7 +39,10 @@ async fn the_guest_agent_client_syncs_runs_commands_and_gets_the_refusals() {
     );
     let info = client.execute("guest-info", json!({})).await.unwrap();
     assert!(
-        info["version"].as_str().unwrap().starts_with("7.2"),
+        info["version"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{}.", v.label())),
         "{info}"
     );
 
@@ -73,6 +76,7 @@ async fn the_guest_agent_client_syncs_runs_commands_and_gets_the_refusals() {
         json!({})
     );
 }
+per_qemu!(#[tokio::test] async the_guest_agent_client_syncs_runs_commands_and_gets_the_refusals);
 
 /// The relay that plays a virtio-serial channel.
 struct Channel {
@@ -153,9 +157,10 @@ impl Channel {
     }
 }
 
-#[tokio::test]
-async fn after_an_agent_restart_with_stale_bytes_in_the_channel_the_client_resynchronizes() {
-    let mut agent = GuestAgent::start();
+async fn after_an_agent_restart_with_stale_bytes_in_the_channel_the_client_resynchronizes(
+    v: QemuVersion,
+) {
+    let mut agent = GuestAgent::start(v);
     let (channel, client) = Channel::open(agent.dir().join("channel.sock"), &agent).await;
     assert_eq!(
         client.execute("guest-ping", json!({})).await.unwrap(),
@@ -190,10 +195,10 @@ async fn after_an_agent_restart_with_stale_bytes_in_the_channel_the_client_resyn
     );
     drop(channel.path);
 }
+per_qemu!(#[tokio::test] async after_an_agent_restart_with_stale_bytes_in_the_channel_the_client_resynchronizes);
 
-#[tokio::test]
-async fn a_guest_agent_that_dies_mid_call_fails_the_call_at_once() {
-    let mut agent = GuestAgent::start();
+async fn a_guest_agent_that_dies_mid_call_fails_the_call_at_once(v: QemuVersion) {
+    let mut agent = GuestAgent::start(v);
     let client = agent_client(&agent.address()).await;
     // guest-exec returns at once; the command runs on. Kill the agent
     // while the client waits for a status, and the call fails, not hangs.
@@ -229,3 +234,4 @@ async fn a_guest_agent_that_dies_mid_call_fails_the_call_at_once() {
         "the call waited for its timeout"
     );
 }
+per_qemu!(#[tokio::test] async a_guest_agent_that_dies_mid_call_fails_the_call_at_once);

@@ -1,4 +1,6 @@
-//! The real guest agent (Debian's `qemu-guest-agent`), run on the host.
+//! The real guest agent (Debian's `qemu-guest-agent`) of each QEMU
+//! version, run on the host (7.2 and 11.1 in their Debian roots, as their
+//! QEMUs are).
 //!
 //! On the host, the agent acts on the host itself. So it runs with a block
 //! list of everything that would change the machine (fsfreeze, fstrim,
@@ -6,6 +8,7 @@
 //! namespace of its own in which every file system is read-only except
 //! the test's directory: a file write anywhere else fails.
 
+use crate::QemuVersion;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,6 +30,7 @@ pub const BLOCKED: &[&str] = &[
 
 /// A running qemu-ga listening on `{dir}/ga.sock`.
 pub struct GuestAgent {
+    version: QemuVersion,
     child: Child,
     dir: tempfile::TempDir,
     /// Its socket.
@@ -34,12 +38,18 @@ pub struct GuestAgent {
 }
 
 impl GuestAgent {
-    /// Starts the agent in a temp dir of its own and waits for its socket.
-    pub fn start() -> GuestAgent {
+    /// Starts the agent of QEMU `version` in a temp dir of its own and
+    /// waits for its socket.
+    pub fn start(version: QemuVersion) -> GuestAgent {
         let dir = crate::tempdir();
         let socket = dir.path().join("ga.sock");
-        let child = spawn(dir.path(), &socket);
-        let agent = GuestAgent { child, dir, socket };
+        let child = spawn(version, dir.path(), &socket);
+        let agent = GuestAgent {
+            version,
+            child,
+            dir,
+            socket,
+        };
         agent.wait_ready();
         agent
     }
@@ -69,7 +79,7 @@ impl GuestAgent {
     /// Kills it and starts a new one on the same socket.
     pub fn restart(&mut self) {
         self.kill();
-        self.child = spawn(self.dir.path(), &self.socket);
+        self.child = spawn(self.version, self.dir.path(), &self.socket);
         self.wait_ready();
     }
 
@@ -94,22 +104,29 @@ impl Drop for GuestAgent {
     }
 }
 
-fn spawn(dir: &Path, socket: &Path) -> Child {
-    let qemu_ga = ["/usr/sbin/qemu-ga", "/usr/bin/qemu-ga"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .unwrap_or_else(|| {
-            panic!("qemu-ga is not installed: run `sudo scripts/test-env.sh` (the README's test command does), which installs qemu-guest-agent")
-        });
+fn spawn(version: QemuVersion, dir: &Path, socket: &Path) -> Child {
+    let qemu_ga = version.argv("qemu-ga").join(" ");
     let state = dir.join("state");
     std::fs::create_dir_all(&state).expect("mkdir state");
     let d = dir.display();
-    // In a private mount namespace: the test's directory stays writable,
-    // every other mount becomes read-only, then the agent starts.
+    // In a private mount namespace: the test's directory stays writable
+    // (in the version's root too, with the host's /proc there), every other
+    // mount becomes read-only, then the agent starts.
+    let root_mounts = match version.root() {
+        Some(root) => {
+            let r = root.display();
+            format!("mount --bind '{d}' '{r}{d}'; mount -t proc proc '{r}/proc'; ")
+        }
+        None => String::new(),
+    };
+    let writable = match version.root() {
+        Some(root) => format!("'{d}'|'{}{d}'", root.display()),
+        None => format!("'{d}'"),
+    };
     let script = format!(
-        "set -e; mount --bind '{d}' '{d}'; \
+        "set -e; mount --bind '{d}' '{d}'; {root_mounts}\
          for m in $(awk '{{print $2}}' /proc/self/mounts | sort -u); do \
-           [ \"$m\" = '{d}' ] || mount -o remount,bind,ro \"$m\" 2>/dev/null || true; \
+           case \"$m\" in {writable}) ;; *) mount -o remount,bind,ro \"$m\" 2>/dev/null || true ;; esac; \
          done; \
          exec {qemu_ga} -m unix-listen -p '{}' -t '{}' -b {}",
         socket.display(),

@@ -61,7 +61,7 @@ impl QemuVersion {
     }
 
     /// A command that runs `program` (`qemu-system-x86_64`,
-    /// `qemu-storage-daemon`) of this version, checked once per process to
+    /// `qemu-storage-daemon`, `qemu-ga`) of this version, checked once per process to
     /// be there and to be this version; otherwise a panic that says how to
     /// install it.
     pub fn command(self, program: &str) -> Command {
@@ -92,9 +92,12 @@ impl QemuVersion {
         if checked.iter().any(|(v, p)| *v == self && p == program) {
             return;
         }
-        let install = "run `sudo scripts/test-env.sh` (the README's test command does), which installs all three QEMUs";
+        let install = "run `sudo scripts/test-env.sh` (the README's test command does), which installs all three QEMUs and their guest agents";
         if let Some(root) = self.root() {
-            if !root.join("usr/bin").join(program).is_file() {
+            if !["usr/bin", "usr/sbin"]
+                .iter()
+                .any(|dir| root.join(dir).join(program).is_file())
+            {
                 panic!(
                     "QEMU {} ({program}) is not installed in {}: {install}",
                     self.label(),
@@ -125,8 +128,12 @@ impl QemuVersion {
                 )
             });
         let text = String::from_utf8_lossy(&out.stdout);
-        let want = format!("version {}.", self.label());
-        if !out.status.success() || !text.contains(&want) {
+        // "QEMU emulator version 7.2.22", "QEMU Guest Agent 7.2.22"
+        let want = [
+            format!("version {}.", self.label()),
+            format!("Agent {}.", self.label()),
+        ];
+        if !out.status.success() || !want.iter().any(|w| text.contains(w)) {
             panic!(
                 "{program} of QEMU {} is missing or another version ({}{}): {install}",
                 self.label(),

@@ -90,8 +90,8 @@ impl ClientBuilder {
     /// next one connected but unanswered (rule M1). Told apart on unix
     /// sockets: the connection was not accepted within a second while the
     /// listener serves another client (a monitor that serves nobody is
-    /// slow, and is waited for); elsewhere this changes nothing. Off by default; the command-line
-    /// tools turn it on.
+    /// slow, and is waited for); elsewhere this changes nothing. Off by
+    /// default; the command-line tools turn it on.
     pub fn fail_if_busy(mut self, yes: bool) -> Self {
         self.fail_if_busy = yes;
         self

@@ -112,16 +112,15 @@ fn spawn(version: QemuVersion, dir: &Path, socket: &Path) -> Child {
     // In a private mount namespace: the test's directory stays writable
     // (in the version's root too, with the host's /proc there), every other
     // mount becomes read-only, then the agent starts.
-    let root_mounts = match version.root() {
+    let (root_mounts, writable) = match version.root() {
         Some(root) => {
             let r = root.display();
-            format!("mount --bind '{d}' '{r}{d}'; mount -t proc proc '{r}/proc'; ")
+            (
+                format!("mount --bind '{d}' '{r}{d}'; mount -t proc proc '{r}/proc'; "),
+                format!("'{d}'|'{r}{d}'"),
+            )
         }
-        None => String::new(),
-    };
-    let writable = match version.root() {
-        Some(root) => format!("'{d}'|'{}{d}'", root.display()),
-        None => format!("'{d}'"),
+        None => (String::new(), format!("'{d}'")),
     };
     let script = format!(
         "set -e; mount --bind '{d}' '{d}'; {root_mounts}\

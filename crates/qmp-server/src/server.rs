@@ -578,22 +578,33 @@ impl Listener {
     }
 }
 
-/// See [`Listener::bind`].
+/// See [`Listener::bind`]. The socket is bound, given `mode`, and only
+/// then listens: no client can connect while the permissions are still
+/// the umask's.
 fn bind_privately(path: &std::path::Path, mode: u32) -> io::Result<tokio::net::UnixListener> {
+    use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
     use nix::sys::stat::{umask, Mode};
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    let addr = UnixAddr::new(path)?;
     // umask is the process's: one bind at a time changes it, and restores
     // it at once. Files other threads create meanwhile come out more
     // private, never less.
     static UMASK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let listener = {
+    {
         let _one = UMASK.lock().unwrap_or_else(|e| e.into_inner());
         let old = umask(Mode::from_bits_truncate(0o177));
-        let bound = tokio::net::UnixListener::bind(path);
+        let bound = socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr);
         umask(old);
-        bound?
-    };
+        bound?;
+    }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    Ok(listener)
+    socket::listen(&fd, Backlog::new(1024)?)?;
+    tokio::net::UnixListener::from_std(std::os::unix::net::UnixListener::from(fd))
 }
 
 impl Drop for Listener {

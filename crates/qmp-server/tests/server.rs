@@ -491,25 +491,24 @@ async fn declared_commands_are_checked_and_described_like_qemu() {
     assert!(loaded.command_names().any(|c| c == "set-level"));
 }
 
-/// Security: under umask 000, a socket bound and then chmod'ed is open to
-/// everyone for a moment. A watcher stats the path as fast as it can while
-/// the listener is bound 30 times: it must only ever see mode 0600 (or
-/// nothing).
-#[test]
-fn a_unix_listener_never_exists_with_wider_permissions() {
-    use std::os::unix::fs::PermissionsExt;
+/// Binds a listener at `path` with `mode` `times` times (for a moment
+/// each) while another thread calls `look` on the path as fast as it can,
+/// and counts the modes it reports.
+fn modes_seen_while_binding(
+    path: &std::path::Path,
+    mode: u32,
+    times: usize,
+    look: fn(&std::path::Path) -> Option<u32>,
+) -> std::collections::BTreeMap<u32, usize> {
     use std::sync::atomic::{AtomicBool, Ordering};
-    nix::sys::stat::umask(nix::sys::stat::Mode::empty());
-    let dir = qmp_testkit::test_dir();
-    let path = dir.path().join("s.sock");
     let done = std::sync::Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let (path, done) = (path.clone(), done.clone());
+    let looker = {
+        let (path, done) = (path.to_owned(), done.clone());
         std::thread::spawn(move || {
-            let mut seen = std::collections::BTreeSet::new();
+            let mut seen = std::collections::BTreeMap::new();
             while !done.load(Ordering::Relaxed) {
-                if let Ok(m) = std::fs::symlink_metadata(&path) {
-                    seen.insert(m.permissions().mode() & 0o777);
+                if let Some(m) = look(&path) {
+                    *seen.entry(m).or_insert(0) += 1;
                 }
             }
             seen
@@ -520,22 +519,67 @@ fn a_unix_listener_never_exists_with_wider_permissions() {
         .build()
         .unwrap();
     let address: qmp_proto::Address = path.display().to_string().parse().unwrap();
-    for _ in 0..30 {
+    for _ in 0..times {
         let listener = rt
-            .block_on(qmp_server::Listener::bind(&address, 0o600))
+            .block_on(qmp_server::Listener::bind(&address, mode))
             .unwrap();
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(1));
         drop(listener);
     }
     done.store(true, Ordering::Relaxed);
-    let seen = watcher.join().unwrap();
-    assert_eq!(seen.into_iter().collect::<Vec<_>>(), [0o600]);
+    looker.join().unwrap()
+}
+
+fn mode_of(path: &std::path::Path) -> Option<u32> {
+    let m = std::fs::symlink_metadata(path).ok()?;
+    Some(m.permissions().mode() & 0o777)
+}
+
+/// Security: under umask 000, a socket bound and then chmod'ed is open to
+/// everyone for a moment. A watcher stats the path as fast as it can while
+/// the listener is bound 30 times: it must only ever see mode 0600 (or
+/// nothing).
+#[test]
+fn a_unix_listener_never_exists_with_wider_permissions() {
+    nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+    let dir = qmp_testkit::test_dir();
+    let path = dir.path().join("s.sock");
+    let seen = modes_seen_while_binding(&path, 0o600, 30, mode_of);
+    assert_eq!(
+        seen.keys().copied().collect::<Vec<_>>(),
+        [0o600],
+        "{seen:?}"
+    );
     // and binding over an existing file fails, as bind would
     std::fs::write(&path, b"").unwrap();
+    let address: qmp_proto::Address = path.display().to_string().parse().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let e = rt
         .block_on(qmp_server::Listener::bind(&address, 0o600))
         .expect_err("refused");
     assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}");
+}
+
+/// A client must never connect before the socket has its mode: a
+/// connector tries as fast as it can while the listener is bound with mode
+/// 0660 a hundred times, and at every connection that goes through the
+/// mode must already be 0660 (a proxy's test saw 0600 there once).
+#[test]
+fn a_unix_listener_takes_connections_only_once_it_has_its_mode() {
+    let dir = qmp_testkit::test_dir();
+    let path = dir.path().join("s.sock");
+    let seen = modes_seen_while_binding(&path, 0o660, 100, |path| {
+        let _connected = std::os::unix::net::UnixStream::connect(path).ok()?;
+        mode_of(path)
+    });
+    assert_eq!(
+        seen.keys().copied().collect::<Vec<_>>(),
+        [0o660],
+        "{seen:?}"
+    );
 }
 
 /// A server with an input budget disconnects a client whose request

@@ -7,3 +7,6 @@ cargo run -q -p qmp-cli --bin qmp -- codegen -o crates/qmp-types/src/generated.r
   --schema "$d/7.2-system.json" --schema "$d/7.2-storage-daemon.json" \
   --schema "$d/10.0-system.json" --schema "$d/10.0-storage-daemon.json" \
   --schema "$d/11.1-system.json" --schema "$d/11.1-storage-daemon.json"
+# The guest agent's commands, from the project's own description of them.
+cargo run -q -p qmp-cli --bin qmp -- codegen -o crates/qmp-types/src/guest_agent.rs \
+  --schema "$d/guest-agent.json"

@@ -52,8 +52,8 @@ pub(crate) struct Inner {
     router: AbortHandle,
     /// Guest agent mode: held while a `guest-sync-delimited` runs.
     agent: Option<tokio::sync::Mutex<()>>,
-    /// The server's schema, read on the first typed call (see `typed`).
-    pub(crate) schema: tokio::sync::OnceCell<Option<Arc<qmp_proto::schema::Schema>>>,
+    /// What the server has, read on the first typed call (see `typed`).
+    pub(crate) schema: tokio::sync::OnceCell<Option<Arc<crate::typed::Known>>>,
 }
 
 impl Drop for Inner {

@@ -5,12 +5,15 @@
 //! Before a typed command is sent, it is checked against the connected
 //! QEMU's own schema (read once, on the first typed call): a command that
 //! QEMU lacks, or an argument member it does not know, fails at once,
-//! naming both, and nothing is sent.
+//! naming both, and nothing is sent. The guest agent cannot describe
+//! members, so for it only the command is checked, against the list its
+//! `guest-info` gives (`qmp_types::guest_agent` has its typed commands).
 
 use crate::events::{EventFilter, EventStream, Lagged};
 use crate::{Client, Error, Result};
 use qmp_proto::schema::Schema;
 use qmp_proto::typed::{Command, Event, Qmp, TypeError};
+use serde_json::Value;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -53,14 +56,14 @@ impl Client {
     }
 
     /// [`run`](Self::run) without the types: checks the command and its
-    /// arguments against the connected QEMU's schema, then runs it.
+    /// arguments against what the server has, then runs it.
     pub(crate) async fn run_value(
         &self,
         command: &'static str,
         arguments: serde_json::Value,
     ) -> Result<serde_json::Value> {
-        if let Some(schema) = self.schema().await {
-            check(&schema, command, &arguments, &self.qemu_version())?;
+        if let Some(known) = self.known().await {
+            check(&known, command, &arguments)?;
         }
         self.execute(command, arguments).await
     }
@@ -79,50 +82,84 @@ impl Client {
         }
     }
 
-    fn qemu_version(&self) -> String {
-        match self.greeting() {
-            Some(g) => format!("QEMU {}", g.version.qemu),
-            None => "the server".to_owned(),
-        }
-    }
-
-    /// The connected QEMU's schema, read once; `None` where there is none
-    /// to read (the guest agent, a server without introspection).
-    async fn schema(&self) -> Option<Arc<Schema>> {
+    /// What the server has, read once; `None` where it cannot say (a
+    /// server without introspection, an agent that refuses `guest-info`).
+    async fn known(&self) -> Option<Arc<Known>> {
         self.inner
             .schema
             .get_or_init(|| async {
-                let reply = self
-                    .execute("query-qmp-schema", serde_json::Value::Null)
-                    .await
-                    .ok()?;
-                Schema::from_json(&reply).ok().map(Arc::new)
+                let known = if self.is_guest_agent() {
+                    Known::from_guest_info(&self.execute("guest-info", Value::Null).await.ok()?)
+                } else {
+                    let reply = self.execute("query-qmp-schema", Value::Null).await.ok()?;
+                    Some(Known {
+                        schema: Schema::from_json(&reply).ok()?,
+                        server: match self.greeting() {
+                            Some(g) => format!("QEMU {}", g.version.qemu),
+                            None => "the server".to_owned(),
+                        },
+                        members: true,
+                    })
+                }?;
+                Some(Arc::new(known))
             })
             .await
             .clone()
     }
 }
 
-/// Fails a command that the schema lacks, or arguments with a member it
-/// does not know.
-fn check(schema: &Schema, command: &str, arguments: &serde_json::Value, qemu: &str) -> Result<()> {
-    if schema.allow_oob(command).is_none() {
+/// What the connected server has: its schema, or for the guest agent
+/// (which cannot describe its commands' members), the commands its
+/// `guest-info` lists.
+#[derive(Debug)]
+pub(crate) struct Known {
+    schema: Schema,
+    /// The server, for errors: `QEMU 10.0.2`, `qemu-ga 10.0.2`.
+    server: String,
+    /// Whether the schema describes members (not so for the agent).
+    members: bool,
+}
+
+impl Known {
+    fn from_guest_info(info: &Value) -> Option<Known> {
+        let commands: Vec<Value> = info["supported_commands"]
+            .as_array()?
+            .iter()
+            .filter_map(|c| c["name"].as_str())
+            .map(|name| serde_json::json!({"name": name, "meta-type": "command"}))
+            .collect();
+        Some(Known {
+            schema: Schema::from_json(&Value::Array(commands)).ok()?,
+            server: format!(
+                "qemu-ga {}",
+                info["version"].as_str().unwrap_or("(unknown version)")
+            ),
+            members: false,
+        })
+    }
+}
+
+/// Fails a command that the server lacks, or arguments with a member its
+/// schema does not know.
+fn check(known: &Known, command: &str, arguments: &Value) -> Result<()> {
+    let server = &known.server;
+    if known.schema.allow_oob(command).is_none() {
         return Err(Error::NotInSchema(format!(
-            "{qemu} has no command '{command}'"
+            "{server} has no command '{command}'"
         )));
     }
     // device_add takes the device's own properties beyond what the schema
     // declares (QEMU checks them against the driver).
     const OPEN_ARGUMENTS: &[&str] = &["device_add"];
-    if OPEN_ARGUMENTS.contains(&command) {
+    if !known.members || OPEN_ARGUMENTS.contains(&command) {
         return Ok(());
     }
-    let Some(entry) = schema.arguments_of(command) else {
+    let Some(entry) = known.schema.arguments_of(command) else {
         return Ok(());
     };
-    match schema.unknown_member(&entry.name, arguments) {
+    match known.schema.unknown_member(&entry.name, arguments) {
         Some(path) => Err(Error::NotInSchema(format!(
-            "{qemu} does not know the member '{path}' of '{command}'"
+            "{server} does not know the member '{path}' of '{command}'"
         ))),
         None => Ok(()),
     }

@@ -487,15 +487,15 @@ impl Gen<'_> {
             "/// Decodes `reply` as the return value of `command` and encodes it again;
 /// `None` for a command the dumps lack. (Tests compare the result with the reply.)
 pub fn reply_round_trip(command: &str, reply: Value) -> Option<Result<Value, TypeError>> {{
-    Some(match command {{"
+    match command {{"
         );
         for c in commands {
-            let _ = writeln!(s, "        {c:?} => <<{} as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp()),", camel(c));
+            let _ = writeln!(s, "        {c:?} => Some(<<{} as rt::Command>::Ok as Qmp>::from_qmp(reply).map(|r| r.to_qmp())),", camel(c));
         }
         let _ = writeln!(
             s,
-            "        _ => return None,
-    }})
+            "        _ => None,
+    }}
 }}
 "
         );
@@ -517,14 +517,14 @@ pub fn reply_round_trip(command: &str, reply: Value) -> Option<Result<Value, Typ
             s,
             "            _ => unknown(data),\n        }}\n    }}\n}}\n"
         );
-        let _ = writeln!(s, "/// Decodes an event's data by its type and encodes it again; `None`\n/// for an event the dumps lack.\npub fn event_round_trip(name: &str, data: Value) -> Option<Result<Value, TypeError>> {{\n    Some(match name {{");
+        let _ = writeln!(s, "/// Decodes an event's data by its type and encodes it again; `None`\n/// for an event the dumps lack.\npub fn event_round_trip(name: &str, data: Value) -> Option<Result<Value, TypeError>> {{\n    match name {{");
         for (event, ty) in events {
             let _ = writeln!(
                 s,
-                "        {event:?} => {ty}::from_qmp(data).map(|d| d.to_qmp()),"
+                "        {event:?} => Some({ty}::from_qmp(data).map(|d| d.to_qmp())),"
             );
         }
-        let _ = writeln!(s, "        _ => return None,\n    }})\n}}");
+        let _ = writeln!(s, "        _ => None,\n    }}\n}}");
         self.out.push_str(&s);
     }
 }

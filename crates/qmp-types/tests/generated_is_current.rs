@@ -45,4 +45,11 @@ fn the_crate_and_the_fixtures_are_what_the_generator_makes_of_the_dumps() {
         "tests/fixtures/from_11_1.rs",
         qmp_codegen::generate_only(&[dump("11.1-system")], tolerance_subset).unwrap(),
     );
+    // The guest agent's commands, from the project's own description of
+    // them (qemu-ga has no introspection; tests/guest_agent.rs checks the
+    // description against the real agents).
+    check(
+        "src/guest_agent.rs",
+        qmp_codegen::generate(&[dump("guest-agent")]).unwrap(),
+    );
 }

@@ -11,6 +11,8 @@ use crate::{Context, Failure};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use qmp_client::Client;
+use qmp_types::guest_agent::*;
+use qmp_types::Qmp;
 use serde_json::{json, Map, Value};
 use std::io::{IsTerminal, Read, Write};
 use std::time::{Duration, Instant};
@@ -97,22 +99,26 @@ async fn exec(ctx: &Context, agent: &Client, a: &GaExecArgs) -> Result<(), Failu
         .command
         .split_first()
         .ok_or_else(|| Failure::Usage("which program?".into()))?;
-    let mut arguments = json!({"path": path, "arg": args, "capture-output": true});
+    let mut command = GuestExec::new(path.clone())
+        .with_arg(args.to_vec())
+        .with_capture_output(GuestExecCaptureOutput::Bool(true));
     if !a.env.is_empty() {
-        arguments["env"] = json!(a.env);
+        command = command.with_env(a.env.clone());
     }
     if let Some(input) = &a.input {
-        arguments["input-data"] = json!(BASE64.encode(input));
+        command = command.with_input_data(BASE64.encode(input));
     }
-    let pid = agent.execute("guest-exec", arguments).await?["pid"].clone();
+    let pid = agent
+        .run(command)
+        .await?
+        .pid
+        .ok_or_else(|| Failure::Connection("the agent gave no pid for the program".into()))?;
     let started = Instant::now();
     let deadline = ctx.timeout_given.then(|| ctx.limit());
     let mut pause = Duration::from_millis(10);
     let status = loop {
-        let status = agent
-            .execute("guest-exec-status", json!({"pid": pid}))
-            .await?;
-        if status["exited"] == true {
+        let status = agent.run(GuestExecStatus::new(pid)).await?;
+        if status.exited == Some(true) {
             break status;
         }
         if deadline.is_some_and(|d| started.elapsed() >= d) {
@@ -125,24 +131,23 @@ async fn exec(ctx: &Context, agent: &Client, a: &GaExecArgs) -> Result<(), Failu
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(200));
     };
-    let decode = |key: &str| -> Vec<u8> {
-        status[key]
-            .as_str()
+    let decode = |data: &Option<String>| -> Vec<u8> {
+        data.as_deref()
             .and_then(|b64| BASE64.decode(b64).ok())
             .unwrap_or_default()
     };
-    let _ = std::io::stdout().write_all(&decode("out-data"));
+    let _ = std::io::stdout().write_all(&decode(&status.out_data));
     let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().write_all(&decode("err-data"));
-    for (key, what) in [
-        ("out-truncated", "standard output"),
-        ("err-truncated", "standard error"),
+    let _ = std::io::stderr().write_all(&decode(&status.err_data));
+    for (truncated, what) in [
+        (status.out_truncated, "standard output"),
+        (status.err_truncated, "standard error"),
     ] {
-        if status[key] == true {
+        if truncated == Some(true) {
             eprintln!("qmp ga exec: the agent cut the program's {what} short");
         }
     }
-    let code = match (status["exitcode"].as_i64(), status["signal"].as_i64()) {
+    let code = match (status.exitcode, status.signal) {
         (Some(code), _) => code,
         (None, Some(signal)) => {
             eprintln!("qmp ga exec: {path} was killed by signal {signal}");
@@ -200,15 +205,13 @@ async fn with_guest_file<T>(
     agent: &Client,
     path: &str,
     mode: &str,
-    work: impl AsyncFnOnce(&Value) -> Result<T, Failure>,
+    work: impl AsyncFnOnce(i64) -> Result<T, Failure>,
 ) -> Result<T, Failure> {
     let handle = agent
-        .execute("guest-file-open", json!({"path": path, "mode": mode}))
+        .run(GuestFileOpen::new(path.into()).with_mode(mode.into()))
         .await?;
-    let result = work(&handle).await;
-    let closed = agent
-        .execute("guest-file-close", json!({"handle": handle}))
-        .await;
+    let result = work(handle).await;
+    let closed = agent.run(GuestFileClose::new(handle)).await;
     let value = result?;
     closed?;
     Ok(value)
@@ -225,35 +228,30 @@ async fn get(agent: &Client, guest: &str, local: &str) -> Result<(), Failure> {
     };
     with_guest_file(agent, guest, "r", async |handle| {
         // The size, for the progress line: seek to the end and back.
-        let end = agent
-            .execute(
-                "guest-file-seek",
-                json!({"handle": handle, "offset": 0, "whence": "end"}),
-            )
-            .await?;
-        agent
-            .execute(
-                "guest-file-seek",
-                json!({"handle": handle, "offset": 0, "whence": "set"}),
-            )
-            .await?;
-        let mut progress = Progress::new(end["position"].as_u64());
+        let seek = |whence| GuestFileSeek::new(handle, 0, GuestFileSeekWhence::Str(whence));
+        let end = agent.run(seek(GuestFileSeekWhenceStr::End)).await?;
+        agent.run(seek(GuestFileSeekWhenceStr::Set)).await?;
+        let mut progress = Progress::new(end.position.and_then(|p| u64::try_from(p).ok()));
         let mut done = 0u64;
         loop {
             let chunk = agent
-                .execute("guest-file-read", json!({"handle": handle, "count": CHUNK}))
+                .run(GuestFileRead::new(handle).with_count(CHUNK as i64))
                 .await?;
-            let bytes = chunk["buf-b64"]
-                .as_str()
+            let bytes = chunk
+                .buf_b64
+                .as_deref()
                 .and_then(|b| BASE64.decode(b).ok())
                 .ok_or_else(|| {
-                    Failure::Connection(format!("the agent sent unreadable data: {chunk}"))
+                    Failure::Connection(format!(
+                        "the agent sent unreadable data: {}",
+                        chunk.to_qmp()
+                    ))
                 })?;
             out.write_all(&bytes)
                 .map_err(|e| Failure::Usage(format!("cannot write {local}: {e}")))?;
             done += bytes.len() as u64;
             progress.update(done, false);
-            if chunk["eof"] == true || bytes.is_empty() {
+            if chunk.eof == Some(true) || bytes.is_empty() {
                 break;
             }
         }
@@ -291,54 +289,47 @@ async fn put(agent: &Client, local: &str, guest: &str) -> Result<(), Failure> {
                 break;
             }
             let wrote = agent
-                .execute(
-                    "guest-file-write",
-                    json!({"handle": handle, "buf-b64": BASE64.encode(&buf[..n])}),
-                )
+                .run(GuestFileWrite::new(handle, BASE64.encode(&buf[..n])))
                 .await?;
-            if wrote["count"].as_u64() != Some(n as u64) {
+            if wrote.count != Some(n as i64) {
                 return Err(Failure::Connection(format!(
                     "the agent wrote {} of {n} bytes",
-                    wrote["count"]
+                    wrote.to_qmp()["count"]
                 )));
             }
             done += n as u64;
             progress.update(done, false);
         }
         progress.update(done, true);
-        agent
-            .execute("guest-file-flush", json!({"handle": handle}))
-            .await?;
+        agent.run(GuestFileFlush::new(handle)).await?;
         Ok(())
     })
     .await
 }
 
 async fn network(ctx: &Context, agent: &Client) -> Result<(), Failure> {
-    let interfaces = agent
-        .execute("guest-network-get-interfaces", json!({}))
-        .await?;
+    let interfaces = agent.run(GuestNetworkGetInterfaces::new()).await?;
     if ctx.json_given {
-        ctx.style.print(&interfaces);
+        ctx.style.print(&interfaces.to_qmp());
         return Ok(());
     }
-    for i in interfaces.as_array().into_iter().flatten() {
-        let addresses: Vec<String> = i["ip-addresses"]
-            .as_array()
+    for i in interfaces {
+        let addresses: Vec<String> = i
+            .ip_addresses
             .into_iter()
             .flatten()
             .map(|a| {
                 format!(
                     "{}/{}",
-                    a["ip-address"].as_str().unwrap_or("?"),
-                    a["prefix"].as_i64().unwrap_or(0)
+                    a.ip_address.as_deref().unwrap_or("?"),
+                    a.prefix.unwrap_or(0)
                 )
             })
             .collect();
         println!(
             "{:<12} {:<17} {}",
-            i["name"].as_str().unwrap_or("?"),
-            i["hardware-address"].as_str().unwrap_or("-"),
+            i.name.as_deref().unwrap_or("?"),
+            i.hardware_address.as_deref().unwrap_or("-"),
             addresses.join(" ")
         );
     }

@@ -120,6 +120,17 @@ fn qmp_ga_copies_files_both_ways_and_reports_what_the_agent_refuses(v: QemuVersi
         "{}",
         text(&out.stdout)
     );
+    // As JSON, the agent's reply as it sent it: its members in its order
+    // (counters aside, which move between calls).
+    let keys = |args: &[&str]| -> Vec<String> {
+        let out = qmp(args);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v[0].as_object().unwrap().keys().cloned().collect()
+    };
+    assert_eq!(
+        keys(&["ga", "-s", &s, "--compact", "network"]),
+        keys(&["ga", "-s", &s, "--compact", "guest-network-get-interfaces"])
+    );
     // Any other command, with key=value arguments.
     let out = qmp(&["ga", "-s", &s, "--compact", "guest-get-host-name"]);
     let host = text(&Command::new("hostname").output().unwrap().stdout);

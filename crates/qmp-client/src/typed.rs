@@ -10,7 +10,7 @@
 //! `guest-info` gives (`qmp_types::guest_agent` has its typed commands).
 
 use crate::events::{EventFilter, EventStream, Lagged};
-use crate::{Client, Error, Result};
+use crate::{Client, Error, Greeting, Result};
 use qmp_proto::schema::Schema;
 use qmp_proto::typed::{Command, Event, Qmp, TypeError};
 use serde_json::Value;
@@ -92,14 +92,7 @@ impl Client {
                     Known::from_guest_info(&self.execute("guest-info", Value::Null).await.ok()?)
                 } else {
                     let reply = self.execute("query-qmp-schema", Value::Null).await.ok()?;
-                    Some(Known {
-                        schema: Schema::from_json(&reply).ok()?,
-                        server: match self.greeting() {
-                            Some(g) => format!("QEMU {}", g.version.qemu),
-                            None => "the server".to_owned(),
-                        },
-                        members: true,
-                    })
+                    Known::from_qmp_schema(&reply, self.greeting())
                 }?;
                 Some(Arc::new(known))
             })
@@ -116,11 +109,22 @@ pub(crate) struct Known {
     schema: Schema,
     /// The server, for errors: `QEMU 10.0.2`, `qemu-ga 10.0.2`.
     server: String,
-    /// Whether the schema describes members (not so for the agent).
-    members: bool,
 }
 
 impl Known {
+    /// From QEMU's `query-qmp-schema` reply.
+    fn from_qmp_schema(reply: &Value, greeting: Option<&Greeting>) -> Option<Known> {
+        Some(Known {
+            schema: Schema::from_json(reply).ok()?,
+            server: match greeting {
+                Some(g) => format!("QEMU {}", g.version.qemu),
+                None => "the server".to_owned(),
+            },
+        })
+    }
+
+    /// From the agent's `guest-info`: a schema of its commands alone,
+    /// without argument types, so `check` finds no members to check.
     fn from_guest_info(info: &Value) -> Option<Known> {
         let commands: Vec<Value> = info["supported_commands"]
             .as_array()?
@@ -134,7 +138,6 @@ impl Known {
                 "qemu-ga {}",
                 info["version"].as_str().unwrap_or("(unknown version)")
             ),
-            members: false,
         })
     }
 }
@@ -151,9 +154,10 @@ fn check(known: &Known, command: &str, arguments: &Value) -> Result<()> {
     // device_add takes the device's own properties beyond what the schema
     // declares (QEMU checks them against the driver).
     const OPEN_ARGUMENTS: &[&str] = &["device_add"];
-    if !known.members || OPEN_ARGUMENTS.contains(&command) {
+    if OPEN_ARGUMENTS.contains(&command) {
         return Ok(());
     }
+    // (None for the agent's commands, whose members are not described.)
     let Some(entry) = known.schema.arguments_of(command) else {
         return Ok(());
     };

@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use qmp_client::Client;
 use qmp_types::guest_agent::*;
-use qmp_types::Qmp;
+use qmp_types::{Command, Qmp};
 use serde_json::{json, Map, Value};
 use std::io::{IsTerminal, Read, Write};
 use std::time::{Duration, Instant};
@@ -308,11 +308,16 @@ async fn put(agent: &Client, local: &str, guest: &str) -> Result<(), Failure> {
 }
 
 async fn network(ctx: &Context, agent: &Client) -> Result<(), Failure> {
-    let interfaces = agent.run(GuestNetworkGetInterfaces::new()).await?;
     if ctx.json_given {
-        ctx.style.print(&interfaces.to_qmp());
+        // The agent's reply as it sent it (the typed value would put its
+        // members in the description's order).
+        let interfaces = agent
+            .execute(GuestNetworkGetInterfaces::NAME, json!({}))
+            .await?;
+        ctx.style.print(&interfaces);
         return Ok(());
     }
+    let interfaces = agent.run(GuestNetworkGetInterfaces::new()).await?;
     for i in interfaces {
         let addresses: Vec<String> = i
             .ip_addresses
